@@ -1,0 +1,36 @@
+# Two entry points: `make run` (the main job) and `make test` (lint, types, tests).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/gradsum run
+
+lint: $(STAMP)
+	$(BIN)/ruff check benchmark tests
+	$(BIN)/ruff format --check benchmark tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -n 2 --durations=15
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix benchmark tests
+	$(BIN)/ruff format benchmark tests
+
+bench: $(STAMP)
+	$(BIN)/gradsum bench --out results/bench.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,91 @@
+"""`gradsum bench`: speed and memory figures as ratios measured in one process, written as JSON.
+
+Each suite lives in `gradsum.bench.suites.<name>` and exposes `SUITE`; suites are discovered, so
+adding one touches no other file. Benchmarks report; tests never assert wall-clock time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gradsum.registry import Registry
+
+
+@dataclass(frozen=True)
+class BenchSuite:
+    """A named benchmark: `run(quick, device)` returns a JSON-ready dict of figures."""
+
+    name: str
+    description: str
+    run: Callable[[bool, str], dict[str, Any]]
+
+
+def suites() -> Registry[BenchSuite]:
+    """All discovered benchmark suites."""
+    from gradsum.bench import suites as package
+
+    registry: Registry[BenchSuite] = Registry("benchmark suite")
+    for info in pkgutil.iter_modules(package.__path__):
+        suite = importlib.import_module(f"{package.__name__}.{info.name}").SUITE
+        registry.add(suite.name, suite)
+    return registry
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import os
+
+        info["cpu_count"] = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        info["cpu_count"] = None
+    return info
+
+
+def run_suites(names: list[str] | None, quick: bool, device: str) -> dict[str, Any]:
+    """Run the named suites (all when None) and return the figures with the machine."""
+    registry = suites()
+    chosen = names or registry.names()
+    results: dict[str, Any] = {"machine": machine(), "device": device, "quick": quick, "suites": {}}
+    for name in chosen:
+        suite = registry.get(name, "--suite")
+        start = time.perf_counter()
+        figures = suite.run(quick, device)
+        figures["suite_seconds"] = round(time.perf_counter() - start, 3)
+        results["suites"][name] = figures
+    return results
+
+
+def timeit(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+    """Median seconds of `fn()` over `repeats` runs after `warmup` runs (CUDA-synchronised)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]

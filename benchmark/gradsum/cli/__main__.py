@@ -1,0 +1,5 @@
+import sys
+
+from gradsum.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `gradsum` subcommand; each defines `COMMAND`."""

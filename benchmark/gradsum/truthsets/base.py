@@ -1,0 +1,165 @@
+"""The truth-set interface every stage reads: images, Cityscapes class maps, targets, metadata."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gradsum.truthsets.labels import ClassTable
+
+#: Targets a truth set may carry per sample.
+TASKS = ("steering", "obstacle")
+
+
+@dataclass
+class Sample:
+    """One frame: RGB image, per-pixel Cityscapes ids, optional targets and metadata.
+
+    `labels` are always Cityscapes label ids (uint8, 0..33) so that profiles from different
+    truth sets compare class by class; `raw_labels` keeps the truth set's own ids.
+    """
+
+    image: np.ndarray  # (H, W, 3) uint8
+    labels: np.ndarray  # (H, W) uint8, Cityscapes ids
+    targets: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    raw_labels: np.ndarray | None = None
+
+
+class TruthSet(abc.ABC):
+    """A split of a truth set: indexable, iterable, with a class table and known tasks."""
+
+    #: short identifier of the reader kind ("synthetic", "cityscapes", "plugin", ...)
+    kind: str = ""
+
+    def __init__(self, root: Path, split: str) -> None:
+        self.root = Path(root)
+        self.split = split
+
+    @property
+    @abc.abstractmethod
+    def class_table(self) -> ClassTable:
+        """The truth set's own classes with their mapping onto Cityscapes ids."""
+
+    @property
+    @abc.abstractmethod
+    def tasks(self) -> tuple[str, ...]:
+        """The targets every sample carries (a subset of `TASKS`)."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        """Generation or source parameters recorded with results and model cards."""
+        return {}
+
+    def __iter__(self) -> Iterator[Sample]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def targets(self, task: str) -> np.ndarray:
+        """All samples' values of `task`, without decoding images where the reader can avoid it."""
+        return np.array([self[i].targets[task] for i in range(len(self))], dtype=np.float32)
+
+    def torch_dataset(self, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TorchTruthSet:
+        """A torch `Dataset` over this split (works with `DataLoader` workers)."""
+        return TorchTruthSet(self, transform)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description: kind, root, split, size, tasks, parameters."""
+        return {
+            "kind": self.kind,
+            "root": str(self.root),
+            "split": self.split,
+            "size": len(self),
+            "tasks": list(self.tasks),
+            "parameters": dict(self.parameters),
+        }
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → (3, H, W) float32 in [0, 1]: the input convention of every GradSUM model."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+class TorchTruthSet(Dataset[dict[str, Any]]):
+    """Items are dicts: `image` (3,H,W) float in [0,1], `labels` (H,W) int64, `targets`, `index`."""
+
+    def __init__(self, truthset: TruthSet, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        self.truthset = truthset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.truthset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.truthset[index]
+        image = image_to_tensor(sample.image)
+        if self.transform is not None:
+            image = self.transform(image)
+        return {
+            "image": image,
+            "labels": torch.from_numpy(sample.labels.astype(np.int64)),
+            "targets": {k: torch.tensor(v, dtype=torch.float32) for k, v in sample.targets.items()},
+            "index": index,
+        }
+
+
+class ArrayTruthSet(TruthSet):
+    """An in-memory truth set (tests, notebooks, a user's own arrays)."""
+
+    kind = "array"
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        targets: Mapping[str, np.ndarray] | None = None,
+        class_table: ClassTable | None = None,
+        split: str = "test",
+    ) -> None:
+        from gradsum.truthsets.labels import CITYSCAPES
+
+        super().__init__(Path("<memory>"), split)
+        if images.shape[:3] != labels.shape[:3]:
+            raise ValueError(f"images {images.shape} and labels {labels.shape} differ in size")
+        self._images = images
+        self._labels = labels
+        self._targets = {k: np.asarray(v, dtype=np.float32) for k, v in (targets or {}).items()}
+        self._table = class_table or CITYSCAPES
+
+    @property
+    def class_table(self) -> ClassTable:
+        return self._table
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t for t in TASKS if t in self._targets)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return Sample(
+            image=self._images[index],
+            labels=self._table.to_cityscapes(self._labels[index]),
+            targets={k: float(v[index]) for k, v in self._targets.items()},
+            meta={"index": index},
+            raw_labels=self._labels[index],
+        )
+
+    def targets(self, task: str) -> np.ndarray:
+        return self._targets[task]
