@@ -1,0 +1,253 @@
+"""Architecture builders: `ARCHITECTURES.get(name)(img_size, **kwargs)` is an `nn.Module` with output (B, 1).
+
+Every model takes float32 images (B, 3, H, W) in [0, 1]; any normalisation happens inside the model.
+The output is the steering value (`steering` task) or one logit (`obstacle` task).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.layers import HybridEmbed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from gradsum.errors import CheckpointError, SpecError
+from gradsum.registry import Registry
+
+Builder = Callable[..., nn.Module]
+
+#: name → builder(img_size, **kwargs) of a model with one output
+ARCHITECTURES: Registry[Builder] = Registry("architecture")
+
+#: ViT sizes by name: (embed_dim, depth, num_heads)
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "deit_tiny": (192, 12, 3),
+    "small": (128, 4, 4),
+    "narrow": (96, 4, 3),
+}
+
+
+class UnitToSigned(nn.Module):
+    """Maps [0, 1] images to [-1, 1], PilotNet's in-model normalisation layer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0 - 1.0
+
+
+def conv_block(cin: int, cout: int, kernel: int, stride: int, pad: int, batch_norm: bool) -> nn.Sequential:
+    """Conv → (BatchNorm) → ELU, one stage of the PilotNet-style CNNs."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, pad, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ELU(inplace=False))
+    return nn.Sequential(*layers)
+
+
+class ConvRegressor(nn.Module):
+    """`normalize` → `features` (conv stages, the last one is the CAM layer) → flatten → `head` (B, 1)."""
+
+    def __init__(self, features: nn.Sequential, img_size: tuple[int, int], hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.normalize = UnitToSigned()
+        self.features = features
+        with torch.no_grad():
+            flat = features(torch.zeros(1, 3, *img_size)).numel()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = flat
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ELU()]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.normalize(x)))
+
+
+def pilotnet_features(batch_norm: bool = True) -> nn.Sequential:
+    """PilotNet's five conv stages (Bojarski et al. 2016): 24/36/48 5×5 stride 2, then 64/64 3×3."""
+    return nn.Sequential(
+        conv_block(3, 24, 5, 2, 0, batch_norm),
+        conv_block(24, 36, 5, 2, 0, batch_norm),
+        conv_block(36, 48, 5, 2, 0, batch_norm),
+        conv_block(48, 64, 3, 1, 0, batch_norm),
+        conv_block(64, 64, 3, 1, 0, batch_norm),
+    )
+
+
+@ARCHITECTURES.register("pilotnet")
+def pilotnet(img_size: tuple[int, int], batch_norm: bool = True, dropout: float = 0.0) -> nn.Module:
+    """NVIDIA's end-to-end steering CNN with FC 100/50/10/1, sized for `img_size`."""
+    model = ConvRegressor(pilotnet_features(batch_norm), img_size, hidden=(100, 50, 10))
+    if dropout:
+        model.head.insert(1, nn.Dropout(dropout))
+    return model
+
+
+@ARCHITECTURES.register("compact_cnn")
+def compact_cnn(
+    img_size: tuple[int, int], channels: Sequence[int] = (16, 32, 64, 64), hidden: int = 64
+) -> nn.Module:
+    """A small fast CNN: 3×3 stride-2 stages, then a flattened map so the head keeps object position."""
+    stages, cin = [], 3
+    for cout in channels:
+        stages.append(conv_block(cin, cout, 3, 2, 1, batch_norm=True))
+        cin = cout
+    return ConvRegressor(nn.Sequential(*stages), img_size, hidden=(hidden,))
+
+
+def _timm_weights(pretrained: bool, weights_file: str | None, argument: str) -> dict[str, Any]:
+    """timm keyword arguments that load weights from a local file only; downloads are impossible here."""
+    if weights_file is not None:
+        if not Path(weights_file).is_file():
+            raise CheckpointError(f"{argument}: weight file {weights_file} does not exist")
+        return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights_file)}}
+    if pretrained:
+        raise CheckpointError(
+            f"{argument}: pretrained weights need a local file (weights_file=...); "
+            "downloads are not possible here, models train from scratch or load local files"
+        )
+    return {"pretrained": False}
+
+
+@ARCHITECTURES.register("timm_cnn")
+def timm_cnn(
+    img_size: tuple[int, int],
+    name: str = "resnet18",
+    pretrained: bool = False,
+    weights_file: str | None = None,
+    checkpoint_path: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Any timm CNN by name with one output; weights come only from local files, never downloads."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name[:4]}*")[:5]
+        raise SpecError(f"arch.name: timm knows no model {name!r} (close: {', '.join(close) or 'none'})")
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
+        raise CheckpointError(f"checkpoint_path: {checkpoint_path} does not exist")
+    weights = _timm_weights(pretrained, weights_file, "weights_file")
+    return timm.create_model(name, num_classes=1, checkpoint_path=checkpoint_path or "", **weights, **kwargs)
+
+
+def _vit_size(size: str | None, embed_dim: int, depth: int, num_heads: int) -> tuple[int, int, int]:
+    if size is None:
+        return embed_dim, depth, num_heads
+    if size not in VIT_SIZES:
+        raise SpecError(f"arch.size: unknown ViT size {size!r}; valid: {', '.join(sorted(VIT_SIZES))}")
+    return VIT_SIZES[size]
+
+
+def _pooling(class_token: bool, global_pool: str | None) -> dict[str, Any]:
+    pool = global_pool or ("token" if class_token else "avg")
+    if pool == "token" and not class_token:
+        raise SpecError("arch.global_pool: 'token' pooling needs class_token: true")
+    if pool not in ("token", "avg"):
+        raise SpecError(f"arch.global_pool: {pool!r} is not one of token, avg")
+    return {"class_token": class_token, "global_pool": pool}
+
+
+@ARCHITECTURES.register("vit")
+def vit(
+    img_size: tuple[int, int],
+    patch_size: int = 16,
+    size: str | None = None,
+    embed_dim: int = 128,
+    depth: int = 4,
+    num_heads: int = 4,
+    mlp_ratio: float = 2.0,
+    class_token: bool = True,
+    global_pool: str | None = None,
+    drop_path_rate: float = 0.0,
+) -> nn.Module:
+    """timm VisionTransformer for non-square driving crops, with a class token or average pooling."""
+    if img_size[0] % patch_size or img_size[1] % patch_size:
+        raise SpecError(f"arch.patch_size: {patch_size} does not divide img_size {tuple(img_size)}")
+    embed_dim, depth, num_heads = _vit_size(size, embed_dim, depth, num_heads)
+    return VisionTransformer(
+        img_size=img_size,
+        patch_size=patch_size,
+        num_classes=1,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        drop_path_rate=drop_path_rate,
+        **_pooling(class_token, global_pool),
+    )
+
+
+def pilot_stem(width: int = 64, batch_norm: bool = True) -> nn.Sequential:
+    """A PilotNet-like tokenizer: normalise, three 5×5 stride-2 convs and a 3×3 conv (stride 8 in all)."""
+    return nn.Sequential(
+        UnitToSigned(),
+        conv_block(3, 24, 5, 2, 2, batch_norm),
+        conv_block(24, 36, 5, 2, 2, batch_norm),
+        conv_block(36, 48, 5, 2, 2, batch_norm),
+        conv_block(48, width, 3, 1, 1, batch_norm),
+    )
+
+
+class ResNetStem(nn.Module):
+    """resnet18 up to `layer2` (stride 8, 128 channels): a ResNet tokenizer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        net = timm.create_model("resnet18", pretrained=False, num_classes=0)
+        self.normalize = UnitToSigned()
+        self.stem = nn.Sequential(*(net.get_submodule(n) for n in ("conv1", "bn1", "act1", "maxpool")))
+        self.layer1 = net.get_submodule("layer1")
+        self.layer2 = net.get_submodule("layer2")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer2(self.layer1(self.stem(self.normalize(x))))
+
+
+#: hybrid tokenizers by name
+STEMS: dict[str, Callable[[], nn.Module]] = {"pilot": pilot_stem, "resnet": ResNetStem}
+
+
+@ARCHITECTURES.register("hybrid_vit")
+def hybrid_vit(
+    img_size: tuple[int, int],
+    stem: str = "pilot",
+    patch_size: int = 2,
+    embed_dim: int = 128,
+    depth: int = 4,
+    num_heads: int = 4,
+    mlp_ratio: float = 2.0,
+    class_token: bool = True,
+    global_pool: str | None = None,
+) -> nn.Module:
+    """ViT whose patch embedding is a CNN tokenizer (timm `HybridEmbed`) then a `patch_size` patchify."""
+    if stem not in STEMS:
+        raise SpecError(f"arch.stem: unknown tokenizer {stem!r}; valid: {', '.join(sorted(STEMS))}")
+    embed = functools.partial(HybridEmbed, backbone=STEMS[stem]())
+    return VisionTransformer(
+        img_size=img_size,
+        patch_size=patch_size,
+        num_classes=1,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        embed_layer=embed,
+        **_pooling(class_token, global_pool),
+    )
+
+
+def build_model(architecture: str, img_size: tuple[int, int], **kwargs: Any) -> nn.Module:
+    """Build a registered architecture; bad keyword arguments become a `SpecError` naming them."""
+    builder = ARCHITECTURES.get(architecture, "architecture")
+    size = (int(img_size[0]), int(img_size[1]))
+    try:
+        inspect.signature(builder).bind(size, **kwargs)
+    except TypeError as error:
+        raise SpecError(f"arch: {error} (architecture {architecture})") from None
+    return builder(size, **kwargs)

@@ -1,0 +1,73 @@
+"""What later stages need to know about a model: family, tokenizer, token grid, prefix tokens, CAM layer."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from timm.layers import HybridEmbed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from gradsum.errors import AttributionError
+
+Family = Literal["cnn", "vit", "hybrid"]
+
+
+def model_family(model: nn.Module) -> Family:
+    """`vit` or `hybrid` for timm VisionTransformers (hybrid: the patch embedding is a CNN), else `cnn`."""
+    if isinstance(model, VisionTransformer):
+        return "hybrid" if isinstance(model.patch_embed, HybridEmbed) else "vit"
+    return "cnn"
+
+
+def _transformer(model: nn.Module, what: str) -> VisionTransformer:
+    if not isinstance(model, VisionTransformer):
+        raise AttributionError(f"{what}: {type(model).__name__} is not a timm VisionTransformer")
+    return model
+
+
+def tokenizer(model: nn.Module) -> nn.Module:
+    """The CNN tokenizer of a hybrid ViT (`patch_embed.backbone`), an attribution target of its own."""
+    vit = _transformer(model, "tokenizer")
+    if not isinstance(vit.patch_embed, HybridEmbed):
+        raise AttributionError("tokenizer: this ViT embeds patches linearly and has no CNN tokenizer")
+    return vit.patch_embed.backbone
+
+
+def token_grid(model: nn.Module) -> tuple[int, int]:
+    """Rows and columns of the patch-token grid of a ViT or hybrid ViT."""
+    rows, cols = _transformer(model, "token_grid").patch_embed.grid_size
+    return int(rows), int(cols)
+
+
+def num_prefix_tokens(model: nn.Module) -> int:
+    """Tokens before the patch tokens (class and register tokens); 0 for average-pooling ViTs."""
+    return int(_transformer(model, "num_prefix_tokens").num_prefix_tokens)
+
+
+def cam_layer(model: nn.Module) -> nn.Module:
+    """A default Grad-CAM layer: the last conv stage of a CNN, or the hybrid's tokenizer.
+
+    CNNs built here keep their conv stages in `features`; other CNNs (timm) fall back to the last
+    module that holds a convolution. Plain ViTs have no conv map and raise.
+    """
+    family = model_family(model)
+    if family == "hybrid":
+        return tokenizer(model)
+    if family == "vit":
+        raise AttributionError("cam_layer: a plain ViT has no convolutional feature map; use its blocks")
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential) and len(features):
+        return features[-1]
+    return _last_conv_parent(model)
+
+
+def _last_conv_parent(model: nn.Module) -> nn.Module:
+    """The last module with a Conv2d child in definition order (for a ResNet: `layer4[-1]`)."""
+    last: nn.Module | None = None
+    for module in model.modules():
+        if module is not model and any(isinstance(m, nn.Conv2d) for m in module.children()):
+            last = module
+    if last is None:
+        raise AttributionError(f"cam_layer: {type(model).__name__} has no Conv2d layer")
+    return last
