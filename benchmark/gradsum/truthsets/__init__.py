@@ -74,3 +74,4 @@ __all__ = [
 ]
 
 # Readers register themselves on import (one line per reader module).
+from gradsum.truthsets import cityscapes as _cityscapes  # noqa: E402, F401

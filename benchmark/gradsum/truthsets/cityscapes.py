@@ -1,0 +1,230 @@
+"""Reader of the official Cityscapes layout (`leftImg8bit`, `gtFine`/`gtCoarse`, optional `vehicle`).
+
+Steering proxy: Cityscapes records no steering angle, so the `steering` target is the path curvature
+κ = yawRate / speed (1/m, positive = turning left) from `vehicle/.../*_vehicle.json`. Below
+`min_speed` (1 m/s) the ratio is noise, so such slow frames are dropped by default; with
+`drop_slow=False` they stay, flagged `meta["slow"] = True`, and their curvature uses `min_speed`
+in place of the speed so it stays finite. Frames without a vehicle file are kept without target.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradsum.errors import TruthSetError
+from gradsum.truthsets import TruthSetKind, register_kind
+from gradsum.truthsets.base import Sample, TruthSet
+from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_rgb
+from gradsum.truthsets.labels import CITYSCAPES, ClassTable
+from gradsum.truthsets.layout import FrameId, parse_image_name
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS = ("gtFine", "gtCoarse")
+IMAGE_FOLDER = "leftImg8bit"
+#: trainId of classes left out of the 19 evaluated ones
+IGNORE_TRAIN_ID = 255
+
+
+@dataclass(frozen=True)
+class Vehicle:
+    """The CAN-bus values of one frame that the steering proxy needs."""
+
+    speed: float  # m/s
+    yaw_rate: float  # rad/s, positive = turning left
+
+    def curvature(self, min_speed: float) -> float:
+        """yawRate / speed with the speed floored at `min_speed`."""
+        return self.yaw_rate / max(self.speed, min_speed)
+
+
+def read_vehicle(path: Path) -> Vehicle:
+    """Parse a `_vehicle.json`; a missing field or a non-number raises TruthSetError naming it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TruthSetError(f"{path}: vehicle file is unreadable ({error})") from None
+    if not isinstance(record, dict):
+        raise TruthSetError(f"{path}: vehicle file is not a JSON object")
+    values = {}
+    for field in ("speed", "yawRate"):
+        value = record.get(field)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            problem = "missing" if value is None else f"not a finite number ({value!r})"
+            raise TruthSetError(f"{path}: field {field!r} is {problem}")
+        values[field] = float(value)
+    return Vehicle(speed=values["speed"], yaw_rate=values["yawRate"])
+
+
+def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Cityscapes labelIds → trainIds (0..18, 255 for ignored classes), via cityscapesscripts' table."""
+    table = np.full(256, IGNORE_TRAIN_ID, dtype=np.uint8)
+    for c in CITYSCAPES.classes:
+        if 0 <= c.train_id < IGNORE_TRAIN_ID:
+            table[c.id] = c.train_id
+    return table[label_ids]
+
+
+def available_splits(root: Path) -> list[str]:
+    """Split folders under `leftImg8bit/`."""
+    folder = Path(root) / IMAGE_FOLDER
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+class CityscapesTruthSet(TruthSet):
+    """One split of a Cityscapes-layout folder; `labels` are labelIds, `train_ids(i)` the trainId view."""
+
+    kind = "cityscapes"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val",
+        annotation: str = "gtFine",
+        min_speed: float = 1.0,
+        drop_slow: bool = True,
+    ) -> None:
+        super().__init__(Path(root), split)
+        if annotation not in ANNOTATIONS:
+            raise TruthSetError(f"annotation {annotation!r}: expected one of {', '.join(ANNOTATIONS)}")
+        if not min_speed > 0:
+            raise TruthSetError(f"min_speed {min_speed!r}: must be positive (it divides the yaw rate)")
+        self.annotation = annotation
+        self.min_speed = float(min_speed)
+        self.drop_slow = drop_slow
+        self._vehicles: dict[FrameId, Vehicle] = {}
+        # a bad vehicle file fails its own sample (and shows in `gradsum check`), not the whole split
+        self._vehicle_errors: dict[FrameId, TruthSetError] = {}
+        found = self._find_frames()
+        if not found:
+            raise TruthSetError(f"{self.root / IMAGE_FOLDER / split}: no *_leftImg8bit.png images")
+        self._load_vehicles(found)
+        self.frames: list[FrameId] = [f for f in found if self._keep(f)]
+        if len(self.frames) < len(found):
+            dropped = len(found) - len(self.frames)
+            log.info("%s/%s: dropped %d frames slower than %.2f m/s", root, split, dropped, self.min_speed)
+
+    # -- overridable steps -------------------------------------------------------------------------
+
+    def _find_frames(self) -> list[FrameId]:
+        """Every frame of the split, sorted; raises when the split folder does not exist."""
+        folder = self.root / IMAGE_FOLDER / self.split
+        if not folder.is_dir():
+            splits = ", ".join(available_splits(self.root)) or "none"
+            raise TruthSetError(f"{folder}: no such split folder (splits found: {splits})")
+        frames = []
+        for path in folder.glob("*/*_leftImg8bit.png"):
+            try:
+                frames.append(parse_image_name(path, self.split))
+            except ValueError as error:
+                raise TruthSetError(str(error)) from None
+        return sorted(frames)
+
+    def _load_vehicles(self, frames: list[FrameId]) -> None:
+        for frame in frames:
+            path = frame.vehicle(self.root)
+            if not path.is_file():
+                continue
+            try:
+                self._vehicles[frame] = read_vehicle(path)
+            except TruthSetError as error:
+                self._vehicle_errors[frame] = error
+
+    def _keep(self, frame: FrameId) -> bool:
+        return not (self.drop_slow and self._is_slow(frame))
+
+    def _is_slow(self, frame: FrameId) -> bool:
+        vehicle = self._vehicles.get(frame)
+        return vehicle is not None and vehicle.speed < self.min_speed
+
+    def _vehicle(self, frame: FrameId) -> Vehicle | None:
+        if frame in self._vehicle_errors:
+            raise self._vehicle_errors[frame]
+        return self._vehicles.get(frame)
+
+    def _image(self, frame: FrameId) -> np.ndarray:
+        return read_rgb(frame.image(self.root))
+
+    def _labels(self, frame: FrameId) -> np.ndarray:
+        """labelIds of the frame (uint8); ids outside the Cityscapes table raise TruthSetError."""
+        path = frame.label_ids(self.root, self.annotation)
+        return decode_labels(path, ENCODINGS.get("id8"), self.class_table).astype(np.uint8)
+
+    def _targets(self, frame: FrameId) -> dict[str, float]:
+        vehicle = self._vehicle(frame)
+        return {} if vehicle is None else {"steering": vehicle.curvature(self.min_speed)}
+
+    def _meta(self, frame: FrameId) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "frame": frame.stem,
+            "city": frame.city,
+            "image": str(frame.image(self.root)),
+            "label": str(frame.label_ids(self.root, self.annotation)),
+        }
+        vehicle = self._vehicle(frame)
+        if vehicle is not None:
+            meta.update(speed=vehicle.speed, yawRate=vehicle.yaw_rate, slow=vehicle.speed < self.min_speed)
+        return meta
+
+    # -- TruthSet interface ------------------------------------------------------------------------
+
+    @property
+    def class_table(self) -> ClassTable:
+        return CITYSCAPES
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        has_vehicle = all(f in self._vehicles or f in self._vehicle_errors for f in self.frames)
+        return ("steering",) if has_vehicle else ()
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        return {"annotation": self.annotation, "min_speed": self.min_speed, "drop_slow": self.drop_slow}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> Sample:
+        frame = self.frames[index]
+        image = self._image(frame)
+        labels = self._labels(frame)
+        check_sizes(image, labels, frame.image(self.root), frame.label_ids(self.root, self.annotation))
+        targets, meta = self._targets(frame), self._meta(frame)
+        return Sample(image=image, labels=labels, targets=targets, meta=meta, raw_labels=labels)
+
+    def targets(self, task: str) -> np.ndarray:
+        if task not in self.tasks:
+            raise TruthSetError(f"task {task!r}: {self.root}/{self.split} carries only {list(self.tasks)}")
+        return np.array([self._targets(f)[task] for f in self.frames], dtype=np.float32)
+
+    def train_ids(self, index: int) -> np.ndarray:
+        """The trainId view (0..18, 255 = ignore) of sample `index`'s labels."""
+        return to_train_ids(self._labels(self.frames[index]))
+
+
+def _detect(root: Path) -> bool:
+    return (root / IMAGE_FOLDER).is_dir()
+
+
+def _open(root: Path, split: str) -> TruthSet:
+    # a folder with only coarse annotations (train_extra) opens without naming the annotation
+    annotation = next((a for a in ANNOTATIONS if (root / a / split).is_dir()), "gtFine")
+    return CityscapesTruthSet(root, split, annotation=annotation)
+
+
+register_kind(
+    TruthSetKind(
+        name="cityscapes",
+        description="official Cityscapes layout: leftImg8bit/, gtFine/ or gtCoarse/, optional vehicle/",
+        detect=_detect,
+        open=_open,
+        priority=50,
+    )
+)

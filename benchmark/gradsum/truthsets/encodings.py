@@ -1,0 +1,133 @@
+"""Label-map encodings (how a PNG stores class ids) and PNG readers whose errors name the file.
+
+A decoder turns the raw pixel array of a label PNG into the truth set's own class ids; the class
+table then maps those onto Cityscapes ids. Add an encoding with `@ENCODINGS.register(name)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from gradsum.errors import TruthSetError
+from gradsum.registry import Registry
+from gradsum.truthsets.labels import ClassTable
+
+
+class LabelDecodeError(ValueError):
+    """A label array does not fit its encoding; readers prefix the file name."""
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One way of storing class ids in a PNG."""
+
+    name: str
+    description: str
+    #: raw PNG array → own class ids (int64, same H×W); raises LabelDecodeError
+    decode: Callable[[np.ndarray, ClassTable], np.ndarray]
+
+
+ENCODINGS: Registry[Encoding] = Registry("label encoding")
+
+
+def _encoding(name: str, description: str) -> Callable[[Callable], Callable]:
+    def add(decode: Callable[[np.ndarray, ClassTable], np.ndarray]) -> Callable:
+        ENCODINGS.add(name, Encoding(name, description, decode))
+        return decode
+
+    return add
+
+
+def _single_channel(raw: np.ndarray, name: str) -> np.ndarray:
+    if raw.ndim != 2:
+        raise LabelDecodeError(f"encoding {name!r} needs a single-channel PNG, got shape {raw.shape}")
+    return raw.astype(np.int64)
+
+
+@_encoding("id8", "8-bit PNG, one class id per pixel (Cityscapes labelIds, KITTI semantic/)")
+def decode_id8(raw: np.ndarray, table: ClassTable) -> np.ndarray:
+    """Class ids stored directly in an 8-bit single-channel PNG."""
+    if raw.dtype != np.uint8:
+        raise LabelDecodeError(f"encoding 'id8' needs an 8-bit PNG, got {raw.dtype}")
+    return _single_channel(raw, "id8")
+
+
+@_encoding("rgb", "RGB colour PNG; each class is the colour in the class table")
+def decode_rgb(raw: np.ndarray, table: ClassTable) -> np.ndarray:
+    """Class ids looked up from pixel colours via the table's `color` field."""
+    if raw.ndim != 3 or raw.shape[2] not in (3, 4):
+        raise LabelDecodeError(f"encoding 'rgb' needs an RGB PNG, got shape {raw.shape}")
+    rgb = raw[..., :3].astype(np.int64)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colours = np.array([(r << 16) | (g << 8) | b for r, g, b in (c.color for c in table.classes)])
+    ids = np.array(table.ids)
+    order = np.argsort(colours)
+    position = np.clip(np.searchsorted(colours[order], packed), 0, len(order) - 1)
+    found = colours[order][position] == packed
+    if not found.all():
+        unknown = sorted({int(v) for v in np.unique(packed[~found])})[:5]
+        shown = ", ".join(f"({v >> 16},{(v >> 8) & 255},{v & 255})" for v in unknown)
+        raise LabelDecodeError(f"colours not in class table {table.name!r}: {shown}")
+    return ids[order][position]
+
+
+@_encoding("id1000", "16/32-bit PNG, id*1000+instance (Cityscapes instanceIds; stuff holds the plain id)")
+def decode_id1000(raw: np.ndarray, table: ClassTable) -> np.ndarray:
+    """Class ids from `id*1000+k`; values below 1000 are plain ids, as in Cityscapes instanceIds."""
+    values = _single_channel(raw, "id1000")
+    return np.where(values >= 1000, values // 1000, values)
+
+
+@_encoding("id256", "16-bit PNG, id*256+instance (KITTI instance/)")
+def decode_id256(raw: np.ndarray, table: ClassTable) -> np.ndarray:
+    """Class ids from `id*256+k`."""
+    return _single_channel(raw, "id256") // 256
+
+
+def read_png(path: Path, what: str) -> np.ndarray:
+    """The pixel array of an image file; a missing or corrupt file raises TruthSetError naming it."""
+    if not path.is_file():
+        raise TruthSetError(f"{path}: {what} file is missing")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.array(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise TruthSetError(f"{path}: {what} file is corrupt or unreadable ({error})") from None
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB."""
+    raw = read_png(path, "image")
+    if raw.ndim == 2:
+        raw = np.repeat(raw[..., None], 3, axis=2)
+    if raw.ndim != 3 or raw.shape[2] not in (3, 4) or raw.dtype != np.uint8:
+        raise TruthSetError(f"{path}: image is not 8-bit RGB (shape {raw.shape}, {raw.dtype})")
+    return np.ascontiguousarray(raw[..., :3])
+
+
+def decode_labels(path: Path, encoding: Encoding, table: ClassTable) -> np.ndarray:
+    """Own class ids of a label file; bad encodings and ids the table does not know raise TruthSetError."""
+    raw = read_png(path, "label")
+    try:
+        ids = encoding.decode(raw, table)
+    except LabelDecodeError as error:
+        raise TruthSetError(f"{path}: {error}") from None
+    unknown = table.unknown_ids(np.unique(ids))
+    if unknown:
+        raise TruthSetError(f"{path}: label ids not in class table {table.name!r}: {unknown[:10]}")
+    return ids
+
+
+def check_sizes(image: np.ndarray, labels: np.ndarray, image_path: Path, label_path: Path) -> None:
+    """Raise TruthSetError when an image and its label map differ in size."""
+    if image.shape[:2] != labels.shape[:2]:
+        raise TruthSetError(
+            f"{label_path}: label size {labels.shape[1]}x{labels.shape[0]} differs from image "
+            f"{image_path.name} size {image.shape[1]}x{image.shape[0]}"
+        )
