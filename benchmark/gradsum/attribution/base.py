@@ -1,0 +1,202 @@
+"""The attribution API: `attribute(model, images, method, target=..., layer=..., normalise=...)`.
+
+A method computes a raw map on its native grid (feature map, token grid or pixels); `attribute`
+does everything around it once for all methods: applicability, input and target checks, the scoped
+model adapter, non-finite checks, one batched bilinear upsampling to the input size and the
+per-image normalisation.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gradsum.attribution.adapters import OutputKey, attribution_mode, family, prepare_images, select_output
+from gradsum.attribution.layers import resolve_layer
+from gradsum.attribution.normalise import NORMALISERS
+from gradsum.attribution.normalise import normalise as normalise_maps
+from gradsum.attribution.targets import Target, resolve_target
+from gradsum.errors import AttributionError
+from gradsum.registry import Registry
+
+FAMILIES = frozenset({"cnn", "vit", "hybrid"})
+
+#: what `Method.grid` returns: one raw map (B,h,w), or named parts with the combined map under "main"
+GridOutput = Tensor | Mapping[str, Tensor]
+
+MAIN = "main"
+
+
+@dataclass(frozen=True)
+class AttributionResult:
+    """Maps at input resolution, the raw grid they came from, and every choice that made them."""
+
+    maps: Tensor
+    grid: Tensor
+    method: str
+    target: str
+    normalisation: str
+    layer: str | None = None
+    parts: Mapping[str, AttributionResult] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready record of the choices (method, target, normalisation, layer, grid, parts)."""
+        record: dict[str, Any] = {
+            "method": self.method,
+            "target": self.target,
+            "normalisation": self.normalisation,
+            "layer": self.layer,
+            "map_shape": list(self.maps.shape),
+            "grid_shape": list(self.grid.shape),
+        }
+        if self.method in METHODS:
+            record["grid"] = METHODS.get(self.method).grid_note
+        if self.parts:
+            record["parts"] = {name: part.describe() for name, part in self.parts.items()}
+        return record
+
+
+class Method(abc.ABC):
+    """One attribution method; subclasses set the class variables and implement `grid`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    applies_to: ClassVar[frozenset[str]]
+    uses_layer: ClassVar[bool]
+    needs_attention: ClassVar[bool] = False
+    #: the fast path freezes parameters; library methods that backpropagate to the input do not
+    freeze_parameters: ClassVar[bool] = False
+    #: accepted options and their defaults; anything else is an error naming the option
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: what `AttributionResult.grid` holds for this method (recorded by `describe`)
+    grid_note: ClassVar[str] = "raw map on the method's native grid"
+
+    def __init__(self, output: OutputKey = None, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise AttributionError(f"options: {self.name} has no option {', '.join(unknown)}; valid: {valid}")
+        self.output_key = output
+        self.options: dict[str, Any] = {**self.defaults, **options}
+
+    def forward(self, model: nn.Module, images: Tensor) -> Tensor:
+        """The model's output tensor for `images` (the part named by `output=` when it returns several)."""
+        return select_output(model(images), self.output_key)
+
+    @abc.abstractmethod
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> GridOutput:
+        """Raw float32 map(s) (B,h,w) on the model's device; a mapping holds named parts and "main"."""
+
+
+METHODS: Registry[type[Method]] = Registry("attribution method")
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a Method under `name` (and set its `name`)."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS.add(name, cls)
+        return cls
+
+    return add
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What `gradsum methods` prints about one method."""
+
+    name: str
+    description: str
+    applies_to: tuple[str, ...]
+    uses_layer: bool
+
+
+def list_methods() -> list[MethodInfo]:
+    """Every registered method, sorted by name."""
+    return [
+        MethodInfo(name, cls.description, tuple(sorted(cls.applies_to)), cls.uses_layer)
+        for name, cls in METHODS.items()
+    ]
+
+
+def upsample(grid: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B,h,w) → (B,H,W) with one batched bilinear interpolation (identity when sizes agree)."""
+    if tuple(grid.shape[-2:]) == size:
+        return grid
+    return F.interpolate(grid[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def _check_finite(grid: Tensor, method: str, part: str) -> None:
+    bad = (~torch.isfinite(grid.flatten(1))).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        where = f" (part {part})" if part != MAIN else ""
+        raise AttributionError(
+            f"method {method}{where}: non-finite map for sample index {bad[0]} (all: {bad})"
+        )
+
+
+def _check_grid(grid: Any, batch: int, method: str, part: str) -> Tensor:
+    if not isinstance(grid, Tensor) or grid.ndim != 3 or grid.shape[0] != batch:
+        shape = tuple(grid.shape) if isinstance(grid, Tensor) else type(grid).__name__
+        raise AttributionError(f"method {method}: part {part} is {shape}, expected a ({batch},h,w) map")
+    grid = grid.detach().float()
+    _check_finite(grid, method, part)
+    return grid
+
+
+def attribute(
+    model: nn.Module,
+    images: Tensor,
+    method: str = "gradcam",
+    *,
+    target: str | Target | Sequence[float] | Tensor | None = None,
+    task: str = "steering",
+    layer: str | None = None,
+    normalise: str = "minmax",
+    output: OutputKey = None,
+    **options: Any,
+) -> AttributionResult:
+    """Attribution maps (B,H,W) for `images` (B,3,H,W in [0,1]) by `method`, one target per sample.
+
+    `target` is a target name of `task` (None: `direction` for steering, `predicted` for obstacle), a
+    `Target`, or per-sample signs; `output` names the explained part of a tuple or dict output.
+    """
+    cls = METHODS.get(method, "method")
+    kind = family(model)
+    if kind not in cls.applies_to:
+        raise AttributionError(f"method {method} applies to {'/'.join(sorted(cls.applies_to))}, not {kind}")
+    NORMALISERS.get(normalise, "normalise")
+    chosen = resolve_target(target, task)
+    batch = prepare_images(model, images)
+    chosen.check_batch(batch.shape[0])
+    instance = cls(output=output, **options)
+    size = (int(batch.shape[2]), int(batch.shape[3]))
+    with attribution_mode(
+        model, needs_attention=cls.needs_attention, freeze_parameters=cls.freeze_parameters
+    ):
+        layer_name = resolve_layer(model, layer).name if cls.uses_layer else None
+        raw = instance.grid(model, batch, chosen, layer_name)
+    named = dict(raw) if isinstance(raw, Mapping) else {MAIN: raw}
+    if MAIN not in named:
+        raise AttributionError(f"method {method}: its parts {sorted(named)} have no {MAIN!r} map")
+    grids = {part: _check_grid(grid, batch.shape[0], method, part) for part, grid in named.items()}
+    results = {
+        part: AttributionResult(
+            maps=normalise_maps(upsample(grid, size), normalise),
+            grid=grid,
+            method=method if part == MAIN else f"{method}:{part}",
+            target=chosen.name,
+            normalisation=normalise,
+            layer=layer_name,
+        )
+        for part, grid in grids.items()
+    }
+    main = results.pop(MAIN)
+    return AttributionResult(main.maps, main.grid, method, chosen.name, normalise, layer_name, parts=results)

@@ -1,0 +1,46 @@
+"""Per-image map normalisations, batched on the device; the choice is recorded with every result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from gradsum.registry import Registry
+
+Normaliser = Callable[[Tensor], Tensor]
+
+NORMALISERS: Registry[Normaliser] = Registry("normalisation")
+
+#: pytorch-grad-cam's epsilon in `scale_cam_image`, kept so min–max maps equal the library's
+EPS = 1e-7
+
+
+@NORMALISERS.register("minmax")
+def minmax(maps: Tensor) -> Tensor:
+    """Per-image (m − min) / (max − min), as pytorch-grad-cam and the seed do; a flat map becomes 0."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values.view(-1, *[1] * (maps.ndim - 1))
+    shifted = maps - low
+    high = shifted.flatten(1).max(dim=1).values.view(-1, *[1] * (maps.ndim - 1))
+    return shifted / (high + EPS)
+
+
+@NORMALISERS.register("raw")
+def raw(maps: Tensor) -> Tensor:
+    """The method's own values, unchanged (non-negative for every CAM method)."""
+    return maps
+
+
+@NORMALISERS.register("sum")
+def sum_to_one(maps: Tensor) -> Tensor:
+    """Per-image share of the positive mass: clamp at 0, divide by the sum; an all-zero map stays 0."""
+    positive = maps.clamp(min=0)
+    total = positive.flatten(1).sum(dim=1).view(-1, *[1] * (maps.ndim - 1))
+    return positive / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def normalise(maps: Tensor, name: str) -> Tensor:
+    """Apply the registered normalisation `name` to a batch of maps (B,...)."""
+    return NORMALISERS.get(name, "normalise")(maps)
