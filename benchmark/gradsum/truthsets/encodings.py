@@ -59,21 +59,22 @@ def decode_id8(raw: np.ndarray, table: ClassTable) -> np.ndarray:
 
 @_encoding("rgb", "RGB colour PNG; each class is the colour in the class table")
 def decode_rgb(raw: np.ndarray, table: ClassTable) -> np.ndarray:
-    """Class ids looked up from pixel colours via the table's `color` field."""
+    """Class ids looked up from pixel colours via the table's `color` field; shared colours give the first class."""
     if raw.ndim != 3 or raw.shape[2] not in (3, 4):
         raise LabelDecodeError(f"encoding 'rgb' needs an RGB PNG, got shape {raw.shape}")
     rgb = raw[..., :3].astype(np.int64)
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    colours = np.array([(r << 16) | (g << 8) | b for r, g, b in (c.color for c in table.classes)])
-    ids = np.array(table.ids)
-    order = np.argsort(colours)
-    position = np.clip(np.searchsorted(colours[order], packed), 0, len(order) - 1)
-    found = colours[order][position] == packed
+    packed_table = np.array([(r << 16) | (g << 8) | b for r, g, b in (c.color for c in table.classes)])
+    # classes sharing a colour (Cityscapes: pole/polegroup, the black void classes) decode to the first one
+    colours, first = np.unique(packed_table, return_index=True)
+    ids = np.array(table.ids)[first]
+    position = np.clip(np.searchsorted(colours, packed), 0, len(colours) - 1)
+    found = colours[position] == packed
     if not found.all():
-        unknown = sorted({int(v) for v in np.unique(packed[~found])})[:5]
+        unknown = [int(v) for v in np.unique(packed[~found])[:5]]
         shown = ", ".join(f"({v >> 16},{(v >> 8) & 255},{v & 255})" for v in unknown)
         raise LabelDecodeError(f"colours not in class table {table.name!r}: {shown}")
-    return ids[order][position]
+    return ids[position]
 
 
 @_encoding("id1000", "16/32-bit PNG, id*1000+instance (Cityscapes instanceIds; stuff holds the plain id)")

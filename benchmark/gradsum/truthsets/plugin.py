@@ -1,0 +1,373 @@
+"""Plug-in truth sets: any folder of images and label PNGs, described by a declarative YAML spec.
+
+The spec (`gradsum-truthset.yaml` in the folder, a spec file, or a built-in name from `specs/`) says
+where images and labels are, how labels are encoded, and how its classes map onto Cityscapes, so
+every plug-in set yields Cityscapes ids and compares class by class. See `datasets/README.md`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from gradsum.errors import SpecError, TruthSetError
+from gradsum.registry import Registry
+from gradsum.truthsets import TruthSetKind, register_kind
+from gradsum.truthsets.base import TASKS, Sample, TruthSet
+from gradsum.truthsets.encodings import ENCODINGS, Encoding, check_sizes, decode_labels, read_rgb
+from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable, cityscapes_class
+from gradsum.truthsets.layout import SPLITS
+
+SPEC_FILE = "gradsum-truthset.yaml"
+SPECS_FOLDER = Path(__file__).parent / "specs"
+#: split name used when the images pattern has no `{split}`: the folder is one split
+WHOLE_FOLDER = "all"
+
+_REQUIRED = ("name", "images", "labels", "encoding", "classes")
+_OPTIONAL = ("description", "mapping", "splits", "targets")
+_CLASS_FIELDS = ("id", "name", "color", "cityscapes", "ignore")
+#: placeholders a `labels` pattern may use, derived from each image path
+_LABEL_PLACEHOLDERS = ("split", "stem", "name", "parent")
+
+#: class tables a spec can name instead of listing classes
+TABLES: Registry[Callable[[], ClassTable]] = Registry("class table")
+TABLES.add("cityscapes", lambda: CITYSCAPES)
+
+
+@TABLES.register("cityscapes-trainids")
+def _train_id_table() -> ClassTable:
+    """Pixels store Cityscapes trainIds 0..18 (255 = ignore), as BDD100K masks do."""
+    classes = [
+        ClassInfo(c.train_id, c.name, c.category, c.color, c.ignore, c.train_id, c.id)
+        for c in CITYSCAPES.classes
+        if 0 <= c.train_id < 255
+    ]
+    unlabeled = CITYSCAPES.by_name["unlabeled"]
+    classes.append(ClassInfo(255, "unlabeled", unlabeled.category, unlabeled.color, True, 255, unlabeled.id))
+    return ClassTable(tuple(classes), name="cityscapes-trainids")
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """Where an image's label file is: a pattern with placeholders, or text replacements on its path."""
+
+    pattern: str | None = None
+    replace: tuple[tuple[str, str], ...] = ()
+
+    def path(self, root: Path, image: Path, split_folder: str) -> Path:
+        """The label file of `image` (a path under `root`)."""
+        relative = image.relative_to(root)
+        if self.pattern is not None:
+            parent = relative.parent.as_posix()
+            return root / self.pattern.format(
+                split=split_folder, stem=image.stem, name=image.name, parent=parent
+            )
+        text = relative.as_posix()
+        for old, new in self.replace:
+            text = text.replace(old, new)
+        return root / text
+
+
+@dataclass(frozen=True)
+class TruthSetSpec:
+    """A parsed, validated plug-in spec."""
+
+    name: str
+    source: Path
+    images: str
+    labels: LabelRule
+    encoding: Encoding
+    classes: ClassTable
+    splits: Mapping[str, str]
+    targets: str | None = None
+    description: str = ""
+
+    @property
+    def split_names(self) -> list[str]:
+        """The split names this spec accepts."""
+        return list(self.splits) if "{split}" in self.images else [WHOLE_FOLDER]
+
+
+def builtin_specs() -> dict[str, Path]:
+    """Built-in spec names → files (`gradsum/truthsets/specs/*.yaml`)."""
+    return {path.stem: path for path in sorted(SPECS_FOLDER.glob("*.yaml"))}
+
+
+def load_spec(spec: str | Path) -> TruthSetSpec:
+    """Parse a spec file, or a built-in spec by name; a missing or wrong field raises SpecError naming it."""
+    builtins = builtin_specs()
+    path = builtins.get(str(spec), Path(spec))
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file (built-in specs: {', '.join(builtins)})")
+    try:
+        record = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise SpecError(f"{path}: not readable YAML ({error})") from None
+    return _SpecParser(path).parse(record)
+
+
+@dataclass
+class _SpecParser:
+    path: Path
+
+    def error(self, name: str, problem: str) -> SpecError:
+        return SpecError(f"{self.path}: field {name!r} {problem}")
+
+    def parse(self, record: Any) -> TruthSetSpec:
+        if not isinstance(record, dict):
+            raise SpecError(f"{self.path}: a spec is a YAML mapping of fields ({', '.join(_REQUIRED)}, ...)")
+        for key in record:
+            if key not in _REQUIRED + _OPTIONAL:
+                raise self.error(str(key), f"is unknown; valid fields: {', '.join(_REQUIRED + _OPTIONAL)}")
+        for key in _REQUIRED:
+            if key not in record:
+                raise self.error(key, "is missing")
+        images = self.text(record, "images")
+        encoding_name = self.text(record, "encoding")
+        if encoding_name not in ENCODINGS:
+            raise self.error("encoding", f"is wrong: {ENCODINGS.unknown_message(encoding_name)}")
+        return TruthSetSpec(
+            name=self.text(record, "name"),
+            source=self.path,
+            images=images,
+            labels=self.label_rule(record["labels"]),
+            encoding=ENCODINGS.get(encoding_name),
+            classes=self.class_table(record),
+            splits=self.splits(record.get("splits")),
+            targets=self.text(record, "targets") if "targets" in record else None,
+            description=self.text(record, "description") if "description" in record else "",
+        )
+
+    def text(self, record: Mapping[str, Any], name: str) -> str:
+        value = record[name]
+        if not isinstance(value, str) or not value:
+            raise self.error(name, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def label_rule(self, value: Any) -> LabelRule:
+        if isinstance(value, str):
+            names = {n for _, n, _, _ in string.Formatter().parse(value) if n is not None}
+            unknown = names - set(_LABEL_PLACEHOLDERS)
+            if unknown:
+                raise self.error(
+                    "labels", f"uses unknown placeholders {sorted(unknown)}; valid: {_LABEL_PLACEHOLDERS}"
+                )
+            return LabelRule(pattern=value)
+        pairs = value.get("replace") if isinstance(value, dict) and set(value) == {"replace"} else None
+        if not isinstance(pairs, list) or not pairs or not all(_is_text_pair(p) for p in pairs):
+            raise self.error(
+                "labels", "must be a pattern string or {replace: [[old, new], ...]} applied to the image path"
+            )
+        return LabelRule(replace=tuple((str(old), str(new)) for old, new in pairs))
+
+    def splits(self, value: Any) -> dict[str, str]:
+        if value is None:
+            return {s: s for s in SPLITS}
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return {v: v for v in value}
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return dict(value)
+        raise self.error(
+            "splits", "must be a list of split names or a mapping split → folder text for {split}"
+        )
+
+    def class_table(self, record: Mapping[str, Any]) -> ClassTable:
+        value = record["classes"]
+        mapping = record.get("mapping", {})
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise self.error("mapping", "must map class names to Cityscapes class names")
+        if isinstance(value, str):
+            if value not in TABLES:
+                raise self.error("classes", f"is wrong: {TABLES.unknown_message(value)}")
+            table = TABLES.get(value)()
+            entries = [
+                {"id": c.id, "name": c.name, "color": list(c.color), "ignore": c.ignore}
+                for c in table.classes
+            ]
+            return self.table(entries, mapping, value)
+        if not isinstance(value, list) or not value:
+            raise self.error(
+                "classes", "must name a built-in table or list classes as {id, name, color, ...}"
+            )
+        return self.table(value, mapping, self.path.stem)
+
+    def table(self, entries: list[Any], mapping: Mapping[str, str], name: str) -> ClassTable:
+        names = {e.get("name") for e in entries if isinstance(e, dict)}
+        for own in mapping:
+            if own not in names:
+                raise self.error(f"mapping.{own}", "names no class of the spec")
+        classes = tuple(self.class_info(i, entry, mapping) for i, entry in enumerate(entries))
+        try:
+            return ClassTable(classes, name=name)
+        except SpecError as error:
+            raise SpecError(f"{self.path}: {error}") from None
+
+    def class_info(self, index: int, entry: Any, mapping: Mapping[str, str]) -> ClassInfo:
+        where = f"classes[{index}]"
+        if not isinstance(entry, dict):
+            raise self.error(where, "must be a mapping with id and name")
+        for key in entry:
+            if key not in _CLASS_FIELDS:
+                raise self.error(f"{where}.{key}", f"is unknown; valid: {', '.join(_CLASS_FIELDS)}")
+        own_id, name = entry.get("id"), entry.get("name")
+        if isinstance(own_id, bool) or not isinstance(own_id, int) or not 0 <= own_id < 65536:
+            raise self.error(f"{where}.id", f"must be an integer in 0..65535, got {own_id!r}")
+        if not isinstance(name, str) or not name:
+            raise self.error(f"{where}.name", f"must be a non-empty string, got {name!r}")
+        target_name = entry.get("cityscapes", mapping.get(name, name))
+        if target_name not in CITYSCAPES.by_name:
+            raise self.error(
+                f"{where}.cityscapes",
+                f"maps {name!r} to no Cityscapes class ({target_name!r}); set it or 'mapping'",
+            )
+        target = cityscapes_class(target_name)
+        return ClassInfo(
+            id=own_id,
+            name=name,
+            category=target.category,
+            color=self.color(entry.get("color", target.color), f"{where}.color"),
+            ignore=bool(entry.get("ignore", target.ignore)),
+            train_id=target.train_id,
+            cityscapes_id=target.id,
+        )
+
+    def color(self, value: Any, where: str) -> tuple[int, int, int]:
+        if (
+            not isinstance(value, list | tuple)
+            or len(value) != 3
+            or not all(isinstance(v, int) and 0 <= v < 256 for v in value)
+        ):
+            raise self.error(where, f"must be [r, g, b] with 0..255 integers, got {value!r}")
+        return (int(value[0]), int(value[1]), int(value[2]))
+
+
+def _is_text_pair(pair: Any) -> bool:
+    return isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)
+
+
+def read_targets(path: Path) -> dict[str, dict[str, float]]:
+    """Targets keyed by image stem, from CSV (`image,steering,obstacle` header) or JSON ({stem: {task: v}})."""
+    if not path.is_file():
+        raise TruthSetError(f"{path}: targets file is missing")
+    try:
+        if path.suffix == ".json":
+            record = json.loads(path.read_text(encoding="utf-8"))
+            rows = {str(k): {t: float(v) for t, v in values.items()} for k, values in record.items()}
+        else:
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows = {
+                    Path(row.pop("image")).stem: {t: float(v) for t, v in row.items() if v not in ("", None)}
+                    for row in csv.DictReader(handle)
+                }
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
+        raise TruthSetError(f"{path}: targets file is unreadable ({error!r})") from None
+    except ValueError as error:
+        raise TruthSetError(f"{path}: a target is not a number ({error})") from None
+    for stem, values in rows.items():
+        unknown = set(values) - set(TASKS)
+        if unknown:
+            raise TruthSetError(f"{path}: row {stem!r} has unknown targets {sorted(unknown)}; valid: {TASKS}")
+    return rows
+
+
+class PluginTruthSet(TruthSet):
+    """One split of a folder described by a plug-in spec; `labels` are Cityscapes ids, `raw_labels` own ids."""
+
+    kind = "plugin"
+
+    def __init__(
+        self, root: str | Path, split: str = "test", spec: str | Path | TruthSetSpec | None = None
+    ) -> None:
+        super().__init__(Path(root), split)
+        if not self.root.is_dir():
+            raise TruthSetError(f"{self.root}: no such truth-set folder")
+        if spec is None:
+            spec = self.root / SPEC_FILE
+        self.spec = spec if isinstance(spec, TruthSetSpec) else load_spec(spec)
+        self.split_folder = self._split_folder(split)
+        pattern = self.spec.images.replace("{split}", self.split_folder)
+        self.images: list[Path] = sorted(p for p in self.root.glob(pattern) if p.is_file())
+        if not self.images:
+            raise TruthSetError(
+                f"{self.root}: no images match {pattern!r} (field 'images' of {self.spec.source})"
+            )
+        self._targets = read_targets(self.root / self.spec.targets) if self.spec.targets else {}
+
+    def _split_folder(self, split: str) -> str:
+        if "{split}" not in self.spec.images:
+            return split
+        if split not in self.spec.splits:
+            raise TruthSetError(
+                f"{self.root}: split {split!r} unknown to spec {self.spec.name!r}; splits: {', '.join(self.spec.splits)}"
+            )
+        return self.spec.splits[split]
+
+    def label_path(self, index: int) -> Path:
+        """The label file of sample `index`."""
+        return self.spec.labels.path(self.root, self.images[index], self.split_folder)
+
+    @property
+    def class_table(self) -> ClassTable:
+        return self.spec.classes
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        rows = [self._targets.get(p.stem, {}) for p in self.images]
+        return tuple(t for t in TASKS if rows and all(t in row for row in rows))
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        return {
+            "spec": self.spec.name,
+            "spec_file": str(self.spec.source),
+            "encoding": self.spec.encoding.name,
+        }
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Sample:
+        image_path, label_path = self.images[index], self.label_path(index)
+        image = read_rgb(image_path)
+        raw = decode_labels(label_path, self.spec.encoding, self.spec.classes)
+        check_sizes(image, raw, image_path, label_path)
+        return Sample(
+            image=image,
+            labels=self.spec.classes.to_cityscapes(raw),
+            targets=dict(self._targets.get(image_path.stem, {})),
+            meta={"frame": image_path.stem, "image": str(image_path), "label": str(label_path)},
+            raw_labels=raw.astype(np.int32),
+        )
+
+    def targets(self, task: str) -> np.ndarray:
+        if task not in self.tasks:
+            raise TruthSetError(
+                f"task {task!r}: {self.root} ({self.spec.name}) carries only {list(self.tasks)}"
+            )
+        return np.array([self._targets[p.stem][task] for p in self.images], dtype=np.float32)
+
+
+def open_plugin(root: str | Path, spec: str | Path | None = None, split: str = "test") -> PluginTruthSet:
+    """Open a folder with a spec file path, a built-in spec name, or the folder's own `gradsum-truthset.yaml`."""
+    return PluginTruthSet(root, split, spec)
+
+
+register_kind(
+    TruthSetKind(
+        name="plugin",
+        description=f"any image/label folder described by a {SPEC_FILE} spec (see datasets/README.md)",
+        detect=lambda root: (root / SPEC_FILE).is_file(),
+        open=lambda root, split: PluginTruthSet(root, split),
+        priority=20,
+    )
+)
