@@ -1,0 +1,65 @@
+"""Aggregation: GradSUM scores per image and class, dataset profiles with CIs, and profile comparisons.
+
+Scores are computed on the device for a whole batch at once; profiles and comparisons are pandas
+tables with the columns of the results folder's `per_image.parquet`, `profiles.csv` and
+`comparisons.csv`.
+"""
+
+from __future__ import annotations
+
+from gradsum.aggregation.compare import (
+    ALPHA,
+    COMPARISON_COLUMNS,
+    combo_label,
+    compare,
+    compare_all,
+    comparison_pairs,
+    holm,
+    paired_test,
+    spearman_ci,
+)
+from gradsum.aggregation.profiles import (
+    PER_IMAGE_COLUMNS,
+    PROFILE_COLUMNS,
+    mean_ci,
+    per_image_frame,
+    profiles,
+)
+from gradsum.aggregation.results import (
+    COMPARISONS_FILE,
+    PER_IMAGE_FILE,
+    PROFILES_FILE,
+    read_per_image,
+    read_runs,
+    write_csv,
+    write_per_image,
+)
+from gradsum.aggregation.scores import RESOLUTIONS, ClassScores, class_fractions, class_scores
+
+__all__ = [
+    "ALPHA",
+    "COMPARISONS_FILE",
+    "COMPARISON_COLUMNS",
+    "PER_IMAGE_COLUMNS",
+    "PER_IMAGE_FILE",
+    "PROFILES_FILE",
+    "PROFILE_COLUMNS",
+    "RESOLUTIONS",
+    "ClassScores",
+    "class_fractions",
+    "class_scores",
+    "combo_label",
+    "compare",
+    "compare_all",
+    "comparison_pairs",
+    "holm",
+    "mean_ci",
+    "paired_test",
+    "per_image_frame",
+    "profiles",
+    "read_per_image",
+    "read_runs",
+    "spearman_ci",
+    "write_csv",
+    "write_per_image",
+]

@@ -1,0 +1,72 @@
+"""`gradsum compare`: paired per-class comparisons of the profiles in one or more results folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from gradsum.aggregation import COMPARISONS_FILE, compare, compare_all, read_runs, write_csv
+from gradsum.cli import Command
+from gradsum.errors import GradSUMError
+
+
+def _add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "results", nargs="+", metavar="RESULTS", help="results folder(s) with per_image.parquet"
+    )
+    parser.add_argument("--out", default=None, help="CSV to write (default: RESULTS/comparisons.csv)")
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="compare only these model/method labels (repeatable); default: every model pair and method pair",
+    )
+
+
+def _split(label: str) -> tuple[str, str]:
+    model, slash, method = label.rpartition("/")
+    if not slash or not model or not method:
+        raise GradSUMError(f"--pair: {label!r} is not a model/method label")
+    return model, method
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.out is None and len(args.results) > 1:
+        raise GradSUMError("--out: required when comparing more than one results folder")
+    out = Path(args.out) if args.out else Path(args.results[0]) / COMPARISONS_FILE
+    per_image = read_runs(args.results)
+    if args.pair:
+        frames = [compare(per_image, _split(a), _split(b)) for a, b in args.pair]
+        table = pd.concat(frames, ignore_index=True)
+    else:
+        table = compare_all(per_image)
+    write_csv(table, out)
+    _print_differences(table)
+    print(f"wrote {out}")
+    return 0
+
+
+def _print_differences(table: pd.DataFrame) -> None:
+    if table.empty:
+        print("nothing to compare: one model/method combination only")
+        return
+    for (a, b), pair in table.groupby(["a", "b"], sort=False):
+        first = pair.iloc[0]
+        print(
+            f"{a} vs {b}: Spearman rho {first['spearman_rho']:.3f} "
+            f"[{first['spearman_ci_low']:.3f}, {first['spearman_ci_high']:.3f}], "
+            f"{int(pair['differs'].sum())} of {len(pair)} classes differ"
+        )
+    differs = table[table["differs"].astype(bool)]
+    if not differs.empty:
+        shown = differs[["a", "b", "class", "n_pairs", "mean_a", "mean_b", "p_holm"]]
+        print("classes that differ (Holm-corrected p < 0.05):")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+COMMAND = Command(
+    "compare", "compare the class profiles of models and methods (paired tests per class)", _add, _run
+)
