@@ -1,0 +1,32 @@
+"""`gradsum check`: validate a truth set and exit 0 only when it is usable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gradsum.cli import Command
+from gradsum.truthsets.check import check_truthset
+
+
+def _add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="truth-set folder")
+    parser.add_argument("--split", default=None, help="check only this split (default: every split found)")
+    parser.add_argument(
+        "--kind", default=None, help="reader kind (default: detected; see `gradsum truthsets`)"
+    )
+    parser.add_argument(
+        "--spec", default=None, help="plug-in spec file or built-in spec name (implies --kind plugin)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = check_truthset(args.path, split=args.split, kind=args.kind, spec=args.spec)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0 if report.usable else 1
+
+
+COMMAND = Command(
+    "check", "validate a truth set: counts, class histogram, sizes, unknown ids, missing files", _add, _run
+)
