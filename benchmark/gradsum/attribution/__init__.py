@@ -5,6 +5,7 @@ Importing this package registers every method (CAM family, fast path, attention 
 
 from __future__ import annotations
 
+from gradsum.attribution import cam, fastcam
 from gradsum.attribution.adapters import attribution_mode
 from gradsum.attribution.base import (
     METHODS,

@@ -69,7 +69,7 @@ def _restore(snapshot: _Snapshot) -> None:
     for module, flag in snapshot.training.items():
         module.training = flag
     for module, fused in snapshot.fused.items():
-        module.fused_attn = fused
+        setattr(module, "fused_attn", fused)  # noqa: B010 - mypy sees Module.__setattr__ types
     for param, flag in snapshot.requires_grad.items():
         param.requires_grad_(flag)
     for tensor, dtype in snapshot.dtypes.items():
@@ -95,7 +95,7 @@ def attribution_mode(
                 tensor.data = tensor.data.float()
         if needs_attention:
             for module in snapshot.fused:
-                module.fused_attn = False
+                setattr(module, "fused_attn", False)  # noqa: B010 - mypy sees Module.__setattr__ types
         if freeze_parameters:
             for param in snapshot.requires_grad:
                 param.requires_grad_(False)

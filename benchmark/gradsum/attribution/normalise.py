@@ -13,18 +13,18 @@ Normaliser = Callable[[Tensor], Tensor]
 
 NORMALISERS: Registry[Normaliser] = Registry("normalisation")
 
-#: pytorch-grad-cam's epsilon in `scale_cam_image`, kept so min–max maps equal the library's
-EPS = 1e-7
-
 
 @NORMALISERS.register("minmax")
 def minmax(maps: Tensor) -> Tensor:
-    """Per-image (m − min) / (max − min), as pytorch-grad-cam and the seed do; a flat map becomes 0."""
+    """Per-image (m − min) / (max − min), as pytorch-grad-cam and the seed do; a flat map becomes 0.
+
+    No additive epsilon: raw CAMs can be tiny (1e-4), where the library's `1e-7` would bias the scale.
+    """
     flat = maps.flatten(1)
     low = flat.min(dim=1).values.view(-1, *[1] * (maps.ndim - 1))
     shifted = maps - low
     high = shifted.flatten(1).max(dim=1).values.view(-1, *[1] * (maps.ndim - 1))
-    return shifted / (high + EPS)
+    return shifted / torch.where(high > 0, high, torch.ones_like(high))
 
 
 @NORMALISERS.register("raw")

@@ -1,0 +1,190 @@
+"""pytorch-grad-cam's CAM family by name: `lib:<name>` for every method the library offers.
+
+Methods without a fast torch path are also registered under their plain name (`scorecam`,
+`eigencam`, ...); `gradcam`, `hirescam`, `gradcam++`, `xgradcam` and `layercam` name the fast path
+(`gradsum.attribution.fastcam`). The library always gets explicit per-sample targets whose signs are
+fixed from one unperturbed forward, so perturbation methods (ScoreCAM, AblationCAM) score every
+masked copy against its own image's target. FinerCAM is left out: it contrasts the target class with
+similar classes, and a one-output head has none.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from gradsum.attribution.adapters import OutputSelector, family, to_grid
+from gradsum.attribution.base import METHODS, Method
+from gradsum.attribution.layers import modules_of, resolve_layer
+from gradsum.attribution.targets import Target, output_values
+from gradsum.errors import AttributionError
+
+LIB_PREFIX = "lib:"
+FAST = frozenset({"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"})
+ALL_FAMILIES = frozenset({"cnn", "vit", "hybrid"})
+
+
+class SignedOutput:
+    """A pytorch-grad-cam target for one sample: its fixed sign times the model's scalar output."""
+
+    def __init__(self, sign: float) -> None:
+        self.sign = sign
+
+    def __call__(self, row: Tensor) -> Tensor:
+        return self.sign * row.reshape(())
+
+
+def _token_layers(model: nn.Module, paths: tuple[str, ...]) -> bool:
+    # every layer of a ViT outside the hybrid's tokenizer (`patch_embed`) carries tokens, not a 4-D map
+    return family(model) != "cnn" and not all(p.startswith("patch_embed") for p in paths)
+
+
+def _ablation_extras(model: nn.Module, paths: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
+    from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
+
+    return {
+        "ablation_layer": AblationLayerVit() if _token_layers(model, paths) else AblationLayer(),
+        "batch_size": int(options["batch_size"]),
+    }
+
+
+def _no_extras(model: nn.Module, paths: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class LibrarySpec:
+    """How to build one pytorch-grad-cam method."""
+
+    class_name: str
+    description: str
+    applies_to: frozenset[str] = ALL_FAMILIES
+    extras: Callable[[nn.Module, tuple[str, ...], dict[str, Any]], dict[str, Any]] = _no_extras
+    defaults: tuple[tuple[str, Any], ...] = ()
+    #: set on the CAM object after construction (ScoreCAM reads `batch_size` this way)
+    attributes: tuple[str, ...] = ()
+    uses_layer: bool = True
+    #: double backward through timm's fused attention is not implemented on CPU
+    needs_attention: bool = False
+    #: False when the library cannot reshape token layers for this method
+    token_layers: bool = True
+
+
+SPECS: dict[str, LibrarySpec] = {
+    "gradcam": LibrarySpec("GradCAM", "spatial-mean gradient weights × activations"),
+    "hirescam": LibrarySpec("HiResCAM", "element-wise gradient × activation"),
+    "gradcam++": LibrarySpec("GradCAMPlusPlus", "higher-order gradient weights"),
+    "gradcamelementwise": LibrarySpec("GradCAMElementWise", "ReLU of element-wise gradient × activation"),
+    "xgradcam": LibrarySpec("XGradCAM", "activation-normalised gradient weights"),
+    "layercam": LibrarySpec("LayerCAM", "relu(gradient) × activation"),
+    "eigencam": LibrarySpec("EigenCAM", "first principal component of the activations (no gradient)"),
+    "eigengradcam": LibrarySpec("EigenGradCAM", "first principal component of gradient × activation"),
+    "kpcacam": LibrarySpec("KPCA_CAM", "kernel-PCA component of the activations (no gradient)"),
+    "fem": LibrarySpec("FEM", "feature explanation: channels with outlying means (no gradient)"),
+    "scorecam": LibrarySpec(
+        "ScoreCAM",
+        "output change when the input is masked by each channel (B×C forwards)",
+        defaults=(("batch_size", 16),),
+        attributes=("batch_size",),
+    ),
+    "ablationcam": LibrarySpec(
+        "AblationCAM",
+        "output drop when each channel is zeroed (B×C/batch forwards)",
+        extras=_ablation_extras,
+        defaults=(("batch_size", 32),),
+    ),
+    "fullgrad": LibrarySpec(
+        "FullGrad",
+        "input gradient plus bias gradients of every conv/batch-norm layer (layer ignored)",
+        applies_to=frozenset({"cnn"}),
+        uses_layer=False,
+    ),
+    "shapleycam": LibrarySpec(
+        "ShapleyCAM",
+        "gradient and Hessian-vector product weights (4-D layers: CNNs, the hybrid's tokenizer)",
+        applies_to=frozenset({"cnn", "hybrid"}),
+        needs_attention=True,
+        # with detach=False the library skips reshape_transform, so token layers cannot work
+        token_layers=False,
+    ),
+    "randomcam": LibrarySpec("RandomCAM", "random channel weights (a sanity baseline)"),
+}
+
+
+def _reshape(tensor: Tensor, model: nn.Module) -> Tensor:
+    return to_grid(tensor, model)
+
+
+class LibraryCAM(Method):
+    """A pytorch-grad-cam method run on explicit per-sample targets and released after the call."""
+
+    spec: ClassVar[LibrarySpec]
+    grid_note: ClassVar[str] = (
+        "pytorch-grad-cam's map at input resolution, already ReLU'd and min–max normalised per image"
+    )
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """The library's maps (B,H,W) as a float32 tensor on the images' device."""
+        library = importlib.import_module("pytorch_grad_cam")
+        choice = resolve_layer(model, layer) if self.spec.uses_layer else None
+        paths = choice.paths if choice else ()
+        modules = modules_of(model, choice) if choice else []
+        if not self.spec.token_layers and _token_layers(model, paths):
+            raise AttributionError(f"layer: {self.name} needs a 4-D feature map, not the token layer {layer}")
+        wrapped = model if self.output_key is None else OutputSelector(model, self.output_key)
+        with torch.no_grad():
+            signs = target.signs(output_values(self.forward(model, images)))
+        cam = getattr(library, self.spec.class_name)(
+            model=wrapped,
+            target_layers=modules,
+            reshape_transform=partial(_reshape, model=model),
+            **self.spec.extras(model, paths, self.options),
+        )
+        for name in self.spec.attributes:
+            setattr(cam, name, self.options[name])
+        try:
+            maps = cam(input_tensor=images, targets=[SignedOutput(float(s)) for s in signs.tolist()])
+        except (RuntimeError, ValueError, AttributeError, IndexError) as error:
+            raise AttributionError(f"method {self.name}: pytorch-grad-cam failed: {error}") from error
+        finally:
+            # the library keeps the graph (retain_graph) and activation copies until released; its
+            # own clear() fails on ShapleyCAM's view gradients, so the lists are emptied first
+            store = cam.activations_and_grads
+            store.activations, store.gradients = [], []
+            store.release()
+            cam.outputs = None
+        return torch.from_numpy(maps).to(device=images.device, dtype=torch.float32)
+
+
+def _library_class(name: str, spec: LibrarySpec, registered: str) -> type[Method]:
+    label = "pytorch-grad-cam" if registered.startswith(LIB_PREFIX) else "pytorch-grad-cam, no fast path"
+    return type(
+        spec.class_name,
+        (LibraryCAM,),
+        {
+            "name": registered,
+            "spec": spec,
+            "description": f"{spec.class_name} ({label}): {spec.description}",
+            "applies_to": spec.applies_to,
+            "uses_layer": spec.uses_layer,
+            "needs_attention": spec.needs_attention,
+            "defaults": dict(spec.defaults),
+            "__doc__": f"pytorch-grad-cam's {spec.class_name}.",
+        },
+    )
+
+
+def _register_library() -> None:
+    for name, spec in SPECS.items():
+        METHODS.add(LIB_PREFIX + name, _library_class(name, spec, LIB_PREFIX + name))
+        if name not in FAST:
+            METHODS.add(name, _library_class(name, spec, name))
+
+
+_register_library()
