@@ -1,0 +1,365 @@
+"""Attention methods for timm ViTs and hybrid ViTs: raw attention, rollout, gradient rollout, attention-GradCAM.
+
+The math is written as pure functions over per-block attention tensors (B, heads, N, N) so it can be
+checked by hand; the methods capture those tensors with forward hooks on `blocks[i].attn.attn_drop`
+(identity in eval mode, so its output is the softmax attention) and reduce each block right away, so
+at most one (B, N, N) matrix per block outlives the block.
+
+Readout (which row of the token-to-token matrix explains the output) follows the model's pooling:
+class-token models (`global_pool="token"`) read the class-token row; average-pooling models
+(`global_pool="avg"`) read the mean over the patch rows, because their output is the mean of the patch
+tokens. Prefix tokens (class and register tokens) are dropped from the columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.targets import Target
+from gradsum.errors import AttributionError
+from gradsum.models import num_prefix_tokens, token_grid
+from gradsum.registry import Registry
+
+#: head fusion for rollout: (B, heads, N, N) → (B, N, N)
+HEAD_FUSIONS: Registry[Callable[[Tensor], Tensor]] = Registry("head fusion")
+HEAD_FUSIONS.add("mean", lambda a: a.mean(1))
+HEAD_FUSIONS.add("max", lambda a: a.amax(1))
+HEAD_FUSIONS.add("min", lambda a: a.amin(1))
+
+Readout = Callable[[Tensor, int], Tensor]
+
+
+def class_token_row(matrix: Tensor, prefix: int) -> Tensor:
+    """The class-token row of (..., N, N) over the patch columns: (..., n_patches)."""
+    return matrix[..., 0, prefix:]
+
+
+def mean_patch_row(matrix: Tensor, prefix: int) -> Tensor:
+    """The mean over patch rows of (..., N, N) over the patch columns: the readout of average pooling."""
+    return matrix[..., prefix:, prefix:].mean(-2)
+
+
+#: timm `global_pool` → readout of a token-to-token matrix
+READOUTS: dict[str, Readout] = {"token": class_token_row, "avg": mean_patch_row}
+
+
+def discard_lowest(fused: Tensor, ratio: float, protect_first: bool) -> Tensor:
+    """Zero the `ratio` fraction of smallest entries of each (N, N) map; the [0, 0] entry is kept if asked."""
+    flat = fused.flatten(1)
+    count = min(int(flat.shape[1] * ratio), flat.shape[1] - int(protect_first))
+    if count <= 0:
+        return fused
+    ranked = flat.clone()
+    if protect_first:
+        # the class token's attention to itself carries the residual stream; vit-explain never drops it
+        ranked[:, 0] = torch.inf
+    lowest = ranked.topk(count, dim=1, largest=False).indices
+    return flat.scatter(1, lowest, 0.0).view_as(fused)
+
+
+def residual_attention(fused: Tensor) -> Tensor:
+    """(A + I) with rows normalised to sum 1: the residual connection's share of token mixing."""
+    eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
+    mixed = fused + eye
+    return mixed / mixed.sum(-1, keepdim=True)
+
+
+def rollout_block(attention: Tensor, head_fusion: str, discard_ratio: float, protect_first: bool) -> Tensor:
+    """One block's rollout factor (B, N, N) from its attention (B, heads, N, N)."""
+    fused = HEAD_FUSIONS.get(head_fusion, "head_fusion")(attention)
+    return residual_attention(discard_lowest(fused, discard_ratio, protect_first))
+
+
+def rollout(
+    attentions: Sequence[Tensor],
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+    protect_first: bool = True,
+) -> Tensor:
+    """Attention rollout (Abnar & Zuidema 2020, Chefer's form) of blocks in forward order: (B, N, N)."""
+    joint: Tensor | None = None
+    for attention in attentions[start_layer:]:
+        factor = rollout_block(attention, head_fusion, discard_ratio, protect_first)
+        # later blocks multiply on the left
+        joint = factor if joint is None else factor @ joint
+    if joint is None:
+        raise AttributionError(f"start_layer: {start_layer} leaves no block of {len(attentions)}")
+    return joint
+
+
+def relevance_block(attention: Tensor, gradient: Tensor) -> Tensor:
+    """Chefer et al. ICCV 2021 rule 5: mean over heads of (∇A ⊙ A)⁺, (B, heads, N, N) → (B, N, N)."""
+    return (gradient * attention).clamp(min=0).mean(1)
+
+
+def relevance_update(relevance: Tensor, block: Tensor) -> Tensor:
+    """Chefer et al. ICCV 2021 rule 6: R ← R + Ā·R."""
+    return relevance + block @ relevance
+
+
+def gradient_rollout(
+    attentions: Sequence[Tensor], gradients: Sequence[Tensor], start_layer: int = 0
+) -> Tensor:
+    """Gradient-weighted rollout R (B, N, N) from R = I over blocks in forward order (Chefer ICCV 2021)."""
+    if len(attentions) != len(gradients):
+        raise AttributionError(f"gradients: {len(gradients)} tensors for {len(attentions)} attention blocks")
+    batch, _, tokens, _ = attentions[0].shape
+    eye = torch.eye(tokens, dtype=attentions[0].dtype, device=attentions[0].device)
+    relevance = eye.expand(batch, tokens, tokens).clone()
+    for attention, gradient in zip(attentions[start_layer:], gradients[start_layer:], strict=True):
+        relevance = relevance_update(relevance, relevance_block(attention, gradient))
+    return relevance
+
+
+def attention_gradcam_row(attention: Tensor, gradient: Tensor, readout: Readout, prefix: int) -> Tensor:
+    """Chefer's GradCAM on attention: heads weighted by their mean read-out gradient, (B, n_patches) ≥ 0."""
+    rows = readout(attention, prefix)  # (B, heads, n)
+    weights = readout(gradient, prefix).mean(-1, keepdim=True)
+    return (weights * rows).mean(1).clamp(min=0)
+
+
+# --- capture on a timm model -------------------------------------------------------------------------
+
+AttentionCallback = Callable[[int, Tensor], None]
+Forward = Callable[[Tensor], Tensor]
+
+
+def _blocks(model: nn.Module) -> nn.Sequential:
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or not len(blocks):
+        raise AttributionError(
+            f"model: {type(model).__name__} has no transformer `blocks` to read attention from"
+        )
+    return blocks
+
+
+def block_indices(model: nn.Module, start_layer: int) -> range:
+    """Forward-order block indices from `start_layer` (negative counts from the end, as in Python)."""
+    depth = len(_blocks(model))
+    if not -depth <= start_layer < depth:
+        raise AttributionError(f"start_layer: {start_layer} is outside the model's {depth} blocks")
+    return range(start_layer % depth, depth)
+
+
+def forward_capturing(
+    model: nn.Module, run: Forward, images: Tensor, blocks: Sequence[int], callback: AttentionCallback
+) -> Tensor:
+    """Run the model, calling `callback(block, attention)` with each listed block's softmax attention."""
+    seen: set[int] = set()
+
+    def hook(index: int, _module: nn.Module, _inputs: Any, output: Tensor) -> None:
+        seen.add(index)
+        callback(index, output)
+
+    _blocks(model)
+    handles: list[RemovableHandle] = []
+    try:
+        for index in blocks:
+            dropout = model.get_submodule(f"blocks.{index}.attn.attn_drop")
+            handles.append(dropout.register_forward_hook(partial(hook, index)))
+        output = run(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if missing := sorted(set(blocks) - seen):
+        # fused attention (scaled_dot_product_attention) never materialises the map nor calls attn_drop
+        raise AttributionError(
+            f"model: no attention map from blocks {missing}; fused attention must be off (attn.fused_attn)"
+        )
+    return output
+
+
+def readout_of(model: nn.Module) -> Readout:
+    """The readout for the model's pooling: class-token row or mean patch row."""
+    pool = getattr(model, "global_pool", None)
+    if pool not in READOUTS:
+        raise AttributionError(
+            f"model: global_pool={pool!r}; attention methods read the class-token row ('token') "
+            f"or the mean patch row ('avg')"
+        )
+    return READOUTS[pool]
+
+
+def to_token_grid(model: nn.Module, values: Tensor) -> Tensor:
+    """Per-patch values (B, n_patches) as a map on the patch grid (B, rows, cols), float32."""
+    rows, cols = token_grid(model)
+    if values.shape[-1] != rows * cols:
+        raise AttributionError(
+            f"model: {values.shape[-1]} patch tokens do not fill the {rows}×{cols} token grid"
+        )
+    return values.reshape(values.shape[0], rows, cols).float()
+
+
+def _grad_images(images: Tensor) -> Tensor:
+    # frozen parameters and a plain input would leave the attention maps outside the autograd graph
+    return images.detach().requires_grad_(True)
+
+
+def raw_attention_map(model: nn.Module, run: Forward, images: Tensor) -> Tensor:
+    """The last block's head-mean attention, read out per the model's pooling, on the token grid."""
+    readout, prefix = readout_of(model), num_prefix_tokens(model)
+    last = block_indices(model, -1)
+    kept: dict[int, Tensor] = {}
+
+    def keep(index: int, attention: Tensor) -> None:
+        kept[index] = readout(attention.clamp(min=0).mean(1), prefix)
+
+    with torch.no_grad():
+        forward_capturing(model, run, images, last, keep)
+    return to_token_grid(model, kept[last[0]])
+
+
+def rollout_map(
+    model: nn.Module, run: Forward, images: Tensor, head_fusion: str, discard_ratio: float, start_layer: int
+) -> Tensor:
+    """Attention rollout folded block by block during the forward, read out on the token grid."""
+    readout, prefix = readout_of(model), num_prefix_tokens(model)
+    protect_first = readout is class_token_row
+    joint: list[Tensor] = []
+
+    def fold(_index: int, attention: Tensor) -> None:
+        factor = rollout_block(attention, head_fusion, discard_ratio, protect_first)
+        joint[:] = [factor @ joint[0] if joint else factor]
+
+    with torch.no_grad():
+        forward_capturing(model, run, images, block_indices(model, start_layer), fold)
+    return to_token_grid(model, readout(joint[0], prefix))
+
+
+def gradient_rollout_map(
+    model: nn.Module, run: Forward, images: Tensor, target: Target, start_layer: int
+) -> Tensor:
+    """Chefer ICCV 2021 relevance, reduced per block during the backward, read out on the token grid.
+
+    Each block's (A, ∇A) becomes Ā = mean_h((∇A ⊙ A)⁺) inside a tensor hook, so only (B, N, N) per block
+    is kept. The readout uses R − I: the identity is the relevance a token has before any attention, and
+    for average-pooling models its diagonal would otherwise add a uniform 1/n to every patch.
+    """
+    readout, prefix = readout_of(model), num_prefix_tokens(model)
+    blocks = block_indices(model, start_layer)
+    reduced: dict[int, Tensor] = {}
+    first: list[Tensor] = []
+
+    def reduce_in_backward(index: int, attention: Tensor, gradient: Tensor) -> None:
+        reduced[index] = relevance_block(attention.detach(), gradient)
+
+    def watch(index: int, attention: Tensor) -> None:
+        if not first:
+            first.append(attention)
+        attention.register_hook(partial(reduce_in_backward, index, attention))
+
+    with torch.enable_grad():
+        total = target.select(forward_capturing(model, run, _grad_images(images), blocks, watch)).sum()
+        # the backward stops at the first kept block; hooks of later blocks fire on the way
+        torch.autograd.grad(total, first)
+    first.clear()
+    relevance = None
+    for index in blocks:
+        block = reduced.pop(index, None)
+        if block is None:  # a block the target does not depend on adds no relevance
+            continue
+        if relevance is None:
+            eye = torch.eye(block.shape[-1], dtype=block.dtype, device=block.device)
+            relevance = eye.expand_as(block).clone()
+        relevance = relevance_update(relevance, block)
+    if relevance is None:
+        raise AttributionError("target: the output does not depend on any attention map from start_layer on")
+    eye = torch.eye(relevance.shape[-1], dtype=relevance.dtype, device=relevance.device)
+    return to_token_grid(model, readout(relevance - eye, prefix))
+
+
+def attention_gradcam_map(model: nn.Module, run: Forward, images: Tensor, target: Target) -> Tensor:
+    """GradCAM over the heads of the last block's attention (Chefer's baseline), on the token grid."""
+    readout, prefix = readout_of(model), num_prefix_tokens(model)
+    last = block_indices(model, -1)
+    kept: list[Tensor] = []
+
+    with torch.enable_grad():
+        output = forward_capturing(model, run, _grad_images(images), last, lambda _i, a: kept.append(a))
+        (gradient,) = torch.autograd.grad(target.select(output).sum(), kept)
+    row = attention_gradcam_row(kept[0].detach(), gradient, readout, prefix)
+    return to_token_grid(model, row)
+
+
+# --- registered methods ------------------------------------------------------------------------------
+
+
+def start_layer_option(options: Mapping[str, Any]) -> int:
+    """The `start_layer` option as an int, or an error naming it."""
+    value = options["start_layer"]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise AttributionError(f"options: start_layer must be an integer block index, got {value!r}")
+    return value
+
+
+class AttentionMethod(Method):
+    """A method that reads the softmax attention of timm blocks (fused attention off for the call)."""
+
+    applies_to: ClassVar[frozenset[str]] = frozenset({"vit", "hybrid"})
+    uses_layer: ClassVar[bool] = False
+    needs_attention: ClassVar[bool] = True
+    grid_note: ClassVar[str] = "patch-token grid (patch_embed.grid_size), prefix tokens dropped"
+
+    def run(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        """The model's forward returning the explained output tensor."""
+        return partial(self.forward, model)
+
+
+@register_method("attention")
+class RawAttention(AttentionMethod):
+    """Raw attention of the last block, head mean (class-token row or mean patch row)."""
+
+    description = "raw attention of the last block, head mean, read out by the model's pooling"
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """Class-agnostic: the target does not enter."""
+        return raw_attention_map(model, self.run(model), images)
+
+
+@register_method("rollout")
+class AttentionRollout(AttentionMethod):
+    """Abnar & Zuidema 2020 in Chefer's form: row-normalised (A + I) multiplied over blocks."""
+
+    description = "attention rollout (head_fusion mean/max/min, discard_ratio, start_layer)"
+    defaults: ClassVar[Mapping[str, Any]] = {"head_fusion": "mean", "discard_ratio": 0.0, "start_layer": 0}
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """Class-agnostic rollout folded during one forward."""
+        fusion = str(self.options["head_fusion"])
+        HEAD_FUSIONS.get(fusion, "head_fusion")
+        ratio = float(self.options["discard_ratio"])
+        if not 0.0 <= ratio < 1.0:
+            raise AttributionError(f"options: discard_ratio must be in [0, 1), got {ratio}")
+        start = start_layer_option(self.options)
+        return rollout_map(model, self.run(model), images, fusion, ratio, start)
+
+
+@register_method("gradrollout")
+class GradientRollout(AttentionMethod):
+    """Chefer et al. ICCV 2021: R ← R + mean_h((∇A ⊙ A)⁺)·R from R = I, read out from R − I."""
+
+    description = "gradient-weighted attention rollout (Chefer et al. ICCV 2021; start_layer)"
+    defaults: ClassVar[Mapping[str, Any]] = {"start_layer": 0}
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """Relevance of each patch token for the per-sample target."""
+        return gradient_rollout_map(model, self.run(model), images, target, start_layer_option(self.options))
+
+
+@register_method("attention_gradcam")
+class AttentionGradCam(AttentionMethod):
+    """Chefer's GradCAM on the last block's attention heads."""
+
+    description = "GradCAM over the heads of the last block's attention (Chefer's baseline)"
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """Heads weighted by their mean read-out gradient, clamped at 0."""
+        return attention_gradcam_map(model, self.run(model), images, target)

@@ -1,0 +1,292 @@
+"""Gradient baselines through captum (the seed's sanity-check set) and the random and uniform maps.
+
+Captum explains a forward function with one scalar per sample; `ScalarModel` wraps the model with the
+target so that captum is called with `target=None` and every sample keeps its own sign. Pixel maps
+(B, 3, H, W) become (B, H, W) by a per-method channel reduction:
+
+- `abs_sum` (saliency, SmoothGrad family, guided backprop, guided GradCAM): magnitude maps, where the
+  sign of a gradient through ReLU-gated or squared paths carries no meaning;
+- `signed_sum` (gradient, input × gradient, integrated gradients): the sum over channels keeps
+  completeness (integrated gradients sum to f(x) − f(black)), and signed maps show what lowers the target.
+"""
+
+from __future__ import annotations
+
+import abc
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+from captum.attr import (
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    NoiseTunnel,
+    Saliency,
+)
+from torch import Tensor, nn
+
+from gradsum.attribution.adapters import family
+from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.layers import resolve_layer
+from gradsum.attribution.targets import Target
+from gradsum.errors import AttributionError
+
+ALL_FAMILIES = frozenset({"cnn", "vit", "hybrid"})
+
+
+def abs_sum(pixels: Tensor) -> Tensor:
+    """Sum of absolute values over colour channels: (B, 3, H, W) → (B, H, W)."""
+    return pixels.abs().sum(1)
+
+
+def signed_sum(pixels: Tensor) -> Tensor:
+    """Signed sum over colour channels: (B, 3, H, W) → (B, H, W)."""
+    return pixels.sum(1)
+
+
+#: colour-channel reductions of pixel attributions, by name
+CHANNEL_REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"abs_sum": abs_sum, "signed_sum": signed_sum}
+
+
+class ScalarModel(nn.Module):
+    """The model as captum wants it: images → the target's per-sample scalars (B,)."""
+
+    def __init__(self, method: Method, model: nn.Module, target: Target) -> None:
+        super().__init__()
+        self.method = method
+        self.model = model
+        self.target = target
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.target.select(self.method.forward(self.model, images))
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Draw captum's noise from `seed` without touching the caller's random state."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def positive_int(options: Mapping[str, Any], name: str) -> int:
+    """The option `name` as an int ≥ 1, or an error naming it."""
+    value = options[name]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise AttributionError(f"options: {name} must be an integer ≥ 1, got {value!r}")
+    return value
+
+
+class CaptumMethod(Method):
+    """A captum attribution of the per-sample target scalars, reduced over colour channels to pixels."""
+
+    applies_to: ClassVar[frozenset[str]] = ALL_FAMILIES
+    uses_layer: ClassVar[bool] = False
+    grid_note: ClassVar[str] = "pixel map (input resolution), colour channels reduced"
+    #: name in `CHANNEL_REDUCTIONS`
+    reduction: ClassVar[str] = "abs_sum"
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """Captum's pixel attribution (B, 3, H, W) reduced to (B, H, W)."""
+        scalar = ScalarModel(self, model, target)
+        with warnings.catch_warnings():
+            # captum warns on every call that it sets (and later removes) hooks
+            warnings.simplefilter("ignore", UserWarning)
+            pixels = self.pixels(scalar, images, layer)
+        return CHANNEL_REDUCTIONS[self.reduction](pixels.detach()).float()
+
+    @abc.abstractmethod
+    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+        """Captum's attribution (B, 3, H, W) of `scalar` at `images`."""
+
+
+@register_method("saliency")
+class SaliencyMethod(CaptumMethod):
+    """Simonyan et al. 2014: |∂y/∂x|, summed over channels."""
+
+    description = "gradient magnitude |∂target/∂x| (captum Saliency), channels summed"
+
+    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+        """Absolute input gradient."""
+        return Saliency(scalar).attribute(images, target=None, abs=True)
+
+
+@register_method("gradient")
+class GradientMethod(CaptumMethod):
+    """The signed input gradient: positive where brightening a pixel raises the target."""
+
+    description = "signed gradient ∂target/∂x (captum Saliency, abs=False), channels summed"
+    reduction = "signed_sum"
+
+    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+        """Signed input gradient."""
+        return Saliency(scalar).attribute(images, target=None, abs=False)
+
+
+@register_method("input_x_gradient")
+class InputXGradientMethod(CaptumMethod):
+    """Shrikumar et al. 2016: x ⊙ ∂y/∂x, signed."""
+
+    description = "input × gradient (captum InputXGradient), signed, channels summed"
+    reduction = "signed_sum"
+
+    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+        """Input times input gradient."""
+        return InputXGradient(scalar).attribute(images, target=None)
+
+
+@register_method("integrated_gradients")
+class IntegratedGradientsMethod(CaptumMethod):
+    """Sundararajan et al. 2017 from a black image; `internal_batch_size` bounds the images per pass."""
+
+    description = "integrated gradients from a black image (captum), signed, channels summed"
+    reduction = "signed_sum"
+    defaults: ClassVar[Mapping[str, Any]] = {"n_steps": 32, "internal_batch_size": 64}
+
+    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+        """Integrated gradients along the straight path from black to the image."""
+        steps = positive_int(self.options, "n_steps")
+        # captum would warn and raise it anyway when smaller than the batch
+        per_pass = max(positive_int(self.options, "internal_batch_size"), images.shape[0])
+        black = torch.zeros_like(images)
+        attributions = IntegratedGradients(scalar).attribute(
+            images, baselines=black, target=None, n_steps=steps, internal_batch_size=per_pass
+        )
+        return attributions
+
+
+class NoiseTunnelMethod(CaptumMethod):
+    """A captum NoiseTunnel over Saliency with seeded Gaussian noise of `stdev` (images in [0, 1])."""
+
+    nt_type: ClassVar[str]
+    absolute: ClassVar[bool] = True
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "nt_samples": 16,
+        "stdev": 0.15,
+        "nt_samples_batch_size": 4,
+        "seed": 0,
+    }
+
+    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+        """The noise-tunnel aggregate of saliency maps over noisy copies of the images."""
+        samples = positive_int(self.options, "nt_samples")
+        per_pass = positive_int(self.options, "nt_samples_batch_size")
+        stdev = float(self.options["stdev"])
+        if stdev < 0:
+            raise AttributionError(f"options: stdev must be ≥ 0, got {stdev}")
+        tunnel = NoiseTunnel(Saliency(scalar))
+        with seeded(int(self.options["seed"]), images.device):
+            return tunnel.attribute(
+                images,
+                nt_type=self.nt_type,
+                nt_samples=samples,
+                nt_samples_batch_size=min(per_pass, samples),
+                stdevs=stdev,
+                target=None,
+                abs=self.absolute,
+            )
+
+
+@register_method("smoothgrad")
+class SmoothGradMethod(NoiseTunnelMethod):
+    """Smilkov et al. 2017: mean |∇| over noisy copies."""
+
+    description = "SmoothGrad: mean gradient magnitude over noisy copies (captum NoiseTunnel)"
+    nt_type = "smoothgrad"
+
+
+@register_method("smoothgrad_sq")
+class SmoothGradSquaredMethod(NoiseTunnelMethod):
+    """Mean squared gradient over noisy copies."""
+
+    description = "SmoothGrad²: mean squared gradient over noisy copies (captum NoiseTunnel)"
+    nt_type = "smoothgrad_sq"
+
+
+@register_method("vargrad")
+class VarGradMethod(NoiseTunnelMethod):
+    """Adebayo et al. 2018: variance of the signed gradient over noisy copies."""
+
+    description = "VarGrad: variance of the signed gradient over noisy copies (captum NoiseTunnel)"
+    nt_type = "vargrad"
+    absolute = False
+
+
+@register_method("guided_backprop")
+class GuidedBackpropMethod(CaptumMethod):
+    """Springenberg et al. 2015 via captum, which gates the backward of `nn.ReLU` modules only.
+
+    Models whose activations are ELU (PilotNet), GELU (ViT MLPs) or functional ReLUs get no gating
+    there, so on a model without `nn.ReLU` modules the map equals the saliency map.
+    """
+
+    description = "guided backprop (captum; gates nn.ReLU modules only, else equals saliency), |·| summed"
+
+    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+        """Guided-backprop input gradient."""
+        return GuidedBackprop(scalar).attribute(images, target=None)
+
+
+@register_method("guided_gradcam")
+class GuidedGradCamMethod(CaptumMethod):
+    """Selvaraju et al. 2017 via captum: guided backprop × GradCAM (ReLU'd, nearest-upsampled)."""
+
+    description = "guided GradCAM (captum) on a 4-D conv layer: CNN stage or hybrid tokenizer, |·| summed"
+    applies_to = frozenset({"cnn", "hybrid"})
+    uses_layer = True
+
+    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+        """Guided backprop times the layer's GradCAM upsampled to the input."""
+        model = scalar.model
+        module = model.get_submodule(conv_layer_path(model, layer))
+        return GuidedGradCam(scalar, module).attribute(images, target=None)
+
+
+def conv_layer_path(model: nn.Module, layer: str | None) -> str:
+    """The module path of a 4-D conv layer for captum's GradCAM; a hybrid's default is its tokenizer."""
+    if family(model) == "hybrid" and layer in (None, resolve_layer(model, None).name):
+        # the hybrid's family default is the transformer view, whose tokens captum cannot map to pixels
+        layer = "tokenizer"
+    choice = resolve_layer(model, layer)
+    if len(choice.paths) != 1 or choice.paths[0].startswith("blocks."):
+        raise AttributionError(
+            f"layer: guided_gradcam needs one 4-D convolutional layer, not {layer!r} (on a hybrid: 'tokenizer')"
+        )
+    return choice.paths[0]
+
+
+@register_method("random")
+class RandomMethod(Method):
+    """A seeded uniform-noise map per image: the floor every method must beat."""
+
+    description = "random pixel map, uniform in [0, 1), seeded (option seed)"
+    applies_to = ALL_FAMILIES
+    uses_layer = False
+    defaults: ClassVar[Mapping[str, Any]] = {"seed": 0}
+    grid_note = "pixel map (input resolution)"
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """Noise drawn on the CPU from `seed`, so every device gives the same maps."""
+        generator = torch.Generator().manual_seed(int(self.options["seed"]))
+        batch, _, height, width = images.shape
+        return torch.rand(batch, height, width, generator=generator).to(images.device)
+
+
+@register_method("uniform")
+class UniformMethod(Method):
+    """The same value at every pixel: a profile that only reflects class areas."""
+
+    description = "uniform map (every pixel 1); min–max turns it into zeros, use normalise='raw' or 'sum'"
+    applies_to = ALL_FAMILIES
+    uses_layer = False
+    grid_note = "pixel map (input resolution)"
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """Ones at input resolution."""
+        batch, _, height, width = images.shape
+        return torch.ones(batch, height, width, device=images.device)
