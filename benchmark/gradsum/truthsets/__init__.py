@@ -76,3 +76,4 @@ __all__ = [
 # Readers register themselves on import (one line per reader module).
 from gradsum.truthsets import cityscapes as _cityscapes  # noqa: E402, F401
 from gradsum.truthsets import plugin as _plugin  # noqa: E402, F401
+from gradsum.truthsets import synthetic as _synthetic  # noqa: E402, F401

@@ -1,0 +1,34 @@
+"""The synthetic driving-scene truth set: rendered road scenes with known causes (see datasets/SYNTHETIC.md).
+
+`generate(out, count, seed)` writes a set in the Cityscapes layout; `open_truthset(out, split)` reads it
+back as a `SyntheticTruthSet`, whose `counterfactual(...)` re-renders a scene with one factor changed.
+"""
+
+from __future__ import annotations
+
+from gradsum.truthsets.synthetic.reader import SYNTHETIC_CLASSES, SyntheticTruthSet
+from gradsum.truthsets.synthetic.render import (
+    Rendered,
+    counterfactual_params,
+    ego_lane_mask,
+    render,
+    render_counterfactual,
+)
+from gradsum.truthsets.synthetic.scene import SceneParams, sample_scene, steering, targets
+from gradsum.truthsets.synthetic.writer import generate, parse_size
+
+__all__ = [
+    "SYNTHETIC_CLASSES",
+    "Rendered",
+    "SceneParams",
+    "SyntheticTruthSet",
+    "counterfactual_params",
+    "ego_lane_mask",
+    "generate",
+    "parse_size",
+    "render",
+    "render_counterfactual",
+    "sample_scene",
+    "steering",
+    "targets",
+]

@@ -1,0 +1,186 @@
+"""The `synthetic` truth-set kind: reads a generated set and re-renders counterfactuals from it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from gradsum.errors import TruthSetError
+from gradsum.truthsets import TruthSetKind, register_kind
+from gradsum.truthsets.base import TASKS, Sample, TruthSet
+from gradsum.truthsets.labels import ClassTable, subset
+from gradsum.truthsets.layout import MANIFEST, FrameId
+from gradsum.truthsets.synthetic import scene as sc
+from gradsum.truthsets.synthetic.render import Rendered, render_counterfactual
+from gradsum.truthsets.synthetic.writer import FORMAT_VERSION, KIND, frame_id
+
+#: The rendered classes, mapped onto themselves in the Cityscapes scheme.
+SYNTHETIC_CLASSES = subset(sc.CLASSES)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; a missing or corrupt file raises a TruthSetError naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TruthSetError(f"{path}: file is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TruthSetError(f"{path}: unreadable JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise TruthSetError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_png(path: Path, mode: str) -> np.ndarray:
+    """A PNG as a uint8 array in `mode` ("RGB" or "L"); missing or corrupt files name themselves."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode), dtype=np.uint8)
+    except FileNotFoundError:
+        raise TruthSetError(f"{path}: file is missing") from None
+    except OSError as error:
+        raise TruthSetError(f"{path}: unreadable image ({error})") from None
+
+
+class SyntheticTruthSet(TruthSet):
+    """One split of a generated synthetic set; samples carry their scene parameters in `meta`."""
+
+    kind = KIND
+
+    def __init__(self, root: Path, split: str) -> None:
+        super().__init__(root, split)
+        self.manifest = read_json(self.root / MANIFEST)
+        if self.manifest.get("kind") != KIND:
+            raise TruthSetError(
+                f"{self.root / MANIFEST}: field 'kind' is {self.manifest.get('kind')!r}, not {KIND!r}"
+            )
+        version = self.manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise TruthSetError(
+                f"{self.root / MANIFEST}: format_version {version!r}; this reader reads {FORMAT_VERSION}"
+            )
+        splits = self.manifest.get("splits", {})
+        if split not in splits:
+            raise TruthSetError(f"{self.root / MANIFEST}: no split {split!r}; valid: {', '.join(splits)}")
+        self._count = int(splits[split]["count"])
+
+    @property
+    def class_table(self) -> ClassTable:
+        return SYNTHETIC_CLASSES
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return TASKS
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        return dict(self.manifest["parameters"])
+
+    def __len__(self) -> int:
+        return self._count
+
+    def frame(self, index: int) -> FrameId:
+        """The file identity of sample `index` (negative indices count from the end)."""
+        if not -self._count <= index < self._count:
+            raise IndexError(f"index {index} out of range for {self._count} samples in split {self.split!r}")
+        return frame_id(self.split, index % self._count)
+
+    def record(self, index: int) -> dict[str, Any]:
+        """The scene JSON of sample `index`: targets and latent parameters."""
+        return read_json(self.frame(index).scene(self.root))
+
+    def scene(self, index: int) -> sc.SceneParams:
+        """The latent parameters of sample `index`, ready to re-render."""
+        path = self.frame(index).scene(self.root)
+        try:
+            return sc.SceneParams.from_dict(self.record(index)["parameters"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise TruthSetError(f"{path}: field 'parameters' is malformed ({error})") from None
+
+    def __getitem__(self, index: int) -> Sample:
+        frame = self.frame(index)
+        record = self.record(index)
+        labels = read_png(frame.label_ids(self.root), "L")
+        image = read_png(frame.image(self.root), "RGB")
+        if image.shape[:2] != labels.shape:
+            raise TruthSetError(
+                f"{frame.image(self.root)}: image {image.shape[:2]} and labels {labels.shape} differ in size"
+            )
+        return Sample(
+            image=image,
+            labels=labels,
+            targets={task: float(record["targets"][task]) for task in TASKS},
+            meta=self._meta(frame, record),
+            raw_labels=labels,
+        )
+
+    def _meta(self, frame: FrameId, record: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "frame": frame.stem,
+            "split": self.split,
+            "image_file": str(frame.image(self.root)),
+            "label_file": str(frame.label_ids(self.root)),
+            "color_file": str(frame.color(self.root)),
+            "vehicle_file": str(frame.vehicle(self.root)),
+            "scene_file": str(frame.scene(self.root)),
+            "scene": record["parameters"],
+        }
+
+    @cached_property
+    def _all_targets(self) -> dict[str, np.ndarray]:
+        records = [self.record(i)["targets"] for i in range(len(self))]
+        return {task: np.array([r[task] for r in records], dtype=np.float32) for task in TASKS}
+
+    def targets(self, task: str) -> np.ndarray:
+        """All targets of `task`, read from the scene JSONs without decoding any image."""
+        if task not in TASKS:
+            raise TruthSetError(f"task {task!r} unknown to {self.root}; valid: {', '.join(TASKS)}")
+        return self._all_targets[task]
+
+    def counterfactual(
+        self,
+        index: int,
+        remove: str | tuple[str, ...] = (),
+        repaint: Mapping[str, tuple[int, int, int]] | None = None,
+        **changes: Any,
+    ) -> Sample:
+        """Sample `index` re-rendered with classes removed/repainted or latent factors changed."""
+        rendered: Rendered = render_counterfactual(self.scene(index), remove, repaint, **changes)
+        frame = self.frame(index)
+        meta = self._meta(frame, {"parameters": rendered.params.to_dict()})
+        meta["counterfactual"] = {"remove": remove, "repaint": dict(repaint or {}), "changes": changes}
+        return Sample(
+            image=rendered.image,
+            labels=rendered.labels,
+            targets=rendered.targets,
+            meta=meta,
+            raw_labels=rendered.labels,
+        )
+
+
+def _detect(root: Path) -> bool:
+    try:
+        return bool(json.loads((root / MANIFEST).read_text(encoding="utf-8")).get("kind") == KIND)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _open(root: Path, split: str) -> TruthSet:
+    return SyntheticTruthSet(root, split)
+
+
+KIND_ENTRY = register_kind(
+    TruthSetKind(
+        name=KIND,
+        description="rendered driving scenes with known causes (gradsum generate)",
+        detect=_detect,
+        open=_open,
+        priority=10,
+    )
+)

@@ -1,0 +1,365 @@
+"""The latent scene model: parameters, seeded sampling, and the two known-cause targets.
+
+Coordinates: the ego camera looks down the road; `x` is lateral (metres, positive to the right),
+`z` is distance ahead (metres). The ego-lane centre runs at `x_c(z) = -offset + heading·z + curvature·z²/2`.
+See `datasets/SYNTHETIC.md` for which classes are causal, correlated or independent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Camera height above the road (m); the focal length is `FOCAL · W` pixels, the horizon at `HORIZON · H`.
+CAMERA_HEIGHT = 1.5
+FOCAL = 0.5
+HORIZON = 0.42
+LANE_WIDTH = 3.5
+#: The ego lane spans x_c ± LANE_WIDTH/2; the oncoming lane lies left of it.
+EGO_HALF = LANE_WIDTH / 2
+ROAD_LEFT = -EGO_HALF - LANE_WIDTH
+#: Pure pursuit looks this far ahead (m).
+LOOK_AHEAD = 15.0
+#: `obstacle` = 1 exactly when a car or person stands in the ego lane at z ≤ this distance (m) …
+OBSTACLE_DISTANCE = 15.0
+#: Obstacles stand 5–13 m ahead and other ego-lane objects at ≥ 19 m: the 15 m threshold sits in an empty
+#: band, so one pixel row (≈1.5 m at 15 m) cannot blur the label.
+OBSTACLE_RANGE = (5.0, 13.0)
+FAR_EGO_START = 19.0
+CURVATURE_RANGE = 0.02
+HEADING_RANGE = 0.05
+OFFSET_RANGE = 0.6
+#: The largest pursuit curvature the ranges allow: steering = pursuit curvature / STEERING_SCALE ∈ [-1, 1].
+STEERING_SCALE = CURVATURE_RANGE + 2 * HEADING_RANGE / LOOK_AHEAD + 2 * OFFSET_RANGE / LOOK_AHEAD**2
+SPEED_RANGE = (8.0, 20.0)
+
+#: The classes the renderer draws, by Cityscapes name (ids: road 7, sidewalk 8, building 11, pole 17,
+#: traffic sign 20, vegetation 21, terrain 22, sky 23, person 24, car 26).
+CLASSES = (
+    "road",
+    "sidewalk",
+    "building",
+    "pole",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "car",
+)
+#: Classes a counterfactual may remove; removed pixels show what is behind them.
+REMOVABLE = ("car", "person", "pole", "traffic sign", "building", "vegetation", "sidewalk")
+
+_BASE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "road": (92, 92, 98),
+    "sidewalk": (162, 152, 146),
+    "building": (150, 122, 102),
+    "pole": (112, 112, 116),
+    "traffic sign": (200, 50, 45),
+    "vegetation": (62, 112, 52),
+    "terrain": (122, 138, 82),
+    "sky": (140, 178, 218),
+    "person": (70, 60, 120),
+    "car": (40, 70, 160),
+}
+_CAR_COLOURS = ((200, 30, 30), (30, 60, 170), (220, 220, 225), (30, 30, 35), (150, 150, 155), (20, 110, 60))
+_SIGN_COLOURS = ((200, 40, 40), (30, 80, 180), (235, 200, 40))
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """A car or person standing on the ground at distance `z`, lateral `lateral` from the ego-lane centre."""
+
+    cls: str
+    z: float
+    lateral: float
+    width: float
+    height: float
+    colour: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Pole:
+    """A roadside pole, optionally carrying a traffic sign of colour `sign`."""
+
+    z: float
+    lateral: float
+    height: float
+    sign: tuple[int, int, int] | None
+
+
+@dataclass(frozen=True)
+class Building:
+    """A building on the skyline, in screen fractions (independent of the road)."""
+
+    left: float
+    width: float
+    height: float
+    colour: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A tree crown on the skyline, in screen fractions (independent of the road)."""
+
+    centre: float
+    radius: float
+    lift: float
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Everything needed to re-render one frame exactly (saved in its scene JSON)."""
+
+    height: int
+    width: int
+    texture_seed: int
+    curvature: float
+    offset: float
+    heading: float
+    speed: float
+    dash_phase: float
+    sidewalk_left: float
+    sidewalk_right: float
+    brightness: float
+    #: ±1: the sky tint (warm/cool); the planted shortcut when it agrees with the steering sign
+    sky_cue: int
+    palette: dict[str, tuple[int, int, int]]
+    objects: tuple[SceneObject, ...] = ()
+    poles: tuple[Pole, ...] = ()
+    buildings: tuple[Building, ...] = ()
+    trees: tuple[Tree, ...] = ()
+    #: classes left out when rendering (counterfactual removal): what is behind them shows
+    removed: tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> SceneParams:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; `from_dict(to_dict(p)) == p` (floats survive JSON exactly)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SceneParams:
+        """Inverse of `to_dict`."""
+        values = dict(data)
+        values["palette"] = {k: _rgb(v) for k, v in data["palette"].items()}
+        values["objects"] = tuple(SceneObject(**{**o, "colour": _rgb(o["colour"])}) for o in data["objects"])
+        values["poles"] = tuple(
+            Pole(**{**p, "sign": None if p["sign"] is None else _rgb(p["sign"])}) for p in data["poles"]
+        )
+        values["buildings"] = tuple(Building(**{**b, "colour": _rgb(b["colour"])}) for b in data["buildings"])
+        values["trees"] = tuple(Tree(**t) for t in data["trees"])
+        values["removed"] = tuple(data.get("removed", ()))
+        return cls(**values)
+
+
+def _rgb(value: Any) -> tuple[int, int, int]:
+    r, g, b = (int(v) for v in value)
+    return (r, g, b)
+
+
+def lane_centre(params: SceneParams, z: np.ndarray | float) -> np.ndarray:
+    """Lateral position (m) of the ego-lane centre at distance `z`."""
+    z = np.asarray(z, dtype=np.float64)
+    return -params.offset + params.heading * z + 0.5 * params.curvature * z * z
+
+
+def pursuit_curvature(params: SceneParams) -> float:
+    """Curvature of the arc that reaches the lane centre LOOK_AHEAD metres ahead (pure pursuit)."""
+    return float(2.0 * lane_centre(params, LOOK_AHEAD) / LOOK_AHEAD**2)
+
+
+def steering(params: SceneParams) -> float:
+    """The `steering` target: pursuit curvature / STEERING_SCALE, in [-1, 1], positive = steer right."""
+    return pursuit_curvature(params) / STEERING_SCALE
+
+
+def in_ego_lane(obj: SceneObject) -> bool:
+    """True when the object's centre stands inside the ego lane."""
+    return abs(obj.lateral) < EGO_HALF
+
+
+def visible_objects(params: SceneParams) -> tuple[SceneObject, ...]:
+    """The objects a render shows (those of removed classes are left out)."""
+    return tuple(o for o in params.objects if o.cls not in params.removed)
+
+
+def obstacle(params: SceneParams) -> int:
+    """The `obstacle` target: 1 when a car or person stands in the ego lane within OBSTACLE_DISTANCE."""
+    return int(any(in_ego_lane(o) and o.z <= OBSTACLE_DISTANCE for o in visible_objects(params)))
+
+
+def targets(params: SceneParams) -> dict[str, float]:
+    """Both targets of a scene."""
+    return {"steering": steering(params), "obstacle": float(obstacle(params))}
+
+
+def vehicle(params: SceneParams) -> dict[str, float]:
+    """The Cityscapes `vehicle.json` fields: yawRate = driven curvature × speed (so yawRate/speed ∝ steering)."""
+    return {"speed": params.speed, "yawRate": pursuit_curvature(params) * params.speed}
+
+
+def shortcut_agrees(params: SceneParams) -> bool:
+    """Whether the sky tint agrees with the steering sign (warm = +1 = right)."""
+    return params.sky_cue == (1 if steering(params) >= 0 else -1)
+
+
+def sky_cue(rng: np.random.Generator, steer: float, shortcut: float) -> int:
+    """The sky tint: agrees with sign(steer) with probability `shortcut`; 0 means independent (50 %)."""
+    sign = 1 if steer >= 0 else -1
+    if shortcut <= 0.0:
+        return sign if rng.random() < 0.5 else -sign
+    return sign if rng.random() < shortcut else -sign
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+
+def _jitter(rng: np.random.Generator, colour: tuple[int, int, int], amount: int) -> tuple[int, int, int]:
+    r, g, b = (int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
+    return (r, g, b)
+
+
+def _screen_box(
+    params: SceneParams, z: float, lateral: float, width: float, height: float
+) -> tuple[float, float, float, float]:
+    f = FOCAL * params.width
+    x = float(lane_centre(params, z)) + lateral
+    u = params.width / 2 + f * x / z
+    bottom = HORIZON * params.height + f * CAMERA_HEIGHT / z
+    return (u - f * width / 2 / z, bottom - f * height / z, u + f * width / 2 / z, bottom)
+
+
+def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] + 1 and b[0] < a[2] + 1 and a[1] < b[3] + 1 and b[1] < a[3] + 1
+
+
+def _make_object(rng: np.random.Generator, cls: str, z: float, lateral: float) -> SceneObject:
+    if cls == "car":
+        colour = _jitter(rng, _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))], 15)
+        return SceneObject(
+            "car", z, lateral, float(rng.uniform(1.6, 1.9)), float(rng.uniform(1.3, 1.6)), colour
+        )
+    colour = _jitter(
+        rng, (int(rng.integers(30, 220)), int(rng.integers(30, 220)), int(rng.integers(30, 220))), 0
+    )
+    return SceneObject(
+        "person", z, lateral, float(rng.uniform(0.5, 0.65)), float(rng.uniform(1.6, 1.9)), colour
+    )
+
+
+def _distractors(rng: np.random.Generator) -> list[SceneObject]:
+    """Cars and people that never count as obstacles: far in the ego lane, oncoming, or on the verge."""
+    found: list[SceneObject] = []
+    if rng.random() < 0.5:
+        cls = "car" if rng.random() < 0.7 else "person"
+        found.append(
+            _make_object(rng, cls, float(rng.uniform(FAR_EGO_START, 45.0)), float(rng.uniform(-0.6, 0.6)))
+        )
+    for _ in range(int(rng.choice(3, p=[0.35, 0.4, 0.25]))):
+        lateral = -EGO_HALF - LANE_WIDTH / 2 + float(rng.uniform(-0.3, 0.3))
+        found.append(_make_object(rng, "car", float(rng.uniform(5.0, 50.0)), lateral))
+    for _ in range(int(rng.integers(0, 3))):
+        if rng.random() < 0.5:
+            lateral = EGO_HALF + float(rng.uniform(0.5, 3.5))
+        else:
+            lateral = ROAD_LEFT - float(rng.uniform(0.5, 3.5))
+        found.append(_make_object(rng, "person", float(rng.uniform(5.0, 35.0)), lateral))
+    return found
+
+
+def _place(
+    params: SceneParams, candidate: SceneObject, placed: list[SceneObject]
+) -> tuple[float, float, float, float] | None:
+    box = _screen_box(params, candidate.z, candidate.lateral, candidate.width, candidate.height)
+    for other in placed:
+        if _overlaps(box, _screen_box(params, other.z, other.lateral, other.width, other.height)):
+            return None
+    return box
+
+
+def _objects(rng: np.random.Generator, geometry: SceneParams) -> tuple[SceneObject, ...]:
+    """Distractors first (independent of the label), then the obstacle with probability 1/2."""
+    placed: list[SceneObject] = []
+    for candidate in _distractors(rng):
+        if _place(geometry, candidate, placed) is not None:
+            placed.append(candidate)
+    if rng.random() < 0.5:
+        cls = "car" if rng.random() < 0.65 else "person"
+        spread = 0.5 if cls == "car" else 1.2
+        for _ in range(30):
+            candidate = _make_object(
+                rng, cls, float(rng.uniform(*OBSTACLE_RANGE)), float(rng.uniform(-spread, spread))
+            )
+            if _place(geometry, candidate, placed) is not None:
+                break
+        else:
+            # Rare crowded scene: the label must stay balanced, so the distractors give way.
+            placed = [o for o in placed if _place(geometry, o, [candidate]) is not None]
+        placed.append(candidate)
+    # Far to near, so nearer objects paint over farther ones.
+    return tuple(sorted(placed, key=lambda o: -o.z))
+
+
+def _poles(rng: np.random.Generator, left: float, right: float) -> tuple[Pole, ...]:
+    poles = []
+    for _ in range(int(rng.integers(0, 4))):
+        if rng.random() < 0.6:
+            lateral = EGO_HALF + right + float(rng.uniform(0.3, 1.5))
+        else:
+            lateral = ROAD_LEFT - left - float(rng.uniform(0.3, 1.5))
+        sign = _SIGN_COLOURS[rng.integers(len(_SIGN_COLOURS))] if rng.random() < 0.6 else None
+        poles.append(Pole(float(rng.uniform(6.0, 60.0)), lateral, float(rng.uniform(3.5, 5.0)), sign))
+    return tuple(sorted(poles, key=lambda p: -p.z))
+
+
+def _skyline(rng: np.random.Generator) -> tuple[tuple[Building, ...], tuple[Tree, ...]]:
+    buildings = tuple(
+        Building(
+            float(rng.uniform(-0.1, 1.0)),
+            float(rng.uniform(0.08, 0.3)),
+            float(rng.uniform(0.15, 0.85)),
+            _jitter(rng, _BASE_COLOURS["building"], 40),
+        )
+        for _ in range(int(rng.integers(0, 6)))
+    )
+    trees = tuple(
+        Tree(float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.03, 0.08)), float(rng.uniform(0.0, 0.5)))
+        for _ in range(int(rng.integers(0, 7)))
+    )
+    return buildings, trees
+
+
+def sample_scene(rng: np.random.Generator, size: tuple[int, int], shortcut: float = 0.0) -> SceneParams:
+    """Draw one scene; `shortcut` is the probability that the sky tint agrees with the steering sign."""
+    height, width = size
+    left = float(rng.uniform(1.5, 3.0)) if rng.random() < 0.6 else 0.0
+    right = float(rng.uniform(1.5, 3.0)) if rng.random() < 0.8 else 0.0
+    geometry = SceneParams(
+        height=height,
+        width=width,
+        texture_seed=int(rng.integers(2**31)),
+        curvature=float(rng.uniform(-CURVATURE_RANGE, CURVATURE_RANGE)),
+        offset=float(rng.uniform(-OFFSET_RANGE, OFFSET_RANGE)),
+        heading=float(rng.uniform(-HEADING_RANGE, HEADING_RANGE)),
+        speed=float(rng.uniform(*SPEED_RANGE)),
+        dash_phase=float(rng.uniform(0.0, 6.0)),
+        sidewalk_left=left,
+        sidewalk_right=right,
+        brightness=float(rng.uniform(0.8, 1.15)),
+        sky_cue=1,
+        palette={name: _jitter(rng, colour, 12) for name, colour in _BASE_COLOURS.items()},
+    )
+    buildings, trees = _skyline(rng)
+    return geometry.replace(
+        objects=_objects(rng, geometry),
+        poles=_poles(rng, left, right),
+        buildings=buildings,
+        trees=trees,
+        sky_cue=sky_cue(rng, steering(geometry), shortcut),
+    )

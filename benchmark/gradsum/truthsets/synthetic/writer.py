@@ -1,0 +1,260 @@
+"""Write synthetic splits in the Cityscapes on-disk layout, atomically and deterministically."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+import gradsum
+from gradsum.errors import GradSUMError, TruthSetError
+from gradsum.fileio import atomic_directory, atomic_write_json
+from gradsum.truthsets.labels import cityscapes_palette, subset
+from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
+from gradsum.truthsets.synthetic import scene as sc
+from gradsum.truthsets.synthetic.render import Rendered, render
+
+log = logging.getLogger(__name__)
+
+KIND = "synthetic"
+FORMAT_VERSION = 1
+CITY = "synth"
+DEFAULT_SIZE = (96, 192)
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+#: zlib level 1: PNGs stay lossless and deterministic while encoding stays far below render time.
+PNG_LEVEL = 1
+_CHUNK = 250
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How many scenes one split gets, from which seed, and with what shortcut strength."""
+
+    split: str
+    count: int
+    seed: int
+    shortcut: float
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The split's own seed, derived from the set's seed (train, val and test never share scenes)."""
+    return int(np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(1)[0])
+
+
+def split_counts(count: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> dict[str, int]:
+    """Scenes per split: val and test get their fraction (at least one each), train the rest."""
+    if count < len(SPLITS):
+        raise GradSUMError(f"count={count}: need at least {len(SPLITS)} scenes (--count), one per split")
+    if len(fractions) != len(SPLITS) or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise GradSUMError(
+            f"splits={tuple(fractions)}: need three positive fractions (train, val, test) summing to 1"
+        )
+    val = max(1, round(count * fractions[1]))
+    test = max(1, round(count * fractions[2]))
+    # Rounding may leave train empty; it then takes one scene from val.
+    train = max(1, count - val - test)
+    val = count - train - test
+    return {"train": train, "val": val, "test": test}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`"96x192"` → (96, 192); raises a GradSUMError naming `--size` otherwise."""
+    parts = text.lower().split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise GradSUMError(f"--size {text!r}: expected HxW, e.g. 96x192") from None
+    return check_size((height, width))
+
+
+def check_size(size: Sequence[int]) -> tuple[int, int]:
+    """Validate an image size (H, W): at least 32×32, at most 2048 per side."""
+    height, width = (int(v) for v in size)
+    if not (32 <= height <= 2048 and 32 <= width <= 2048):
+        raise GradSUMError(f"size={height}x{width}: height and width must lie in 32..2048 (--size)")
+    return height, width
+
+
+def frame_id(split: str, index: int) -> FrameId:
+    """The Cityscapes-style identity of scene `index` of `split` (names carry nothing label-derived)."""
+    return FrameId(split=split, city=CITY, seq=index // 1_000_000, frame=index % 1_000_000)
+
+
+def scene_params(plan: SplitPlan, index: int, size: tuple[int, int]) -> sc.SceneParams:
+    """The parameters of scene `index`: its generator is seeded by (split seed, index) alone."""
+    return sc.sample_scene(np.random.default_rng([plan.seed, index]), size, plan.shortcut)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Lossless, deterministic PNG bytes of a uint8 (H, W) or (H, W, 3) array."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=PNG_LEVEL)
+    return buffer.getvalue()
+
+
+def scene_record(frame: FrameId, rendered: Rendered) -> dict[str, Any]:
+    """The scene JSON: latent parameters, both targets, and the shortcut cue's agreement."""
+    return {
+        "frame": frame.stem,
+        "split": frame.split,
+        "targets": rendered.targets,
+        "shortcut_agrees": sc.shortcut_agrees(rendered.params),
+        "road_curvature": rendered.params.curvature,
+        "parameters": rendered.params.to_dict(),
+    }
+
+
+def write_scene(root: Path, frame: FrameId, rendered: Rendered) -> dict[str, Any]:
+    """Write one frame's five files under `root`; returns its scene record."""
+    record = scene_record(frame, rendered)
+    files = {
+        frame.image(root): encode_png(rendered.image),
+        frame.label_ids(root): encode_png(rendered.labels),
+        frame.color(root): encode_png(_PALETTE[rendered.labels]),
+        frame.vehicle(root): _json_bytes(sc.vehicle(rendered.params)),
+        frame.scene(root): _json_bytes(record),
+    }
+    for path, data in files.items():
+        path.write_bytes(data)
+    return record
+
+
+_PALETTE = cityscapes_palette()
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _write_range(task: tuple[Path, SplitPlan, int, int, tuple[int, int]]) -> list[dict[str, Any]]:
+    root, plan, start, stop, size = task
+    records = []
+    for index in range(start, stop):
+        frame = frame_id(plan.split, index)
+        records.append(write_scene(root, frame, render(scene_params(plan, index, size))))
+    return records
+
+
+def _make_folders(root: Path, plan: SplitPlan) -> None:
+    probe = frame_id(plan.split, 0)
+    for kind in ("leftImg8bit", "gtFine", "vehicle", "scene"):
+        probe.path(root, kind, "x").parent.mkdir(parents=True, exist_ok=True)
+
+
+def _tasks(root: Path, plans: Sequence[SplitPlan], size: tuple[int, int]) -> Iterator[tuple[Any, ...]]:
+    for plan in plans:
+        for start in range(0, plan.count, _CHUNK):
+            yield (root, plan, start, min(start + _CHUNK, plan.count), size)
+
+
+def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Target statistics of one split (recorded in the manifest)."""
+    steer = np.array([r["targets"]["steering"] for r in records], dtype=np.float64)
+    obstacle = np.array([r["targets"]["obstacle"] for r in records], dtype=np.float64)
+    agrees = np.array([r["shortcut_agrees"] for r in records], dtype=np.float64)
+    return {
+        "steering": {
+            "mean": float(steer.mean()),
+            "std": float(steer.std()),
+            "min": float(steer.min()),
+            "max": float(steer.max()),
+        },
+        "obstacle_rate": float(obstacle.mean()),
+        "shortcut_agreement": float(agrees.mean()),
+    }
+
+
+def generate(
+    out: str | Path,
+    count: int = 5000,
+    seed: int = 0,
+    size: Sequence[int] = DEFAULT_SIZE,
+    shortcut: float = 0.0,
+    splits: Sequence[float] = DEFAULT_FRACTIONS,
+    overwrite: bool = False,
+    workers: int = 1,
+) -> Path:
+    """Render `count` scenes into train/val/test at `out`; the set appears only once it is complete."""
+    size = check_size(size)
+    if not 0.0 <= shortcut <= 1.0:
+        raise GradSUMError(f"shortcut={shortcut}: must lie in [0, 1] (--shortcut)")
+    if workers < 1:
+        raise GradSUMError(f"workers={workers}: must be at least 1 (--workers)")
+    counts = split_counts(count, splits)
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise TruthSetError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+    plans = [
+        SplitPlan(split, counts[split], split_seed(seed, split), shortcut if split == "train" else 0.0)
+        for split in SPLITS
+    ]
+    with atomic_directory(target, overwrite=overwrite) as staging:
+        for plan in plans:
+            _make_folders(staging, plan)
+        records = _render_all(staging, plans, size, workers)
+        manifest = {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "generator": {"name": "gradsum.truthsets.synthetic", "version": gradsum.__version__},
+            "parameters": {
+                "count": count,
+                "seed": seed,
+                "size": list(size),
+                "shortcut": shortcut,
+                "split_fractions": list(splits),
+                "city": CITY,
+            },
+            "splits": {
+                p.split: {
+                    "count": p.count,
+                    "seed": p.seed,
+                    "shortcut": p.shortcut,
+                    **summarise(records[p.split]),
+                }
+                for p in plans
+            },
+            "classes": subset(sc.CLASSES).to_dict(),
+            "constants": {
+                "camera_height": sc.CAMERA_HEIGHT,
+                "lane_width": sc.LANE_WIDTH,
+                "look_ahead": sc.LOOK_AHEAD,
+                "obstacle_distance": sc.OBSTACLE_DISTANCE,
+                "steering_scale": sc.STEERING_SCALE,
+            },
+        }
+        # Written last: its presence marks a complete truth set.
+        atomic_write_json(staging / MANIFEST, manifest)
+    log.info("synthetic truth set ready at %s (%s)", target, ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return target
+
+
+def _render_all(
+    root: Path, plans: Sequence[SplitPlan], size: tuple[int, int], workers: int
+) -> dict[str, list[dict[str, Any]]]:
+    records: dict[str, list[dict[str, Any]]] = {p.split: [] for p in plans}
+    tasks = list(_tasks(root, plans, size))
+    if workers == 1:
+        return _collect(map(_write_range, tasks), tasks, records)
+    with multiprocessing.get_context().Pool(workers) as pool:
+        return _collect(pool.imap(_write_range, tasks), tasks, records)
+
+
+def _collect(
+    results: Iterator[list[dict[str, Any]]],
+    tasks: Sequence[tuple[Any, ...]],
+    records: dict[str, list[dict[str, Any]]],
+) -> dict[str, list[dict[str, Any]]]:
+    total, done = sum(task[3] - task[2] for task in tasks), 0
+    for task, chunk in zip(tasks, results, strict=True):
+        records[task[1].split].extend(chunk)
+        done += len(chunk)
+        log.info("rendered %d/%d scenes", done, total)
+    return records
