@@ -103,7 +103,7 @@ def _cityscapes_table() -> ClassTable:
             id=label.id,
             name=label.name,
             category=label.category,
-            color=tuple(label.color),  # type: ignore[arg-type]
+            color=(int(label.color[0]), int(label.color[1]), int(label.color[2])),
             ignore=bool(label.ignoreInEval),
             train_id=label.trainId,
             cityscapes_id=label.id,
