@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from gradsum.attribution import attribute, resolve_target
+from gradsum.attribution.adapters import HOOK_TABLES, attribution_mode
+from gradsum.attribution.attention import (
+    class_token_row,
+    discard_lowest,
+    gradient_rollout,
+    mean_patch_row,
+    raw_attention_map,
+    readout_of,
+    residual_attention,
+    rollout,
+)
+from gradsum.errors import AttributionError, UnknownNameError
+
+ATTENTION_METHODS = ["attention", "rollout", "gradrollout", "attention_gradcam"]
+
+
+def heads(*maps: list[list[float]]) -> Tensor:
+    """One image's attention (1, heads, N, N) from per-head matrices."""
+    return torch.tensor([maps], dtype=torch.float32)
+
+
+def capture(model: nn.Module, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Every block's attention and its gradient for the default target, captured independently."""
+    kept: list[Tensor] = []
+    handles = [b.attn.attn_drop.register_forward_hook(lambda _m, _i, o: kept.append(o)) for b in model.blocks]
+    with attribution_mode(model, needs_attention=True):
+        try:
+            output = model(images.clone().requires_grad_(True))
+        finally:
+            for handle in handles:
+                handle.remove()
+        total = resolve_target(None).select(output).sum()
+        grads = torch.autograd.grad(total, kept)
+    return [a.detach() for a in kept], list(grads)
+
+
+def hooks_left(model: nn.Module) -> int:
+    return sum(len(getattr(m, table, {})) for m in model.modules() for table in HOOK_TABLES)
+
+
+def test_rollout_equals_a_hand_computation() -> None:
+    # block 1: heads swap/identity → mean ½ everywhere → (A+I) rows [.75 .25; .25 .75]
+    first = heads([[1, 0], [0, 1]], [[0, 1], [1, 0]])
+    # block 2: both heads look at token 0 → (A+I) rows [1 0; .5 .5]
+    second = heads([[1, 0], [1, 0]], [[1, 0], [1, 0]])
+    expected = torch.tensor([[[0.75, 0.25], [0.5, 0.5]]])
+    assert torch.allclose(rollout([first, second]), expected)
+    # max fusion: block 1 becomes [1 1; 1 1] → [2/3 1/3; 1/3 2/3]
+    assert torch.allclose(
+        rollout([first, second], head_fusion="max"), torch.tensor([[[2 / 3, 1 / 3], [0.5, 0.5]]])
+    )
+    assert torch.allclose(rollout([first, second], start_layer=1), torch.tensor([[[1.0, 0.0], [0.5, 0.5]]]))
+
+
+def test_rows_are_normalised_per_row_and_discard_keeps_the_class_entry() -> None:
+    # vit-explain divides by sum(-1) without keepdim, i.e. column j by row-sum j
+    assert torch.allclose(
+        residual_attention(torch.tensor([[[1.0, 0.0], [3.0, 1.0]]])), torch.tensor([[[1.0, 0.0], [0.6, 0.4]]])
+    )
+    fused = torch.tensor([[[0.1, 0.2], [0.3, 0.4]], [[0.4, 0.3], [0.2, 0.1]]])
+    kept = discard_lowest(fused, 0.5, protect_first=True)
+    assert torch.equal(kept, torch.tensor([[[0.1, 0.0], [0.0, 0.4]], [[0.4, 0.3], [0.0, 0.0]]]))
+    assert torch.equal(
+        discard_lowest(fused, 0.5, protect_first=False)[0], torch.tensor([[0.0, 0.0], [0.3, 0.4]])
+    )
+
+
+def test_gradient_rollout_equals_a_hand_computation() -> None:
+    half = [[0.5, 0.5], [0.5, 0.5]]
+    attentions = [heads(half, half), heads([[1, 0], [0, 1]], [[1, 0], [0, 1]])]
+    gradients = [heads([[1, -1], [2, 0]], [[1, 1], [-2, 0]]), heads([[2, 5], [1, -1]], [[2, 5], [1, -1]])]
+    # block 1: mean_h (G⊙A)⁺ = [.5 .25; .5 0], R = I + that; block 2: Ā = [2 0; 0 0], R += Ā·R
+    expected = torch.tensor([[[4.5, 0.75], [0.5, 1.0]]])
+    assert torch.allclose(gradient_rollout(attentions, gradients), expected)
+    assert torch.allclose(
+        gradient_rollout(attentions, gradients, start_layer=1), torch.tensor([[[3.0, 0.0], [0.0, 1.0]]])
+    )
+
+
+def test_readouts_drop_prefix_tokens() -> None:
+    matrix = torch.arange(16.0).reshape(1, 4, 4)
+    assert torch.equal(class_token_row(matrix, 2), torch.tensor([[2.0, 3.0]]))
+    assert torch.equal(mean_patch_row(matrix, 2), torch.tensor([[12.0, 13.0]]))
+    assert torch.equal(mean_patch_row(matrix, 0), torch.tensor([[6.0, 7.0, 8.0, 9.0]]))
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_avg", "hybrid"])
+def test_hook_path_equals_the_pure_functions(
+    name: str, images: Tensor, request: pytest.FixtureRequest
+) -> None:
+    model = request.getfixturevalue(name)
+    attentions, gradients = capture(model, images)
+    readout = readout_of(model)
+    prefix = model.num_prefix_tokens
+    rows, cols = model.patch_embed.grid_size
+    eye = torch.eye(attentions[0].shape[-1])
+
+    def grid(values: Tensor) -> Tensor:
+        return values.reshape(len(images), rows, cols)
+
+    expected = {
+        "rollout": grid(readout(rollout(attentions, protect_first=prefix > 0), prefix)),
+        "gradrollout": grid(readout(gradient_rollout(attentions, gradients) - eye, prefix)),
+        "attention": grid(readout(attentions[-1].mean(1), prefix)),
+    }
+    for method, want in expected.items():
+        got = attribute(model, images, method, normalise="raw").grid
+        assert torch.allclose(got, want, atol=1e-6), method
+    late = attribute(model, images, "gradrollout", normalise="raw", start_layer=-1).grid
+    assert torch.allclose(
+        late, grid(readout(gradient_rollout(attentions, gradients, 1) - eye, prefix)), atol=1e-6
+    )
+
+
+def test_attention_gradcam_weights_heads_by_their_gradient(hybrid: nn.Module, images: Tensor) -> None:
+    attentions, gradients = capture(hybrid, images)
+    rows, grads = attentions[-1][:, :, 0, 1:], gradients[-1][:, :, 0, 1:]
+    want = (grads.mean(-1, keepdim=True) * rows).mean(1).clamp(min=0).reshape(len(images), 4, 8)
+    got = attribute(hybrid, images, "attention_gradcam", normalise="raw").grid
+    assert want.max() > 0
+    assert torch.allclose(got, want, atol=1e-7)
+
+
+def test_batched_gradient_rollout_equals_one_image_at_a_time(vit_avg: nn.Module, images: Tensor) -> None:
+    batched = attribute(vit_avg, images, "gradrollout", normalise="raw").grid
+    alone = torch.cat(
+        [attribute(vit_avg, images[i : i + 1], "gradrollout", normalise="raw").grid for i in range(4)]
+    )
+    assert torch.allclose(batched, alone, atol=1e-6)
+
+
+def test_state_is_restored_after_calls_and_after_a_call_that_raised(vit: nn.Module, images: Tensor) -> None:
+    vit.blocks[0].attn.fused_attn = True
+    vit.blocks[1].attn.fused_attn = False
+    for method in ATTENTION_METHODS:
+        attribute(vit, images, method)
+        assert [b.attn.fused_attn for b in vit.blocks] == [True, False]
+        assert hooks_left(vit) == 0
+        assert not vit.training
+
+    def fail(*_args: object) -> None:
+        raise RuntimeError("boom")
+
+    handle = vit.blocks[1].register_forward_hook(fail)
+    for method in ATTENTION_METHODS:
+        with pytest.raises(RuntimeError, match="boom"):
+            attribute(vit, images, method)
+        assert [b.attn.fused_attn for b in vit.blocks] == [True, False]
+        assert hooks_left(vit) == 1
+    handle.remove()
+    assert hooks_left(vit) == 0
+
+
+def test_attention_methods_refuse_cnns_and_fused_attention(
+    cnn: nn.Module, vit: nn.Module, images: Tensor
+) -> None:
+    for method in ATTENTION_METHODS:
+        with pytest.raises(AttributionError, match="applies to hybrid/vit, not cnn"):
+            attribute(cnn, images, method)
+    for block in vit.blocks:
+        block.attn.fused_attn = True
+    with pytest.raises(AttributionError, match="fused attention must be off"):
+        raw_attention_map(vit, vit, images)
+    assert hooks_left(vit) == 0
+
+
+def test_bad_options_and_unsupported_pooling(vit: nn.Module, images: Tensor) -> None:
+    with pytest.raises(AttributionError, match="start_layer: 2 is outside"):
+        attribute(vit, images, "gradrollout", start_layer=2)
+    with pytest.raises(AttributionError, match="discard_ratio"):
+        attribute(vit, images, "rollout", discard_ratio=1.0)
+    with pytest.raises(UnknownNameError, match="head_fusion"):
+        attribute(vit, images, "rollout", head_fusion="median")
+    vit.global_pool = "max"
+    with pytest.raises(AttributionError, match="global_pool='max'"):
+        attribute(vit, images, "attention")
+
+
+def test_discarding_changes_rollout_but_keeps_it_finite(vit: nn.Module, images: Tensor) -> None:
+    plain = attribute(vit, images, "rollout", normalise="raw").grid
+    sparse = attribute(vit, images, "rollout", normalise="raw", discard_ratio=0.9, head_fusion="max").grid
+    assert torch.isfinite(sparse).all() and (sparse >= 0).all()
+    assert not torch.allclose(plain, sparse)
