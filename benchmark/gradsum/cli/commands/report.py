@@ -1,0 +1,20 @@
+"""`gradsum report RESULTS`: validate a results folder and (re)write its plots and report.html."""
+
+from __future__ import annotations
+
+import argparse
+
+from gradsum.cli import Command
+from gradsum.report import write_report
+
+
+def _add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", metavar="RESULTS", help="a results folder (results/<run-name>)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    print(write_report(args.results))
+    return 0
+
+
+COMMAND = Command("report", "validate a results folder and rewrite its plots and report.html", _add, _run)

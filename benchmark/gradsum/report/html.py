@@ -1,0 +1,233 @@
+"""The self-contained HTML report: inline CSS, images as data URIs, nothing fetched from a network."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+import pandas as pd
+
+from gradsum.report.results import Results
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2em; border-bottom: 1px solid #bbb; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #eee; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { font-size: 0.9em; color: #555; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+.agrees { color: #176317; font-weight: bold; } .disagrees { color: #a11; font-weight: bold; }
+.finding { border-left: 4px solid #a11; padding-left: 0.8em; }
+nav a { margin-right: 1em; }
+"""
+
+SECTIONS = (
+    ("configuration", "Configuration"),
+    ("models", "Models"),
+    ("ground-truth", "Ground truth"),
+    ("profiles", "Profiles"),
+    ("comparisons", "Comparisons"),
+    ("attention", "Attention diagnostics"),
+    ("overlays", "Samples"),
+)
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A rendered figure for the report: the section it belongs to, its caption and its PNG bytes."""
+
+    section: str
+    caption: str
+    png: bytes
+
+
+def table(frame: pd.DataFrame) -> str:
+    """An escaped HTML table of a DataFrame with compact numbers."""
+    return frame.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.3g}", border=0, escape=True)
+
+
+def figure(plot: Plot) -> str:
+    """An <figure> with the PNG embedded as a base64 data URI."""
+    data = base64.b64encode(plot.png).decode("ascii")
+    caption = escape(plot.caption)
+    return (
+        f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _paragraph(text: str, css: str = "") -> str:
+    attribute = f' class="{css}"' if css else ""
+    return f"<p{attribute}>{escape(text)}</p>"
+
+
+def configuration_section(results: Results) -> str:
+    """The run's settings from the manifest, then its full configuration."""
+    manifest = results.manifest
+    keys = ("truthset", "methods", "normalisation", "resolution", "seeds", "started", "finished")
+    rows = pd.DataFrame(
+        [(k, _compact(manifest[k])) for k in keys if k in manifest], columns=["setting", "value"]
+    )
+    parts = [table(rows)]
+    if "config" in manifest:
+        parts.append(
+            f"<pre>{escape(json.dumps(manifest['config'], indent=2, sort_keys=True, default=str))}</pre>"
+        )
+    if "versions" in manifest:
+        parts.append(_paragraph(f"Library versions: {_compact(manifest['versions'])}"))
+    return "".join(parts)
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def models_section(results: Results) -> str:
+    """One row per model card: name, task, architecture and every metric."""
+    if not results.cards:
+        return _paragraph("No model cards in this results folder.")
+    rows = [
+        {"model": name, "task": card["task"], "architecture": card["architecture"], **card["metrics"]}
+        for name, card in sorted(results.cards.items())
+    ]
+    return table(pd.DataFrame(rows))
+
+
+def ground_truth_section(results: Results) -> str:
+    """Each model × method marked as agreeing with the synthetic set's known answer or not."""
+    truth = results.ground_truth
+    if truth is None or truth.empty:
+        return _paragraph("No ground-truth check in this run (it needs the synthetic truth set).")
+    agrees = truth["agrees"].astype(str).str.lower().isin(("true", "1", "yes"))
+    failed = truth[~agrees]
+    if failed.empty:
+        summary = _paragraph(f"All {len(truth)} model × method profiles agree with the ground truth.")
+    else:
+        names = "; ".join(
+            f"{r.model} · {r.method} ({r.task}): {r.detail}" for r in failed.itertuples(index=False)
+        )
+        summary = _paragraph(
+            f"Finding: {len(failed)} of {len(truth)} model × method profiles do not agree with the ground truth "
+            f"— {names}",
+            "finding",
+        )
+    body = "".join(
+        f"<tr><td>{escape(str(r.model))}</td><td>{escape(str(r.method))}</td><td>{escape(str(r.task))}</td>"
+        f"<td>{escape(str(r.expected))}</td>"
+        f'<td class="{"agrees" if ok else "disagrees"}">{"agrees" if ok else "does not agree"}</td>'
+        f"<td>{escape(str(r.detail))}</td></tr>"
+        for r, ok in zip(truth.itertuples(index=False), agrees, strict=True)
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("model", "method", "task", "expected", "outcome", "detail"))
+    return f"{summary}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def profiles_table(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Classes (rows) by model · method (columns), each cell "mean [CI low, CI high] (n)"."""
+    cells = profiles.assign(
+        run=profiles["model"] + " · " + profiles["method"],
+        cell=[
+            f"{m:.3g} [{lo:.3g}, {hi:.3g}] ({n})"
+            for m, lo, hi, n in zip(
+                profiles["score_mean"],
+                profiles["score_ci_low"],
+                profiles["score_ci_high"],
+                profiles["n_images"],
+                strict=True,
+            )
+        ],
+    )
+    grid = cells.pivot_table(
+        index=["class_id", "class"], columns="run", values="cell", aggfunc="first", sort=False
+    )
+    return grid.sort_index().reset_index().drop(columns="class_id").rename_axis(columns=None)
+
+
+def profiles_section(results: Results) -> str:
+    """The profile table of GradSUM scores with their bootstrap CIs and image counts."""
+    return _paragraph("GradSUM score: mean [95% bootstrap CI] (images containing the class).") + table(
+        profiles_table(results.profiles)
+    )
+
+
+def comparisons_section(results: Results) -> str:
+    """Rank agreement per compared pair and the classes whose paired test differs after Holm correction."""
+    comparisons = results.comparisons
+    if comparisons is None or comparisons.empty:
+        return _paragraph("Only one model × method ran; nothing to compare.")
+    summary = (
+        comparisons.assign(differs=comparisons["differs"].astype(str).str.lower() == "true")
+        .groupby(["a", "b"], sort=False)
+        .agg(
+            spearman_rho=("spearman_rho", "first"),
+            ci_low=("spearman_ci_low", "first"),
+            ci_high=("spearman_ci_high", "first"),
+            classes=("class", "size"),
+            differing=("differs", "sum"),
+        )
+        .reset_index()
+    )
+    differing = comparisons[comparisons["differs"].astype(str).str.lower() == "true"]
+    columns = ["a", "b", "class", "n_pairs", "mean_a", "mean_b", "mean_diff", "p_holm"]
+    detail = (
+        table(differing[columns])
+        if not differing.empty
+        else _paragraph("No class differs between any compared pair after Holm correction.")
+    )
+    return (
+        _paragraph(
+            "Spearman rank correlation of the profiles (95% CI) and classes that differ (Wilcoxon, Holm)."
+        )
+        + table(summary)
+        + detail
+    )
+
+
+def attention_section(results: Results) -> str:
+    """Mean attention entropy relative to uniform per model (1 = uniform), as a check on the seed's claim."""
+    if results.attention is None or results.attention.empty:
+        return _paragraph("No vision transformer in this run.")
+    summary = (
+        results.attention.groupby("model", sort=False)["entropy_ratio"]
+        .agg(["mean", "min", "max"])
+        .reset_index()
+        .rename(columns={"mean": "entropy_ratio_mean", "min": "lowest head", "max": "highest head"})
+    )
+    return _paragraph(
+        "Entropy of each head's attention relative to uniform attention; values near 1 mean the heads "
+        "spread attention almost evenly, leaving the tokenizer to pick the features."
+    ) + table(summary)
+
+
+_SECTION_TEXT: dict[str, Callable[[Results], str]] = {
+    "configuration": configuration_section,
+    "models": models_section,
+    "ground-truth": ground_truth_section,
+    "profiles": profiles_section,
+    "comparisons": comparisons_section,
+    "attention": attention_section,
+    "overlays": lambda results: "",
+}
+
+
+def render_html(results: Results, plots: Sequence[Plot]) -> str:
+    """The whole report page for a results folder and its rendered plots."""
+    nav = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title in SECTIONS)
+    sections = []
+    for key, title in SECTIONS:
+        figures = "".join(figure(p) for p in plots if p.section == key)
+        text = _SECTION_TEXT[key](results)
+        if key == "overlays" and not figures:
+            text = _paragraph("No sample overlays were saved for this run.")
+        sections.append(f'<section id="{key}"><h2>{escape(title)}</h2>{text}{figures}</section>')
+    title = f"GradSUM report · {results.name}"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head>"
+        f"<body><h1>{escape(title)}</h1><nav>{nav}</nav>{''.join(sections)}</body></html>\n"
+    )

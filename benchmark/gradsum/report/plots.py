@@ -1,0 +1,278 @@
+"""Paper figures from the results tables: profiles, heatmaps, paired profiles, overlays, attention.
+
+Every function returns a `matplotlib.figure.Figure` built without pyplot, so no global figure
+state piles up and the Agg canvas is used whatever the session's backend.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from gradsum.errors import ResultsError
+from gradsum.fileio import atomic_write_bytes
+from gradsum.truthsets.labels import CITYSCAPES, cityscapes_palette
+
+#: Profile measures: the mean column and its confidence-interval columns in profiles.csv.
+MEASURES: dict[str, tuple[str, str, str]] = {
+    "score": ("score_mean", "score_ci_low", "score_ci_high"),
+    "mass_share": ("mass_share", "mass_share_ci_low", "mass_share_ci_high"),
+    "lift": ("lift", "lift_ci_low", "lift_ci_high"),
+}
+MEASURE_LABELS = {"score": "GradSUM score", "mass_share": "share of attribution mass", "lift": "lift"}
+FORMATS = ("png", "svg")
+DPI = 110
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None}}
+
+
+@dataclass(frozen=True)
+class OverlayData:
+    """Samples to draw in the overlay grid: images, Cityscapes label ids and attribution maps by name."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    maps: Mapping[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        n, h, w = self.labels.shape
+        if self.images.shape != (n, h, w, 3):
+            raise ValueError(f"overlay images: expected shape {(n, h, w, 3)}, got {self.images.shape}")
+        for name, maps in self.maps.items():
+            if maps.shape != (n, h, w):
+                raise ValueError(f"overlay map {name!r}: expected shape {(n, h, w)}, got {maps.shape}")
+
+
+def class_color(class_id: int) -> tuple[float, float, float]:
+    """The Cityscapes colour of a class id as an RGB triple in 0..1 (grey for unknown ids)."""
+    info = CITYSCAPES.by_id.get(int(class_id))
+    rgb = info.color if info is not None else (128, 128, 128)
+    return (rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
+
+
+def label(model: str, method: str) -> str:
+    """The display label of one model × method."""
+    return f"{model} · {method}"
+
+
+def _select(profiles: pd.DataFrame, model: str, method: str) -> pd.DataFrame:
+    rows = profiles[(profiles["model"] == model) & (profiles["method"] == method)]
+    if rows.empty:
+        raise ResultsError(f"profiles: no rows for model {model!r} and method {method!r}")
+    return rows
+
+
+def _ci_errors(values: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarray:
+    # A class seen in one image has no interval; draw no whisker rather than drop the bar.
+    errors = np.vstack([values - low.to_numpy(float), high.to_numpy(float) - values])
+    return np.nan_to_num(np.clip(errors, 0, None))
+
+
+def _bars(ax: Axes, rows: pd.DataFrame, measure: str, order: Sequence[str] | None = None) -> None:
+    mean, low, high = MEASURES[measure]
+    rows = rows.set_index("class").reindex(order) if order is not None else rows.set_index("class")
+    rows = rows.dropna(subset=[mean])
+    x = np.arange(len(rows))
+    values = rows[mean].to_numpy(float)
+    colors = [class_color(i) for i in rows["class_id"]]
+    ax.bar(x, values, color=colors, edgecolor="black", linewidth=0.5)
+    ax.errorbar(
+        x, values, yerr=_ci_errors(values, rows[low], rows[high]), fmt="none", ecolor="black", capsize=2
+    )
+    ax.set_xticks(x, rows.index, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel(MEASURE_LABELS[measure])
+    ax.grid(axis="y", alpha=0.3)
+
+
+def profile_bar(profiles: pd.DataFrame, model: str, method: str, measure: str = "score") -> Figure:
+    """The seed's profile figure: one bar per class in Cityscapes colours, CI error bars, sorted by value."""
+    rows = _select(profiles, model, method).sort_values(MEASURES[measure][0], ascending=False)
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    _bars(ax, rows, measure)
+    ax.set_title(f"{label(model, method)} profile")
+    return fig
+
+
+def _class_order(profiles: pd.DataFrame) -> list[str]:
+    ids = profiles.drop_duplicates("class").sort_values("class_id")
+    return list(ids["class"])
+
+
+def profile_heatmap(profiles: pd.DataFrame, measure: str = "score") -> Figure:
+    """Models × methods (rows) by classes (columns) heatmap of a profile measure; absent classes blank."""
+    mean = MEASURES[measure][0]
+    table = profiles.assign(
+        row=[label(m, k) for m, k in zip(profiles["model"], profiles["method"], strict=True)]
+    )
+    grid = table.pivot_table(index="row", columns="class", values=mean, sort=False)
+    grid = grid.reindex(columns=_class_order(profiles))
+    fig = Figure(figsize=(max(6.0, 0.45 * grid.shape[1] + 3), max(2.5, 0.45 * grid.shape[0] + 1.8)))
+    fig.set_layout_engine("constrained")
+    ax = fig.add_subplot()
+    sns.heatmap(
+        grid,
+        ax=ax,
+        cmap="viridis",
+        annot=grid.shape[1] <= 20,
+        fmt=".2f",
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": MEASURE_LABELS[measure]},
+    )
+    ax.set_xlabel("class")
+    ax.set_ylabel("")
+    ax.set_title(f"{MEASURE_LABELS[measure]} by model and class")
+    return fig
+
+
+def paired_profile(
+    profiles: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], measure: str = "score"
+) -> Figure:
+    """Two model × method profiles side by side per class (grouped bars with CIs), e.g. CNN vs ViT."""
+    mean, low, high = MEASURES[measure]
+    first, second = _select(profiles, *a), _select(profiles, *b)
+    order = first.sort_values(mean, ascending=False)["class"].tolist()
+    order += [c for c in second.sort_values(mean, ascending=False)["class"] if c not in order]
+    fig = Figure(figsize=(max(7.0, 0.5 * len(order) + 2), 4), layout="constrained")
+    ax = fig.add_subplot()
+    ids = dict(
+        zip(
+            pd.concat([first["class"], second["class"]]),
+            pd.concat([first["class_id"], second["class_id"]]),
+            strict=True,
+        )
+    )
+    colors = [class_color(ids[c]) for c in order]
+    x = np.arange(len(order))
+    width = 0.4
+    for offset, rows, hatch in ((-width / 2, first, ""), (width / 2, second, "//")):
+        rows = rows.set_index("class").reindex(order)
+        values = rows[mean].to_numpy(float)
+        ax.bar(x + offset, values, width, color=colors, edgecolor="black", linewidth=0.5, hatch=hatch)
+        errors = _ci_errors(values, rows[low], rows[high])
+        ax.errorbar(x + offset, values, yerr=errors, fmt="none", ecolor="black", capsize=2)
+    ax.set_xticks(x, order, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel(MEASURE_LABELS[measure])
+    ax.grid(axis="y", alpha=0.3)
+    # Hatching, not colour, tells the two profiles apart because colour already encodes the class.
+    handles = [
+        Patch(facecolor="white", edgecolor="black", hatch=h, label=label(*p)) for h, p in (("", a), ("//", b))
+    ]
+    ax.legend(handles=handles, fontsize=8)
+    ax.set_title(f"{label(*a)} vs {label(*b)}")
+    return fig
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Cityscapes ids (H, W) as an RGB uint8 image in the Cityscapes colours."""
+    return cityscapes_palette()[np.clip(labels, 0, len(cityscapes_palette()) - 1)]
+
+
+def overlay_grid(data: OverlayData, alpha: float = 0.5) -> Figure:
+    """Rows = samples; columns = image, class map, then each attribution map over the image."""
+    names = list(data.maps)
+    n = data.labels.shape[0]
+    columns = 2 + len(names)
+    fig = Figure(figsize=(2.4 * columns, 2.0 * n + 0.4), layout="constrained")
+    axes = fig.subplots(n, columns, squeeze=False)
+    for row in range(n):
+        panels = [("image", data.images[row], None), ("classes", colorize(data.labels[row]), None)]
+        panels += [(name, data.images[row], data.maps[name][row]) for name in names]
+        for ax, (title, picture, heat) in zip(axes[row], panels, strict=True):
+            ax.imshow(picture)
+            if heat is not None:
+                ax.imshow(heat, cmap="jet", alpha=alpha)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    return fig
+
+
+def attention_entropy(attention: pd.DataFrame, model: str) -> Figure:
+    """Layer × head heatmap of attention entropy relative to uniform (1 = uniform attention)."""
+    rows = attention[attention["model"] == model]
+    if rows.empty:
+        raise ResultsError(f"attention: no rows for model {model!r}")
+    grid = rows.pivot_table(index="layer", columns="head", values="entropy_ratio")
+    fig = Figure(figsize=(max(4.0, 0.5 * grid.shape[1] + 2), max(3.0, 0.35 * grid.shape[0] + 1.5)))
+    fig.set_layout_engine("constrained")
+    ax = fig.add_subplot()
+    sns.heatmap(
+        grid,
+        ax=ax,
+        vmin=0,
+        vmax=1,
+        cmap="magma",
+        annot=grid.size <= 150,
+        fmt=".2f",
+        annot_kws={"fontsize": 6},
+    )
+    ax.set_title(f"{model}: attention entropy ÷ uniform")
+    return fig
+
+
+def attention_layers(attention_profiles: pd.DataFrame, model: str) -> Figure:
+    """Raw-attention class profile per layer: one line per class (Cityscapes colour) with its CI band."""
+    rows = attention_profiles[attention_profiles["model"] == model]
+    if rows.empty:
+        raise ResultsError(f"attention_profiles: no rows for model {model!r}")
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for (class_id, name), line in rows.sort_values("layer").groupby(["class_id", "class"], sort=True):
+        color = class_color(int(class_id))
+        ax.plot(line["layer"], line["score_mean"], marker="o", ms=3, color=color, label=name)
+        ax.fill_between(line["layer"], line["score_ci_low"], line["score_ci_high"], color=color, alpha=0.2)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("raw-attention score")
+    ax.set_title(f"{model}: raw-attention class profile per layer (flat = uniform)")
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def method_panel(
+    profiles: pd.DataFrame, model: str, methods: Sequence[str], measure: str = "score"
+) -> Figure:
+    """One model's profiles under several methods side by side (hybrid ViT: tokenizer, attention, full, combined).
+
+    Classes keep the first method's order in every panel so that bars line up across panels.
+    """
+    if not methods:
+        raise ValueError("method_panel: methods is empty")
+    panels = [_select(profiles, model, m) for m in methods]
+    order = panels[0].sort_values(MEASURES[measure][0], ascending=False)["class"].tolist()
+    order += sorted({c for p in panels[1:] for c in p["class"]} - set(order))
+    fig = Figure(figsize=(4.2 * len(methods), 4), layout="constrained")
+    axes = fig.subplots(1, len(methods), squeeze=False)[0]
+    for ax, method, rows in zip(axes, methods, panels, strict=True):
+        _bars(ax, rows, measure, order)
+        ax.set_title(method, fontsize=10)
+    fig.suptitle(f"{model}: profiles by method")
+    return fig
+
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    """The figure encoded as PNG or SVG, without timestamps so the bytes repeat."""
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    # A fixed salt and no date make SVG ids and bytes repeatable run to run.
+    with matplotlib.rc_context({"svg.hashsalt": "gradsum", "svg.fonttype": "path"}):
+        fig.savefig(buffer, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
+    return buffer.getvalue()
+
+
+def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
+    """Write `<stem>.png` and `<stem>.svg` atomically and release the figure."""
+    paths = [atomic_write_bytes(Path(f"{stem}.{fmt}"), figure_bytes(fig, fmt)) for fmt in FORMATS]
+    fig.clear()
+    return paths

@@ -1,0 +1,242 @@
+"""Read a results folder and check it against its manifest and the table contract.
+
+The manifest's `files` maps every output's relative path to its sha256. Tables and model cards
+must match exactly; plots and `report.html` are renderings that `write_report` rewrites (and
+re-registers in the manifest), so a stale entry for one of them only logs a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gradsum.errors import ResultsError
+from gradsum.fileio import sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+REPORT = "report.html"
+PLOTS = "plots"
+CARDS = "cards"
+#: Fields every model card carries (`cards/<model>.json`).
+CARD_FIELDS = ("name", "task", "architecture", "metrics")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the results folder: its file names (first found wins) and required columns."""
+
+    key: str
+    files: tuple[str, ...]
+    columns: tuple[str, ...]
+    required: bool = False
+
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec(
+        "per_image",
+        ("per_image.parquet", "per_image.csv"),
+        (
+            "model",
+            "method",
+            "image",
+            "class_id",
+            "class",
+            "pixels",
+            "area_share",
+            "score",
+            "mass_share",
+            "lift",
+        ),
+        required=True,
+    ),
+    TableSpec(
+        "profiles",
+        ("profiles.csv",),
+        (
+            "model",
+            "method",
+            "class",
+            "class_id",
+            "category",
+            "score_mean",
+            "score_ci_low",
+            "score_ci_high",
+            "mass_share",
+            "mass_share_ci_low",
+            "mass_share_ci_high",
+            "lift",
+            "lift_ci_low",
+            "lift_ci_high",
+            "n_images",
+        ),
+        required=True,
+    ),
+    TableSpec(
+        "comparisons",
+        ("comparisons.csv",),
+        (
+            "a",
+            "b",
+            "class",
+            "class_id",
+            "n_pairs",
+            "mean_a",
+            "mean_b",
+            "mean_diff",
+            "statistic",
+            "p_value",
+            "p_holm",
+            "differs",
+            "spearman_rho",
+            "spearman_ci_low",
+            "spearman_ci_high",
+        ),
+    ),
+    TableSpec("attention", ("attention.csv",), ("model", "layer", "head", "entropy_ratio")),
+    TableSpec(
+        "attention_profiles",
+        ("attention_profiles.csv",),
+        ("model", "layer", "class", "class_id", "score_mean", "score_ci_low", "score_ci_high", "n_images"),
+    ),
+    TableSpec(
+        "ground_truth", ("ground_truth.csv",), ("model", "method", "task", "expected", "agrees", "detail")
+    ),
+)
+
+#: Columns read as text whatever they look like (image ids such as "0001" must stay strings).
+_TEXT_COLUMNS = {"model": str, "method": str, "image": str, "class": str, "a": str, "b": str}
+
+
+@dataclass(frozen=True)
+class Results:
+    """A validated results folder: its manifest, tables (None when absent) and model cards."""
+
+    path: Path
+    manifest: dict[str, Any]
+    per_image: pd.DataFrame
+    profiles: pd.DataFrame
+    comparisons: pd.DataFrame | None = None
+    attention: pd.DataFrame | None = None
+    attention_profiles: pd.DataFrame | None = None
+    ground_truth: pd.DataFrame | None = None
+    cards: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The run's name (its folder name)."""
+        return self.path.name
+
+
+def is_rendering(relative: str) -> bool:
+    """True for outputs that `write_report` regenerates (plots and the HTML report)."""
+    return relative == REPORT or relative.startswith(f"{PLOTS}/")
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The parsed `manifest.json` of a results folder, with a `files` mapping."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ResultsError(f"{path}: missing; not a finished results folder")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsError(f"{path}: unreadable JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise ResultsError(f"{path}: expected a JSON object")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ResultsError(f"{path}: field 'files' must map relative paths to sha256 strings")
+    return manifest
+
+
+def verify_checksums(folder: Path, files: dict[str, str]) -> None:
+    """Check every file the manifest lists exists with the listed sha256."""
+    for relative, expected in sorted(files.items()):
+        path = folder / relative
+        problem = None
+        if not path.is_file():
+            problem = "listed in manifest.json but missing"
+        elif sha256_file(path) != expected:
+            problem = "sha256 differs from manifest.json"
+        if problem is None:
+            continue
+        if is_rendering(relative):
+            log.warning("%s: %s (a rendering; `gradsum report` rewrites it)", path, problem)
+            continue
+        raise ResultsError(f"{path}: {problem}")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=_TEXT_COLUMNS, keep_default_na=True)
+
+
+_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {".parquet": _read_parquet, ".csv": _read_csv}
+
+
+def read_table(folder: Path, spec: TableSpec) -> pd.DataFrame | None:
+    """One table of the folder, checked for its required columns; None when an optional table is absent."""
+    path = next((folder / name for name in spec.files if (folder / name).is_file()), None)
+    if path is None:
+        if spec.required:
+            raise ResultsError(f"{folder / spec.files[0]}: missing (a required table)")
+        return None
+    try:
+        table = _READERS[path.suffix](path)
+    except Exception as error:  # pandas/pyarrow raise many types for a corrupt file
+        raise ResultsError(f"{path}: cannot be parsed ({type(error).__name__}: {error})") from None
+    missing = [c for c in spec.columns if c not in table.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
+    if "image" in table.columns:
+        table["image"] = table["image"].astype(str)
+    return table
+
+
+def read_cards(folder: Path) -> dict[str, dict[str, Any]]:
+    """The model cards under `cards/`, keyed by model name, each checked for `CARD_FIELDS`."""
+    cards: dict[str, dict[str, Any]] = {}
+    for path in sorted((folder / CARDS).glob("*.json")):
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ResultsError(f"{path}: unreadable JSON ({error})") from None
+        if not isinstance(card, dict):
+            raise ResultsError(f"{path}: expected a JSON object")
+        missing = [f for f in CARD_FIELDS if f not in card]
+        if missing:
+            raise ResultsError(f"{path}: missing field(s) {', '.join(repr(f) for f in missing)}")
+        if not isinstance(card["metrics"], dict):
+            raise ResultsError(f"{path}: field 'metrics' must be an object")
+        cards[str(card["name"])] = card
+    return cards
+
+
+def load_results(path: str | Path) -> Results:
+    """Load and validate a results folder; any fault raises `ResultsError` naming the file or column."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ResultsError(f"{folder}: no such results folder")
+    manifest = read_manifest(folder)
+    verify_checksums(folder, manifest["files"])
+    tables = {spec.key: read_table(folder, spec) for spec in TABLES}
+    return Results(path=folder, manifest=manifest, cards=read_cards(folder), **tables)
+
+
+def newest_results(root: str | Path = "results") -> Path:
+    """The most recently modified run folder under `root` (one holding a manifest.json)."""
+    runs = [p.parent for p in Path(root).glob(f"*/{MANIFEST}")]
+    if not runs:
+        raise ResultsError(f"{root}: no results folder with a {MANIFEST}")
+    return max(runs, key=lambda p: ((p / MANIFEST).stat().st_mtime, p.name))

@@ -1,0 +1,181 @@
+"""Write every plot and `report.html` for a results folder, then re-register them in its manifest."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from gradsum.report import plots
+from gradsum.report.html import Plot, render_html
+from gradsum.report.results import MANIFEST, PLOTS, REPORT, Results, load_results
+
+log = logging.getLogger(__name__)
+
+#: Model families by card `architecture`; the paired plot sets CNNs against (hybrid) ViTs.
+FAMILIES = {"pilotnet": "cnn", "compact_cnn": "cnn", "timm_cnn": "cnn", "vit": "vit", "hybrid_vit": "hybrid"}
+OVERLAY_STEM = "overlay"
+
+
+@dataclass(frozen=True)
+class PendingPlot:
+    """A figure still to be drawn: its report section, file stem (under plots/) and caption."""
+
+    section: str
+    stem: str
+    caption: str
+    draw: Callable[[], Figure]
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a model or method name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def family(results: Results, model: str) -> str:
+    """`cnn`, `vit`, `hybrid` or `other`, from the model card's architecture."""
+    architecture = str(results.cards.get(model, {}).get("architecture", ""))
+    return FAMILIES.get(architecture, "other")
+
+
+def _pairs(profiles: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(profiles[["model", "method"]].drop_duplicates().itertuples(index=False, name=None))
+
+
+def _cnn_vit_pairs(results: Results) -> Iterator[tuple[tuple[str, str], tuple[str, str]]]:
+    """(CNN, ViT) model × method pairs on the same task under the same method."""
+    runs = _pairs(results.profiles)
+    task = {name: card.get("task") for name, card in results.cards.items()}
+    for (cnn, method_a), (vit, method_b) in product(runs, runs):
+        if (
+            method_a == method_b
+            and family(results, cnn) == "cnn"
+            and family(results, vit) in ("vit", "hybrid")
+            and task.get(cnn) == task.get(vit)
+        ):
+            yield (cnn, method_a), (vit, method_b)
+
+
+def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -> list[PendingPlot]:
+    """Every figure the report shows for this folder, in report order."""
+    profiles = results.profiles
+    pending = [
+        PendingPlot(
+            "profiles",
+            f"profile_{slug(model)}_{slug(method)}",
+            f"{plots.label(model, method)} profile",
+            lambda m=model, k=method: plots.profile_bar(profiles, m, k),  # type: ignore[misc]
+        )
+        for model, method in _pairs(profiles)
+    ]
+    pending.append(
+        PendingPlot(
+            "profiles",
+            "heatmap_score",
+            "GradSUM score by model and class",
+            lambda: plots.profile_heatmap(profiles),
+        )
+    )
+    pending += [
+        PendingPlot(
+            "comparisons",
+            f"paired_{slug(a[0])}_vs_{slug(b[0])}_{slug(a[1])}",
+            f"{plots.label(*a)} vs {plots.label(*b)}",
+            lambda a=a, b=b: plots.paired_profile(profiles, a, b),  # type: ignore[misc]
+        )
+        for a, b in _cnn_vit_pairs(results)
+    ]
+    if overlays is not None:
+        pending.append(
+            PendingPlot(
+                "overlays",
+                OVERLAY_STEM,
+                "samples: image, classes, maps",
+                lambda: plots.overlay_grid(overlays),
+            )
+        )
+    pending += _attention_plots(results)
+    return pending
+
+
+def _attention_plots(results: Results) -> list[PendingPlot]:
+    pending = []
+    if results.attention is not None:
+        attention = results.attention
+        pending += [
+            PendingPlot(
+                "attention",
+                f"attention_entropy_{slug(model)}",
+                f"{model}: attention entropy relative to uniform, per layer and head",
+                lambda m=model: plots.attention_entropy(attention, m),  # type: ignore[misc]
+            )
+            for model in attention["model"].unique()
+        ]
+    if results.attention_profiles is not None:
+        layers = results.attention_profiles
+        pending += [
+            PendingPlot(
+                "attention",
+                f"attention_layers_{slug(model)}",
+                f"{model}: raw-attention class profile per layer",
+                lambda m=model: plots.attention_layers(layers, m),  # type: ignore[misc]
+            )
+            for model in layers["model"].unique()
+        ]
+    profiles = results.profiles
+    for model in profiles["model"].unique():
+        methods = list(profiles.loc[profiles["model"] == model, "method"].unique())
+        if family(results, model) == "hybrid" and len(methods) > 1:
+            pending.append(
+                PendingPlot(
+                    "attention",
+                    f"methods_{slug(model)}",
+                    f"{model}: {', '.join(methods)} side by side",
+                    lambda m=model, k=methods: plots.method_panel(profiles, m, k),  # type: ignore[misc]
+                )
+            )
+    return pending
+
+
+def write_report(results_dir: str | Path, *, overlays: plots.OverlayData | None = None) -> Path:
+    """Validate a results folder, (re)write its plots and report.html, and refresh the manifest's checksums.
+
+    Everything is drawn in memory before any file is replaced, so a failure leaves the old files.
+    Without `overlays`, an overlay grid already under plots/ is embedded as it is.
+    """
+    results = load_results(results_dir)
+    folder = results.path
+    drawn: dict[str, bytes] = {}
+    shown: list[Plot] = []
+    for item in pending_plots(results, overlays):
+        figure = item.draw()
+        for fmt in plots.FORMATS:
+            drawn[f"{PLOTS}/{item.stem}.{fmt}"] = plots.figure_bytes(figure, fmt)
+        shown.append(Plot(item.section, item.caption, drawn[f"{PLOTS}/{item.stem}.png"]))
+    if overlays is None:
+        shown += [
+            Plot("overlays", f"samples ({path.name})", path.read_bytes())
+            for path in sorted((folder / PLOTS).glob(f"{OVERLAY_STEM}*.png"))
+        ]
+    page = render_html(results, shown)
+    for relative, data in drawn.items():
+        atomic_write_bytes(folder / relative, data)
+    report = atomic_write_text(folder / REPORT, page)
+    _refresh_manifest(results, [*drawn, REPORT])
+    log.info("wrote %s and %d plot files", report, len(drawn))
+    return report
+
+
+def _refresh_manifest(results: Results, written: list[str]) -> None:
+    manifest = dict(results.manifest)
+    files = dict(manifest["files"])
+    files.update({relative: sha256_file(results.path / relative) for relative in written})
+    manifest["files"] = files
+    atomic_write_json(results.path / MANIFEST, manifest)

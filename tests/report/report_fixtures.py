@@ -1,0 +1,200 @@
+"""A tiny, schema-correct results folder built from seeded random numbers (no pipeline needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gradsum.fileio import sha256_file
+from gradsum.truthsets.labels import CITYSCAPES
+
+CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car")
+#: model → (architecture, methods); the hybrid's methods come in the order the panel shows them.
+MODELS = {
+    "pilotnet": ("pilotnet", ("gradcam",)),
+    "vit": ("vit", ("gradcam", "rollout")),
+    "hybrid": ("hybrid_vit", ("tokenizer_gradcam", "rollout", "gradcam", "combined")),
+}
+IMAGES = ("0001", "0002", "0003", "0004")
+
+
+Models = dict[str, tuple[str, tuple[str, ...]]]
+
+
+def per_image_table(rng: np.random.Generator, models: Models) -> pd.DataFrame:
+    """One row per model × method × image × class; "car" is absent from image 0004 (no row)."""
+    rows = []
+    for model, (_, methods) in models.items():
+        for method in methods:
+            for image in IMAGES:
+                present = [c for c in CLASSES if not (c == "car" and image == "0004")]
+                pixels = rng.integers(50, 500, len(present))
+                scores = rng.random(len(present))
+                mass = scores * pixels / (scores * pixels).sum()
+                area = pixels / pixels.sum()
+                for name, n, s, m, a in zip(present, pixels, scores, mass, area, strict=True):
+                    info = CITYSCAPES.by_name[name]
+                    rows.append((model, method, image, info.id, name, int(n), a, s, m, m / a))
+    columns = [
+        "model",
+        "method",
+        "image",
+        "class_id",
+        "class",
+        "pixels",
+        "area_share",
+        "score",
+        "mass_share",
+        "lift",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def profiles_table(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Means over images with a simple ± spread as the interval (the fixture needs shape, not statistics)."""
+    groups = per_image.groupby(["model", "method", "class", "class_id"], sort=False)
+    frame = groups.agg(
+        score_mean=("score", "mean"),
+        score_sd=("score", "std"),
+        mass_share=("mass_share", "mean"),
+        lift=("lift", "mean"),
+        n_images=("image", "size"),
+    ).reset_index()
+    frame["category"] = [CITYSCAPES.by_id[i].category for i in frame["class_id"]]
+    for column in ("score_mean", "mass_share", "lift"):
+        stem = "score" if column == "score_mean" else column
+        spread = 0.2 * frame[column]
+        frame[f"{stem}_ci_low"] = frame[column] - spread
+        frame[f"{stem}_ci_high"] = frame[column] + spread
+    return frame.drop(columns="score_sd")
+
+
+def comparisons_table() -> pd.DataFrame:
+    """pilotnet vs vit under gradcam: road differs, the rest do not."""
+    rows = []
+    for name in CLASSES:
+        info = CITYSCAPES.by_name[name]
+        differs = name == "road"
+        rows.append(
+            (
+                "pilotnet/gradcam",
+                "vit/gradcam",
+                name,
+                info.id,
+                4,
+                0.6,
+                0.3,
+                0.3,
+                0.0,
+                0.01 if differs else 0.5,
+            )
+        )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "a",
+            "b",
+            "class",
+            "class_id",
+            "n_pairs",
+            "mean_a",
+            "mean_b",
+            "mean_diff",
+            "statistic",
+            "p_value",
+        ],
+    )
+    frame["p_holm"] = frame["p_value"] * 2
+    frame["differs"] = frame["class"] == "road"
+    frame["spearman_rho"], frame["spearman_ci_low"], frame["spearman_ci_high"] = 0.6, 0.1, 0.9
+    return frame
+
+
+def attention_tables(rng: np.random.Generator, vits: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Entropy ratios per layer × head and raw-attention class profiles per layer for each ViT."""
+    entropy = [
+        (m, layer, head, 0.9 + 0.1 * rng.random()) for m in vits for layer in range(3) for head in range(2)
+    ]
+    layers = []
+    for model in vits:
+        for layer in range(3):
+            for name in CLASSES:
+                value = 0.5 + 0.05 * rng.random()
+                layers.append(
+                    (model, layer, name, CITYSCAPES.by_name[name].id, value, value - 0.02, value + 0.02, 4)
+                )
+    profile_columns = [
+        "model",
+        "layer",
+        "class",
+        "class_id",
+        "score_mean",
+        "score_ci_low",
+        "score_ci_high",
+        "n_images",
+    ]
+    return (
+        pd.DataFrame(entropy, columns=["model", "layer", "head", "entropy_ratio"]),
+        pd.DataFrame(layers, columns=profile_columns),
+    )
+
+
+def ground_truth_table() -> pd.DataFrame:
+    """Two agreeing checks and one failing one (the report must state the failure)."""
+    expected = "road above sky, vegetation, building"
+    return pd.DataFrame(
+        [
+            ("pilotnet", "gradcam", "steering", expected, True, "road ranks 1st"),
+            ("vit", "gradcam", "steering", expected, True, "road ranks 1st"),
+            ("vit", "rollout", "steering", expected, False, "sky ranks above road"),
+        ],
+        columns=["model", "method", "task", "expected", "agrees", "detail"],
+    )
+
+
+def write_results(folder: Path, seed: int = 0, models: Models = MODELS) -> Path:
+    """Write a complete results folder (tables, cards, manifest with checksums) under `folder`.
+
+    With a single model the optional tables (comparisons, attention, ground truth) are left out.
+    """
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    per_image = per_image_table(rng, models)
+    per_image.to_parquet(folder / "per_image.parquet", index=False)
+    profiles_table(per_image).to_csv(folder / "profiles.csv", index=False)
+    if len(models) > 1:
+        comparisons_table().to_csv(folder / "comparisons.csv", index=False)
+        entropy, layers = attention_tables(rng, [m for m, (a, _) in models.items() if "vit" in a])
+        entropy.to_csv(folder / "attention.csv", index=False)
+        layers.to_csv(folder / "attention_profiles.csv", index=False)
+        ground_truth_table().to_csv(folder / "ground_truth.csv", index=False)
+    (folder / "cards").mkdir(exist_ok=True)
+    for model, (architecture, _) in models.items():
+        card = {
+            "name": model,
+            "task": "steering",
+            "architecture": architecture,
+            "metrics": {"mae": 0.1, "r2": 0.8},
+        }
+        (folder / "cards" / f"{model}.json").write_text(json.dumps(card))
+    files = {
+        p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+    manifest = {
+        "config": {"truthset": "synthetic", "models": list(MODELS)},
+        "truthset": {"name": "synthetic", "split": "test"},
+        "models": {m: {"architecture": a} for m, (a, _) in models.items()},
+        "methods": ["gradcam", "rollout"],
+        "normalisation": "minmax",
+        "resolution": "labels",
+        "versions": {"gradsum": "0.1.0"},
+        "seeds": {"run": seed},
+        "started": "2026-01-01T00:00:00",
+        "finished": "2026-01-01T00:01:00",
+        "files": files,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
