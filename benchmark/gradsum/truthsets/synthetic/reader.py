@@ -41,7 +41,8 @@ def read_png(path: Path, mode: str) -> np.ndarray:
     """A PNG as a uint8 array in `mode` ("RGB" or "L"); missing or corrupt files name themselves."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert(mode), dtype=np.uint8)
+            # A writable copy: torch warns on (and may write into) read-only buffers.
+            return np.array(image.convert(mode), dtype=np.uint8)
     except FileNotFoundError:
         raise TruthSetError(f"{path}: file is missing") from None
     except OSError as error:
