@@ -104,7 +104,7 @@ def test_dataloader_with_two_workers(synthetic_root: Path) -> None:
     steering = torch.cat([b["targets"]["steering"] for b in batches]).numpy()
     assert np.allclose(steering, truthset.targets("steering"))
     first = batches[0]["image"]
-    assert first.dtype == torch.float32 and 0.0 <= float(first.min()) and float(first.max()) <= 1.0
+    assert first.dtype == torch.float32 and float(first.min()) >= 0.0 and float(first.max()) <= 1.0
     assert torch.equal(first[0], torch.from_numpy(truthset[0].image).permute(2, 0, 1).float() / 255.0)
 
 
