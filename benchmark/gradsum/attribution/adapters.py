@@ -40,6 +40,7 @@ class _Snapshot:
     training: dict[nn.Module, bool]
     fused: dict[nn.Module, bool]
     requires_grad: dict[nn.Parameter, bool]
+    grads: dict[nn.Parameter, Tensor | None]
     dtypes: dict[Tensor, torch.dtype]
     hooks: dict[tuple[nn.Module, str], set[int]]
 
@@ -51,6 +52,7 @@ def _snapshot(model: nn.Module) -> _Snapshot:
         training={m: m.training for m in modules},
         fused={m: bool(m.fused_attn) for m in modules if isinstance(getattr(m, "fused_attn", None), bool)},
         requires_grad={p: p.requires_grad for p in model.parameters()},
+        grads={p: p.grad for p in model.parameters()},
         dtypes={t: t.dtype for t in tensors if t.is_floating_point()},
         hooks={
             (m, table): set(getattr(m, table))
@@ -72,6 +74,9 @@ def _restore(snapshot: _Snapshot) -> None:
         setattr(module, "fused_attn", fused)  # noqa: B010 - mypy sees Module.__setattr__ types
     for param, flag in snapshot.requires_grad.items():
         param.requires_grad_(flag)
+    # libraries that call backward() fill parameter gradients; a model being trained keeps its own
+    for param, grad in snapshot.grads.items():
+        param.grad = grad
     for tensor, dtype in snapshot.dtypes.items():
         if tensor.dtype != dtype:
             tensor.data = tensor.data.to(dtype)
