@@ -167,7 +167,7 @@ def test_attention_methods_refuse_cnns_and_fused_attention(
     for block in vit.blocks:
         block.attn.fused_attn = True
     with pytest.raises(AttributionError, match="fused attention must be off"):
-        raw_attention_map(vit, vit, images)
+        raw_attention_map(vit, images)
     assert hooks_left(vit) == 0
 
 

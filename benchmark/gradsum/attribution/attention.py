@@ -150,9 +150,13 @@ def block_indices(model: nn.Module, start_layer: int) -> range:
 
 
 def forward_capturing(
-    model: nn.Module, run: Forward, images: Tensor, blocks: Sequence[int], callback: AttentionCallback
+    model: nn.Module,
+    images: Tensor,
+    blocks: Sequence[int],
+    callback: AttentionCallback,
+    run: Forward | None = None,
 ) -> Tensor:
-    """Run the model, calling `callback(block, attention)` with each listed block's softmax attention."""
+    """Run `run` (default: the model), calling `callback(block, attention)` for each listed block."""
     seen: set[int] = set()
 
     def hook(index: int, _module: nn.Module, _inputs: Any, output: Tensor) -> None:
@@ -165,7 +169,7 @@ def forward_capturing(
         for index in blocks:
             dropout = model.get_submodule(f"blocks.{index}.attn.attn_drop")
             handles.append(dropout.register_forward_hook(partial(hook, index)))
-        output = run(images)
+        output = (run or model)(images)
     finally:
         for handle in handles:
             handle.remove()
@@ -203,7 +207,7 @@ def _grad_images(images: Tensor) -> Tensor:
     return images.detach().requires_grad_(True)
 
 
-def raw_attention_map(model: nn.Module, run: Forward, images: Tensor) -> Tensor:
+def raw_attention_map(model: nn.Module, images: Tensor, run: Forward | None = None) -> Tensor:
     """The last block's head-mean attention, read out per the model's pooling, on the token grid."""
     readout, prefix = readout_of(model), num_prefix_tokens(model)
     last = block_indices(model, -1)
@@ -213,12 +217,17 @@ def raw_attention_map(model: nn.Module, run: Forward, images: Tensor) -> Tensor:
         kept[index] = readout(attention.clamp(min=0).mean(1), prefix)
 
     with torch.no_grad():
-        forward_capturing(model, run, images, last, keep)
+        forward_capturing(model, images, last, keep, run=run)
     return to_token_grid(model, kept[last[0]])
 
 
 def rollout_map(
-    model: nn.Module, run: Forward, images: Tensor, head_fusion: str, discard_ratio: float, start_layer: int
+    model: nn.Module,
+    images: Tensor,
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+    run: Forward | None = None,
 ) -> Tensor:
     """Attention rollout folded block by block during the forward, read out on the token grid."""
     readout, prefix = readout_of(model), num_prefix_tokens(model)
@@ -230,12 +239,12 @@ def rollout_map(
         joint[:] = [factor @ joint[0] if joint else factor]
 
     with torch.no_grad():
-        forward_capturing(model, run, images, block_indices(model, start_layer), fold)
+        forward_capturing(model, images, block_indices(model, start_layer), fold, run=run)
     return to_token_grid(model, readout(joint[0], prefix))
 
 
 def gradient_rollout_map(
-    model: nn.Module, run: Forward, images: Tensor, target: Target, start_layer: int
+    model: nn.Module, images: Tensor, target: Target, start_layer: int = 0, run: Forward | None = None
 ) -> Tensor:
     """Chefer ICCV 2021 relevance, reduced per block during the backward, read out on the token grid.
 
@@ -257,7 +266,7 @@ def gradient_rollout_map(
         attention.register_hook(partial(reduce_in_backward, index, attention))
 
     with torch.enable_grad():
-        total = target.select(forward_capturing(model, run, _grad_images(images), blocks, watch)).sum()
+        total = target.select(forward_capturing(model, _grad_images(images), blocks, watch, run=run)).sum()
         # the backward stops at the first kept block; hooks of later blocks fire on the way
         torch.autograd.grad(total, first)
     first.clear()
@@ -276,14 +285,16 @@ def gradient_rollout_map(
     return to_token_grid(model, readout(relevance - eye, prefix))
 
 
-def attention_gradcam_map(model: nn.Module, run: Forward, images: Tensor, target: Target) -> Tensor:
+def attention_gradcam_map(
+    model: nn.Module, images: Tensor, target: Target, run: Forward | None = None
+) -> Tensor:
     """GradCAM over the heads of the last block's attention (Chefer's baseline), on the token grid."""
     readout, prefix = readout_of(model), num_prefix_tokens(model)
     last = block_indices(model, -1)
     kept: list[Tensor] = []
 
     with torch.enable_grad():
-        output = forward_capturing(model, run, _grad_images(images), last, lambda _i, a: kept.append(a))
+        output = forward_capturing(model, _grad_images(images), last, lambda _i, a: kept.append(a), run=run)
         (gradient,) = torch.autograd.grad(target.select(output).sum(), kept)
     row = attention_gradcam_row(kept[0].detach(), gradient, readout, prefix)
     return to_token_grid(model, row)
@@ -321,7 +332,7 @@ class RawAttention(AttentionMethod):
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Class-agnostic: the target does not enter."""
-        return raw_attention_map(model, self.run(model), images)
+        return raw_attention_map(model, images, run=self.run(model))
 
 
 @register_method("rollout")
@@ -339,7 +350,7 @@ class AttentionRollout(AttentionMethod):
         if not 0.0 <= ratio < 1.0:
             raise AttributionError(f"options: discard_ratio must be in [0, 1), got {ratio}")
         start = start_layer_option(self.options)
-        return rollout_map(model, self.run(model), images, fusion, ratio, start)
+        return rollout_map(model, images, fusion, ratio, start, run=self.run(model))
 
 
 @register_method("gradrollout")
@@ -351,7 +362,9 @@ class GradientRollout(AttentionMethod):
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Relevance of each patch token for the per-sample target."""
-        return gradient_rollout_map(model, self.run(model), images, target, start_layer_option(self.options))
+        return gradient_rollout_map(
+            model, images, target, start_layer_option(self.options), run=self.run(model)
+        )
 
 
 @register_method("attention_gradcam")
@@ -362,4 +375,4 @@ class AttentionGradCam(AttentionMethod):
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Heads weighted by their mean read-out gradient, clamped at 0."""
-        return attention_gradcam_map(model, self.run(model), images, target)
+        return attention_gradcam_map(model, images, target, run=self.run(model))
