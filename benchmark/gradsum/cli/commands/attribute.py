@@ -1,0 +1,87 @@
+"""`gradsum attribute`: attribution maps and overlays for a few images of a truth set."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gradsum.attribution import attribute
+from gradsum.cli import Command
+from gradsum.errors import ResultsError
+from gradsum.fileio import atomic_directory, atomic_write_json
+from gradsum.models import load_model
+from gradsum.truthsets import open_truthset
+from gradsum.truthsets.base import image_to_tensor
+from gradsum.utils import default_device
+
+
+def _add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint folder (card.json + weights)")
+    parser.add_argument("--truthset", required=True, help="truth-set folder")
+    parser.add_argument("--method", default="gradcam", help="method name (see `gradsum methods`)")
+    parser.add_argument(
+        "--layer", default=None, help="module path, or tokenizer/transformer/both for hybrids"
+    )
+    parser.add_argument("--target", default=None, help="target name (default: direction / predicted)")
+    parser.add_argument("--normalise", default="minmax", help="minmax, raw or sum")
+    parser.add_argument("--split", default="test", help="truth-set split")
+    parser.add_argument("--count", type=int, default=8, help="number of images (the first of the split)")
+    parser.add_argument("--out", default=None, help="output folder (default: results/attribute-<method>)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _overlay_png(image: np.ndarray, heat: np.ndarray, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    height, width = heat.shape
+    figure, axis = plt.subplots(figsize=(width / 48, height / 48 + 0.3), dpi=96)
+    axis.imshow(image)
+    axis.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
+    axis.set_title(title, fontsize=7)
+    axis.axis("off")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"results/attribute-{args.method.replace(':', '-')}")
+    if out.exists() and not args.overwrite:
+        raise ResultsError(f"--out {out} already exists; pass --overwrite to replace it")
+    device = args.device or default_device()
+    model, card = load_model(args.model, device=device)
+    truthset = open_truthset(args.truthset, args.split)
+    count = min(args.count, len(truthset))
+    samples = [truthset[i] for i in range(count)]
+    images = torch.stack([image_to_tensor(s.image) for s in samples])
+    result = attribute(
+        model,
+        images,
+        args.method,
+        target=args.target,
+        task=card.task,
+        layer=args.layer,
+        normalise=args.normalise,
+    )
+    maps = result.maps.cpu().numpy()
+    with atomic_directory(out, overwrite=args.overwrite) as staging:
+        np.save(staging / "maps.npy", maps)
+        for index, (sample, heat) in enumerate(zip(samples, maps, strict=True)):
+            title = f"{args.method} · {result.target} · image {index}"
+            (staging / f"overlay_{index:03d}.png").write_bytes(_overlay_png(sample.image, heat, title))
+        record = {**result.describe(), "model": str(args.model), "truthset": str(args.truthset)}
+        atomic_write_json(staging / "attribution.json", {**record, "split": args.split, "count": count})
+    print(f"wrote {count} maps and overlays to {out}")
+    return 0
+
+
+COMMAND = Command("attribute", "attribution maps and overlays for a few images of a truth set", _add, _run)
