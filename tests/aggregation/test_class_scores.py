@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradsum.aggregation import class_fractions, class_scores, per_image_frame
+from gradsum.aggregation import class_fractions, class_scores, per_image_frame, prepare_labels
 from gradsum.errors import GradSUMError
 from gradsum.truthsets.labels import CITYSCAPES, NUM_CITYSCAPES_IDS, ignored_cityscapes_ids
 
@@ -142,3 +142,21 @@ def test_per_image_frame_names_classes_from_cityscapes() -> None:
 def test_bad_inputs_name_the_argument(labels: torch.Tensor, kwargs: dict[str, str], message: str) -> None:
     with pytest.raises(GradSUMError, match=message):
         class_scores(torch.rand(1, 4, 4), labels, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("resolution", ["label", "grid"])
+def test_prepared_labels_give_the_same_scores(resolution: str) -> None:
+    maps, labels = _random(3, (6, 9), (30, 40), seed=7)
+    direct = class_scores(maps, labels, resolution=resolution)
+    prepared = prepare_labels(labels, (6, 9), resolution=resolution)
+    again = class_scores(maps, prepared)
+    assert again.resolution == resolution
+    torch.testing.assert_close(again.pixels, direct.pixels)
+    for name in ("score", "mass_share", "lift"):
+        torch.testing.assert_close(
+            getattr(again, name), getattr(direct, name), equal_nan=True, rtol=1e-6, atol=1e-9
+        )
+    with pytest.raises(GradSUMError, match="maps: shape"):
+        class_scores(torch.rand(3, 5, 9), prepared)
+    with pytest.raises(GradSUMError, match="resolution"):
+        class_scores(maps, prepared, resolution="grid" if resolution == "label" else "label")

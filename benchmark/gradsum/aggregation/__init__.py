@@ -34,7 +34,14 @@ from gradsum.aggregation.results import (
     write_csv,
     write_per_image,
 )
-from gradsum.aggregation.scores import RESOLUTIONS, ClassScores, class_fractions, class_scores
+from gradsum.aggregation.scores import (
+    RESOLUTIONS,
+    ClassScores,
+    ClassWeights,
+    class_fractions,
+    class_scores,
+    prepare_labels,
+)
 
 __all__ = [
     "ALPHA",
@@ -46,6 +53,7 @@ __all__ = [
     "PROFILE_COLUMNS",
     "RESOLUTIONS",
     "ClassScores",
+    "ClassWeights",
     "class_fractions",
     "class_scores",
     "combo_label",
@@ -56,6 +64,7 @@ __all__ = [
     "mean_ci",
     "paired_test",
     "per_image_frame",
+    "prepare_labels",
     "profiles",
     "read_per_image",
     "read_runs",

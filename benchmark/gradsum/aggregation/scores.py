@@ -47,23 +47,68 @@ class ClassScores:
 _TENSOR_FIELDS = ("pixels", "map_sum", "score", "mass_share", "area_share", "lift", "present")
 
 
+@dataclass(frozen=True)
+class ClassWeights:
+    """Labels prepared for one map grid: the weight of every grid cell in every class's map sum.
+
+    A class's map sum is `weights[b, c] · map[b]`, exactly what upsampling the map (label resolution,
+    bilinear) or cell counting (grid resolution) gives; labels prepared once serve every model × method.
+    """
+
+    weights: torch.Tensor
+    pixels: torch.Tensor
+    resolution: str
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The (h, w) map grid these weights apply to."""
+        return int(self.weights.shape[2]), int(self.weights.shape[3])
+
+
 def class_scores(
     maps: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | ClassWeights,
     *,
-    resolution: str = "label",
+    resolution: str | None = None,
     num_classes: int = NUM_CITYSCAPES_IDS,
     ignore_ids: Sequence[int] | None = None,
 ) -> ClassScores:
-    """GradSUM score, mass share, area share and lift of every class in every image of a batch."""
-    _check_inputs(maps, labels, resolution, num_classes)
+    """GradSUM score, mass share, area share and lift of every class in every image of a batch.
+
+    `labels` are Cityscapes ids (B, H', W') or `prepare_labels` output; `resolution` defaults to "label".
+    """
     ignore = ignored_cityscapes_ids() if ignore_ids is None else list(ignore_ids)
+    if isinstance(labels, ClassWeights):
+        _check_prepared(maps, labels, resolution)
+        pixels, map_sum = labels.pixels, _weighted_sums(maps, labels)
+        return _finish(pixels, map_sum, ignore, labels.resolution)
+    resolution = resolution or "label"
+    _check_inputs(maps, labels, resolution, num_classes)
     labels = labels.to(maps.device)
     if resolution == "label" or tuple(maps.shape[-2:]) == tuple(labels.shape[-2:]):
         pixels, map_sum = _label_sums(maps, labels, num_classes)
     else:
-        pixels, map_sum = _grid_sums(maps, labels, num_classes)
+        prepared = prepare_labels(labels, _grid_of(maps), resolution="grid", num_classes=num_classes)
+        pixels, map_sum = prepared.pixels, _weighted_sums(maps, prepared)
     return _finish(pixels, map_sum, ignore, resolution)
+
+
+def prepare_labels(
+    labels: torch.Tensor,
+    grid: tuple[int, int],
+    *,
+    resolution: str = "label",
+    num_classes: int = NUM_CITYSCAPES_IDS,
+) -> ClassWeights:
+    """Per-class cell weights of a label batch for maps on `grid`, to reuse across models and methods."""
+    _check_inputs(torch.empty(labels.shape[0], *grid), labels, resolution, num_classes)
+    index = _flat_index(labels, num_classes)
+    pixels = torch.bincount(index, minlength=labels.shape[0] * num_classes).view(labels.shape[0], num_classes)
+    if resolution == "grid":
+        weights = _cell_counts(labels, grid, num_classes)
+    else:
+        weights = _bilinear_weights(labels, grid, num_classes)
+    return ClassWeights(weights=weights, pixels=pixels, resolution=resolution)
 
 
 def class_fractions(
@@ -72,6 +117,27 @@ def class_fractions(
     """Per-cell class fractions (B, C, h, w) of a label batch reduced to a `grid` of cells."""
     counts = _cell_counts(labels, grid, num_classes)
     return counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def _grid_of(maps: torch.Tensor) -> tuple[int, int]:
+    return int(maps.shape[-2]), int(maps.shape[-1])
+
+
+def _check_prepared(maps: torch.Tensor, prepared: ClassWeights, resolution: str | None) -> None:
+    if resolution is not None and resolution != prepared.resolution:
+        raise GradSUMError(
+            f"resolution: {resolution!r} differs from the prepared labels' {prepared.resolution!r}"
+        )
+    if maps.dim() != 3 or maps.shape[0] != prepared.weights.shape[0] or _grid_of(maps) != prepared.grid:
+        raise GradSUMError(
+            f"maps: shape {tuple(maps.shape)} does not fit labels prepared for "
+            f"{prepared.weights.shape[0]} images on a {prepared.grid} grid"
+        )
+
+
+def _weighted_sums(maps: torch.Tensor, prepared: ClassWeights) -> torch.Tensor:
+    weights = prepared.weights.to(maps.device)
+    return torch.einsum("bchw,bhw->bc", weights, maps.double())
 
 
 def _check_inputs(maps: torch.Tensor, labels: torch.Tensor, resolution: str, num_classes: int) -> None:
@@ -129,14 +195,35 @@ def _cell_counts(labels: torch.Tensor, grid: tuple[int, int], num_classes: int) 
     return counts.view(batch, num_classes, rows, cols).double()
 
 
-def _grid_sums(
-    maps: torch.Tensor, labels: torch.Tensor, num_classes: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    rows, cols = maps.shape[-2:]
-    counts = _cell_counts(labels, (int(rows), int(cols)), num_classes)
-    pixels = counts.sum(dim=(2, 3)).round().long()
-    map_sum = (counts * maps[:, None].double()).sum(dim=(2, 3))
-    return pixels, map_sum
+def _bilinear_taps(size: int, cells: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    # The two source cells and weights of each output pixel in F.interpolate(bilinear, align_corners=False).
+    source = (
+        (torch.arange(size, device=device, dtype=torch.float64) + 0.5) * (cells / size) - 0.5
+    ).clamp_min(0)
+    low = source.floor().long().clamp_max(cells - 1)
+    high = (low + 1).clamp_max(cells - 1)
+    frac = source - low
+    return low, high, 1 - frac, frac
+
+
+def _bilinear_weights(labels: torch.Tensor, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
+    batch, height, width = labels.shape
+    rows, cols = grid
+    size = batch * num_classes * rows * cols
+    dtype = torch.int32 if size < 2**31 else torch.int64
+    image_class = _flat_index(labels, num_classes).view(batch, height, width).to(dtype) * (rows * cols)
+    row_low, row_high, row_w0, row_w1 = _bilinear_taps(height, rows, labels.device)
+    col_low, col_high, col_w0, col_w1 = _bilinear_taps(width, cols, labels.device)
+    weights = torch.zeros(size, dtype=torch.float64, device=labels.device)
+    # Each label pixel feeds the four grid cells its bilinear sample reads from.
+    for row, row_weight in ((row_low, row_w0), (row_high, row_w1)):
+        for col, col_weight in ((col_low, col_w0), (col_high, col_w1)):
+            cell = (row[:, None] * cols + col[None, :]).to(dtype)
+            tap = (row_weight[:, None] * col_weight[None, :]).expand(batch, height, width)
+            weights += torch.bincount(
+                (image_class + cell).reshape(-1), weights=tap.reshape(-1), minlength=size
+            )
+    return weights.view(batch, num_classes, rows, cols)
 
 
 def _finish(pixels: torch.Tensor, map_sum: torch.Tensor, ignore: list[int], resolution: str) -> ClassScores:
