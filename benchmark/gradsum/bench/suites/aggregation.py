@@ -12,7 +12,7 @@ from gradsum.aggregation import class_scores, prepare_labels
 from gradsum.attribution import attribute
 from gradsum.bench import BenchSuite, timeit
 from gradsum.models import ARCHITECTURES
-from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS
+from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS, ignored_cityscapes_ids
 
 LABEL_SIZE = (1024, 2048)
 GRID = (64, 128)
@@ -30,10 +30,11 @@ def blob_labels(batch: int, size: tuple[int, int], seed: int = 0) -> torch.Tenso
 
 
 def numpy_loop(maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The naive reference: one boolean mask per image and class, maps already at the label resolution."""
+    """The naive reference: one boolean mask per image and kept class, maps already at the label resolution."""
     scores = np.full((maps.shape[0], NUM_CITYSCAPES_IDS), np.nan)
+    kept = sorted(set(range(NUM_CITYSCAPES_IDS)) - set(ignored_cityscapes_ids()))
     for image in range(maps.shape[0]):
-        for class_id in range(NUM_CITYSCAPES_IDS):
+        for class_id in kept:
             mask = labels[image] == class_id
             count = mask.sum()
             if count:
