@@ -18,7 +18,11 @@ from gradsum.bench import BenchSuite, timeit
 from gradsum.models import build_model
 
 SIZE = (96, 192)
-MODELS = {"pilotnet": ("pilotnet", {}), "resnet18": ("timm_cnn", {}), "vit": ("vit", {})}
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "pilotnet": ("pilotnet", {}),
+    "resnet18": ("timm_cnn", {}),
+    "vit": ("vit", {}),
+}
 
 
 def _library_gradcam(model: nn.Module, images: torch.Tensor) -> None:
@@ -72,15 +76,14 @@ def _model_figures(model: nn.Module, images: torch.Tensor, device: str, repeats:
         gradcam_over_inference=ours / inference,
         library_over_ours=library / ours,
     )
-    if "gradrollout" in METHODS and device and "cnn" not in METHODS.get("gradrollout").applies_to:
-        if model.__class__.__name__ == "VisionTransformer":
-            rollout = timeit(lambda: attribute(model, images, "gradrollout"), repeats=repeats)
-            figures.update(gradrollout_s=rollout, gradrollout_over_inference=rollout / inference)
-            peak_inf = _peak_memory(infer, device)
-            peak_roll = _peak_memory(lambda: attribute(model, images, "gradrollout"), device)
-            figures["gradrollout_peak_over_inference"] = (
-                peak_roll / peak_inf if peak_inf and peak_roll else "not measured on CPU"
-            )
+    if "gradrollout" in METHODS and model.__class__.__name__ == "VisionTransformer":
+        rollout = timeit(lambda: attribute(model, images, "gradrollout"), repeats=repeats)
+        figures.update(gradrollout_s=rollout, gradrollout_over_inference=rollout / inference)
+        peak_inf = _peak_memory(infer, device)
+        peak_roll = _peak_memory(lambda: attribute(model, images, "gradrollout"), device)
+        figures["gradrollout_peak_over_inference"] = (
+            peak_roll / peak_inf if peak_inf and peak_roll else "not measured on CPU"
+        )
     return figures
 
 
