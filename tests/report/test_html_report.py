@@ -9,11 +9,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from report_fixtures import write_results
 
 from gradsum.fileio import sha256_file
-from gradsum.report import load_results, write_report
+from gradsum.report import OverlayData, load_results, write_report
 from gradsum.report.html import SECTIONS
 from gradsum.report.writer import pending_plots
 
@@ -77,3 +78,29 @@ def test_manifest_lists_the_renderings_and_still_validates(rendered: tuple[Path,
     for relative in ("report.html", "plots/heatmap_score.svg", "plots/methods_hybrid.png", "profiles.csv"):
         assert files[relative] == sha256_file(folder / relative)
     load_results(folder)
+
+
+def test_pipeline_path_writes_the_manifest_last_with_every_checksum(small_results_dir: Path) -> None:
+    (small_results_dir / "manifest.json").unlink()
+    rng = np.random.default_rng(0)
+    labels = np.full((1, 8, 12), 7, dtype=np.uint8)
+    overlays = OverlayData(
+        rng.integers(0, 255, (1, 8, 12, 3), dtype=np.uint8), labels, {"gradcam": rng.random((1, 8, 12))}
+    )
+    write_report(
+        small_results_dir, overlays=overlays, manifest={"normalisation": "minmax", "files": {"stale": "x"}}
+    )
+    manifest = json.loads((small_results_dir / "manifest.json").read_text())
+    assert manifest["normalisation"] == "minmax"
+    assert set(manifest["files"]) == {
+        "per_image.parquet",
+        "profiles.csv",
+        "cards/pilotnet.json",
+        "report.html",
+        *(
+            f"plots/{stem}.{fmt}"
+            for stem in ("profile_pilotnet_gradcam", "heatmap_score", "overlay")
+            for fmt in ("png", "svg")
+        ),
+    }
+    assert load_results(small_results_dir).manifest == manifest

@@ -17,13 +17,15 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2em; border-bottom: 1px solid #bbb; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #eee; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { font-size: 0.9em; color: #555; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; white-space: nowrap; }
+th { background: #eee; }
+.gallery { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+figure { margin: 0; flex: 1 1 560px; max-width: 100%; } figure img { max-width: 100%; }
+figcaption { font-size: 0.9em; color: #555; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 .agrees { color: #176317; font-weight: bold; } .disagrees { color: #a11; font-weight: bold; }
 .finding { border-left: 4px solid #a11; padding-left: 0.8em; }
-nav a { margin-right: 1em; }
+nav a { margin-right: 1em; } .scroll { overflow-x: auto; max-width: 100%; }
 """
 
 SECTIONS = (
@@ -48,7 +50,13 @@ class Plot:
 
 def table(frame: pd.DataFrame) -> str:
     """An escaped HTML table of a DataFrame with compact numbers."""
-    return frame.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.3g}", border=0, escape=True)
+    html = frame.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.3g}", border=0, escape=True)
+    return _scroll(html)
+
+
+def _scroll(html: str) -> str:
+    # Wide tables (many model × method columns) scroll inside the page instead of widening it.
+    return f'<div class="scroll">{html}</div>'
 
 
 def figure(plot: Plot) -> str:
@@ -124,7 +132,7 @@ def ground_truth_section(results: Results) -> str:
         for r, ok in zip(truth.itertuples(index=False), agrees, strict=True)
     )
     head = "".join(f"<th>{h}</th>" for h in ("model", "method", "task", "expected", "outcome", "detail"))
-    return f"{summary}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return summary + _scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def profiles_table(profiles: pd.DataFrame) -> pd.DataFrame:
@@ -224,7 +232,8 @@ def render_html(results: Results, plots: Sequence[Plot]) -> str:
         text = _SECTION_TEXT[key](results)
         if key == "overlays" and not figures:
             text = _paragraph("No sample overlays were saved for this run.")
-        sections.append(f'<section id="{key}"><h2>{escape(title)}</h2>{text}{figures}</section>')
+        gallery = f'<div class="gallery">{figures}</div>' if figures else ""
+        sections.append(f'<section id="{key}"><h2>{escape(title)}</h2>{text}{gallery}</section>')
     title = f"GradSUM report · {results.name}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

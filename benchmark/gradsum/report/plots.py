@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_write_bytes
@@ -233,6 +234,7 @@ def attention_layers(attention_profiles: pd.DataFrame, model: str) -> Figure:
         ax.plot(line["layer"], line["score_mean"], marker="o", ms=3, color=color, label=name)
         ax.fill_between(line["layer"], line["score_ci_low"], line["score_ci_high"], color=color, alpha=0.2)
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("raw-attention score")
     ax.set_title(f"{model}: raw-attention class profile per layer (flat = uniform)")
     ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))

@@ -1,6 +1,6 @@
 """Read a results folder and check it against its manifest and the table contract.
 
-The manifest's `files` maps every output's relative path to its sha256. Tables and model cards
+The manifest's `files` maps every other output's relative path to its sha256. Tables and model cards
 must match exactly; plots and `report.html` are renderings that `write_report` rewrites (and
 re-registers in the manifest), so a stale entry for one of them only logs a warning.
 """
@@ -225,13 +225,33 @@ def read_cards(folder: Path) -> dict[str, dict[str, Any]]:
 
 def load_results(path: str | Path) -> Results:
     """Load and validate a results folder; any fault raises `ResultsError` naming the file or column."""
+    folder = _folder(path)
+    manifest = read_manifest(folder)
+    verify_checksums(folder, manifest["files"])
+    return read_results(folder, manifest)
+
+
+def read_results(path: str | Path, manifest: dict[str, Any]) -> Results:
+    """The tables and cards of a folder whose manifest is given (not yet written), checked for columns."""
+    folder = _folder(path)
+    tables = {spec.key: read_table(folder, spec) for spec in TABLES}
+    return Results(path=folder, manifest=manifest, cards=read_cards(folder), **tables)
+
+
+def _folder(path: str | Path) -> Path:
     folder = Path(path)
     if not folder.is_dir():
         raise ResultsError(f"{folder}: no such results folder")
-    manifest = read_manifest(folder)
-    verify_checksums(folder, manifest["files"])
-    tables = {spec.key: read_table(folder, spec) for spec in TABLES}
-    return Results(path=folder, manifest=manifest, cards=read_cards(folder), **tables)
+    return folder
+
+
+def folder_checksums(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `folder` but the manifest, for the manifest's `files`."""
+    return {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST
+    }
 
 
 def newest_results(root: str | Path = "results") -> Path:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -15,7 +16,15 @@ from matplotlib.figure import Figure
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from gradsum.report import plots
 from gradsum.report.html import Plot, render_html
-from gradsum.report.results import MANIFEST, PLOTS, REPORT, Results, load_results
+from gradsum.report.results import (
+    MANIFEST,
+    PLOTS,
+    REPORT,
+    Results,
+    folder_checksums,
+    load_results,
+    read_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +153,24 @@ def _attention_plots(results: Results) -> list[PendingPlot]:
     return pending
 
 
-def write_report(results_dir: str | Path, *, overlays: plots.OverlayData | None = None) -> Path:
-    """Validate a results folder, (re)write its plots and report.html, and refresh the manifest's checksums.
+def write_report(
+    results_dir: str | Path,
+    *,
+    overlays: plots.OverlayData | None = None,
+    manifest: Mapping[str, Any] | None = None,
+) -> Path:
+    """Validate a results folder, (re)write its plots and report.html, and bring the manifest up to date.
 
+    Without `manifest` the folder's own manifest.json is verified and its entries for the renderings
+    refreshed (`gradsum report`). With it (the pipeline, whose manifest comes last), the tables are
+    checked for columns and `manifest` is written with the checksums of every file in the folder.
     Everything is drawn in memory before any file is replaced, so a failure leaves the old files.
     Without `overlays`, an overlay grid already under plots/ is embedded as it is.
     """
-    results = load_results(results_dir)
+    if manifest is None:
+        results = load_results(results_dir)
+    else:
+        results = read_results(results_dir, {**manifest, "files": {}})
     folder = results.path
     drawn: dict[str, bytes] = {}
     shown: list[Plot] = []
@@ -168,14 +188,12 @@ def write_report(results_dir: str | Path, *, overlays: plots.OverlayData | None 
     for relative, data in drawn.items():
         atomic_write_bytes(folder / relative, data)
     report = atomic_write_text(folder / REPORT, page)
-    _refresh_manifest(results, [*drawn, REPORT])
+    files = dict(results.manifest["files"])
+    files.update(folder_checksums(folder) if manifest is not None else _checksums(folder, [*drawn, REPORT]))
+    atomic_write_json(folder / MANIFEST, {**results.manifest, "files": files})
     log.info("wrote %s and %d plot files", report, len(drawn))
     return report
 
 
-def _refresh_manifest(results: Results, written: list[str]) -> None:
-    manifest = dict(results.manifest)
-    files = dict(manifest["files"])
-    files.update({relative: sha256_file(results.path / relative) for relative in written})
-    manifest["files"] = files
-    atomic_write_json(results.path / MANIFEST, manifest)
+def _checksums(folder: Path, written: list[str]) -> dict[str, str]:
+    return {relative: sha256_file(folder / relative) for relative in written}
