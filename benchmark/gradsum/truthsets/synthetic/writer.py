@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import multiprocessing
+import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 import gradsum
 from gradsum.errors import GradSUMError, TruthSetError
@@ -29,8 +29,10 @@ FORMAT_VERSION = 1
 CITY = "synth"
 DEFAULT_SIZE = (96, 192)
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
-#: zlib level 1: PNGs stay lossless and deterministic while encoding stays far below render time.
+#: zlib level 1 without row filters: lossless and deterministic, and several times faster than Pillow's
+#: adaptive filtering on these noisy frames (which would cap generation well below 100 scenes/s).
 PNG_LEVEL = 1
+_PNG_COLOUR_TYPES = {1: 0, 3: 2}  # channels → PNG colour type (grey, RGB)
 _CHUNK = 250
 
 
@@ -94,10 +96,24 @@ def scene_params(plan: SplitPlan, index: int, size: tuple[int, int]) -> sc.Scene
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """Lossless, deterministic PNG bytes of a uint8 (H, W) or (H, W, 3) array."""
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=PNG_LEVEL)
-    return buffer.getvalue()
+    """Lossless, deterministic 8-bit PNG bytes of a uint8 (H, W) or (H, W, 3) array."""
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    rows = np.zeros((height, width * channels + 1), dtype=np.uint8)  # leading 0: filter type "none"
+    rows[:, 1:] = array.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_LEVEL)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def scene_record(frame: FrameId, rendered: Rendered) -> dict[str, Any]:
@@ -143,7 +159,8 @@ def _write_range(task: tuple[Path, SplitPlan, int, int, tuple[int, int]]) -> lis
     return records
 
 
-def _make_folders(root: Path, plan: SplitPlan) -> None:
+def make_folders(root: Path, plan: SplitPlan) -> None:
+    """Create the split's four Cityscapes-layout folders under `root`."""
     probe = frame_id(plan.split, 0)
     for kind in ("leftImg8bit", "gtFine", "vehicle", "scene"):
         probe.path(root, kind, "x").parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +215,7 @@ def generate(
     ]
     with atomic_directory(target, overwrite=overwrite) as staging:
         for plan in plans:
-            _make_folders(staging, plan)
+            make_folders(staging, plan)
         records = _render_all(staging, plans, size, workers)
         manifest = {
             "kind": KIND,
