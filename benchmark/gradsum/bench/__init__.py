@@ -30,8 +30,8 @@ class BenchSuite:
 
 def suites() -> Registry[BenchSuite]:
     """All discovered benchmark suites."""
-    from gradsum.bench import suites as package
-
+    # `suites` is also this function's name, so the subpackage is imported by its full name
+    package = importlib.import_module("gradsum.bench.suites")
     registry: Registry[BenchSuite] = Registry("benchmark suite")
     for info in pkgutil.iter_modules(package.__path__):
         suite = importlib.import_module(f"{package.__name__}.{info.name}").SUITE
