@@ -48,6 +48,11 @@ def _drop_column(folder: Path, name: str, column: str) -> None:
     _unlist(folder, name)
 
 
+def _keep_header(folder: Path, name: str) -> None:
+    pd.read_csv(folder / name).head(0).to_csv(folder / name, index=False)
+    _unlist(folder, name)
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -73,6 +78,7 @@ def _drop_column(folder: Path, name: str, column: str) -> None:
             "per_image.parquet: missing column(s) 'lift'",
         ),
         (lambda f: _drop_column(f, "attention.csv", "head"), "attention.csv: missing column(s) 'head'"),
+        (lambda f: _keep_header(f, "profiles.csv"), "profiles.csv: no rows"),
         (
             lambda f: (
                 _unlist(f, "per_image.parquet"),
@@ -108,3 +114,11 @@ def test_newest_results_picks_a_folder_with_a_manifest(results_dir: Path) -> Non
     assert newest_results(results_dir.parent) == results_dir
     with pytest.raises(ResultsError, match="no results folder"):
         newest_results(results_dir / "cards")
+
+
+def test_checkpoint_style_card_keeps_name_and_architecture_under_spec(results_dir: Path) -> None:
+    card = {"spec": {"name": "vit_s", "architecture": "vit"}, "task": "steering", "metrics": {"mae": 0.2}}
+    (results_dir / "cards" / "vit.json").write_text(json.dumps(card))
+    _unlist(results_dir, "cards/vit.json")
+    loaded = load_results(results_dir).cards["vit"]
+    assert (loaded["name"], loaded["architecture"], loaded["metrics"]) == ("vit_s", "vit", {"mae": 0.2})

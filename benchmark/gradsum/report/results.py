@@ -199,13 +199,19 @@ def read_table(folder: Path, spec: TableSpec) -> pd.DataFrame | None:
     missing = [c for c in spec.columns if c not in table.columns]
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
+    if spec.required and table.empty:
+        raise ResultsError(f"{path}: no rows")
     if "image" in table.columns:
         table["image"] = table["image"].astype(str)
     return table
 
 
 def read_cards(folder: Path) -> dict[str, dict[str, Any]]:
-    """The model cards under `cards/`, keyed by model name, each checked for `CARD_FIELDS`."""
+    """The model cards under `cards/`, keyed by file stem (the model's name in the tables).
+
+    Cards carry `task` and a `metrics` object; `name` and `architecture` sit at the top level or, in
+    checkpoint cards (`gradsum.models` ModelCard), under `spec`. The returned cards have both on top.
+    """
     cards: dict[str, dict[str, Any]] = {}
     for path in sorted((folder / CARDS).glob("*.json")):
         try:
@@ -214,12 +220,14 @@ def read_cards(folder: Path) -> dict[str, dict[str, Any]]:
             raise ResultsError(f"{path}: unreadable JSON ({error})") from None
         if not isinstance(card, dict):
             raise ResultsError(f"{path}: expected a JSON object")
-        missing = [f for f in CARD_FIELDS if f not in card]
+        spec = card["spec"] if isinstance(card.get("spec"), dict) else {}
+        card = {"name": spec.get("name", path.stem), "architecture": spec.get("architecture"), **card}
+        missing = [f for f in CARD_FIELDS if card.get(f) is None]
         if missing:
             raise ResultsError(f"{path}: missing field(s) {', '.join(repr(f) for f in missing)}")
         if not isinstance(card["metrics"], dict):
             raise ResultsError(f"{path}: field 'metrics' must be an object")
-        cards[str(card["name"])] = card
+        cards[path.stem] = card
     return cards
 
 
