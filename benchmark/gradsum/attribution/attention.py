@@ -13,7 +13,8 @@ tokens. Prefix tokens (class and register tokens) are dropped from the columns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar
 
@@ -202,9 +203,22 @@ def to_token_grid(model: nn.Module, values: Tensor) -> Tensor:
     return values.reshape(values.shape[0], rows, cols).float()
 
 
-def _grad_images(images: Tensor) -> Tensor:
-    # frozen parameters and a plain input would leave the attention maps outside the autograd graph
-    return images.detach().requires_grad_(True)
+@contextmanager
+def graph_from_block(model: nn.Module, index: int) -> Iterator[None]:
+    """Start the autograd graph at block `index`'s input: nothing before it is kept for the backward.
+
+    With frozen parameters and plain images there would be no graph at all; with a CNN tokenizer the
+    graph would hold the tokenizer's activations, which the attention gradients never need.
+    """
+
+    def restart(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0].detach().requires_grad_(True), *args[1:])
+
+    handle = model.get_submodule(f"blocks.{index}").register_forward_pre_hook(restart)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def raw_attention_map(model: nn.Module, images: Tensor, run: Forward | None = None) -> Tensor:
@@ -265,8 +279,8 @@ def gradient_rollout_map(
             first.append(attention)
         attention.register_hook(partial(reduce_in_backward, index, attention))
 
-    with torch.enable_grad():
-        total = target.select(forward_capturing(model, _grad_images(images), blocks, watch, run=run)).sum()
+    with torch.enable_grad(), graph_from_block(model, blocks[0]):
+        total = target.select(forward_capturing(model, images, blocks, watch, run=run)).sum()
         # the backward stops at the first kept block; hooks of later blocks fire on the way
         torch.autograd.grad(total, first)
     first.clear()
@@ -293,8 +307,8 @@ def attention_gradcam_map(
     last = block_indices(model, -1)
     kept: list[Tensor] = []
 
-    with torch.enable_grad():
-        output = forward_capturing(model, _grad_images(images), last, lambda _i, a: kept.append(a), run=run)
+    with torch.enable_grad(), graph_from_block(model, last[0]):
+        output = forward_capturing(model, images, last, lambda _i, a: kept.append(a), run=run)
         (gradient,) = torch.autograd.grad(target.select(output).sum(), kept)
     row = attention_gradcam_row(kept[0].detach(), gradient, readout, prefix)
     return to_token_grid(model, row)
@@ -317,6 +331,8 @@ class AttentionMethod(Method):
     applies_to: ClassVar[frozenset[str]] = frozenset({"vit", "hybrid"})
     uses_layer: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = True
+    # the gradient methods start their graph at a block, so parameters never need gradients
+    freeze_parameters: ClassVar[bool] = True
     grid_note: ClassVar[str] = "patch-token grid (patch_embed.grid_size), prefix tokens dropped"
 
     def run(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
