@@ -12,11 +12,11 @@ from gradsum.fileio import sha256_file
 from gradsum.truthsets.labels import CITYSCAPES
 
 CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car")
-#: model → (architecture, methods); the hybrid's methods come in the order the panel shows them.
+#: model → (architecture, methods), named as the default run config names them (split parts as "split/<part>").
 MODELS = {
     "pilotnet": ("pilotnet", ("gradcam",)),
-    "vit": ("vit", ("gradcam", "rollout")),
-    "hybrid": ("hybrid_vit", ("tokenizer_gradcam", "rollout", "gradcam", "combined")),
+    "vit": ("vit", ("gradcam", "gradrollout")),
+    "hybrid": ("hybrid_vit", ("gradcam", "gradcam_tokenizer", "gradrollout", "split", "split/attention")),
 }
 IMAGES = ("0001", "0002", "0003", "0004")
 
@@ -149,7 +149,7 @@ def ground_truth_table() -> pd.DataFrame:
         [
             ("pilotnet", "gradcam", "steering", expected, True, "road ranks 1st"),
             ("vit", "gradcam", "steering", expected, True, "road ranks 1st"),
-            ("vit", "rollout", "steering", expected, False, "sky ranks above road"),
+            ("vit", "gradrollout", "steering", expected, False, "sky ranks above road"),
         ],
         columns=["model", "method", "task", "expected", "agrees", "detail"],
     )
@@ -187,7 +187,7 @@ def write_results(folder: Path, seed: int = 0, models: Models = MODELS) -> Path:
         "config": {"truthset": "synthetic", "models": list(MODELS)},
         "truthset": {"name": "synthetic", "split": "test"},
         "models": {m: {"architecture": a} for m, (a, _) in models.items()},
-        "methods": ["gradcam", "rollout"],
+        "methods": ["gradcam", "gradrollout", "split"],
         "normalisation": "minmax",
         "resolution": "labels",
         "versions": {"gradsum": "0.1.0"},

@@ -16,7 +16,7 @@ from report_fixtures import write_results
 from gradsum.fileio import sha256_file
 from gradsum.report import OverlayData, load_results, write_report
 from gradsum.report.html import SECTIONS
-from gradsum.report.writer import pending_plots
+from gradsum.report.writer import hybrid_panel, pending_plots
 
 # A stand-in for the overlay grid the pipeline draws from arrays in memory (any PNG will do).
 OVERLAY_PNG = bytes.fromhex(
@@ -61,7 +61,8 @@ def test_expected_plots_are_drawn_in_both_formats(rendered: tuple[Path, str]) ->
     assert pngs == svgs | {"overlay"}
     assert {
         "profile_pilotnet_gradcam",
-        "profile_hybrid_tokenizer_gradcam",
+        "profile_hybrid_gradcam_tokenizer",
+        "profile_hybrid_split-attention",
         "heatmap_score",
         "paired_pilotnet_vs_vit_gradcam",
         "paired_pilotnet_vs_hybrid_gradcam",
@@ -104,3 +105,14 @@ def test_pipeline_path_writes_the_manifest_last_with_every_checksum(small_result
         ),
     }
     assert load_results(small_results_dir).manifest == manifest
+
+
+def test_hybrid_panel_fills_roles_in_order() -> None:
+    methods = ["gradcam", "gradcam_tokenizer", "split", "split/attention", "split/mean"]
+    assert hybrid_panel(methods) == [
+        ("tokenizer GradCAM", "gradcam_tokenizer"),
+        ("attention", "split/attention"),
+        ("full-model GradCAM", "gradcam"),
+        ("combined", "split"),
+    ]
+    assert hybrid_panel(["saliency"]) == []

@@ -19,7 +19,7 @@ def _overlays() -> OverlayData:
     labels[:, :6] = CITYSCAPES.by_name["sky"].id
     images = rng.integers(0, 255, (2, 16, 24, 3), dtype=np.uint8)
     return OverlayData(
-        images, labels, {"gradcam": rng.random((2, 16, 24)), "rollout": rng.random((2, 16, 24))}
+        images, labels, {"gradcam": rng.random((2, 16, 24)), "gradrollout": rng.random((2, 16, 24))}
     )
 
 
@@ -50,7 +50,7 @@ def test_every_plot_function_draws(results_dir: Path) -> None:
         plots.attention_entropy(results.attention, "vit"),
         plots.attention_layers(results.attention_profiles, "hybrid"),
         plots.method_panel(
-            results.profiles, "hybrid", ["tokenizer_gradcam", "rollout", "gradcam", "combined"]
+            results.profiles, "hybrid", ["gradcam_tokenizer", "gradrollout", "gradcam", "split"]
         ),
     ]
     assert all(isinstance(f, Figure) and f.axes for f in figures)
@@ -66,8 +66,8 @@ def test_overlay_data_checks_shapes() -> None:
 
 def test_save_figure_writes_repeatable_png_and_svg(results_dir: Path, tmp_path: Path) -> None:
     profiles = load_results(results_dir).profiles
-    first = save_figure(plots.profile_bar(profiles, "vit", "rollout"), tmp_path / "a" / "profile")
-    second = save_figure(plots.profile_bar(profiles, "vit", "rollout"), tmp_path / "b" / "profile")
+    first = save_figure(plots.profile_bar(profiles, "vit", "gradrollout"), tmp_path / "a" / "profile")
+    second = save_figure(plots.profile_bar(profiles, "vit", "gradrollout"), tmp_path / "b" / "profile")
     assert [p.suffix for p in first] == [".png", ".svg"]
     assert first[0].read_bytes().startswith(b"\x89PNG")
     assert b"<svg" in first[1].read_bytes()

@@ -243,11 +243,16 @@ def attention_layers(attention_profiles: pd.DataFrame, model: str) -> Figure:
 
 
 def method_panel(
-    profiles: pd.DataFrame, model: str, methods: Sequence[str], measure: str = "score"
+    profiles: pd.DataFrame,
+    model: str,
+    methods: Sequence[str],
+    measure: str = "score",
+    titles: Sequence[str] | None = None,
 ) -> Figure:
     """One model's profiles under several methods side by side (hybrid ViT: tokenizer, attention, full, combined).
 
-    Classes keep the first method's order in every panel so that bars line up across panels.
+    Classes keep the first method's order in every panel so that bars line up across panels;
+    `titles` (default: the method names) head the panels.
     """
     if not methods:
         raise ValueError("method_panel: methods is empty")
@@ -256,9 +261,9 @@ def method_panel(
     order += sorted({c for p in panels[1:] for c in p["class"]} - set(order))
     fig = Figure(figsize=(4.2 * len(methods), 4), layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
-    for ax, method, rows in zip(axes, methods, panels, strict=True):
+    for ax, title, rows in zip(axes, titles or methods, panels, strict=True):
         _bars(ax, rows, measure, order)
-        ax.set_title(method, fontsize=10)
+        ax.set_title(title, fontsize=10)
     fig.suptitle(f"{model}: profiles by method")
     return fig
 

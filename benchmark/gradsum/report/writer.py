@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 #: Model families by card `architecture`; the paired plot sets CNNs against (hybrid) ViTs.
 FAMILIES = {"pilotnet": "cnn", "compact_cnn": "cnn", "timm_cnn": "cnn", "vit": "vit", "hybrid_vit": "hybrid"}
 OVERLAY_STEM = "overlay"
+#: The hybrid ViT panel: (role, method names that fill it, first present wins), in panel order.
+#: Names follow the run configs: `gradcam_tokenizer` is GradCAM on the tokenizer, `split` the combined map.
+HYBRID_PANEL = (
+    ("tokenizer GradCAM", ("gradcam_tokenizer", "split/tokenizer_gradcam")),
+    ("attention", ("gradrollout", "split/attention", "rollout", "attention")),
+    ("full-model GradCAM", ("gradcam",)),
+    ("combined", ("split", "split/product", "split/mean")),
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,12 @@ def family(results: Results, model: str) -> str:
 
 def _pairs(profiles: pd.DataFrame) -> list[tuple[str, str]]:
     return list(profiles[["model", "method"]].drop_duplicates().itertuples(index=False, name=None))
+
+
+def hybrid_panel(methods: list[str]) -> list[tuple[str, str]]:
+    """(role, method) for each role of `HYBRID_PANEL` that one of `methods` fills."""
+    chosen = [(role, next((m for m in names if m in methods), None)) for role, names in HYBRID_PANEL]
+    return [(role, method) for role, method in chosen if method is not None]
 
 
 def _cnn_vit_pairs(results: Results) -> Iterator[tuple[tuple[str, str], tuple[str, str]]]:
@@ -140,14 +154,15 @@ def _attention_plots(results: Results) -> list[PendingPlot]:
         ]
     profiles = results.profiles
     for model in profiles["model"].unique():
-        methods = list(profiles.loc[profiles["model"] == model, "method"].unique())
-        if family(results, model) == "hybrid" and len(methods) > 1:
+        panel = hybrid_panel(list(profiles.loc[profiles["model"] == model, "method"].unique()))
+        if family(results, model) == "hybrid" and len(panel) > 1:
+            methods, titles = [m for _, m in panel], [f"{role}: {m}" for role, m in panel]
             pending.append(
                 PendingPlot(
                     "attention",
                     f"methods_{slug(model)}",
-                    f"{model}: {', '.join(methods)} side by side",
-                    lambda m=model, k=methods: plots.method_panel(profiles, m, k),  # type: ignore[misc]
+                    f"{model}: {', '.join(titles)}, side by side",
+                    lambda m=model, k=methods, t=titles: plots.method_panel(profiles, m, k, titles=t),  # type: ignore[misc]
                 )
             )
     return pending
