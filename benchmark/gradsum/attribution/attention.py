@@ -2,8 +2,9 @@
 
 The math is written as pure functions over per-block attention tensors (B, heads, N, N) so it can be
 checked by hand; the methods capture those tensors with forward hooks on `blocks[i].attn.attn_drop`
-(identity in eval mode, so its output is the softmax attention) and reduce each block right away, so
-at most one (B, N, N) matrix per block outlives the block.
+(identity in eval mode, so its output is the softmax attention) and reduce each block right away:
+rollout folds blocks during the forward, gradient rollout turns each block's (A, ∇A) into one
+(B, N, N) matrix during the backward, so nothing per head outlives its block.
 
 Readout (which row of the token-to-token matrix explains the output) follows the model's pooling:
 class-token models (`global_pool="token"`) read the class-token row; average-pooling models
@@ -164,7 +165,7 @@ def forward_capturing(
         seen.add(index)
         callback(index, output)
 
-    _blocks(model)
+    _blocks(model)  # a clear error for a model without blocks, before any hook is set
     handles: list[RemovableHandle] = []
     try:
         for index in blocks:
