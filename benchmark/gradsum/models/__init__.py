@@ -6,15 +6,40 @@ Every model maps float32 images (B, 3, H, W) in [0, 1] to (B, 1): the steering v
 from __future__ import annotations
 
 from gradsum.models.architectures import ARCHITECTURES, VIT_SIZES, build_model
+from gradsum.models.checkpoints import (
+    ModelCard,
+    load_model,
+    load_weights,
+    read_card,
+    read_state_dict,
+    save_model,
+)
 from gradsum.models.introspect import cam_layer, model_family, num_prefix_tokens, token_grid, tokenizer
+from gradsum.models.specs import AugmentConfig, ModelSpec, TrainConfig, builtin_specs, load_spec
+from gradsum.models.tasks import TRAINING_TASKS, Task
+from gradsum.models.training import train_model
 
 __all__ = [
     "ARCHITECTURES",
+    "TRAINING_TASKS",
     "VIT_SIZES",
+    "AugmentConfig",
+    "ModelCard",
+    "ModelSpec",
+    "Task",
+    "TrainConfig",
     "build_model",
+    "builtin_specs",
     "cam_layer",
+    "load_model",
+    "load_spec",
+    "load_weights",
     "model_family",
     "num_prefix_tokens",
+    "read_card",
+    "read_state_dict",
+    "save_model",
     "token_grid",
     "tokenizer",
+    "train_model",
 ]

@@ -26,6 +26,9 @@ Builder = Callable[..., nn.Module]
 #: name → builder(img_size, **kwargs) of a model with one output
 ARCHITECTURES: Registry[Builder] = Registry("architecture")
 
+#: builder arguments that only choose initial weights (ignored when a checkpoint supplies all weights)
+WEIGHT_ARGUMENTS = ("pretrained", "weights_file", "checkpoint_path")
+
 #: ViT sizes by name: (embed_dim, depth, num_heads)
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "deit_tiny": (192, 12, 3),
@@ -242,12 +245,16 @@ def hybrid_vit(
     )
 
 
-def build_model(architecture: str, img_size: tuple[int, int], **kwargs: Any) -> nn.Module:
-    """Build a registered architecture; bad keyword arguments become a `SpecError` naming them."""
+def check_arguments(architecture: str, kwargs: dict[str, Any], source: str = "arch") -> None:
+    """Refuse keyword arguments the builder does not take, naming them and `source`."""
     builder = ARCHITECTURES.get(architecture, "architecture")
-    size = (int(img_size[0]), int(img_size[1]))
     try:
-        inspect.signature(builder).bind(size, **kwargs)
+        inspect.signature(builder).bind((1, 1), **kwargs)
     except TypeError as error:
-        raise SpecError(f"arch: {error} (architecture {architecture})") from None
-    return builder(size, **kwargs)
+        raise SpecError(f"{source}: {error} (architecture {architecture})") from None
+
+
+def build_model(architecture: str, img_size: Sequence[int], **kwargs: Any) -> nn.Module:
+    """Build a registered architecture; bad keyword arguments become a `SpecError` naming them."""
+    check_arguments(architecture, kwargs)
+    return ARCHITECTURES.get(architecture)((int(img_size[0]), int(img_size[1])), **kwargs)

@@ -1,0 +1,171 @@
+"""Declarative model specs: architecture, size, task and training settings, loaded from YAML.
+
+Built-in specs ship as package data in `gradsum/models/specs/*.yaml`; `load_spec` takes one of their
+names or a path to a user's own file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from gradsum.errors import SpecError
+from gradsum.models.architectures import ARCHITECTURES, build_model, check_arguments
+from gradsum.registry import Registry
+from gradsum.truthsets import TASKS
+
+SPECS_DIR = Path(__file__).with_name("specs")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Label-preserving photometric augmentations (no flips: they break the keep-right convention)."""
+
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    noise: float = 0.02
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AdamW with linear warm-up (`warmup` is a fraction of all steps) and cosine decay."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.05
+    patience: int = 4
+    seed: int = 0
+    grad_clip: float = 1.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build and how to train it; `arch` holds the architecture builder's keyword arguments."""
+
+    name: str
+    architecture: str
+    task: str
+    img_size: tuple[int, int] = (96, 192)
+    arch: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/YAML-ready dict that `ModelSpec.from_dict` reads back."""
+        data = dataclasses.asdict(self)
+        data["img_size"] = list(self.img_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<spec>") -> ModelSpec:
+        """Check and convert a parsed spec; errors name `source` and the field at fault."""
+        spec = _build(cls, data, source, "")
+        ARCHITECTURES.get(spec.architecture, f"field 'architecture' of {source}")
+        check_arguments(spec.architecture, spec.arch, f"{source}: field 'arch'")
+        if spec.task not in TASKS:
+            raise SpecError(f"{source}: field 'task' is {spec.task!r}; valid: {', '.join(TASKS)}")
+        if len(spec.img_size) != 2 or min(spec.img_size) < 8:
+            raise SpecError(f"{source}: field 'img_size' must be [height, width], got {list(spec.img_size)}")
+        return spec
+
+    def build(self) -> nn.Module:
+        """A freshly initialised model of this spec."""
+        return build_model(self.architecture, self.img_size, **self.arch)
+
+    def with_train(self, **changes: Any) -> ModelSpec:
+        """A copy with some training settings changed (e.g. `epochs` from the command line)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
+
+
+def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
+    """Instantiate dataclass `cls` from `data`, refusing unknown fields and wrong types by name."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{source}: {prefix.rstrip('.') or 'spec'} must be a mapping, got {type(data).__name__}"
+        )
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SpecError(
+            f"{source}: unknown field '{prefix}{unknown[0]}'; valid fields: {', '.join(sorted(fields))}"
+        )
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise SpecError(f"{source}: missing field '{prefix}{missing[0]}'")
+    values = {name: _convert(hints[name], value, source, f"{prefix}{name}") for name, value in data.items()}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, source: str, name: str) -> Any:
+    """Check one field's value against its type hint, converting lists to tuples and ints to floats."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, f"{name}.")
+    origin = typing.get_origin(hint)
+    wrong = SpecError(f"{source}: field {name!r} should be {_describe(hint)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
+            raise wrong
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise wrong
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise wrong
+    if not isinstance(value, hint):
+        raise wrong
+    return value
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def builtin_specs() -> Registry[Path]:
+    """The shipped spec files by name."""
+    registry: Registry[Path] = Registry("model spec")
+    for path in sorted(SPECS_DIR.glob("*.yaml")):
+        registry.add(path.stem, path)
+    return registry
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """Load a spec from a YAML file."""
+    source = Path(path)
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SpecError(f"{source}: cannot read spec ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML ({error})") from None
+    return ModelSpec.from_dict(data, str(source))
+
+
+def load_spec(name_or_path: str | Path | ModelSpec) -> ModelSpec:
+    """A built-in spec by name (`pilotnet`, `vit`, ...) or a spec file by path."""
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    text = str(name_or_path)
+    if Path(text).suffix in (".yaml", ".yml") or Path(text).is_file():
+        return read_spec(text)
+    return read_spec(builtin_specs().get(text, "--model"))
