@@ -1,0 +1,42 @@
+"""`gradsum profile`: per-class profiles of one existing model on one truth set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gradsum.cli import Command
+
+
+def _add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, action="append", help="checkpoint folder (repeatable)")
+    parser.add_argument("--truthset", required=True, help="truth-set folder")
+    parser.add_argument("--method", action="append", help="attribution method (repeatable; default gradcam)")
+    parser.add_argument("--layer", help="layer for layer-based methods (default: the method's default)")
+    parser.add_argument("--split", default="test", help="split to attribute (default test)")
+    parser.add_argument("--limit", type=int, help="attribute at most this many images")
+    parser.add_argument("--normalise", default="minmax", help="minmax, raw or sum (default minmax)")
+    parser.add_argument("--resolution", default="label", help="label (upsample maps) or grid (default label)")
+    parser.add_argument("--out", help="results folder (default results/profile-<first model>)")
+    parser.add_argument("--device", help="cpu or cuda")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gradsum.pipeline import MethodConfig, ModelConfig, RunConfig, TruthSetConfig, run
+
+    models = tuple(ModelConfig(name=Path(m).name, checkpoint=m) for m in args.model)
+    config = RunConfig(
+        name=f"profile-{models[0].name}",
+        truthset=TruthSetConfig(path=args.truthset, split=args.split, limit=args.limit),
+        models=models,
+        methods=tuple(MethodConfig(method=m, layer=args.layer) for m in args.method or ["gradcam"]),
+        normalise=args.normalise,
+        resolution=args.resolution,
+        device=args.device,
+    )
+    folder = run(config, out=args.out)
+    print(f"report: {folder / 'report.html'}")
+    return 0
+
+
+COMMAND = Command("profile", "aggregate attribution maps of existing models on a truth set", _add, _run)

@@ -1,0 +1,29 @@
+"""The main job end to end (`gradsum run`), configured by a YAML run config."""
+
+from __future__ import annotations
+
+from gradsum.pipeline.config import (
+    GenerateConfig,
+    MethodConfig,
+    ModelConfig,
+    RunConfig,
+    TruthSetConfig,
+    config_from_dict,
+    default_config,
+    list_configs,
+    load_config,
+)
+from gradsum.pipeline.run import run
+
+__all__ = [
+    "GenerateConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TruthSetConfig",
+    "config_from_dict",
+    "default_config",
+    "list_configs",
+    "load_config",
+    "run",
+]

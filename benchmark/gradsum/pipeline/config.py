@@ -1,0 +1,207 @@
+"""Run configuration: which truth set, models, methods, targets, normalisation and resolution.
+
+A config is a YAML file whose fields mirror the dataclasses below; unknown or mistyped fields are
+refused with a message naming the file and the field. Example configs ship in `gradsum/configs/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gradsum.errors import SpecError
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """How to render the synthetic truth set when it is missing."""
+
+    count: int = 5000
+    seed: int = 0
+    size: tuple[int, int] = (96, 192)
+    shortcut: float = 0.0
+
+
+@dataclass(frozen=True)
+class TruthSetConfig:
+    """Where the truth set lives and which split is attributed."""
+
+    path: str = "datasets/synthetic"
+    split: str = "test"
+    #: attribute at most this many images of the split (None: all)
+    limit: int | None = None
+    #: reader kind (None: detected from the folder)
+    kind: str | None = None
+    #: render the synthetic set with these settings when `path` does not exist
+    generate: GenerateConfig | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model: a checkpoint folder, trained from `spec` when it does not exist yet."""
+
+    name: str
+    spec: str | None = None
+    #: checkpoint folder (default: `<models_dir>/<name>`)
+    checkpoint: str | None = None
+    #: overrides deep-merged into the spec before training (e.g. `{train: {epochs: 2}}`)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One attribution method, optionally restricted to some models and given a layer and options."""
+
+    method: str
+    #: the name this method's profiles carry in the results (default: the method name)
+    label: str | None = None
+    #: model names to run on (None: every model the method applies to)
+    models: tuple[str, ...] | None = None
+    layer: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The label used in results tables."""
+        return self.label or self.method
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one `gradsum run` needs; the same config gives the same tables."""
+
+    name: str = "default"
+    truthset: TruthSetConfig = field(default_factory=TruthSetConfig)
+    models: tuple[ModelConfig, ...] = ()
+    methods: tuple[MethodConfig, ...] = ()
+    #: attribution target per task (see `gradsum methods`; steering: output|negative|direction)
+    targets: dict[str, str] = field(
+        default_factory=lambda: {"steering": "direction", "obstacle": "predicted"}
+    )
+    normalise: str = "minmax"
+    resolution: str = "label"
+    batch_size: int = 32
+    seed: int = 0
+    bootstrap_resamples: int = 2000
+    #: samples shown in the overlay grid
+    overlays: int = 4
+    #: per-layer attention entropy and raw-attention profiles for ViTs
+    attention_diagnostics: bool = True
+    models_dir: str = "models"
+    results_dir: str = "results"
+    device: str | None = None
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Check and convert one YAML value to the type `hint`; `where` names the field."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _convert(value, inner, where)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(hint, value, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise SpecError(f"{where}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise SpecError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(
+            _convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and value is True)):
+        raise SpecError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    """Build dataclass `cls` from `data`, refusing unknown fields and missing required ones."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SpecError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SpecError(f"{where}: missing field {name!r}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
+    """A validated `RunConfig` from a plain mapping; errors name `source` and the field."""
+    config: RunConfig = _build(RunConfig, data, source)
+    names = [m.name for m in config.models]
+    if len(names) != len(set(names)):
+        raise SpecError(f"{source}.models: model names must be unique, got {names}")
+    for i, method in enumerate(config.methods):
+        for model in method.models or ():
+            if model not in names:
+                raise SpecError(
+                    f"{source}.methods[{i}].models: unknown model {model!r}; valid: {', '.join(names)}"
+                )
+    return config
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load a run config from a YAML file or a built-in config name (see `list_configs`)."""
+    source = Path(path)
+    if not source.exists():
+        builtin = _builtin_configs().get(str(path))
+        if builtin is None:
+            raise SpecError(
+                f"{path}: no such config file or built-in config; built-in: {', '.join(_builtin_configs())}"
+            )
+        source = builtin
+    try:
+        data = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a config must be a mapping of fields")
+    return config_from_dict(data, str(source))
+
+
+def _builtin_configs() -> dict[str, Path]:
+    folder = resources.files("gradsum") / "configs"
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def list_configs() -> dict[str, str]:
+    """Built-in example configs: name → first comment line (what the config is for)."""
+    described = {}
+    for name, path in _builtin_configs().items():
+        first = path.read_text().splitlines()[0] if path.stat().st_size else ""
+        described[name] = first.lstrip("# ").strip()
+    return described
+
+
+def default_config() -> RunConfig:
+    """The embedded default run (`gradsum run` with no arguments)."""
+    return load_config("default")

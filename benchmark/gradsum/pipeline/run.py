@@ -1,0 +1,317 @@
+"""The main job: truth set → models → attribution → aggregation → evaluation → report.
+
+`run(config)` reuses what exists (truth set, checkpoints), streams the split in batches (each batch is
+decoded once and attributed by every model and method), and writes one results folder atomically, its
+manifest last.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradsum.aggregation import class_scores, compare_all, per_image_frame, profiles
+from gradsum.attribution import METHODS, AttributionResult, attribute
+from gradsum.attribution.normalise import normalise
+from gradsum.errors import SpecError
+from gradsum.evaluation import ground_truth_table
+from gradsum.evaluation.attention import AttentionDiagnostics
+from gradsum.fileio import atomic_directory, atomic_write_json
+from gradsum.models import ModelSpec, load_model, load_spec, model_family, train_model
+from gradsum.pipeline.config import MethodConfig, ModelConfig, RunConfig
+from gradsum.report import OverlayData, write_report
+from gradsum.truthsets import TruthSet, open_truthset
+from gradsum.truthsets.base import image_to_tensor
+from gradsum.utils import default_device, library_versions, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for attribution, with its card and the task it was trained for."""
+
+    name: str
+    module: nn.Module
+    card: dict[str, Any]
+    task: str
+    img_size: tuple[int, int]
+
+
+@dataclass
+class Stage:
+    """Progress reporting for the CLI: one line per stage, with its duration."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, name: str) -> _StageTimer:
+        return _StageTimer(self, name)
+
+
+class _StageTimer:
+    def __init__(self, owner: Stage, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def __enter__(self) -> None:
+        log.info("stage %s ...", self.name)
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        seconds = time.perf_counter() - self.start
+        self.owner.timings[self.name] = round(seconds, 2)
+        log.info("stage %s done in %.1f s", self.name, seconds)
+
+
+def ensure_truthset(config: RunConfig) -> Path:
+    """The truth set's folder, rendering the synthetic set first when it is missing and configured."""
+    root = Path(config.truthset.path)
+    if root.exists():
+        return root
+    settings = config.truthset.generate
+    if settings is None:
+        raise SpecError(f"truthset.path: {root} does not exist and the config has no truthset.generate block")
+    from gradsum.truthsets.synthetic import generate
+
+    log.info("rendering the synthetic truth set into %s (%d scenes)", root, settings.count)
+    return Path(
+        generate(
+            root, count=settings.count, seed=settings.seed, size=settings.size, shortcut=settings.shortcut
+        )
+    )
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
+
+
+def ensure_model(entry: ModelConfig, config: RunConfig, truthset_root: Path, device: str) -> LoadedModel:
+    """Load a model's checkpoint, training it from its spec first when it is missing."""
+    folder = Path(entry.checkpoint or Path(config.models_dir) / entry.name)
+    if not (folder / "card.json").exists():
+        if entry.spec is None:
+            raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} and no spec to train one from")
+        spec = load_spec(entry.spec)
+        if entry.overrides:
+            spec = ModelSpec.from_dict(
+                _merge(spec.to_dict(), entry.overrides), f"models[{entry.name}].overrides"
+            )
+        log.info("training %s (%s, %s) into %s", entry.name, spec.architecture, spec.task, folder)
+        train_model(spec, truthset_root, spec.task, folder, device=device, progress=True)
+    module, card = load_model(folder, device=device)
+    size = card.spec["img_size"]
+    return LoadedModel(entry.name, module, card.to_dict(), card.task, (int(size[0]), int(size[1])))
+
+
+def methods_for(model: LoadedModel, methods: tuple[MethodConfig, ...]) -> list[MethodConfig]:
+    """The configured methods that run on `model` (named explicitly, or applicable to its family)."""
+    family = model_family(model.module)
+    chosen = []
+    for method in methods:
+        if method.models is not None:
+            if model.name in method.models:
+                chosen.append(method)
+        elif family in METHODS.get(method.method, "methods[].method").applies_to:
+            chosen.append(method)
+    return chosen
+
+
+def _sample_id(meta: dict[str, Any], index: int) -> str:
+    """A stable id for a sample: the Cityscapes frame stem, else the image file's stem, else its index."""
+    if "frame" in meta:
+        return str(meta["frame"])
+    for key in ("image", "image_file"):
+        if key in meta:
+            return Path(str(meta[key])).stem
+    return str(index)
+
+
+def _batches(
+    truthset: TruthSet, count: int, batch_size: int
+) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    for start in range(0, count, batch_size):
+        indices = range(start, min(count, start + batch_size))
+        samples = [truthset[i] for i in indices]
+        ids = [_sample_id(s.meta, i) for s, i in zip(samples, indices, strict=True)]
+        yield ids, np.stack([s.image for s in samples]), np.stack([s.labels for s in samples])
+
+
+def _model_input(images: np.ndarray, size: tuple[int, int], device: str) -> torch.Tensor:
+    """Images as the model expects them: float in [0,1], resized to the model's input size."""
+    batch = torch.stack([image_to_tensor(image) for image in images]).to(device)
+    if tuple(batch.shape[-2:]) != size:
+        batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+    return batch
+
+
+def _profiled_maps(label: str, result: AttributionResult) -> Iterator[tuple[str, AttributionResult]]:
+    """The results to profile for one method: its own, and each named part (split technique)."""
+    yield label, result
+    for part, sub in result.parts.items():
+        yield f"{label}/{part}", sub
+
+
+def _aggregated_map(result: AttributionResult, resolution: str) -> torch.Tensor:
+    """The map aggregation reads: the input-resolution map (upsampled further to the labels), or the grid."""
+    if resolution == "grid":
+        return normalise(result.grid, result.normalisation)
+    return result.maps
+
+
+def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
+    """Run the whole pipeline for `config` and return the results folder."""
+    started = datetime.now(UTC)
+    stage = Stage()
+    device = config.device or default_device()
+    seed_everything(config.seed)
+    target_dir = Path(out) if out is not None else Path(config.results_dir) / config.name
+
+    with stage("truth set"):
+        truthset_root = ensure_truthset(config)
+        truthset = open_truthset(truthset_root, config.truthset.split, config.truthset.kind)
+        count = len(truthset) if config.truthset.limit is None else min(config.truthset.limit, len(truthset))
+        if count == 0:
+            raise SpecError(f"truthset: split {config.truthset.split!r} of {truthset_root} is empty")
+
+    with stage("models"):
+        models = [ensure_model(entry, config, truthset_root, device) for entry in config.models]
+
+    frames: list[pd.DataFrame] = []
+    overlay_maps: dict[str, list[np.ndarray]] = {}
+    overlay_images: list[np.ndarray] = []
+    overlay_labels: list[np.ndarray] = []
+    diagnostics = {
+        m.name: AttentionDiagnostics(m.name, config.normalise)
+        for m in models
+        if config.attention_diagnostics and model_family(m.module) != "cnn"
+    }
+    plan = {m.name: methods_for(m, config.methods) for m in models}
+    with stage("attribution and aggregation"):
+        for ids, images, labels in _batches(truthset, count, config.batch_size):
+            label_tensor = torch.from_numpy(labels.astype(np.int64)).to(device)
+            keep = max(0, config.overlays - len(overlay_images))
+            if keep:
+                overlay_images.extend(images[:keep])
+                overlay_labels.extend(labels[:keep])
+            for model in models:
+                batch = _model_input(images, model.img_size, device)
+                target = config.targets.get(model.task)
+                for method in plan[model.name]:
+                    result = attribute(
+                        model.module,
+                        batch,
+                        method.method,
+                        target=target,
+                        task=model.task,
+                        layer=method.layer,
+                        normalise=config.normalise,
+                        **method.options,
+                    )
+                    for label, part in _profiled_maps(method.name, result):
+                        maps = _aggregated_map(part, config.resolution)
+                        scores = class_scores(maps, label_tensor, resolution=config.resolution)
+                        frames.append(per_image_frame(scores, ids, model.name, label))
+                        if keep:
+                            shown = F.interpolate(
+                                part.maps[:keep, None], size=labels.shape[-2:], mode="bilinear"
+                            )
+                            overlay_maps.setdefault(f"{model.name} · {label}", []).extend(
+                                shown[:, 0].cpu().numpy()
+                            )
+                if model.name in diagnostics:
+                    diagnostics[model.name].update(model.module, batch, label_tensor, ids, config.resolution)
+
+    with stage("profiles and comparisons"):
+        per_image = pd.concat(frames, ignore_index=True)
+        profile_table = profiles(per_image, n_resamples=config.bootstrap_resamples, seed=config.seed)
+        combos = per_image[["model", "method"]].drop_duplicates()
+        comparisons = compare_all(per_image) if len(combos) > 1 else None
+        tasks = {m.name: m.task for m in models}
+        truth = ground_truth_table(profile_table, tasks)
+
+    with stage("report"), atomic_directory(target_dir, overwrite=True) as staging:
+        written = _write_tables(staging, per_image, profile_table, comparisons, truth, diagnostics, models)
+        overlays = OverlayData(
+            images=np.stack(overlay_images),
+            labels=np.stack(overlay_labels),
+            maps={k: np.stack(v) for k, v in overlay_maps.items()},
+        )
+        write_report(
+            staging, overlays=overlays, manifest=_manifest(config, truthset, models, started, stage, device)
+        )
+        log.debug("wrote %s", written)
+    log.info("report: %s", target_dir / "report.html")
+    return target_dir
+
+
+def _write_tables(
+    folder: Path,
+    per_image: pd.DataFrame,
+    profile_table: pd.DataFrame,
+    comparisons: pd.DataFrame | None,
+    truth: pd.DataFrame,
+    diagnostics: dict[str, AttentionDiagnostics],
+    models: list[LoadedModel],
+) -> list[Path]:
+    written = [folder / "per_image.parquet", folder / "profiles.csv", folder / "ground_truth.csv"]
+    per_image.to_parquet(written[0], index=False)
+    profile_table.to_csv(written[1], index=False)
+    truth.to_csv(written[2], index=False)
+    if comparisons is not None:
+        written.append(folder / "comparisons.csv")
+        comparisons.to_csv(written[-1], index=False)
+    entropy = [d.entropy_table() for d in diagnostics.values() if d.batches]
+    if entropy:
+        written += [folder / "attention.csv", folder / "attention_profiles.csv"]
+        pd.concat(entropy, ignore_index=True).to_csv(written[-2], index=False)
+        pd.concat([d.profile_table() for d in diagnostics.values() if d.batches], ignore_index=True).to_csv(
+            written[-1], index=False
+        )
+    for model in models:
+        written.append(folder / "cards" / f"{model.name}.json")
+        atomic_write_json(written[-1], model.card)
+    return written
+
+
+def _manifest(
+    config: RunConfig,
+    truthset: TruthSet,
+    models: list[LoadedModel],
+    started: datetime,
+    stage: Stage,
+    device: str,
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "config": asdict(config),
+        "truthset": truthset.describe(),
+        "models": {m.name: m.card for m in models},
+        "methods": [asdict(m) for m in config.methods],
+        "normalisation": config.normalise,
+        "resolution": config.resolution,
+        "targets": dict(config.targets),
+        "versions": library_versions(),
+        "seeds": {"run": config.seed, "bootstrap": config.seed},
+        "device": device,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "stage_seconds": stage.timings,
+    }

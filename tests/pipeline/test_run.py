@@ -1,0 +1,114 @@
+"""End to end: the main job at a small size, its tables checked against the definitions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gradsum.attribution import attribute
+from gradsum.cli import main
+from gradsum.models import load_model
+from gradsum.pipeline import config_from_dict, run
+from gradsum.truthsets import open_truthset
+
+TINY = {
+    "name": "tiny",
+    "truthset": {"path": "synth", "split": "test", "generate": {"count": 40, "seed": 3, "size": [96, 192]}},
+    "models": [
+        {"name": "pilotnet", "spec": "pilotnet", "overrides": {"train": {"epochs": 1}}},
+        {"name": "hybrid", "spec": "hybrid_vit", "overrides": {"train": {"epochs": 1}}},
+    ],
+    "methods": [
+        {"method": "gradcam"},
+        {"method": "gradcam", "label": "gradcam_tokenizer", "models": ["hybrid"], "layer": "tokenizer"},
+        {"method": "split", "models": ["hybrid"]},
+    ],
+    "bootstrap_resamples": 100,
+    "overlays": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    data = json.loads(json.dumps(TINY))
+    data["truthset"]["path"] = str(root / "synth")
+    data["models_dir"] = str(root / "models")
+    return run(config_from_dict(data), out=root / "results" / "tiny")
+
+
+def test_results_folder_has_every_table_and_the_report(results: Path) -> None:
+    for name in ["per_image.parquet", "profiles.csv", "comparisons.csv", "ground_truth.csv", "report.html"]:
+        assert (results / name).is_file(), name
+    assert (results / "attention.csv").is_file()
+    assert sorted(p.name for p in (results / "cards").iterdir()) == ["hybrid.json", "pilotnet.json"]
+    assert list((results / "plots").glob("*.png")) and list((results / "plots").glob("*.svg"))
+    manifest = json.loads((results / "manifest.json").read_text())
+    assert "per_image.parquet" in manifest["files"] and manifest["resolution"] == "label"
+    assert not list(results.parent.glob(".*partial"))
+
+
+def test_profiles_follow_the_per_image_table(results: Path) -> None:
+    per_image = pd.read_parquet(results / "per_image.parquet")
+    profiles = pd.read_csv(results / "profiles.csv")
+    methods = set(per_image["method"])
+    assert {"gradcam", "gradcam_tokenizer", "split", "split/tokenizer_gradcam", "split/attention"} <= methods
+    row = profiles[
+        (profiles["model"] == "pilotnet") & (profiles["method"] == "gradcam") & (profiles["class"] == "road")
+    ]
+    scores = per_image[(per_image["model"] == "pilotnet") & (per_image["method"] == "gradcam")]
+    road = scores[scores["class"] == "road"]["score"]
+    assert int(row["n_images"].iloc[0]) == len(road)
+    assert row["score_mean"].iloc[0] == pytest.approx(road.mean())
+    assert row["score_ci_low"].iloc[0] <= row["score_mean"].iloc[0] <= row["score_ci_high"].iloc[0]
+    # absent classes are missing, never zero-filled
+    assert (per_image["pixels"] > 0).all()
+
+
+def test_a_score_recomputed_by_hand(results: Path) -> None:
+    manifest = json.loads((results / "manifest.json").read_text())
+    truthset = open_truthset(manifest["truthset"]["root"], "test")
+    sample = truthset[0]
+    model, _ = load_model(Path(manifest["config"]["models_dir"]) / "pilotnet")
+    image = torch.from_numpy(sample.image).permute(2, 0, 1).float()[None] / 255
+    heat = attribute(model, image, "gradcam", task="steering").maps[0].numpy()
+    per_image = pd.read_parquet(results / "per_image.parquet")
+    rows = per_image[
+        (per_image["model"] == "pilotnet")
+        & (per_image["method"] == "gradcam")
+        & (per_image["image"] == sample.meta["frame"])
+    ].set_index("class")
+    road = sample.labels == 7
+    assert rows.loc["road", "pixels"] == road.sum()
+    assert rows.loc["road", "score"] == pytest.approx(heat[road].mean(), rel=1e-4)
+    valid = ~np.isin(sample.labels, [c for c in range(34) if c not in set(rows["class_id"])] + [0])
+    assert rows.loc["road", "mass_share"] == pytest.approx(heat[road].sum() / heat[valid].sum(), rel=1e-4)
+
+
+def test_a_second_run_reuses_truthset_and_models_and_gives_the_same_tables(results: Path) -> None:
+    manifest = json.loads((results / "manifest.json").read_text())
+    config = config_from_dict(
+        {
+            **json.loads(json.dumps(TINY)),
+            "truthset": manifest["config"]["truthset"],
+            "models_dir": manifest["config"]["models_dir"],
+        }
+    )
+    again = run(config, out=results.parent / "again")
+    assert json.loads((again / "manifest.json").read_text())["stage_seconds"]["models"] < 30
+    for table in ["profiles.csv", "comparisons.csv", "ground_truth.csv"]:
+        assert (again / table).read_bytes() == (results / table).read_bytes(), table
+
+
+def test_report_command_rerenders_and_rejects_a_broken_folder(
+    results: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(results)]) == 0
+    (results / "profiles.csv").write_text("model,method\n")
+    assert main(["report", str(results)]) != 0
+    assert "profiles.csv" in capsys.readouterr().err
