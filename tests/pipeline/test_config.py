@@ -38,5 +38,5 @@ def test_wrong_type_and_unknown_model_reference() -> None:
 
 
 def test_missing_config_lists_builtins() -> None:
-    with pytest.raises(SpecError, match="built-in: .*default"):
+    with pytest.raises(SpecError, match=r"built-in: .*default"):
         load_config("no-such-config")
