@@ -57,7 +57,16 @@ def test_profiles_follow_the_per_image_table(results: Path) -> None:
     per_image = pd.read_parquet(results / "per_image.parquet")
     profiles = pd.read_csv(results / "profiles.csv")
     methods = set(per_image["method"])
-    assert {"gradcam", "gradcam_tokenizer", "split", "split/tokenizer_gradcam", "split/attention"} <= methods
+    assert {
+        "gradcam",
+        "gradcam_tokenizer",
+        "split",
+        "split/tokenizer_gradcam",
+        "split/attention",
+        "split/mean",
+    } <= methods
+    # the split's main map is its product part, profiled once
+    assert "split/product" not in methods
     row = profiles[
         (profiles["model"] == "pilotnet") & (profiles["method"] == "gradcam") & (profiles["class"] == "road")
     ]

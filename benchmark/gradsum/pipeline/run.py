@@ -162,10 +162,12 @@ def _model_input(images: np.ndarray, size: tuple[int, int], device: str) -> torc
 
 
 def _profiled_maps(label: str, result: AttributionResult) -> Iterator[tuple[str, AttributionResult]]:
-    """The results to profile for one method: its own, and each named part (split technique)."""
+    """The results to profile for one method: its own, and each named part that differs from it."""
     yield label, result
     for part, sub in result.parts.items():
-        yield f"{label}/{part}", sub
+        # the split technique's main map is one of its combinations; profiling it twice adds nothing
+        if not torch.equal(sub.maps, result.maps):
+            yield f"{label}/{part}", sub
 
 
 def _aggregated_map(result: AttributionResult, resolution: str) -> torch.Tensor:
