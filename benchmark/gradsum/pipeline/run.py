@@ -250,10 +250,14 @@ def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
 
     with stage("report"), atomic_directory(target_dir, overwrite=True) as staging:
         written = _write_tables(staging, per_image, profile_table, comparisons, truth, diagnostics, models)
-        overlays = OverlayData(
-            images=np.stack(overlay_images),
-            labels=np.stack(overlay_labels),
-            maps={k: np.stack(v) for k, v in overlay_maps.items()},
+        overlays = (
+            OverlayData(
+                images=np.stack(overlay_images),
+                labels=np.stack(overlay_labels),
+                maps={k: np.stack(v) for k, v in overlay_maps.items()},
+            )
+            if overlay_images
+            else None
         )
         write_report(
             staging, overlays=overlays, manifest=_manifest(config, truthset, models, started, stage, device)
@@ -306,6 +310,7 @@ def _manifest(
         "config": asdict(config),
         "truthset": truthset.describe(),
         "models": {m.name: m.card for m in models},
+        "families": {m.name: model_family(m.module) for m in models},
         "methods": [asdict(m) for m in config.methods],
         "normalisation": config.normalise,
         "resolution": config.resolution,

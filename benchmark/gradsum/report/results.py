@@ -131,8 +131,9 @@ class Results:
 
     @property
     def name(self) -> str:
-        """The run's name (its folder name)."""
-        return self.path.name
+        """The run's name: its config's name, else its folder's."""
+        config = self.manifest.get("config")
+        return str(config.get("name")) if isinstance(config, dict) and config.get("name") else self.path.name
 
 
 def is_rendering(relative: str) -> bool:

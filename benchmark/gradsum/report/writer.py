@@ -57,7 +57,10 @@ def slug(text: str) -> str:
 
 
 def family(results: Results, model: str) -> str:
-    """`cnn`, `vit`, `hybrid` or `other`, from the model card's architecture."""
+    """`cnn`, `vit`, `hybrid` or `other`: as the pipeline recorded it, else from the card's architecture."""
+    recorded = results.manifest.get("families", {})
+    if isinstance(recorded, dict) and model in recorded:
+        return str(recorded[model])
     architecture = str(results.cards.get(model, {}).get("architecture", ""))
     return FAMILIES.get(architecture, "other")
 
