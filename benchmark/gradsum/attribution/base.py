@@ -70,6 +70,8 @@ class Method(abc.ABC):
     applies_to: ClassVar[frozenset[str]]
     uses_layer: ClassVar[bool]
     needs_attention: ClassVar[bool] = False
+    #: layer used when the caller names none, per model family (else the family's default layer)
+    default_layer: ClassVar[Mapping[str, str]] = {}
     #: the fast path freezes parameters; library methods that backpropagate to the input do not
     freeze_parameters: ClassVar[bool] = False
     #: accepted options and their defaults; anything else is an error naming the option
@@ -181,6 +183,7 @@ def attribute(
     with attribution_mode(
         model, needs_attention=cls.needs_attention, freeze_parameters=cls.freeze_parameters
     ):
+        layer = layer if layer is not None else cls.default_layer.get(kind)
         layer_name = resolve_layer(model, layer).name if cls.uses_layer else None
         raw = instance.grid(model, batch, chosen, layer_name)
     named = dict(raw) if isinstance(raw, Mapping) else {MAIN: raw}

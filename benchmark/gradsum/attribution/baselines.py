@@ -29,7 +29,6 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
-from gradsum.attribution.adapters import family
 from gradsum.attribution.base import Method, register_method
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.targets import Target
@@ -239,6 +238,8 @@ class GuidedGradCamMethod(CaptumMethod):
     description = "guided GradCAM (captum) on a 4-D conv layer: CNN stage or hybrid tokenizer, |·| summed"
     applies_to = frozenset({"cnn", "hybrid"})
     uses_layer = True
+    # a hybrid's family default is the transformer view, whose tokens captum cannot map to pixels
+    default_layer: ClassVar[Mapping[str, str]] = {"hybrid": "tokenizer"}
 
     def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
         """Guided backprop times the layer's GradCAM upsampled to the input."""
@@ -248,10 +249,7 @@ class GuidedGradCamMethod(CaptumMethod):
 
 
 def conv_layer_path(model: nn.Module, layer: str | None) -> str:
-    """The module path of a 4-D conv layer for captum's GradCAM; a hybrid's default is its tokenizer."""
-    if family(model) == "hybrid" and layer in (None, resolve_layer(model, None).name):
-        # the hybrid's family default is the transformer view, whose tokens captum cannot map to pixels
-        layer = "tokenizer"
+    """The module path of a 4-D conv layer for captum's GradCAM."""
     choice = resolve_layer(model, layer)
     if len(choice.paths) != 1 or choice.paths[0].startswith("blocks."):
         raise AttributionError(
