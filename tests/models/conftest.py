@@ -13,22 +13,23 @@ SPLITS = {"train": 256, "val": 64, "test": 64}
 
 
 def make_split(count: int, seed: int) -> ArrayTruthSet:
-    """Scenes with a left/right brightness difference (steering) and maybe a bright square (obstacle)."""
+    """Scenes with a bright vertical bar whose column is the steering value, maybe a red square (obstacle)."""
     rng = np.random.default_rng(seed)
     height, width = SIZE
-    left = rng.uniform(0.2, 0.8, count)
-    right = rng.uniform(0.2, 0.8, count)
-    images = np.empty((count, height, width, 3), dtype=np.float32)
-    images[:, :, : width // 2] = left[:, None, None, None]
-    images[:, :, width // 2 :] = right[:, None, None, None]
-    images += rng.normal(0, 0.03, images.shape)
+    images = rng.uniform(0.2, 0.5, (count, height, width, 3)).astype(np.float32)
+    column = rng.integers(4, width - 12, count)
     obstacle = rng.random(count) < 0.5
-    for i in np.flatnonzero(obstacle):
-        row, col = rng.integers(8, height - 24), rng.integers(8, width - 24)
-        images[i, row : row + 16, col : col + 16] = [1.0, 0.1, 0.1]
     labels = np.zeros((count, height, width), dtype=np.uint8)
-    pixels = (images.clip(0, 1) * 255).round().astype(np.uint8)
-    targets = {"steering": (left - right).astype(np.float32), "obstacle": obstacle.astype(np.float32)}
+    for i in range(count):
+        images[i, :, column[i] : column[i] + 8] = 0.95
+        labels[i, :, column[i] : column[i] + 8] = 7  # road
+        if obstacle[i]:
+            row, col = rng.integers(4, height - 20), rng.integers(4, width - 20)
+            images[i, row : row + 16, col : col + 16] = [0.9, 0.1, 0.1]
+            labels[i, row : row + 16, col : col + 16] = 26  # car
+    steering = (column + 4) / width * 2.0 - 1.0
+    pixels = (images * 255).round().astype(np.uint8)
+    targets = {"steering": steering.astype(np.float32), "obstacle": obstacle.astype(np.float32)}
     return ArrayTruthSet(pixels, labels, targets)
 
 

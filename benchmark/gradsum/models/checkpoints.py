@@ -7,6 +7,7 @@ requested dtype (float32 by default) on load, so attribution always runs in floa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pickle
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from gradsum.errors import CheckpointError
-from gradsum.fileio import atomic_write_bytes, atomic_write_json
+from gradsum.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 from gradsum.models.architectures import WEIGHT_ARGUMENTS, build_model
 from gradsum.models.specs import ModelSpec
 from gradsum.utils import library_versions
@@ -50,6 +51,8 @@ class ModelCard:
     training_seconds: float = 0.0
     device: str = "cpu"
     dtype: str = "float32"
+    #: SHA-256 of the weight file, so a card never vouches for weights from another (interrupted) save
+    weights_sha256: str = ""
     libraries: dict[str, str] = field(default_factory=library_versions)
     format_version: int = 1
 
@@ -119,7 +122,9 @@ def save_model(
     card = card_for(spec_or_card) if isinstance(spec_or_card, ModelSpec) else spec_or_card
     card.dtype = str(dtype or next(module.parameters()).dtype).removeprefix("torch.")
     folder = Path(out)
-    atomic_write_bytes(folder / WEIGHTS, state_dict_bytes(module, dtype))
+    payload = state_dict_bytes(module, dtype)
+    card.weights_sha256 = hashlib.sha256(payload).hexdigest()
+    atomic_write_bytes(folder / WEIGHTS, payload)
     atomic_write_json(folder / CARD, card.to_dict())
     return card
 
@@ -215,6 +220,10 @@ def load_model(
             "build the module yourself and call load_weights(module, path)"
         )
     card = read_card(card_path)
+    if card.weights_sha256 and sha256_file(weights) != card.weights_sha256:
+        raise CheckpointError(
+            f"{weights}: weights do not match the checksum in {card_path} (interrupted save?)"
+        )
     spec = card.model_spec(str(card_path))
     # the checkpoint holds every weight, so initial-weight files need not exist where it is loaded
     arch = {k: v for k, v in spec.arch.items() if k not in WEIGHT_ARGUMENTS}
