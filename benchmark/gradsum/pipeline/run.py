@@ -21,7 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradsum.aggregation import class_scores, compare_all, per_image_frame, profiles
+from gradsum.aggregation import (
+    ClassScores,
+    ClassWeights,
+    class_scores,
+    compare_all,
+    per_image_frame,
+    prepare_labels,
+    profiles,
+)
 from gradsum.attribution import METHODS, AttributionResult, attribute
 from gradsum.attribution.normalise import normalise
 from gradsum.errors import SpecError
@@ -177,6 +185,28 @@ def _aggregated_map(result: AttributionResult, resolution: str) -> torch.Tensor:
     return result.maps
 
 
+class LabelBatch:
+    """One batch's label maps, with their per-class cell weights prepared once per map grid.
+
+    Every model and method of a batch reads the same labels; when a map is smaller than the labels, the
+    weights that pool labels onto its grid are computed once and reused (aggregation then costs one
+    small matrix product per map).
+    """
+
+    def __init__(self, labels: torch.Tensor, resolution: str) -> None:
+        self.labels, self.resolution = labels, resolution
+        self._prepared: dict[tuple[int, int], ClassWeights] = {}
+
+    def scores(self, maps: torch.Tensor) -> ClassScores:
+        """GradSUM scores of `maps` (B, h, w) against these labels."""
+        grid = (int(maps.shape[-2]), int(maps.shape[-1]))
+        if grid == tuple(self.labels.shape[-2:]):
+            return class_scores(maps, self.labels, resolution=self.resolution)
+        if grid not in self._prepared:
+            self._prepared[grid] = prepare_labels(self.labels, grid, resolution=self.resolution)
+        return class_scores(maps, self._prepared[grid])
+
+
 def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
     """Run the whole pipeline for `config` and return the results folder."""
     started = datetime.now(UTC)
@@ -208,6 +238,7 @@ def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
     with stage("attribution and aggregation"):
         for ids, images, labels in _batches(truthset, count, config.batch_size):
             label_tensor = torch.from_numpy(labels.astype(np.int64)).to(device)
+            label_batch = LabelBatch(label_tensor, config.resolution)
             keep = max(0, config.overlays - len(overlay_images))
             if keep:
                 overlay_images.extend(images[:keep])
@@ -228,7 +259,7 @@ def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
                     )
                     for label, part in _profiled_maps(method.name, result):
                         maps = _aggregated_map(part, config.resolution)
-                        scores = class_scores(maps, label_tensor, resolution=config.resolution)
+                        scores = label_batch.scores(maps)
                         frames.append(per_image_frame(scores, ids, model.name, label))
                         if keep:
                             shown = F.interpolate(
