@@ -121,3 +121,21 @@ def test_report_command_rerenders_and_rejects_a_broken_folder(
     (results / "profiles.csv").write_text("model,method\n")
     assert main(["report", str(results)]) != 0
     assert "profiles.csv" in capsys.readouterr().err
+
+
+def test_profile_command_profiles_an_existing_model(results: Path, tmp_path: Path) -> None:
+    manifest = json.loads((results / "manifest.json").read_text())
+    model = str(Path(manifest["config"]["models_dir"]) / "pilotnet")
+    out = tmp_path / "profiled"
+    argv = ["profile", "--model", model, "--truthset", manifest["truthset"]["root"], "--limit", "4"]
+    assert main([*argv, "--method", "hirescam", "--out", str(out)]) == 0
+    profiles = pd.read_csv(out / "profiles.csv")
+    assert set(profiles["method"]) == {"hirescam"} and set(profiles["model"]) == {"pilotnet"}
+    assert profiles["n_images"].max() <= 4
+
+
+def test_run_command_lists_configs_and_rejects_unknown_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--list-configs"]) == 0
+    assert "cnn_vs_vit" in capsys.readouterr().out
+    assert main(["run", "--config", "no-such-config"]) == 2
+    assert "no-such-config" in capsys.readouterr().err
