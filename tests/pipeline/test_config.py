@@ -40,3 +40,21 @@ def test_wrong_type_and_unknown_model_reference() -> None:
 def test_missing_config_lists_builtins() -> None:
     with pytest.raises(SpecError, match=r"built-in: .*default"):
         load_config("no-such-config")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"methods": [{"method": "gradcma"}]}, r"methods\[0\]\.method.*did you mean gradcam"),
+        ({"targets": {"steering": "upward"}}, r"targets\.steering"),
+        ({"targets": {"braking": "output"}}, r"unknown task 'braking'"),
+        ({"normalise": "zscore"}, r"normalise.*minmax"),
+        ({"resolution": "pixel"}, r"resolution: 'pixel'"),
+    ],
+)
+def test_unknown_names_are_refused_before_any_work(change: dict[str, object], message: str) -> None:
+    from gradsum.errors import GradSUMError
+    from gradsum.pipeline.run import check_names
+
+    with pytest.raises(GradSUMError, match=message):
+        check_names(config_from_dict({"name": "x", **change}))

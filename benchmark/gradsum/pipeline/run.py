@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradsum.aggregation import (
+    RESOLUTIONS,
     ClassScores,
     ClassWeights,
     class_scores,
@@ -31,7 +32,8 @@ from gradsum.aggregation import (
     profiles,
 )
 from gradsum.attribution import METHODS, AttributionResult, attribute
-from gradsum.attribution.normalise import normalise
+from gradsum.attribution.normalise import NORMALISERS, normalise
+from gradsum.attribution.targets import TARGETS
 from gradsum.errors import SpecError
 from gradsum.evaluation import ground_truth_table
 from gradsum.evaluation.attention import AttentionDiagnostics
@@ -207,8 +209,22 @@ class LabelBatch:
         return class_scores(maps, self._prepared[grid])
 
 
+def check_names(config: RunConfig) -> None:
+    """Refuse unknown method, target, normalisation and resolution names before any work starts."""
+    for i, method in enumerate(config.methods):
+        METHODS.get(method.method, f"methods[{i}].method")
+    for task, name in config.targets.items():
+        if task not in TARGETS:
+            raise SpecError(f"targets: unknown task {task!r}; valid: {', '.join(TARGETS)}")
+        TARGETS[task].get(name, f"targets.{task}")
+    NORMALISERS.get(config.normalise, "normalise")
+    if config.resolution not in RESOLUTIONS:
+        raise SpecError(f"resolution: {config.resolution!r} is not one of {', '.join(RESOLUTIONS)}")
+
+
 def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
     """Run the whole pipeline for `config` and return the results folder."""
+    check_names(config)
     started = datetime.now(UTC)
     stage = Stage()
     device = config.device or default_device()
