@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from gradsum.aggregation import (
     RESOLUTIONS,
@@ -112,7 +113,9 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def ensure_model(entry: ModelConfig, config: RunConfig, truthset_root: Path, device: str) -> LoadedModel:
+def ensure_model(
+    entry: ModelConfig, config: RunConfig, truthset_root: Path, device: str, progress: bool = False
+) -> LoadedModel:
     """Load a model's checkpoint, training it from its spec first when it is missing."""
     folder = Path(entry.checkpoint or Path(config.models_dir) / entry.name)
     if not (folder / "card.json").exists():
@@ -124,7 +127,7 @@ def ensure_model(entry: ModelConfig, config: RunConfig, truthset_root: Path, dev
                 _merge(spec.to_dict(), entry.overrides), f"models[{entry.name}].overrides"
             )
         log.info("training %s (%s, %s) into %s", entry.name, spec.architecture, spec.task, folder)
-        train_model(spec, truthset_root, spec.task, folder, device=device, progress=True)
+        train_model(spec, truthset_root, spec.task, folder, device=device, progress=progress)
     module, card = load_model(folder, device=device)
     size = card.spec["img_size"]
     return LoadedModel(entry.name, module, card.to_dict(), card.task, (int(size[0]), int(size[1])))
@@ -222,8 +225,8 @@ def check_names(config: RunConfig) -> None:
         raise SpecError(f"resolution: {config.resolution!r} is not one of {', '.join(RESOLUTIONS)}")
 
 
-def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
-    """Run the whole pipeline for `config` and return the results folder."""
+def run(config: RunConfig, *, out: str | Path | None = None, progress: bool = False) -> Path:
+    """Run the whole pipeline for `config` and return the results folder (`progress`: show bars)."""
     check_names(config)
     started = datetime.now(UTC)
     stage = Stage()
@@ -239,7 +242,7 @@ def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
             raise SpecError(f"truthset: split {config.truthset.split!r} of {truthset_root} is empty")
 
     with stage("models"):
-        models = [ensure_model(entry, config, truthset_root, device) for entry in config.models]
+        models = [ensure_model(entry, config, truthset_root, device, progress) for entry in config.models]
 
     frames: list[pd.DataFrame] = []
     overlay_maps: dict[str, list[np.ndarray]] = {}
@@ -252,7 +255,14 @@ def run(config: RunConfig, *, out: str | Path | None = None) -> Path:
     }
     plan = {m.name: methods_for(m, config.methods) for m in models}
     with stage("attribution and aggregation"):
-        for ids, images, labels in _batches(truthset, count, config.batch_size):
+        batches = tqdm(
+            _batches(truthset, count, config.batch_size),
+            total=-(-count // config.batch_size),
+            desc="attribute",
+            unit="batch",
+            disable=not progress,
+        )
+        for ids, images, labels in batches:
             label_tensor = torch.from_numpy(labels.astype(np.int64)).to(device)
             label_batch = LabelBatch(label_tensor, config.resolution)
             keep = max(0, config.overlays - len(overlay_images))

@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         device=args.device,
     )
-    folder = run(config, out=args.out)
+    folder = run(config, out=args.out, progress=True)
     print(f"report: {folder / 'report.html'}")
     return 0
 

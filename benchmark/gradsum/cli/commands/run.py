@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         config = replace(config, device=args.device)
-    folder = run(config, out=args.out)
+    folder = run(config, out=args.out, progress=True)
     print(f"report: {folder / 'report.html'}")
     return 0
 
