@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -24,9 +26,9 @@ def make_split(count: int, seed: int) -> ArrayTruthSet:
         images[i, :, column[i] : column[i] + 8] = 0.95
         labels[i, :, column[i] : column[i] + 8] = 7  # road
         if obstacle[i]:
-            row, col = rng.integers(4, height - 20), rng.integers(4, width - 20)
-            images[i, row : row + 16, col : col + 16] = [0.9, 0.1, 0.1]
-            labels[i, row : row + 16, col : col + 16] = 26  # car
+            row, col = rng.integers(4, height - 28), rng.integers(4, width - 28)
+            images[i, row : row + 24, col : col + 24] = [0.9, 0.1, 0.1]
+            labels[i, row : row + 24, col : col + 24] = 26  # car
     steering = (column + 4) / width * 2.0 - 1.0
     pixels = (images * 255).round().astype(np.uint8)
     targets = {"steering": steering.astype(np.float32), "obstacle": obstacle.astype(np.float32)}
@@ -59,3 +61,9 @@ def tiny_spec(architecture: str, task: str = "steering", epochs: int = 3, **arch
         },
         "tiny spec",
     )
+
+
+@pytest.fixture(name="make_spec")
+def make_spec_fixture() -> Callable[..., ModelSpec]:
+    """`tiny_spec` as a fixture (test modules are not a package, so they cannot import it)."""
+    return tiny_spec
