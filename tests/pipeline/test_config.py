@@ -26,12 +26,12 @@ def test_default_config_has_the_default_models() -> None:
 def test_unknown_field_names_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\ntruthset: {path: d, splitt: test}\n")
-    with pytest.raises(SpecError, match=r"bad\.yaml\.truthset: unknown field 'splitt'"):
+    with pytest.raises(SpecError, match=r"bad\.yaml: unknown field 'truthset\.splitt'"):
         load_config(path)
 
 
 def test_wrong_type_and_unknown_model_reference() -> None:
-    with pytest.raises(SpecError, match=r"batch_size: expected int"):
+    with pytest.raises(SpecError, match=r"field 'batch_size' should be int"):
         config_from_dict({"batch_size": "many"})
     with pytest.raises(SpecError, match=r"methods\[0\]\.models: unknown model 'cnn'"):
         config_from_dict({"models": [{"name": "vit"}], "methods": [{"method": "gradcam", "models": ["cnn"]}]})

@@ -7,8 +7,6 @@ names or a path to a user's own file.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from gradsum.dataspec import build
 from gradsum.errors import SpecError
 from gradsum.models.architectures import ARCHITECTURES, build_model, check_arguments
 from gradsum.registry import Registry
@@ -70,7 +69,7 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: Any, source: str = "<spec>") -> ModelSpec:
         """Check and convert a parsed spec; errors name `source` and the field at fault."""
-        spec = _build(cls, data, source, "")
+        spec = build(cls, data, source)
         ARCHITECTURES.get(spec.architecture, f"field 'architecture' of {source}")
         check_arguments(spec.architecture, spec.arch, f"{source}: field 'arch'")
         if spec.task not in TASKS:
@@ -86,59 +85,6 @@ class ModelSpec:
     def with_train(self, **changes: Any) -> ModelSpec:
         """A copy with some training settings changed (e.g. `epochs` from the command line)."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
-
-
-def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
-    """Instantiate dataclass `cls` from `data`, refusing unknown fields and wrong types by name."""
-    if not isinstance(data, dict):
-        raise SpecError(
-            f"{source}: {prefix.rstrip('.') or 'spec'} must be a mapping, got {type(data).__name__}"
-        )
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise SpecError(
-            f"{source}: unknown field '{prefix}{unknown[0]}'; valid fields: {', '.join(sorted(fields))}"
-        )
-    missing = [
-        name
-        for name, f in fields.items()
-        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise SpecError(f"{source}: missing field '{prefix}{missing[0]}'")
-    values = {name: _convert(hints[name], value, source, f"{prefix}{name}") for name, value in data.items()}
-    return cls(**values)
-
-
-def _convert(hint: Any, value: Any, source: str, name: str) -> Any:
-    """Check one field's value against its type hint, converting lists to tuples and ints to floats."""
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _build(hint, value, source, f"{name}.")
-    origin = typing.get_origin(hint)
-    wrong = SpecError(f"{source}: field {name!r} should be {_describe(hint)}, got {value!r}")
-    if origin is tuple:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
-            raise wrong
-        return tuple(value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise wrong
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, bool):
-        raise wrong
-    if not isinstance(value, hint):
-        raise wrong
-    return value
-
-
-def _describe(hint: Any) -> str:
-    return getattr(hint, "__name__", str(hint))
 
 
 def builtin_specs() -> Registry[Path]:

@@ -6,9 +6,6 @@ refused with a message naming the file and the field. Example configs ship in `g
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from gradsum.dataspec import build
 from gradsum.errors import SpecError
 
 
@@ -99,60 +97,9 @@ class RunConfig:
     device: str | None = None
 
 
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Check and convert one YAML value to the type `hint`; `where` names the field."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _convert(value, inner, where)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(hint, value, where)  # type: ignore[arg-type]
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, list | tuple):
-            raise SpecError(f"{where}: expected a list, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise SpecError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(
-            _convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return dict(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and value is True)):
-        raise SpecError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
-
-
-def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from `data`, refusing unknown fields and missing required ones."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise SpecError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SpecError(f"{where}: missing field {name!r}")
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
     """A validated `RunConfig` from a plain mapping; errors name `source` and the field."""
-    config: RunConfig = _build(RunConfig, data, source)
+    config = build(RunConfig, data, source)
     names = [m.name for m in config.models]
     if len(names) != len(set(names)):
         raise SpecError(f"{source}.models: model names must be unique, got {names}")

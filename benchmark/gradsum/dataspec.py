@@ -1,0 +1,78 @@
+"""Declarative files → frozen dataclasses, refusing unknown, missing and mistyped fields by name.
+
+Model specs and run configs are YAML mappings whose fields mirror dataclasses; `build` checks them
+against the dataclass's type hints so that a typo names the file and the dotted field at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+from gradsum.errors import SpecError
+
+T = TypeVar("T")
+
+
+def build(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
+    """Instantiate dataclass `cls` from the mapping `data`; errors name `source` and the field."""
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "spec"
+        raise SpecError(f"{source}: {where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SpecError(f"{source}: unknown field '{prefix}{unknown[0]}'; valid fields: {', '.join(fields)}")
+    for name, f in fields.items():
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SpecError(f"{source}: missing field '{prefix}{name}'")
+    values = {name: convert(hints[name], value, source, f"{prefix}{name}") for name, value in data.items()}
+    return cls(**values)
+
+
+def convert(hint: Any, value: Any, source: str, name: str) -> Any:
+    """Check one field's value against its type hint, converting lists to tuples and ints to floats."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return build(hint, value, source, f"{name}.")
+    origin = typing.get_origin(hint)
+    wrong = SpecError(f"{source}: field '{name}' should be {_describe(hint)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        options = [option for option in typing.get_args(hint) if option is not type(None)]
+        if value is None:
+            if len(options) < len(typing.get_args(hint)):
+                return None
+            raise wrong
+        if len(options) == 1:
+            return convert(options[0], value, source, name)
+        return value
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise wrong
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(convert(args[0], v, source, f"{name}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise wrong
+        return tuple(
+            convert(a, v, source, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise wrong
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise wrong
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise wrong
+    return value
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
