@@ -21,6 +21,19 @@ from gradsum.attribution.base import upsample
 from gradsum.attribution.normalise import normalise
 from gradsum.models import num_prefix_tokens
 
+#: Columns of `attention.csv` and `attention_profiles.csv`, in order.
+ENTROPY_COLUMNS = ("model", "layer", "head", "entropy_ratio")
+LAYER_PROFILE_COLUMNS = (
+    "model",
+    "layer",
+    "class",
+    "class_id",
+    "score_mean",
+    "score_ci_low",
+    "score_ci_high",
+    "n_images",
+)
+
 
 def entropy_ratio(attention: Tensor) -> Tensor:
     """Mean row entropy per head relative to a uniform row, (B, heads, N, N) → (B, heads)."""
@@ -67,7 +80,7 @@ class AttentionDiagnostics:
     def entropy_table(self) -> pd.DataFrame:
         """`model, layer, head, entropy_ratio` averaged over every image and query token seen."""
         if self._entropy_sum is None:
-            return pd.DataFrame(columns=["model", "layer", "head", "entropy_ratio"])
+            return pd.DataFrame(columns=list(ENTROPY_COLUMNS))
         mean = (self._entropy_sum / self._images).cpu()
         return pd.DataFrame(
             [
@@ -82,14 +95,6 @@ class AttentionDiagnostics:
         table = profiles(pd.concat(self._frames, ignore_index=True), n_resamples=n_resamples, seed=seed)
         table = table.rename(columns={"method": "layer"})
         table["layer"] = table["layer"].str.removeprefix("layer ").astype(int)
-        columns = [
-            "model",
-            "layer",
-            "class",
-            "class_id",
-            "score_mean",
-            "score_ci_low",
-            "score_ci_high",
-            "n_images",
-        ]
-        return table[columns].sort_values(["model", "layer", "class_id"], ignore_index=True)
+        return table[list(LAYER_PROFILE_COLUMNS)].sort_values(
+            ["model", "layer", "class_id"], ignore_index=True
+        )

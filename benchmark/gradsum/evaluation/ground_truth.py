@@ -25,6 +25,8 @@ class Expectation:
 
 
 EXPECTATIONS: Registry[Expectation] = Registry("ground-truth expectation")
+#: Columns of `ground_truth.csv`, in order.
+GROUND_TRUTH_COLUMNS = ("model", "method", "task", "expected", "agrees", "detail")
 
 _DISTRACTORS = ("sky", "vegetation", "building")
 
@@ -86,4 +88,4 @@ def ground_truth_table(profiles: pd.DataFrame, tasks: dict[str, str]) -> pd.Data
                 "detail": detail,
             }
         )
-    return pd.DataFrame(rows, columns=["model", "method", "task", "expected", "agrees", "detail"])
+    return pd.DataFrame(rows, columns=list(GROUND_TRUTH_COLUMNS))

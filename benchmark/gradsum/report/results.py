@@ -16,7 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from gradsum.aggregation import COMPARISON_COLUMNS, PER_IMAGE_COLUMNS, PROFILE_COLUMNS
 from gradsum.errors import ResultsError
+from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
+from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS
 from gradsum.fileio import sha256_file
 
 log = logging.getLogger(__name__)
@@ -40,75 +43,12 @@ class TableSpec:
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec(
-        "per_image",
-        ("per_image.parquet", "per_image.csv"),
-        (
-            "model",
-            "method",
-            "image",
-            "class_id",
-            "class",
-            "pixels",
-            "area_share",
-            "score",
-            "mass_share",
-            "lift",
-        ),
-        required=True,
-    ),
-    TableSpec(
-        "profiles",
-        ("profiles.csv",),
-        (
-            "model",
-            "method",
-            "class",
-            "class_id",
-            "category",
-            "score_mean",
-            "score_ci_low",
-            "score_ci_high",
-            "mass_share",
-            "mass_share_ci_low",
-            "mass_share_ci_high",
-            "lift",
-            "lift_ci_low",
-            "lift_ci_high",
-            "n_images",
-        ),
-        required=True,
-    ),
-    TableSpec(
-        "comparisons",
-        ("comparisons.csv",),
-        (
-            "a",
-            "b",
-            "class",
-            "class_id",
-            "n_pairs",
-            "mean_a",
-            "mean_b",
-            "mean_diff",
-            "statistic",
-            "p_value",
-            "p_holm",
-            "differs",
-            "spearman_rho",
-            "spearman_ci_low",
-            "spearman_ci_high",
-        ),
-    ),
-    TableSpec("attention", ("attention.csv",), ("model", "layer", "head", "entropy_ratio")),
-    TableSpec(
-        "attention_profiles",
-        ("attention_profiles.csv",),
-        ("model", "layer", "class", "class_id", "score_mean", "score_ci_low", "score_ci_high", "n_images"),
-    ),
-    TableSpec(
-        "ground_truth", ("ground_truth.csv",), ("model", "method", "task", "expected", "agrees", "detail")
-    ),
+    TableSpec("per_image", ("per_image.parquet", "per_image.csv"), PER_IMAGE_COLUMNS, required=True),
+    TableSpec("profiles", ("profiles.csv",), PROFILE_COLUMNS, required=True),
+    TableSpec("comparisons", ("comparisons.csv",), COMPARISON_COLUMNS),
+    TableSpec("attention", ("attention.csv",), ENTROPY_COLUMNS),
+    TableSpec("attention_profiles", ("attention_profiles.csv",), LAYER_PROFILE_COLUMNS),
+    TableSpec("ground_truth", ("ground_truth.csv",), GROUND_TRUTH_COLUMNS),
 )
 
 #: Columns read as text whatever they look like (image ids such as "0001" must stay strings).
