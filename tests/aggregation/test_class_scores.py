@@ -38,6 +38,13 @@ def _nearest_centre(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return maps[:, rows][:, :, cols]
 
 
+def _upsampled(maps: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """The maps upsampled bilinearly (align_corners=False) in float64."""
+    return F.interpolate(maps[:, None].double(), size=shape, mode="bilinear", align_corners=False)[
+        :, 0
+    ].numpy()
+
+
 def _random(
     batch: int, grid: tuple[int, int], shape: tuple[int, int], seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,8 +63,7 @@ def _assert_matches(scores: object, expected: dict[str, np.ndarray]) -> None:
 def test_label_resolution_equals_naive_loop() -> None:
     maps, labels = _random(3, (8, 16), (32, 48), seed=1)
     scores = class_scores(maps, labels)
-    upsampled = F.interpolate(maps[:, None], size=(32, 48), mode="bilinear", align_corners=False)[:, 0]
-    _assert_matches(scores, _reference(upsampled.double().numpy(), labels.numpy()))
+    _assert_matches(scores, _reference(_upsampled(maps, (32, 48)), labels.numpy()))
     assert scores.resolution == "label"
 
 
@@ -160,3 +166,19 @@ def test_prepared_labels_give_the_same_scores(resolution: str) -> None:
         class_scores(torch.rand(3, 5, 9), prepared)
     with pytest.raises(GradSUMError, match="resolution"):
         class_scores(maps, prepared, resolution="grid" if resolution == "label" else "label")
+
+
+@pytest.mark.parametrize(
+    ("grid", "shape"),
+    [
+        ((5, 7), (23, 31)),  # non-integer scale, every moment in one float64 word
+        ((2, 3), (97, 211)),  # bins so wide the moments need two words
+        ((8, 8), (4, 5)),  # labels coarser than the maps
+    ],
+)
+def test_prepared_label_weights_equal_the_upsampled_maps(
+    grid: tuple[int, int], shape: tuple[int, int]
+) -> None:
+    maps, labels = _random(2, grid, shape, seed=8)
+    scores = class_scores(maps, prepare_labels(labels.to(torch.uint8), grid))
+    _assert_matches(scores, _reference(_upsampled(maps, shape), labels.numpy()))

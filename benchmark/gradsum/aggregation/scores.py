@@ -1,7 +1,8 @@
-"""GradSUM scores per image and class, batched on the device with one bincount per batch."""
+"""GradSUM scores per image and class on the device: bincounts over the pixels, no per-class loop."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -102,12 +103,11 @@ def prepare_labels(
 ) -> ClassWeights:
     """Per-class cell weights of a label batch for maps on `grid`, to reuse across models and methods."""
     _check_inputs(torch.empty(labels.shape[0], *grid), labels, resolution, num_classes)
-    index = _flat_index(labels, num_classes)
-    pixels = torch.bincount(index, minlength=labels.shape[0] * num_classes).view(labels.shape[0], num_classes)
     if resolution == "grid":
         weights = _cell_counts(labels, grid, num_classes)
+        pixels = weights.sum(dim=(2, 3)).long()
     else:
-        weights = _bilinear_weights(labels, grid, num_classes)
+        weights, pixels = _bilinear_weights(labels, grid, num_classes)
     return ClassWeights(weights=weights, pixels=pixels, resolution=resolution)
 
 
@@ -156,26 +156,24 @@ def _check_inputs(maps: torch.Tensor, labels: torch.Tensor, resolution: str, num
         raise GradSUMError(f"labels: ids must lie in 0..{num_classes - 1}, found {int(low)}..{int(high)}")
 
 
-def _flat_index(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    # int32 keeps the index half the size of int64 and the broadcast add several times faster on CPU.
-    offsets = torch.arange(labels.shape[0], device=labels.device, dtype=torch.int32) * num_classes
-    return (labels.to(torch.int32) + offsets.view(-1, 1, 1)).reshape(-1)
-
-
 def _label_sums(
     maps: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = labels.shape[0]
-    if maps.shape[-2:] != labels.shape[-2:]:
-        maps = F.interpolate(
-            maps[:, None].float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
-        )
-    index = _flat_index(labels, num_classes)
-    size = batch * num_classes
-    pixels = torch.bincount(index, minlength=size).view(batch, num_classes)
-    # float64 sums: a class can hold millions of pixels, float32 would drift in the 5th digit.
-    map_sum = torch.bincount(index, weights=maps.reshape(-1).double(), minlength=size)
-    return pixels, map_sum.view(batch, num_classes)
+    pixels, map_sum = [], []
+    # One image at a time: the class ids are the bincount index as they are (uint8 stays uint8, no
+    # batch × class index to build) and the float64 map is one image, not the batch.
+    for image, image_map in zip(labels, maps, strict=True):
+        ids = image.reshape(-1)
+        pixels.append(torch.bincount(ids, minlength=num_classes))
+        # float64 throughout: a class can hold millions of pixels, float32 sums drift in the 5th digit,
+        # and upsampling straight to float64 saves converting a float32 upsample.
+        upsampled = image_map.double()
+        if image_map.shape != image.shape:
+            upsampled = F.interpolate(
+                upsampled[None, None], size=image.shape, mode="bilinear", align_corners=False
+            )
+        map_sum.append(torch.bincount(ids, weights=upsampled.reshape(-1), minlength=num_classes))
+    return torch.stack(pixels), torch.stack(map_sum)
 
 
 def _cell_of(size: int, cells: int, device: torch.device) -> torch.Tensor:
@@ -183,47 +181,136 @@ def _cell_of(size: int, cells: int, device: torch.device) -> torch.Tensor:
     return ((2 * torch.arange(size, device=device) + 1) * cells) // (2 * size)
 
 
+def _index_dtype(size: int) -> torch.dtype:
+    return torch.int32 if size < 2**31 else torch.int64
+
+
+def _per_image_counts(
+    labels: torch.Tensor, base: torch.Tensor, stride: int, size: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """bincount of `label * stride + base` over each image: (B, size), float64 when weighted."""
+    base = base.to(_index_dtype(size))
+    flat_weights = None if weights is None else weights.reshape(-1)
+    counts = [
+        torch.bincount(torch.add(base, image, alpha=stride).reshape(-1), flat_weights, minlength=size)
+        for image in labels
+    ]
+    return torch.stack(counts)
+
+
 def _cell_counts(labels: torch.Tensor, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
     batch, height, width = labels.shape
     rows, cols = grid
-    size = batch * num_classes * rows * cols
-    dtype = torch.int32 if size < 2**31 else torch.int64
     cell = _cell_of(height, rows, labels.device)[:, None] * cols + _cell_of(width, cols, labels.device)
-    image_class = _flat_index(labels, num_classes).view(batch, height, width).to(dtype)
-    index = (image_class * (rows * cols) + cell.to(dtype)).reshape(-1)
-    counts = torch.bincount(index, minlength=size)
+    counts = _per_image_counts(labels, cell, rows * cols, num_classes * rows * cols)
     return counts.view(batch, num_classes, rows, cols).double()
 
 
-def _bilinear_taps(size: int, cells: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    # The two source cells and weights of each output pixel in F.interpolate(bilinear, align_corners=False).
-    source = (
-        (torch.arange(size, device=device, dtype=torch.float64) + 0.5) * (cells / size) - 0.5
-    ).clamp_min(0)
-    low = source.floor().long().clamp_max(cells - 1)
-    high = (low + 1).clamp_max(cells - 1)
-    frac = source - low
-    return low, high, 1 - frac, frac
+@dataclass(frozen=True)
+class _AxisBins:
+    """One axis of F.interpolate(bilinear, align_corners=False) from `cells` grid cells to `size` pixels.
+
+    Pixel i reads cells low and high with weights 1 - f and f, f = frac / denominator in exact integers.
+    Pixels are binned by their low cell (the clamped left edge apart); within a bin only f varies, so a
+    class's weight on the bin's two cells follows from its pixel count and its sum of frac over the bin.
+    """
+
+    bin: torch.Tensor
+    frac: torch.Tensor
+    denominator: int
+    num_bins: int
+
+    def bound(self, weighted: bool) -> int:
+        """The largest per-bin count (or, weighted, per-bin frac sum)."""
+        values = self.frac if weighted else torch.ones_like(self.frac)
+        return int(
+            torch.zeros(self.num_bins, dtype=torch.int64).index_add_(0, self.bin.cpu(), values.cpu()).max()
+        )
 
 
-def _bilinear_weights(labels: torch.Tensor, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
+def _axis_bins(size: int, cells: int, device: torch.device) -> _AxisBins:
+    # source = (i + 0.5) * cells / size - 0.5 = numerator / (2 * size), clamped at 0 as torch does.
+    numerator = (2 * torch.arange(size, device=device) + 1) * cells - size
+    clamped = numerator < 0
+    numerator = numerator.clamp_min(0)
+    low = numerator // (2 * size)
+    # The clamped left edge gets a bin of its own (taps 0, 0; f = 0) so the regular bins stay small,
+    # which keeps every moment sum few bits wide (see _pack_moments).
+    divisor = math.gcd(cells, size)
+    return _AxisBins(
+        bin=torch.where(clamped, 0, low + 1),
+        frac=(numerator - 2 * size * low) // divisor,
+        denominator=2 * size // divisor,
+        num_bins=cells + 1,
+    )
+
+
+#: Each moment: (weighted along y, weighted along x). Count, sum of fx, sum of fy, sum of fy * fx.
+_MOMENTS = ((False, False), (False, True), (True, False), (True, True))
+#: Integers below 2**53 add exactly in float64.
+_MANTISSA_BITS = 53
+
+
+def _pack_moments(rows: _AxisBins, cols: _AxisBins) -> list[list[tuple[int, int]]]:
+    """Moments grouped into float64 words as (moment, bit shift): one weighted bincount per word."""
+    words: list[list[tuple[int, int]]] = [[]]
+    used = 0
+    for moment, (along_y, along_x) in enumerate(_MOMENTS):
+        bits = (rows.bound(along_y) * cols.bound(along_x)).bit_length()
+        if used + bits > _MANTISSA_BITS:
+            words.append([])
+            used = 0
+        words[-1].append((moment, used))
+        used += bits
+    return words
+
+
+def _bilinear_weights(
+    labels: torch.Tensor, grid: tuple[int, int], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class cell weights (B, C, h, w) of bilinear upsampling and pixel counts (B, C), in float64."""
     batch, height, width = labels.shape
-    rows, cols = grid
-    size = batch * num_classes * rows * cols
-    dtype = torch.int32 if size < 2**31 else torch.int64
-    image_class = _flat_index(labels, num_classes).view(batch, height, width).to(dtype) * (rows * cols)
-    row_low, row_high, row_w0, row_w1 = _bilinear_taps(height, rows, labels.device)
-    col_low, col_high, col_w0, col_w1 = _bilinear_taps(width, cols, labels.device)
-    weights = torch.zeros(size, dtype=torch.float64, device=labels.device)
-    # Each label pixel feeds the four grid cells its bilinear sample reads from.
-    for row, row_weight in ((row_low, row_w0), (row_high, row_w1)):
-        for col, col_weight in ((col_low, col_w0), (col_high, col_w1)):
-            cell = (row[:, None] * cols + col[None, :]).to(dtype)
-            tap = (row_weight[:, None] * col_weight[None, :]).expand(batch, height, width)
-            weights += torch.bincount(
-                (image_class + cell).reshape(-1), weights=tap.reshape(-1), minlength=size
-            )
-    return weights.view(batch, num_classes, rows, cols)
+    device = labels.device
+    rows, cols = _axis_bins(height, grid[0], device), _axis_bins(width, grid[1], device)
+    bins = rows.num_bins * cols.num_bins
+    # Index (class, row bin, column bin) per image: the label times the bins per class plus this base.
+    base = rows.bin[:, None] * cols.num_bins + cols.bin
+    moments: list[torch.Tensor] = [torch.empty(0)] * len(_MOMENTS)
+    for word in _pack_moments(rows, cols):
+        # Integer-valued weights below 2**53: the float64 sums are exact, the moments unpack losslessly.
+        # The word is Σ_m 2**shift_m · y_m ⊗ x_m, one small matrix product (exact: integer products).
+        y = torch.stack([_moment_factor(rows, _MOMENTS[m][0]) * 2.0**shift for m, shift in word], dim=1)
+        x = torch.stack([_moment_factor(cols, _MOMENTS[m][1]) for m, _ in word])
+        packed = _per_image_counts(labels, base, bins, num_classes * bins, y @ x).long()
+        packed = packed.view(batch, num_classes, rows.num_bins, cols.num_bins)
+        for position, (moment, shift) in enumerate(word):
+            field = packed >> shift if shift else packed
+            if position + 1 < len(word):
+                field = field & ((1 << (word[position + 1][1] - shift)) - 1)
+            moments[moment] = field
+    count, sum_x, sum_y, sum_xy = moments
+    # Σ(1-fx) and Σfx of a bin go to its low and high columns, once unweighted and once weighted by fy;
+    # then along rows Σ(1-fy)·… = unweighted - weighted goes to the low row and the weighted to the high
+    # one. In int64 units of 1 / (denominator_y · denominator_x) all of it is exact.
+    unweighted = _spread(count * cols.denominator - sum_x, sum_x, grid[1], dim=3) * rows.denominator
+    weighted = _spread(sum_y * cols.denominator - sum_xy, sum_xy, grid[1], dim=3)
+    weights = _spread(unweighted - weighted, weighted, grid[0], dim=2)
+    return weights.double() / (rows.denominator * cols.denominator), count.sum(dim=(2, 3))
+
+
+def _moment_factor(axis: _AxisBins, weighted: bool) -> torch.Tensor:
+    return axis.frac.double() if weighted else torch.ones_like(axis.frac, dtype=torch.float64)
+
+
+def _spread(low: torch.Tensor, high: torch.Tensor, cells: int, dim: int) -> torch.Tensor:
+    """Bin sums along `dim` added onto each bin's low and high cell (see _axis_bins).
+
+    Bin k reads cells max(k - 1, 0) and min(k, cells - 1): two shifted slices and the two edge cells.
+    """
+    out = low.narrow(dim, 1, cells) + high.narrow(dim, 0, cells)
+    out.narrow(dim, 0, 1).add_(low.narrow(dim, 0, 1))
+    out.narrow(dim, cells - 1, 1).add_(high.narrow(dim, cells, 1))
+    return out
 
 
 def _finish(pixels: torch.Tensor, map_sum: torch.Tensor, ignore: list[int], resolution: str) -> ClassScores:
