@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gradsum.aggregation import COMPARISON_COLUMNS, PER_IMAGE_COLUMNS
+from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
 from gradsum.fileio import sha256_file
 from gradsum.truthsets.labels import CITYSCAPES
 
@@ -38,19 +40,7 @@ def per_image_table(rng: np.random.Generator, models: Models) -> pd.DataFrame:
                 for name, n, s, m, a in zip(present, pixels, scores, mass, area, strict=True):
                     info = CITYSCAPES.by_name[name]
                     rows.append((model, method, image, info.id, name, int(n), a, s, m, m / a))
-    columns = [
-        "model",
-        "method",
-        "image",
-        "class_id",
-        "class",
-        "pixels",
-        "area_share",
-        "score",
-        "mass_share",
-        "lift",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS))
 
 
 def profiles_table(per_image: pd.DataFrame) -> pd.DataFrame:
@@ -94,18 +84,7 @@ def comparisons_table() -> pd.DataFrame:
         )
     frame = pd.DataFrame(
         rows,
-        columns=[
-            "a",
-            "b",
-            "class",
-            "class_id",
-            "n_pairs",
-            "mean_a",
-            "mean_b",
-            "mean_diff",
-            "statistic",
-            "p_value",
-        ],
+        columns=list(COMPARISON_COLUMNS[:10]),
     )
     frame["p_holm"] = frame["p_value"] * 2
     frame["differs"] = frame["class"] == "road"
@@ -126,19 +105,9 @@ def attention_tables(rng: np.random.Generator, vits: list[str]) -> tuple[pd.Data
                 layers.append(
                     (model, layer, name, CITYSCAPES.by_name[name].id, value, value - 0.02, value + 0.02, 4)
                 )
-    profile_columns = [
-        "model",
-        "layer",
-        "class",
-        "class_id",
-        "score_mean",
-        "score_ci_low",
-        "score_ci_high",
-        "n_images",
-    ]
     return (
-        pd.DataFrame(entropy, columns=["model", "layer", "head", "entropy_ratio"]),
-        pd.DataFrame(layers, columns=profile_columns),
+        pd.DataFrame(entropy, columns=list(ENTROPY_COLUMNS)),
+        pd.DataFrame(layers, columns=list(LAYER_PROFILE_COLUMNS)),
     )
 
 
