@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 
 from gradsum.aggregation import class_scores, prepare_labels
 from gradsum.attribution import attribute
-from gradsum.bench import BenchSuite
+from gradsum.bench import BenchSuite, timeit
 from gradsum.models import ARCHITECTURES
 from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS, ignored_cityscapes_ids
 
@@ -57,21 +56,6 @@ def numpy_loop(maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
             if count:
                 scores[image, class_id] = maps[image][mask].sum() / count
     return scores
-
-
-def min_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    """Fewest seconds of `fn()` over `repeats` runs after one warm-up: the least disturbed by other load."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _judged(seconds: float, attribution_s: float, numpy_s: float) -> dict[str, Any]:
@@ -125,18 +109,18 @@ def _aggregation(
     """One-shot, prepared and grid figures, judged against the attribution and the numpy loop."""
     figures: dict[str, Any] = {
         "one_shot_label": _judged(
-            min_seconds(lambda: class_scores(maps, labels), repeats), attribution_s, numpy_s
+            timeit(lambda: class_scores(maps, labels), repeats=repeats), attribution_s, numpy_s
         ),
         "grid": _judged(
-            min_seconds(lambda: class_scores(maps, labels, resolution="grid"), repeats),
+            timeit(lambda: class_scores(maps, labels, resolution="grid"), repeats=repeats),
             attribution_s,
             numpy_s,
         ),
     }
     for resolution in ("label", "grid"):
-        prepare_s = min_seconds(partial(prepare_labels, labels, GRID, resolution=resolution), repeats)
+        prepare_s = timeit(partial(prepare_labels, labels, GRID, resolution=resolution), repeats=repeats)
         prepared = prepare_labels(labels, GRID, resolution=resolution)
-        per_map_s = min_seconds(partial(class_scores, maps, prepared), max(repeats, 10))
+        per_map_s = timeit(partial(class_scores, maps, prepared), repeats=max(repeats, 10))
         figures[f"prepared_{resolution}"] = {
             "prepare_labels_seconds": round(prepare_s, 4),
             "per_map_seconds": round(per_map_s, 5),
@@ -168,11 +152,11 @@ def run(quick: bool, device: str) -> dict[str, Any]:
 
     model = ARCHITECTURES.get("pilotnet")(img_size=LABEL_SIZE).to(device).eval()
     images = torch.rand(batch, 3, *LABEL_SIZE, generator=torch.Generator().manual_seed(2)).to(device)
-    attribution_s = min_seconds(lambda: attribute(model, images, "gradcam"), repeats)
+    attribution_s = timeit(lambda: attribute(model, images, "gradcam"), repeats=repeats)
 
     upsampled = F.interpolate(maps[:, None], size=LABEL_SIZE, mode="bilinear", align_corners=False)[:, 0]
     maps_np, labels_np = upsampled.cpu().numpy(), labels.cpu().numpy()
-    numpy_s = min_seconds(lambda: numpy_loop(maps_np, labels_np), repeats)
+    numpy_s = timeit(lambda: numpy_loop(maps_np, labels_np), repeats=repeats)
 
     reference = numpy_loop(maps_np, labels_np)
     agree = all(
