@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -16,6 +18,7 @@ from gradsum.attribution.attention import (
     residual_attention,
     rollout,
 )
+from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError, UnknownNameError
 
 ATTENTION_METHODS = ["attention", "rollout", "gradrollout", "attention_gradcam"]
@@ -26,8 +29,10 @@ def heads(*maps: list[list[float]]) -> Tensor:
     return torch.tensor([maps], dtype=torch.float32)
 
 
-def capture(model: nn.Module, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-    """Every block's attention and its gradient for the default target, captured independently."""
+def capture(
+    model: nn.Module, images: Tensor, target: Target | None = None
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Every block's attention and its gradient, from one forward keeping the whole graph (the old way)."""
     kept: list[Tensor] = []
     handles = [b.attn.attn_drop.register_forward_hook(lambda _m, _i, o: kept.append(o)) for b in model.blocks]
     with attribution_mode(model, needs_attention=True):
@@ -36,7 +41,7 @@ def capture(model: nn.Module, images: Tensor) -> tuple[list[Tensor], list[Tensor
         finally:
             for handle in handles:
                 handle.remove()
-        total = resolve_target(None).select(output).sum()
+        total = (target or resolve_target(None)).select(output).sum()
         grads = torch.autograd.grad(total, kept)
     return [a.detach() for a in kept], list(grads)
 
@@ -188,3 +193,52 @@ def test_discarding_changes_rollout_but_keeps_it_finite(vit: nn.Module, images: 
     sparse = attribute(vit, images, "rollout", normalise="raw", discard_ratio=0.9, head_fusion="max").grid
     assert torch.isfinite(sparse).all() and (sparse >= 0).all()
     assert not torch.allclose(plain, sparse)
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_avg", "hybrid"])
+def test_block_recompute_equals_the_graph_keeping_computation(
+    name: str, images: Tensor, request: pytest.FixtureRequest
+) -> None:
+    # per-sample targets and a late start: the recompute must pass each sample's own gradient down
+    model = request.getfixturevalue(name)
+    signs = [1.0, -1.0, -1.0, 1.0]
+    attentions, gradients = capture(model, images, resolve_target(signs))
+    readout, prefix = readout_of(model), model.num_prefix_tokens
+    eye = torch.eye(attentions[0].shape[-1])
+    for start in (0, 1):
+        want = readout(gradient_rollout(attentions, gradients, start) - eye, prefix).reshape(4, 4, 8)
+        got = attribute(model, images, "gradrollout", target=signs, normalise="raw", start_layer=start).grid
+        assert torch.allclose(got, want, atol=1e-6), start
+
+
+def test_an_output_selected_by_name_is_explained(vit: nn.Module, images: Tensor) -> None:
+    class TwoOutputs(nn.Module):
+        """Stands in for a model whose forward returns named parts: the ViT's output and its double."""
+
+        def forward(self, output: Tensor) -> dict[str, Tensor]:
+            return {"steer": output, "twice": 2 * output}
+
+    plain = attribute(vit, images, "gradrollout", normalise="raw").grid
+    vit.head = nn.Sequential(vit.head, TwoOutputs())
+    twice = attribute(vit, images, "gradrollout", normalise="raw", output="twice").grid
+    assert torch.allclose(twice, 2 * plain, atol=1e-6)
+
+
+def test_no_graph_outlives_the_call_and_one_block_is_kept_at_a_time(vit: nn.Module, images: Tensor) -> None:
+    alive_at_capture: list[int] = []
+    refs: list[weakref.ref[Tensor]] = []
+
+    def watch(_module: nn.Module, _inputs: object, output: Tensor) -> None:
+        alive_at_capture.append(sum(ref() is not None for ref in refs))
+        refs.append(weakref.ref(output))
+
+    handles = [block.attn.attn_drop.register_forward_hook(watch) for block in vit.blocks]
+    try:
+        attribute(vit, images, "gradrollout")
+    finally:
+        for handle in handles:
+            handle.remove()
+    # every block is re-run (slices of the batch) after a forward on the fused kernel
+    assert len(refs) == len(vit.blocks) * len(images)
+    assert max(alive_at_capture) == 0 and all(ref() is None for ref in refs)
+    assert all(param.grad is None for param in vit.parameters())

@@ -3,8 +3,9 @@
 The math is written as pure functions over per-block attention tensors (B, heads, N, N) so it can be
 checked by hand; the methods capture those tensors with forward hooks on `blocks[i].attn.attn_drop`
 (identity in eval mode, so its output is the softmax attention) and reduce each block right away:
-rollout folds blocks during the forward, gradient rollout turns each block's (A, ∇A) into one
-(B, N, N) matrix during the backward, so nothing per head outlives its block.
+rollout folds blocks during the forward; gradient rollout re-runs one block at a time from its saved
+input tokens, turns its (A, ∇A) into one (B, N, N) matrix and drops its graph, so no block's graph or
+per-head tensor outlives that block.
 
 Readout (which row of the token-to-token matrix explains the output) follows the model's pooling:
 class-token models (`global_pool="token"`) read the class-token row; average-pooling models
@@ -258,45 +259,133 @@ def rollout_map(
     return to_token_grid(model, readout(joint[0], prefix))
 
 
+#: the recompute backpropagates the batch in this many slices, one after another: a block's graph then
+#: holds a quarter of the batch, less than the attention scores an inference holds at once; samples do not
+#: interact inside a ViT block, so slicing changes no result
+RECOMPUTE_SLICES = 4
+
+
+@contextmanager
+def saving_block_inputs(
+    model: nn.Module, indices: Sequence[int], inputs: dict[int, Tensor]
+) -> Iterator[None]:
+    """Save the input tokens of blocks `indices` into `inputs` (detached) during the forwards inside."""
+    blocks = _blocks(model)
+
+    def save(index: int, _module: nn.Module, args: tuple[Any, ...]) -> None:
+        inputs[index] = args[0].detach()
+
+    handles = [blocks[index].register_forward_pre_hook(partial(save, index)) for index in indices]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def graph_after_blocks(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Start the graph at the last block's output, with fused attention in the blocks meanwhile.
+
+    Yields a list that holds, after the forward, that output as the leaf the head's graph starts from.
+    With frozen parameters and plain images nothing before it keeps a graph; this forward reads no
+    attention map, so the fused kernel gives it the inference's own memory and speed.
+    """
+    blocks = _blocks(model)
+    head_input: list[Tensor] = []
+
+    def restart(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
+        head_input[:] = [output.detach().requires_grad_(True)]
+        return head_input[0]
+
+    unfused = [m for m in blocks.modules() if getattr(m, "fused_attn", None) is False]
+    handle = blocks[-1].register_forward_hook(restart)
+    try:
+        for module in unfused:
+            setattr(module, "fused_attn", True)  # noqa: B010 - mypy sees Module.__setattr__ types
+        yield head_input
+    finally:
+        for module in unfused:
+            setattr(module, "fused_attn", False)  # noqa: B010 - mypy sees Module.__setattr__ types
+        handle.remove()
+
+
+def block_backward(
+    model: nn.Module, index: int, tokens: Tensor, gradient: Tensor, to_input: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Re-run block `index` on its input with a graph and backpropagate `gradient` from its output.
+
+    Returns the block's Ā = mean_h((∇A ⊙ A)⁺) (B, N, N) and, if `to_input`, the gradient w.r.t. its input
+    (the lowest block skips the backward below its attention). The graph is gone when this returns; a
+    block output that does not depend on its attention gets Ā = 0, i.e. no relevance.
+    """
+    leaf = tokens.detach().requires_grad_(True)
+    kept: list[Tensor] = []
+    with torch.enable_grad():
+        output = forward_capturing(
+            model, leaf, [index], lambda _i, a: kept.append(a), run=_blocks(model)[index]
+        )
+        wanted = [kept[0], leaf] if to_input else [kept[0]]
+        grads = torch.autograd.grad(output, wanted, gradient, allow_unused=True, materialize_grads=True)
+    return relevance_block(kept[0].detach(), grads[0]), grads[1] if to_input else None
+
+
+def backward_in_slices(
+    model: nn.Module, index: int, tokens: Tensor, gradient: Tensor, relevance: Tensor, to_input: bool
+) -> Tensor | None:
+    """`block_backward` over slices of the batch: R ← R·(I + Ā) in place; the gradient below, if asked."""
+    size = -(-len(tokens) // RECOMPUTE_SLICES)
+    below = torch.empty_like(tokens) if to_input else None
+    for start in range(0, len(tokens), size):
+        part = slice(start, start + size)
+        reduced, to_tokens = block_backward(model, index, tokens[part], gradient[part], to_input)
+        relevance[part] += relevance[part] @ reduced
+        if below is not None and to_tokens is not None:
+            below[part] = to_tokens
+    return below
+
+
+def head_gradient(model: nn.Module, images: Tensor, target: Target, run: Forward | None) -> Tensor:
+    """d(target)/d(last block's output) (B, N, D) from a forward that keeps no graph before the head."""
+    with torch.enable_grad(), graph_after_blocks(model) as head_input:
+        total = target.select((run or model)(images)).sum()
+        if not head_input:
+            raise AttributionError("model: its forward did not run the last transformer block")
+        if total.requires_grad:
+            (gradient,) = torch.autograd.grad(total, head_input, allow_unused=True)
+            if gradient is not None:
+                return gradient
+    raise AttributionError("target: the output does not depend on any attention map from start_layer on")
+
+
 def gradient_rollout_map(
     model: nn.Module, images: Tensor, target: Target, start_layer: int = 0, run: Forward | None = None
 ) -> Tensor:
-    """Chefer ICCV 2021 relevance, reduced per block during the backward, read out on the token grid.
+    """Chefer ICCV 2021 relevance by a block-wise recompute, read out on the token grid.
 
-    Each block's (A, ∇A) becomes Ā = mean_h((∇A ⊙ A)⁺) inside a tensor hook, so only (B, N, N) per block
-    is kept. The readout uses R − I: the identity is the relevance a token has before any attention, and
-    for average-pooling models its diagonal would otherwise add a uniform 1/n to every patch.
+    A forward without a graph keeps only each block's input (B, N, D); the target's gradient w.r.t. the
+    last block's output comes from the head alone. Then, from the last block down, each block is re-run
+    on its input with a graph (a slice of the batch at a time), the incoming gradient backpropagated
+    through it, its (A, ∇A) reduced to Ā and the gradient w.r.t. its input passed down. The relevance
+    R = (I + Ā_L)···(I + Ā_start), the forward-order R ← R + Ā·R from R = I, is multiplied on the right
+    as the blocks come, so peak memory is the inference's plus the block inputs, one slice's block graph
+    and one (B, N, N) matrix. The readout uses R − I: the identity is the relevance a token has before
+    any attention, and for average-pooling models its diagonal would otherwise add a uniform 1/n to
+    every patch.
     """
     readout, prefix = readout_of(model), num_prefix_tokens(model)
     blocks = block_indices(model, start_layer)
-    reduced: dict[int, Tensor] = {}
-    first: list[Tensor] = []
-
-    def reduce_in_backward(index: int, attention: Tensor, gradient: Tensor) -> None:
-        reduced[index] = relevance_block(attention.detach(), gradient)
-
-    def watch(index: int, attention: Tensor) -> None:
-        if not first:
-            first.append(attention)
-        attention.register_hook(partial(reduce_in_backward, index, attention))
-
-    with torch.enable_grad(), graph_from_block(model, blocks[0]):
-        total = target.select(forward_capturing(model, images, blocks, watch, run=run)).sum()
-        # the backward stops at the first kept block; hooks of later blocks fire on the way
-        torch.autograd.grad(total, first)
-    first.clear()
-    relevance = None
-    for index in blocks:
-        block = reduced.pop(index, None)
-        if block is None:  # a block the target does not depend on adds no relevance
-            continue
-        if relevance is None:
-            eye = torch.eye(block.shape[-1], dtype=block.dtype, device=block.device)
-            relevance = eye.expand_as(block).clone()
-        relevance = relevance_update(relevance, block)
-    if relevance is None:
-        raise AttributionError("target: the output does not depend on any attention map from start_layer on")
-    eye = torch.eye(relevance.shape[-1], dtype=relevance.dtype, device=relevance.device)
+    inputs: dict[int, Tensor] = {}
+    with saving_block_inputs(model, blocks, inputs):
+        gradient: Tensor | None = head_gradient(model, images, target, run)
+    batch, tokens = inputs[blocks[0]].shape[:2]
+    eye = torch.eye(tokens, dtype=inputs[blocks[0]].dtype, device=inputs[blocks[0]].device)
+    relevance = eye.expand(batch, tokens, tokens).clone()
+    for index in reversed(blocks):
+        assert gradient is not None  # only the lowest block passes no gradient down
+        gradient = backward_in_slices(
+            model, index, inputs.pop(index), gradient, relevance, to_input=index != blocks[0]
+        )
     return to_token_grid(model, readout(relevance - eye, prefix))
 
 
