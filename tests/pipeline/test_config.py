@@ -49,6 +49,7 @@ def test_missing_config_lists_builtins() -> None:
         ({"targets": {"steering": "upward"}}, r"targets\.steering"),
         ({"targets": {"braking": "output"}}, r"unknown task 'braking'"),
         ({"normalise": "zscore"}, r"normalise.*minmax"),
+        ({"methods": [{"method": "uniform", "normalise": "unit"}]}, r"methods\[0\]\.normalise"),
         ({"resolution": "pixel"}, r"resolution: 'pixel'"),
     ],
 )

@@ -63,6 +63,8 @@ class MethodConfig:
     #: model names to run on (None: every model the method applies to)
     models: tuple[str, ...] | None = None
     layer: str | None = None
+    #: this method's map normalisation (default: the run's `normalise`)
+    normalise: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -216,6 +216,8 @@ def check_names(config: RunConfig) -> None:
     """Refuse unknown method, target, normalisation and resolution names before any work starts."""
     for i, method in enumerate(config.methods):
         METHODS.get(method.method, f"methods[{i}].method")
+        if method.normalise is not None:
+            NORMALISERS.get(method.normalise, f"methods[{i}].normalise")
     for task, name in config.targets.items():
         if task not in TARGETS:
             raise SpecError(f"targets: unknown task {task!r}; valid: {', '.join(TARGETS)}")
@@ -280,7 +282,7 @@ def run(config: RunConfig, *, out: str | Path | None = None, progress: bool = Fa
                         target=target,
                         task=model.task,
                         layer=method.layer,
-                        normalise=config.normalise,
+                        normalise=method.normalise or config.normalise,
                         **method.options,
                     )
                     for label, part in _profiled_maps(method.name, result):
