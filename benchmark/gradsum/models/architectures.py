@@ -193,7 +193,8 @@ def vit(
         **_pooling(class_token, global_pool),
     )
     model.patch_embed.proj = nn.Sequential(UnitToSigned(), model.patch_embed.proj)
-    nn.init.trunc_normal_(model.pos_embed, std=pos_embed_std)
+    if model.pos_embed is not None:  # timm's learned positional embedding, the default
+        nn.init.trunc_normal_(model.pos_embed, std=pos_embed_std)
     return model
 
 
