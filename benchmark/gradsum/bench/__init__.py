@@ -28,9 +28,8 @@ class BenchSuite:
     run: Callable[[bool, str], dict[str, Any]]
 
 
-def suites() -> Registry[BenchSuite]:
+def discover_suites() -> Registry[BenchSuite]:
     """All discovered benchmark suites."""
-    # `suites` is also this function's name, so the subpackage is imported by its full name
     package = importlib.import_module("gradsum.bench.suites")
     registry: Registry[BenchSuite] = Registry("benchmark suite")
     for info in pkgutil.iter_modules(package.__path__):
@@ -62,7 +61,7 @@ def machine() -> dict[str, Any]:
 
 def run_suites(names: list[str] | None, quick: bool, device: str) -> dict[str, Any]:
     """Run the named suites (all when None) and return the figures with the machine."""
-    registry = suites()
+    registry = discover_suites()
     chosen = names or registry.names()
     results: dict[str, Any] = {"machine": machine(), "device": device, "quick": quick, "suites": {}}
     for name in chosen:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gradsum.bench import run_suites, suites
+from gradsum.bench import discover_suites, run_suites
 from gradsum.cli import Command
 from gradsum.fileio import atomic_write_json
 from gradsum.utils import default_device
@@ -20,7 +20,7 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    registry = suites()
+    registry = discover_suites()
     if args.list:
         for name, suite in registry.items():
             print(f"{name:16s} {suite.description}")
