@@ -74,6 +74,21 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
         os.replace(staging, target)
 
 
+def read_json_object(
+    path: str | os.PathLike[str], error: type[Exception], what: str = "JSON file"
+) -> dict[str, Any]:
+    """The JSON object in `path`; a missing, unreadable or non-object file raises `error` naming it."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: unreadable {what} ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: {what} is not a JSON object")
+    return data
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -8,7 +8,6 @@ requested dtype (float32 by default) on load, so attribution always runs in floa
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import pickle
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from gradsum.errors import CheckpointError
-from gradsum.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from gradsum.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
 from gradsum.models.architectures import WEIGHT_ARGUMENTS, build_model
 from gradsum.models.specs import ModelSpec
 from gradsum.utils import library_versions
@@ -92,14 +91,7 @@ def read_card(path: str | Path) -> ModelCard:
     source = Path(path)
     if source.is_dir():
         source = source / CARD
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{source}: no model card") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{source}: unreadable model card ({error})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{source}: model card is not a JSON object")
+    data = read_json_object(source, CheckpointError, "model card")
     return ModelCard.from_dict(data, str(source))
 
 

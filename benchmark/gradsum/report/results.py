@@ -7,7 +7,6 @@ re-registers in the manifest), so a stale entry for one of them only logs a warn
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from gradsum.aggregation import COMPARISON_COLUMNS, PER_IMAGE_COLUMNS, PROFILE_C
 from gradsum.errors import ResultsError
 from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
 from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS
-from gradsum.fileio import sha256_file
+from gradsum.fileio import read_json_object, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +85,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         raise ResultsError(f"{path}: missing; not a finished results folder")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ResultsError(f"{path}: unreadable JSON ({error})") from None
-    if not isinstance(manifest, dict):
-        raise ResultsError(f"{path}: expected a JSON object")
+    manifest = read_json_object(path, ResultsError, "JSON")
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise ResultsError(f"{path}: field 'files' must map relative paths to sha256 strings")
@@ -155,12 +149,7 @@ def read_cards(folder: Path) -> dict[str, dict[str, Any]]:
     """
     cards: dict[str, dict[str, Any]] = {}
     for path in sorted((folder / CARDS).glob("*.json")):
-        try:
-            card = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ResultsError(f"{path}: unreadable JSON ({error})") from None
-        if not isinstance(card, dict):
-            raise ResultsError(f"{path}: expected a JSON object")
+        card = read_json_object(path, ResultsError, "JSON")
         spec = card["spec"] if isinstance(card.get("spec"), dict) else {}
         card = {"name": spec.get("name", path.stem), "architecture": spec.get("architecture"), **card}
         missing = [f for f in CARD_FIELDS if card.get(f) is None]

@@ -9,7 +9,6 @@ in place of the speed so it stays finite. Frames without a vehicle file are kept
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gradsum.errors import TruthSetError
+from gradsum.fileio import read_json_object
 from gradsum.truthsets import TruthSetKind, register_kind
 from gradsum.truthsets.base import Sample, TruthSet
 from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_rgb
@@ -47,12 +47,7 @@ class Vehicle:
 
 def read_vehicle(path: Path) -> Vehicle:
     """Parse a `_vehicle.json`; a missing field or a non-number raises TruthSetError naming it."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TruthSetError(f"{path}: vehicle file is unreadable ({error})") from None
-    if not isinstance(record, dict):
-        raise TruthSetError(f"{path}: vehicle file is not a JSON object")
+    record = read_json_object(path, TruthSetError, "vehicle file")
     values = {}
     for field in ("speed", "yawRate"):
         value = record.get(field)

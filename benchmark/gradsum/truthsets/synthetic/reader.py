@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from gradsum.errors import TruthSetError
+from gradsum.fileio import read_json_object
 from gradsum.truthsets import TruthSetKind, register_kind
 from gradsum.truthsets.base import TASKS, Sample, TruthSet
 from gradsum.truthsets.labels import ClassTable, subset
@@ -22,19 +23,6 @@ from gradsum.truthsets.synthetic.writer import FORMAT_VERSION, KIND, frame_id
 
 #: The rendered classes, mapped onto themselves in the Cityscapes scheme.
 SYNTHETIC_CLASSES = subset(sc.CLASSES)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; a missing or corrupt file raises a TruthSetError naming it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TruthSetError(f"{path}: file is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TruthSetError(f"{path}: unreadable JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise TruthSetError(f"{path}: expected a JSON object")
-    return data
 
 
 def read_png(path: Path, mode: str) -> np.ndarray:
@@ -56,7 +44,7 @@ class SyntheticTruthSet(TruthSet):
 
     def __init__(self, root: Path, split: str) -> None:
         super().__init__(root, split)
-        self.manifest = read_json(self.root / MANIFEST)
+        self.manifest = read_json_object(self.root / MANIFEST, TruthSetError)
         if self.manifest.get("kind") != KIND:
             raise TruthSetError(
                 f"{self.root / MANIFEST}: field 'kind' is {self.manifest.get('kind')!r}, not {KIND!r}"
@@ -94,7 +82,7 @@ class SyntheticTruthSet(TruthSet):
 
     def record(self, index: int) -> dict[str, Any]:
         """The scene JSON of sample `index`: targets and latent parameters."""
-        return read_json(self.frame(index).scene(self.root))
+        return read_json_object(self.frame(index).scene(self.root), TruthSetError)
 
     def scene(self, index: int) -> sc.SceneParams:
         """The latent parameters of sample `index`, ready to re-render."""
