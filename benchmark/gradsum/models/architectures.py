@@ -156,6 +156,31 @@ def _pooling(class_token: bool, global_pool: str | None) -> dict[str, Any]:
     return {"class_token": class_token, "global_pool": pool}
 
 
+def _transformer(
+    img_size: tuple[int, int],
+    patch_size: int,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    class_token: bool,
+    global_pool: str | None,
+    **extra: Any,
+) -> VisionTransformer:
+    """A one-output timm VisionTransformer; `extra` carries what differs (drop path, a hybrid's embedding)."""
+    return VisionTransformer(
+        img_size=img_size,
+        patch_size=patch_size,
+        num_classes=1,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        **_pooling(class_token, global_pool),
+        **extra,
+    )
+
+
 @ARCHITECTURES.register("vit")
 def vit(
     img_size: tuple[int, int],
@@ -181,16 +206,16 @@ def vit(
     if img_size[0] % patch_size or img_size[1] % patch_size:
         raise SpecError(f"arch.patch_size: {patch_size} does not divide img_size {tuple(img_size)}")
     embed_dim, depth, num_heads = _vit_size(size, embed_dim, depth, num_heads)
-    model = VisionTransformer(
-        img_size=img_size,
-        patch_size=patch_size,
-        num_classes=1,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
+    model = _transformer(
+        img_size,
+        patch_size,
+        embed_dim,
+        depth,
+        num_heads,
+        mlp_ratio,
+        class_token,
+        global_pool,
         drop_path_rate=drop_path_rate,
-        **_pooling(class_token, global_pool),
     )
     model.patch_embed.proj = nn.Sequential(UnitToSigned(), model.patch_embed.proj)
     if model.pos_embed is not None:  # timm's learned positional embedding, the default
@@ -244,16 +269,16 @@ def hybrid_vit(
     if stem not in STEMS:
         raise SpecError(f"arch.stem: unknown tokenizer {stem!r}; valid: {', '.join(sorted(STEMS))}")
     embed = functools.partial(HybridEmbed, backbone=STEMS[stem]())
-    return VisionTransformer(
-        img_size=img_size,
-        patch_size=patch_size,
-        num_classes=1,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
+    return _transformer(
+        img_size,
+        patch_size,
+        embed_dim,
+        depth,
+        num_heads,
+        mlp_ratio,
+        class_token,
+        global_pool,
         embed_layer=embed,
-        **_pooling(class_token, global_pool),
     )
 
 
