@@ -7,6 +7,7 @@ manifest last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -62,26 +63,17 @@ class LoadedModel:
 
 @dataclass
 class Stage:
-    """Progress reporting for the CLI: one line per stage, with its duration."""
+    """Progress reporting for the CLI: one log line per stage, and its duration for the manifest."""
 
     timings: dict[str, float] = field(default_factory=dict)
 
-    def __call__(self, name: str) -> _StageTimer:
-        return _StageTimer(self, name)
-
-
-class _StageTimer:
-    def __init__(self, owner: Stage, name: str) -> None:
-        self.owner, self.name = owner, name
-
-    def __enter__(self) -> None:
-        log.info("stage %s ...", self.name)
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        seconds = time.perf_counter() - self.start
-        self.owner.timings[self.name] = round(seconds, 2)
-        log.info("stage %s done in %.1f s", self.name, seconds)
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        log.info("stage %s ...", name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 2)
+        log.info("stage %s done in %.1f s", name, self.timings[name])
 
 
 def ensure_truthset(config: RunConfig) -> Path:
