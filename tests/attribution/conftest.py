@@ -1,4 +1,4 @@
-"""Tiny seeded models for attribution tests: a CNN, a class-token ViT, an avg-pool ViT, a hybrid ViT.
+"""Tiny seeded models for attribution tests: a CNN, ViTs with class token, avg or max pooling, a hybrid.
 
 Images are 32×64 so that every model runs in milliseconds; weights are random but seeded.
 """
@@ -37,10 +37,10 @@ def small_cnn() -> nn.Module:
     return SmallCNN().eval()
 
 
-def tiny_vit(class_token: bool = True) -> nn.Module:
-    """A 2-block timm ViT on a 4×8 patch grid; `class_token=False` reads out by average pooling."""
+def tiny_vit(class_token: bool = True, global_pool: str = "avg") -> nn.Module:
+    """A 2-block timm ViT on a 4×8 patch grid; `class_token=False` reads out by `global_pool`."""
     torch.manual_seed(1)
-    pooling = {} if class_token else {"class_token": False, "global_pool": "avg"}
+    pooling = {} if class_token else {"class_token": False, "global_pool": global_pool}
     return timm.create_model(
         "vit_tiny_patch16_224",
         pretrained=False,
@@ -97,6 +97,12 @@ def vit() -> nn.Module:
 def vit_avg() -> nn.Module:
     """The average-pooling tiny ViT (no class token)."""
     return tiny_vit(class_token=False)
+
+
+@pytest.fixture
+def vit_max() -> nn.Module:
+    """The max-pooling tiny ViT (no class token)."""
+    return tiny_vit(class_token=False, global_pool="max")
 
 
 @pytest.fixture

@@ -9,12 +9,13 @@ from torch import Tensor, nn
 from gradsum.attribution import attribute, resolve_target
 from gradsum.attribution.adapters import HOOK_TABLES, attribution_mode
 from gradsum.attribution.attention import (
-    class_token_row,
+    POOLING_WEIGHTS,
     discard_lowest,
     gradient_rollout,
-    mean_patch_row,
+    pooled_tokens,
     raw_attention_map,
-    readout_of,
+    read_out,
+    readout_weights,
     residual_attention,
     rollout,
 )
@@ -31,11 +32,12 @@ def heads(*maps: list[list[float]]) -> Tensor:
 
 def capture(
     model: nn.Module, images: Tensor, target: Target | None = None
-) -> tuple[list[Tensor], list[Tensor]]:
-    """Every block's attention and its gradient, from one forward keeping the whole graph (the old way)."""
+) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """Every block's attention and its gradient, from one forward keeping the whole graph (the old way),
+    and the pooling's row weights."""
     kept: list[Tensor] = []
     handles = [b.attn.attn_drop.register_forward_hook(lambda _m, _i, o: kept.append(o)) for b in model.blocks]
-    with attribution_mode(model, needs_attention=True):
+    with attribution_mode(model, needs_attention=True), pooled_tokens(model) as pooled:
         try:
             output = model(images.clone().requires_grad_(True))
         finally:
@@ -43,7 +45,7 @@ def capture(
                 handle.remove()
         total = (target or resolve_target(None)).select(output).sum()
         grads = torch.autograd.grad(total, kept)
-    return [a.detach() for a in kept], list(grads)
+    return [a.detach() for a in kept], list(grads), readout_weights(model, pooled)
 
 
 def hooks_left(model: nn.Module) -> int:
@@ -91,19 +93,43 @@ def test_gradient_rollout_equals_a_hand_computation() -> None:
 
 def test_readouts_drop_prefix_tokens() -> None:
     matrix = torch.arange(16.0).reshape(1, 4, 4)
-    assert torch.equal(class_token_row(matrix, 2), torch.tensor([[2.0, 3.0]]))
-    assert torch.equal(mean_patch_row(matrix, 2), torch.tensor([[12.0, 13.0]]))
-    assert torch.equal(mean_patch_row(matrix, 0), torch.tensor([[6.0, 7.0, 8.0, 9.0]]))
+    tokens = torch.zeros(1, 4, 3)
+
+    def readout(pool: str, prefix: int) -> Tensor:
+        return read_out(matrix, POOLING_WEIGHTS.get(pool)(tokens, prefix), prefix)
+
+    assert torch.equal(readout("token", 2), torch.tensor([[2.0, 3.0]]))
+    assert torch.equal(readout("avg", 2), torch.tensor([[12.0, 13.0]]))
+    assert torch.equal(readout("avg", 0), torch.tensor([[6.0, 7.0, 8.0, 9.0]]))
 
 
-@pytest.mark.parametrize("name", ["vit", "vit_avg", "hybrid"])
+def test_max_pooling_weights_rows_by_the_channels_each_token_wins() -> None:
+    # one prefix token (never pooled), three patch tokens, four channels: the maxima of channels 0, 1
+    # come from patch 1, of channel 2 from patch 2, of channel 3 from patch 3
+    tokens = torch.tensor(
+        [[[9.0, 9.0, 9.0, 9.0], [5.0, 4.0, 0.0, 0.0], [1.0, 1.0, 3.0, 0.0], [0.0, 0.0, 1.0, 2.0]]]
+    )
+    assert torch.equal(POOLING_WEIGHTS.get("max")(tokens, 1), torch.tensor([[0.0, 0.5, 0.25, 0.25]]))
+    avgmax = POOLING_WEIGHTS.get("avgmax")(tokens, 1)
+    assert torch.allclose(avgmax, torch.tensor([[0.0, 5 / 12, 7 / 24, 7 / 24]]))
+    # the weights are max pooling's gradient: d(sum of pooled channels)/d(token) summed over channels
+    leaf = tokens.clone().requires_grad_(True)
+    leaf[:, 1:].amax(1).sum().backward()
+    assert leaf.grad is not None
+    assert torch.equal(leaf.grad.sum(-1) / 4, POOLING_WEIGHTS.get("max")(tokens, 1))
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_avg", "vit_max", "hybrid"])
 def test_hook_path_equals_the_pure_functions(
     name: str, images: Tensor, request: pytest.FixtureRequest
 ) -> None:
     model = request.getfixturevalue(name)
-    attentions, gradients = capture(model, images)
-    readout = readout_of(model)
+    attentions, gradients, weights = capture(model, images)
     prefix = model.num_prefix_tokens
+
+    def readout(matrix: Tensor) -> Tensor:
+        return read_out(matrix, weights, prefix)
+
     rows, cols = model.patch_embed.grid_size
     eye = torch.eye(attentions[0].shape[-1])
 
@@ -111,21 +137,19 @@ def test_hook_path_equals_the_pure_functions(
         return values.reshape(len(images), rows, cols)
 
     expected = {
-        "rollout": grid(readout(rollout(attentions, protect_first=prefix > 0), prefix)),
-        "gradrollout": grid(readout(gradient_rollout(attentions, gradients) - eye, prefix)),
-        "attention": grid(readout(attentions[-1].mean(1), prefix)),
+        "rollout": grid(readout(rollout(attentions, protect_first=prefix > 0))),
+        "gradrollout": grid(readout(gradient_rollout(attentions, gradients) - eye)),
+        "attention": grid(readout(attentions[-1].mean(1))),
     }
     for method, want in expected.items():
         got = attribute(model, images, method, normalise="raw").grid
         assert torch.allclose(got, want, atol=1e-6), method
     late = attribute(model, images, "gradrollout", normalise="raw", start_layer=-1).grid
-    assert torch.allclose(
-        late, grid(readout(gradient_rollout(attentions, gradients, 1) - eye, prefix)), atol=1e-6
-    )
+    assert torch.allclose(late, grid(readout(gradient_rollout(attentions, gradients, 1) - eye)), atol=1e-6)
 
 
 def test_attention_gradcam_weights_heads_by_their_gradient(hybrid: nn.Module, images: Tensor) -> None:
-    attentions, gradients = capture(hybrid, images)
+    attentions, gradients, _ = capture(hybrid, images)
     rows, grads = attentions[-1][:, :, 0, 1:], gradients[-1][:, :, 0, 1:]
     want = (grads.mean(-1, keepdim=True) * rows).mean(1).clamp(min=0).reshape(len(images), 4, 8)
     got = attribute(hybrid, images, "attention_gradcam", normalise="raw").grid
@@ -183,8 +207,8 @@ def test_bad_options_and_unsupported_pooling(vit: nn.Module, images: Tensor) -> 
         attribute(vit, images, "rollout", discard_ratio=1.0)
     with pytest.raises(UnknownNameError, match="head_fusion"):
         attribute(vit, images, "rollout", head_fusion="median")
-    vit.global_pool = "max"
-    with pytest.raises(AttributionError, match="global_pool='max'"):
+    vit.global_pool = "map"  # timm's attention pooling: no readout through token rows
+    with pytest.raises(AttributionError, match=r"global_pool='map'.*avg, avgmax, max, token"):
         attribute(vit, images, "attention")
 
 
@@ -195,18 +219,19 @@ def test_discarding_changes_rollout_but_keeps_it_finite(vit: nn.Module, images: 
     assert not torch.allclose(plain, sparse)
 
 
-@pytest.mark.parametrize("name", ["vit", "vit_avg", "hybrid"])
+@pytest.mark.parametrize("name", ["vit", "vit_avg", "vit_max", "hybrid"])
 def test_block_recompute_equals_the_graph_keeping_computation(
     name: str, images: Tensor, request: pytest.FixtureRequest
 ) -> None:
     # per-sample targets and a late start: the recompute must pass each sample's own gradient down
     model = request.getfixturevalue(name)
     signs = [1.0, -1.0, -1.0, 1.0]
-    attentions, gradients = capture(model, images, resolve_target(signs))
-    readout, prefix = readout_of(model), model.num_prefix_tokens
+    attentions, gradients, weights = capture(model, images, resolve_target(signs))
+    prefix = model.num_prefix_tokens
     eye = torch.eye(attentions[0].shape[-1])
     for start in (0, 1):
-        want = readout(gradient_rollout(attentions, gradients, start) - eye, prefix).reshape(4, 4, 8)
+        relevance = gradient_rollout(attentions, gradients, start) - eye
+        want = read_out(relevance, weights, prefix).reshape(4, 4, 8)
         got = attribute(model, images, "gradrollout", target=signs, normalise="raw", start_layer=start).grid
         assert torch.allclose(got, want, atol=1e-6), start
 

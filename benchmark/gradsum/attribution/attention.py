@@ -7,10 +7,12 @@ rollout folds blocks during the forward; gradient rollout re-runs one block at a
 input tokens, turns its (A, ∇A) into one (B, N, N) matrix and drops its graph, so no block's graph or
 per-head tensor outlives that block.
 
-Readout (which row of the token-to-token matrix explains the output) follows the model's pooling:
-class-token models (`global_pool="token"`) read the class-token row; average-pooling models
-(`global_pool="avg"`) read the mean over the patch rows, because their output is the mean of the patch
-tokens. Prefix tokens (class and register tokens) are dropped from the columns.
+Readout (which rows of the token-to-token matrix explain the output) follows the model's pooling: the
+rows are mixed with the weights the pooling gives the final tokens. Class-token models
+(`global_pool="token"`) read the class-token row; average pooling (`"avg"`) the mean patch row; max
+pooling (`"max"`) weights each patch row by the share of channels whose maximum it holds (the pooling's
+gradient), and `"avgmax"` takes half of each. Prefix tokens (class and register tokens) are dropped from
+the columns.
 """
 
 from __future__ import annotations
@@ -36,21 +38,47 @@ HEAD_FUSIONS.add("mean", lambda a: a.mean(1))
 HEAD_FUSIONS.add("max", lambda a: a.amax(1))
 HEAD_FUSIONS.add("min", lambda a: a.amin(1))
 
-Readout = Callable[[Tensor, int], Tensor]
+
+def class_token_weights(tokens: Tensor, prefix: int) -> Tensor:
+    """Token pooling's row weights (B, N): all on the class token."""
+    weights = tokens.new_zeros(tokens.shape[:2])
+    weights[:, 0] = 1.0
+    return weights
 
 
-def class_token_row(matrix: Tensor, prefix: int) -> Tensor:
-    """The class-token row of (..., N, N) over the patch columns: (..., n_patches)."""
-    return matrix[..., 0, prefix:]
+def mean_patch_weights(tokens: Tensor, prefix: int) -> Tensor:
+    """Average pooling's row weights (B, N): uniform over the patch tokens."""
+    weights = tokens.new_zeros(tokens.shape[:2])
+    weights[:, prefix:] = 1.0 / (tokens.shape[1] - prefix)
+    return weights
 
 
-def mean_patch_row(matrix: Tensor, prefix: int) -> Tensor:
-    """The mean over patch rows of (..., N, N) over the patch columns: the readout of average pooling."""
-    return matrix[..., prefix:, prefix:].mean(-2)
+def max_patch_weights(tokens: Tensor, prefix: int) -> Tensor:
+    """Max pooling's row weights (B, N): each patch token's share of the channels whose maximum it holds."""
+    patches = tokens[:, prefix:]
+    winners = patches.argmax(1)  # (B, D): the token each channel's maximum comes from
+    weights = tokens.new_zeros(tokens.shape[:2])
+    weights[:, prefix:].scatter_add_(1, winners, torch.full_like(winners, 1, dtype=tokens.dtype))
+    return weights / patches.shape[-1]
 
 
-#: timm `global_pool` → readout of a token-to-token matrix
-READOUTS: dict[str, Readout] = {"token": class_token_row, "avg": mean_patch_row}
+def avgmax_weights(tokens: Tensor, prefix: int) -> Tensor:
+    """timm's `avgmax` pooling, half average and half max: the mean of their row weights."""
+    return 0.5 * (mean_patch_weights(tokens, prefix) + max_patch_weights(tokens, prefix))
+
+
+#: timm `global_pool` → row weights (B, N) from the tokens it pools (B, N, D) and the prefix count
+POOLING_WEIGHTS: Registry[Callable[[Tensor, int], Tensor]] = Registry("global_pool")
+POOLING_WEIGHTS.add("token", class_token_weights)
+POOLING_WEIGHTS.add("avg", mean_patch_weights)
+POOLING_WEIGHTS.add("max", max_patch_weights)
+POOLING_WEIGHTS.add("avgmax", avgmax_weights)
+
+
+def read_out(matrix: Tensor, weights: Tensor, prefix: int) -> Tensor:
+    """Rows of (B, [heads,] N, N) mixed by row weights (B, N), over the patch columns: (B, [heads,] n)."""
+    shape = (weights.shape[0],) + (1,) * (matrix.ndim - 3) + (weights.shape[1], 1)
+    return (weights.reshape(shape).to(matrix.dtype) * matrix).sum(-2)[..., prefix:]
 
 
 def discard_lowest(fused: Tensor, ratio: float, protect_first: bool) -> Tensor:
@@ -122,11 +150,11 @@ def gradient_rollout(
     return relevance
 
 
-def attention_gradcam_row(attention: Tensor, gradient: Tensor, readout: Readout, prefix: int) -> Tensor:
+def attention_gradcam_row(attention: Tensor, gradient: Tensor, weights: Tensor, prefix: int) -> Tensor:
     """Chefer's GradCAM on attention: heads weighted by their mean read-out gradient, (B, n_patches) ≥ 0."""
-    rows = readout(attention, prefix)  # (B, heads, n)
-    weights = readout(gradient, prefix).mean(-1, keepdim=True)
-    return (weights * rows).mean(1).clamp(min=0)
+    rows = read_out(attention, weights, prefix)  # (B, heads, n)
+    head_weights = read_out(gradient, weights, prefix).mean(-1, keepdim=True)
+    return (head_weights * rows).mean(1).clamp(min=0)
 
 
 # --- capture on a timm model -------------------------------------------------------------------------
@@ -184,15 +212,43 @@ def forward_capturing(
     return output
 
 
-def readout_of(model: nn.Module) -> Readout:
-    """The readout for the model's pooling: class-token row or mean patch row."""
+def pooling_of(model: nn.Module) -> str:
+    """The model's timm `global_pool`, or an error listing the poolings attention methods can read out."""
     pool = getattr(model, "global_pool", None)
-    if pool not in READOUTS:
+    if pool not in POOLING_WEIGHTS:
         raise AttributionError(
-            f"model: global_pool={pool!r}; attention methods read the class-token row ('token') "
-            f"or the mean patch row ('avg')"
+            f"model: global_pool={pool!r}; attention methods read out {', '.join(POOLING_WEIGHTS.names())}"
         )
-    return READOUTS[pool]
+    return str(pool)
+
+
+@contextmanager
+def pooled_tokens(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Yields a list that holds, after the forward inside, the tokens the pooling reads (detached).
+
+    They are the output of timm's `model.norm` (an identity when the norm follows the pooling).
+    """
+    pooling_of(model)
+    norm = getattr(model, "norm", None)
+    if not isinstance(norm, nn.Module):
+        raise AttributionError(f"model: {type(model).__name__} has no `norm` module before its pooling")
+    kept: list[Tensor] = []
+
+    def keep(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+        kept[:] = [output.detach()]
+
+    handle = norm.register_forward_hook(keep)
+    try:
+        yield kept
+    finally:
+        handle.remove()
+
+
+def readout_weights(model: nn.Module, pooled: Sequence[Tensor]) -> Tensor:
+    """The pooling's row weights (B, N) from the tokens `pooled_tokens` kept."""
+    if not pooled:
+        raise AttributionError("model: its forward did not run `norm`, so the pooled tokens are unknown")
+    return POOLING_WEIGHTS.get(pooling_of(model))(pooled[0], num_prefix_tokens(model))
 
 
 def to_token_grid(model: nn.Module, values: Tensor) -> Tensor:
@@ -225,16 +281,16 @@ def graph_from_block(model: nn.Module, index: int) -> Iterator[None]:
 
 def raw_attention_map(model: nn.Module, images: Tensor, run: Forward | None = None) -> Tensor:
     """The last block's head-mean attention, read out per the model's pooling, on the token grid."""
-    readout, prefix = readout_of(model), num_prefix_tokens(model)
     last = block_indices(model, -1)
     kept: dict[int, Tensor] = {}
 
     def keep(index: int, attention: Tensor) -> None:
-        kept[index] = readout(attention.clamp(min=0).mean(1), prefix)
+        kept[index] = attention.clamp(min=0).mean(1)
 
-    with torch.no_grad():
+    with torch.no_grad(), pooled_tokens(model) as pooled:
         forward_capturing(model, images, last, keep, run=run)
-    return to_token_grid(model, kept[last[0]])
+    weights = readout_weights(model, pooled)
+    return to_token_grid(model, read_out(kept[last[0]], weights, num_prefix_tokens(model)))
 
 
 def rollout_map(
@@ -246,17 +302,17 @@ def rollout_map(
     run: Forward | None = None,
 ) -> Tensor:
     """Attention rollout folded block by block during the forward, read out on the token grid."""
-    readout, prefix = readout_of(model), num_prefix_tokens(model)
-    protect_first = readout is class_token_row
+    protect_first = pooling_of(model) == "token"
     joint: list[Tensor] = []
 
     def fold(_index: int, attention: Tensor) -> None:
         factor = rollout_block(attention, head_fusion, discard_ratio, protect_first)
         joint[:] = [factor @ joint[0] if joint else factor]
 
-    with torch.no_grad():
+    with torch.no_grad(), pooled_tokens(model) as pooled:
         forward_capturing(model, images, block_indices(model, start_layer), fold, run=run)
-    return to_token_grid(model, readout(joint[0], prefix))
+    weights = readout_weights(model, pooled)
+    return to_token_grid(model, read_out(joint[0], weights, num_prefix_tokens(model)))
 
 
 #: the recompute backpropagates the batch in this many slices, one after another: a block's graph then
@@ -373,11 +429,11 @@ def gradient_rollout_map(
     any attention, and for average-pooling models its diagonal would otherwise add a uniform 1/n to
     every patch.
     """
-    readout, prefix = readout_of(model), num_prefix_tokens(model)
     blocks = block_indices(model, start_layer)
     inputs: dict[int, Tensor] = {}
-    with saving_block_inputs(model, blocks, inputs):
+    with saving_block_inputs(model, blocks, inputs), pooled_tokens(model) as pooled:
         gradient: Tensor | None = head_gradient(model, images, target, run)
+    weights = readout_weights(model, pooled)
     batch, tokens = inputs[blocks[0]].shape[:2]
     eye = torch.eye(tokens, dtype=inputs[blocks[0]].dtype, device=inputs[blocks[0]].device)
     relevance = eye.expand(batch, tokens, tokens).clone()
@@ -386,21 +442,21 @@ def gradient_rollout_map(
         gradient = backward_in_slices(
             model, index, inputs.pop(index), gradient, relevance, to_input=index != blocks[0]
         )
-    return to_token_grid(model, readout(relevance - eye, prefix))
+    return to_token_grid(model, read_out(relevance - eye, weights, num_prefix_tokens(model)))
 
 
 def attention_gradcam_map(
     model: nn.Module, images: Tensor, target: Target, run: Forward | None = None
 ) -> Tensor:
     """GradCAM over the heads of the last block's attention (Chefer's baseline), on the token grid."""
-    readout, prefix = readout_of(model), num_prefix_tokens(model)
     last = block_indices(model, -1)
     kept: list[Tensor] = []
 
-    with torch.enable_grad(), graph_from_block(model, last[0]):
+    with torch.enable_grad(), graph_from_block(model, last[0]), pooled_tokens(model) as pooled:
         output = forward_capturing(model, images, last, lambda _i, a: kept.append(a), run=run)
         (gradient,) = torch.autograd.grad(target.select(output).sum(), kept)
-    row = attention_gradcam_row(kept[0].detach(), gradient, readout, prefix)
+    weights = readout_weights(model, pooled)
+    row = attention_gradcam_row(kept[0].detach(), gradient, weights, num_prefix_tokens(model))
     return to_token_grid(model, row)
 
 
@@ -432,7 +488,7 @@ class AttentionMethod(Method):
 
 @register_method("attention")
 class RawAttention(AttentionMethod):
-    """Raw attention of the last block, head mean (class-token row or mean patch row)."""
+    """Raw attention of the last block, head mean, read out by the model's pooling."""
 
     description = "raw attention of the last block, head mean, read out by the model's pooling"
 

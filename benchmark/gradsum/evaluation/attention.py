@@ -16,7 +16,13 @@ from torch import Tensor, nn
 
 from gradsum.aggregation import class_scores, per_image_frame, profiles
 from gradsum.attribution.adapters import attribution_mode
-from gradsum.attribution.attention import forward_capturing, readout_of, to_token_grid
+from gradsum.attribution.attention import (
+    forward_capturing,
+    pooled_tokens,
+    read_out,
+    readout_weights,
+    to_token_grid,
+)
 from gradsum.attribution.base import upsample
 from gradsum.attribution.normalise import normalise
 from gradsum.models import num_prefix_tokens
@@ -59,14 +65,20 @@ class AttentionDiagnostics:
         """Add one batch: images as the model takes them, labels as Cityscapes ids."""
         layers: dict[int, Tensor] = {}
         ratios: dict[int, Tensor] = {}
-        readout, prefix = readout_of(module), num_prefix_tokens(module)
 
         def keep(index: int, attention: Tensor) -> None:
             ratios[index] = entropy_ratio(attention).sum(0)
-            layers[index] = to_token_grid(module, readout(attention.mean(1), prefix))
+            layers[index] = attention.mean(1)
 
-        with attribution_mode(module, needs_attention=True), torch.no_grad():
+        with (
+            attribution_mode(module, needs_attention=True),
+            torch.no_grad(),
+            pooled_tokens(module) as pooled,
+        ):
             forward_capturing(module, images, range(len(module.blocks)), keep)  # type: ignore[arg-type]
+        weights, prefix = readout_weights(module, pooled), num_prefix_tokens(module)
+        for index, mean in layers.items():
+            layers[index] = to_token_grid(module, read_out(mean, weights, prefix))
         stacked = torch.stack([ratios[i] for i in sorted(ratios)])
         self._entropy_sum = stacked if self._entropy_sum is None else self._entropy_sum + stacked
         self._images += images.shape[0]
