@@ -79,6 +79,8 @@ def test_bad_names_and_arguments() -> None:
         build_model("vit", SIZE, patch_size=10)
     with pytest.raises(SpecError, match="class_token"):
         build_model("vit", SIZE, class_token=False, global_pool="token")
+    with pytest.raises(SpecError, match="'map' is not one of token, avg, max, avgmax"):
+        build_model("vit", SIZE, class_token=False, global_pool="map")
     with pytest.raises(SpecError, match="no model 'resnet1800'"):
         build_model("timm_cnn", SIZE, name="resnet1800")
 

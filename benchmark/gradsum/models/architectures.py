@@ -147,12 +147,16 @@ def _vit_size(size: str | None, embed_dim: int, depth: int, num_heads: int) -> t
     return VIT_SIZES[size]
 
 
+#: timm poolings whose token mixing the attention methods can read out (not `map`, a learned attention)
+POOLINGS = ("token", "avg", "max", "avgmax")
+
+
 def _pooling(class_token: bool, global_pool: str | None) -> dict[str, Any]:
     pool = global_pool or ("token" if class_token else "avg")
     if pool == "token" and not class_token:
         raise SpecError("arch.global_pool: 'token' pooling needs class_token: true")
-    if pool not in ("token", "avg"):
-        raise SpecError(f"arch.global_pool: {pool!r} is not one of token, avg")
+    if pool not in POOLINGS:
+        raise SpecError(f"arch.global_pool: {pool!r} is not one of {', '.join(POOLINGS)}")
     return {"class_token": class_token, "global_pool": pool}
 
 
@@ -181,6 +185,11 @@ def _transformer(
     )
 
 
+def _widen_positions(model: VisionTransformer, std: float) -> None:
+    if model.pos_embed is not None:  # timm's learned positional embedding, the default
+        nn.init.trunc_normal_(model.pos_embed, std=std)
+
+
 @ARCHITECTURES.register("vit")
 def vit(
     img_size: tuple[int, int],
@@ -195,7 +204,7 @@ def vit(
     drop_path_rate: float = 0.0,
     pos_embed_std: float = 0.2,
 ) -> nn.Module:
-    """timm VisionTransformer for non-square driving crops, with a class token or average pooling.
+    """timm VisionTransformer for non-square driving crops: class token, or average or max pooling.
 
     Two choices make small ViTs learn driving targets from scratch: the input is centred to [-1, 1]
     inside the patch embedding (from [0, 1], every patch embedding shares a large constant part that
@@ -218,8 +227,7 @@ def vit(
         drop_path_rate=drop_path_rate,
     )
     model.patch_embed.proj = nn.Sequential(UnitToSigned(), model.patch_embed.proj)
-    if model.pos_embed is not None:  # timm's learned positional embedding, the default
-        nn.init.trunc_normal_(model.pos_embed, std=pos_embed_std)
+    _widen_positions(model, pos_embed_std)
     return model
 
 
@@ -264,12 +272,17 @@ def hybrid_vit(
     mlp_ratio: float = 2.0,
     class_token: bool = True,
     global_pool: str | None = None,
+    pos_embed_std: float = 0.2,
 ) -> nn.Module:
-    """ViT whose patch embedding is a CNN tokenizer (timm `HybridEmbed`) then a `patch_size` patchify."""
+    """ViT whose patch embedding is a CNN tokenizer (timm `HybridEmbed`) then a `patch_size` patchify.
+
+    The positional embedding starts at std `pos_embed_std`, as in `vit`: the tokenizer's convolutions
+    say little about where a token sits, and steering depends on it.
+    """
     if stem not in STEMS:
         raise SpecError(f"arch.stem: unknown tokenizer {stem!r}; valid: {', '.join(sorted(STEMS))}")
     embed = functools.partial(HybridEmbed, backbone=STEMS[stem]())
-    return _transformer(
+    model = _transformer(
         img_size,
         patch_size,
         embed_dim,
@@ -280,6 +293,8 @@ def hybrid_vit(
         global_pool,
         embed_layer=embed,
     )
+    _widen_positions(model, pos_embed_std)
+    return model
 
 
 def check_arguments(architecture: str, kwargs: dict[str, Any], source: str = "arch") -> None:
