@@ -15,13 +15,14 @@ import yaml
 
 from gradsum.dataspec import build
 from gradsum.errors import SpecError
+from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
     """How to render the synthetic truth set when it is missing."""
 
-    count: int = 5000
+    count: int = DEFAULT_COUNT
     seed: int = 0
     size: tuple[int, int] = (96, 192)
     shortcut: float = 0.0

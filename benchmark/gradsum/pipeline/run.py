@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,7 +90,12 @@ def ensure_truthset(config: RunConfig) -> Path:
     log.info("rendering the synthetic truth set into %s (%d scenes)", root, settings.count)
     return Path(
         generate(
-            root, count=settings.count, seed=settings.seed, size=settings.size, shortcut=settings.shortcut
+            root,
+            count=settings.count,
+            seed=settings.seed,
+            size=settings.size,
+            shortcut=settings.shortcut,
+            workers=os.cpu_count() or 1,  # the bytes do not depend on the worker count
         )
     )
 

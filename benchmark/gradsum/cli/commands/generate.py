@@ -6,6 +6,7 @@ import argparse
 
 from gradsum.cli import Command
 from gradsum.truthsets.synthetic import generate, parse_size
+from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +14,10 @@ def _add(parser: argparse.ArgumentParser) -> None:
         "--out", default="datasets/synthetic", help="folder to create (default datasets/synthetic)"
     )
     parser.add_argument(
-        "--count", type=int, default=5000, help="scenes in all, split 80/10/10 (default 5000)"
+        "--count",
+        type=int,
+        default=DEFAULT_COUNT,
+        help=f"scenes in all, split 80/10/10 (default {DEFAULT_COUNT})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed; the same seed gives byte-identical files")
     parser.add_argument("--size", default="96x192", help="image size HxW (default 96x192)")

@@ -28,6 +28,8 @@ KIND = "synthetic"
 FORMAT_VERSION = 1
 CITY = "synth"
 DEFAULT_SIZE = (96, 192)
+#: 8,000 training scenes: the obstacle ViT overfits 4,000 (test accuracy 0.92 → 0.93 in the same steps)
+DEFAULT_COUNT = 10_000
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 #: zlib level 1 without row filters: lossless and deterministic, and several times faster than Pillow's
 #: adaptive filtering on these noisy frames (which would cap generation well below 100 scenes/s).
@@ -191,7 +193,7 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def generate(
     out: str | Path,
-    count: int = 5000,
+    count: int = DEFAULT_COUNT,
     seed: int = 0,
     size: Sequence[int] = DEFAULT_SIZE,
     shortcut: float = 0.0,
