@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gradsum.dataspec import build
+from gradsum.dataspec import build, changed_fields
 from gradsum.errors import SpecError
 
 
@@ -43,3 +43,11 @@ def test_converts_lists_ints_and_nested_mappings() -> None:
 def test_bad_fields_name_the_file_and_the_dotted_field(data: dict[str, object], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         build(Outer, data, "f.yaml")
+
+
+def test_changed_fields_names_each_difference_by_its_dotted_path() -> None:
+    old = {"name": "a", "arch": {"depth": 4, "sizes": [96, 192]}, "train": {"epochs": 10}}
+    new = {"name": "a", "arch": {"depth": 4, "sizes": (96, 192), "pool": "max"}, "train": {"epochs": 5}}
+    assert changed_fields(old, new) == ["arch.pool", "train.epochs"]
+    assert changed_fields(old, old) == []
+    assert changed_fields({"a": {"b": 1}}, {"a": 2}) == ["a"]

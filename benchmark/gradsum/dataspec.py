@@ -33,6 +33,22 @@ def build(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
     return cls(**values)
 
 
+def changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two nested mappings (lists compare as tuples)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            name
+            for key in sorted(set(old) | set(new), key=str)
+            for name in changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    same = _frozen(old) == _frozen(new)
+    return [] if same else [prefix.rstrip(".")]
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list | tuple) else value
+
+
 def convert(hint: Any, value: Any, source: str, name: str) -> Any:
     """Check one field's value against its type hint, converting lists to tuples and ints to floats."""
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,9 @@ def test_a_score_recomputed_by_hand(results: Path) -> None:
     assert rows.loc["road", "mass_share"] == pytest.approx(heat[road].sum() / heat[valid].sum(), rel=1e-4)
 
 
-def test_a_second_run_reuses_truthset_and_models_and_gives_the_same_tables(results: Path) -> None:
+def test_a_second_run_reuses_truthset_and_models_and_gives_the_same_tables(
+    results: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     manifest = json.loads((results / "manifest.json").read_text())
     config = config_from_dict(
         {
@@ -108,10 +111,31 @@ def test_a_second_run_reuses_truthset_and_models_and_gives_the_same_tables(resul
             "models_dir": manifest["config"]["models_dir"],
         }
     )
-    again = run(config, out=results.parent / "again")
+    with caplog.at_level(logging.WARNING, logger="gradsum.pipeline.run"):
+        again = run(config, out=results.parent / "again")
+    assert "used as it is" not in caplog.text
     assert json.loads((again / "manifest.json").read_text())["stage_seconds"]["models"] < 30
     for table in ["profiles.csv", "comparisons.csv", "ground_truth.csv"]:
         assert (again / table).read_bytes() == (results / table).read_bytes(), table
+
+
+def test_what_is_on_disk_but_differs_from_the_config_is_kept_with_a_warning(
+    results: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest = json.loads((results / "manifest.json").read_text())
+    data = json.loads(json.dumps(TINY))
+    truthset = manifest["config"]["truthset"]
+    data["truthset"] = {**truthset, "generate": {**truthset["generate"], "count": 50}}
+    data["models_dir"] = manifest["config"]["models_dir"]
+    data["models"][0]["overrides"] = {"train": {"epochs": 2}}
+    card = Path(data["models_dir"]) / "pilotnet" / "card.json"
+    before = card.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="gradsum.pipeline.run"):
+        run(config_from_dict(data), out=results.parent / "changed")
+    assert "was rendered with count 40 (config: 50)" in caplog.text
+    assert "differs from models[pilotnet] in train.epochs;" in caplog.text
+    assert "models[hybrid]" not in caplog.text
+    assert card.read_bytes() == before
 
 
 def test_report_command_rerenders_and_rejects_a_broken_folder(

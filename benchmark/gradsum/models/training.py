@@ -305,7 +305,7 @@ class Trainer:
             total=self.steps_per_epoch * config.epochs,
             initial=self.steps_per_epoch * state.epoch,
             desc=f"train {self.spec.name}",
-            disable=not progress,
+            disable=None if progress else True,  # None: a bar on a terminal, none in a redirected log
             dynamic_ncols=True,
         )
         with bar:
@@ -332,6 +332,16 @@ class Trainer:
                 self.save_state()
                 bar.set_postfix(
                     epoch=epoch, loss=f"{train_loss:.4f}", **{f"val_{self.task.headline}": headline}
+                )
+                log.info(
+                    "%s epoch %d/%d: train loss %.4f, val loss %.4f, val %s %s",
+                    self.spec.name,
+                    epoch,
+                    config.epochs,
+                    train_loss,
+                    val_loss,
+                    self.task.headline,
+                    "n/a" if headline is None else f"{headline:.3f}",
                 )
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)

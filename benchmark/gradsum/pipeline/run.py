@@ -37,12 +37,13 @@ from gradsum.aggregation import (
 from gradsum.attribution import METHODS, AttributionResult, attribute
 from gradsum.attribution.normalise import NORMALISERS, normalise
 from gradsum.attribution.targets import TARGETS
-from gradsum.errors import SpecError
+from gradsum.dataspec import changed_fields
+from gradsum.errors import SpecError, TruthSetError
 from gradsum.evaluation import ground_truth_table
 from gradsum.evaluation.attention import AttentionDiagnostics
-from gradsum.fileio import atomic_directory, atomic_write_json
+from gradsum.fileio import atomic_directory, atomic_write_json, read_json_object
 from gradsum.models import ModelSpec, load_model, load_spec, model_family, train_model
-from gradsum.pipeline.config import MethodConfig, ModelConfig, RunConfig
+from gradsum.pipeline.config import GenerateConfig, MethodConfig, ModelConfig, RunConfig
 from gradsum.report import OverlayData, write_report
 from gradsum.truthsets import TruthSet, open_truthset
 from gradsum.truthsets.base import image_to_tensor
@@ -77,12 +78,40 @@ class Stage:
         log.info("stage %s done in %.1f s", name, self.timings[name])
 
 
+def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig) -> None:
+    """Log a warning when the synthetic set at `root` was rendered with settings other than `settings`.
+
+    The set is still used: re-rendering would replace files a user may rely on, and the warning says how.
+    """
+    try:
+        rendered = read_json_object(root / "manifest.json", TruthSetError).get("parameters")
+    except TruthSetError:
+        return  # not a synthetic set, or a broken one the reader reports
+    if not isinstance(rendered, dict):
+        return
+    wanted = {
+        "count": settings.count,
+        "seed": settings.seed,
+        "size": settings.size,
+        "shortcut": settings.shortcut,
+    }
+    if changed := changed_fields({key: rendered.get(key) for key in wanted}, wanted):
+        differences = ", ".join(f"{key} {rendered.get(key)} (config: {wanted[key]})" for key in changed)
+        log.warning(
+            "%s was rendered with %s; it is used as it is (remove it to render truthset.generate's set)",
+            root,
+            differences,
+        )
+
+
 def ensure_truthset(config: RunConfig) -> Path:
     """The truth set's folder, rendering the synthetic set first when it is missing and configured."""
     root = Path(config.truthset.path)
-    if root.exists():
-        return root
     settings = config.truthset.generate
+    if root.exists():
+        if settings is not None:
+            warn_if_rendered_otherwise(root, settings)
+        return root
     if settings is None:
         raise SpecError(f"truthset.path: {root} does not exist and the config has no truthset.generate block")
     from gradsum.truthsets.synthetic import generate
@@ -116,19 +145,35 @@ def ensure_model(
 ) -> LoadedModel:
     """Load a model's checkpoint, training it from its spec first when it is missing."""
     folder = Path(entry.checkpoint or Path(config.models_dir) / entry.name)
+    spec = configured_spec(entry)
     if not (folder / "card.json").exists():
-        if entry.spec is None:
+        if spec is None:
             raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} and no spec to train one from")
-        spec = load_spec(entry.spec)
-        if entry.overrides:
-            spec = ModelSpec.from_dict(
-                _merge(spec.to_dict(), entry.overrides), f"models[{entry.name}].overrides"
-            )
         log.info("training %s (%s, %s) into %s", entry.name, spec.architecture, spec.task, folder)
         train_model(spec, truthset_root, spec.task, folder, device=device, progress=progress)
     module, card = load_model(folder, device=device)
+    changed = [] if spec is None else changed_fields(card.spec, spec.to_dict())
+    if changed := [name for name in changed if name != "description"]:
+        # kept, not retrained: the checkpoint may be the one a user's results rest on
+        log.warning(
+            "%s was trained from a spec that differs from models[%s] in %s; it is used as it is "
+            "(remove the folder to train the configured spec)",
+            folder,
+            entry.name,
+            ", ".join(changed),
+        )
     size = card.spec["img_size"]
     return LoadedModel(entry.name, module, card.to_dict(), card.task, (int(size[0]), int(size[1])))
+
+
+def configured_spec(entry: ModelConfig) -> ModelSpec | None:
+    """The spec a model entry names, with its overrides applied; None for a checkpoint without a spec."""
+    if entry.spec is None:
+        return None
+    spec = load_spec(entry.spec)
+    if not entry.overrides:
+        return spec
+    return ModelSpec.from_dict(_merge(spec.to_dict(), entry.overrides), f"models[{entry.name}].overrides")
 
 
 def methods_for(model: LoadedModel, methods: tuple[MethodConfig, ...]) -> list[MethodConfig]:
@@ -260,7 +305,7 @@ def run(config: RunConfig, *, out: str | Path | None = None, progress: bool = Fa
             total=-(-count // config.batch_size),
             desc="attribute",
             unit="batch",
-            disable=not progress,
+            disable=None if progress else True,  # None: a bar on a terminal, none in a redirected log
         )
         for ids, images, labels in batches:
             label_tensor = torch.from_numpy(labels.astype(np.int64)).to(device)
