@@ -8,13 +8,21 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from gradsum.errors import AttributionError, CheckpointError, SpecError, UnknownNameError
 from gradsum.models import ARCHITECTURES, build_model, cam_layer, model_family, num_prefix_tokens, token_grid
 from gradsum.models import tokenizer as get_tokenizer
 
 SIZE = (96, 192)
-FAMILIES = {"pilotnet": "cnn", "compact_cnn": "cnn", "timm_cnn": "cnn", "vit": "vit", "hybrid_vit": "hybrid"}
+FAMILIES = {
+    "pilotnet": "cnn",
+    "compact_cnn": "cnn",
+    "timm_cnn": "cnn",
+    "timm_vit": "vit",
+    "vit": "vit",
+    "hybrid_vit": "hybrid",
+}
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES.names())
@@ -71,7 +79,9 @@ def test_pretrained_without_file_says_downloads_are_impossible() -> None:
 
 
 def test_bad_names_and_arguments() -> None:
-    with pytest.raises(UnknownNameError, match="valid: compact_cnn, hybrid_vit, pilotnet, timm_cnn, vit"):
+    with pytest.raises(
+        UnknownNameError, match="valid: compact_cnn, hybrid_vit, pilotnet, timm_cnn, timm_vit, vit"
+    ):
         build_model("pilotnett", SIZE)
     with pytest.raises(SpecError, match="depthh"):
         build_model("vit", SIZE, depthh=2)
@@ -83,6 +93,10 @@ def test_bad_names_and_arguments() -> None:
         build_model("vit", SIZE, class_token=False, global_pool="map")
     with pytest.raises(SpecError, match="no model 'resnet1800'"):
         build_model("timm_cnn", SIZE, name="resnet1800")
+    with pytest.raises(SpecError, match=r"resnet18: .*img_size.*use timm_cnn"):
+        build_model("timm_vit", SIZE, name="resnet18")
+    with pytest.raises(SpecError, match="mixer_b16_224 is a MlpMixer, not a timm VisionTransformer"):
+        build_model("timm_vit", SIZE, name="mixer_b16_224")
 
 
 def test_timm_cnn_loads_exact_checkpoint_from_local_file(tmp_path: Path) -> None:
@@ -92,7 +106,10 @@ def test_timm_cnn_loads_exact_checkpoint_from_local_file(tmp_path: Path) -> None
     safetensors.torch.save_file(source.state_dict(), str(path))
     model = build_model("timm_cnn", SIZE, name="resnet18", checkpoint_path=str(path)).eval()
     images = torch.rand(2, 3, *SIZE)
-    torch.testing.assert_close(model(images), source.eval()(images))
+    # the model takes [0, 1] and standardises inside with timm's statistics for resnet18
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(model(images), source.eval()((images - mean) / std))
 
 
 def test_timm_cnn_takes_imagenet_style_weights_and_refits_the_head(tmp_path: Path) -> None:
@@ -101,5 +118,20 @@ def test_timm_cnn_takes_imagenet_style_weights_and_refits_the_head(tmp_path: Pat
     path = tmp_path / "resnet18_in1k.pth"
     torch.save(imagenet.state_dict(), path)
     model = build_model("timm_cnn", SIZE, name="resnet18", weights_file=str(path))
-    torch.testing.assert_close(model.conv1.weight, imagenet.conv1.weight)
+    torch.testing.assert_close(model.conv1[1].weight, imagenet.conv1.weight)
     assert model.fc.weight.shape == (1, 512)
+
+
+def test_timm_vit_takes_local_weights_made_for_another_size(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    square = timm.create_model("deit_tiny_patch16_224", num_classes=1000, pretrained=False, depth=2)
+    path = tmp_path / "deit_tiny.safetensors"
+    safetensors.torch.save_file(square.state_dict(), str(path))
+    model = build_model("timm_vit", SIZE, name="deit_tiny_patch16_224", depth=2, weights_file=str(path))
+    assert token_grid(model) == (6, 12) and model.pos_embed.shape == (1, 1 + 6 * 12, 192)
+    torch.testing.assert_close(model.patch_embed.proj[1].weight, square.patch_embed.proj.weight)
+    torch.testing.assert_close(model.blocks[1].mlp.fc2.weight, square.blocks[1].mlp.fc2.weight)
+    # the class token's position is kept; the patch grid is resampled from 14×14 to 6×12
+    torch.testing.assert_close(model.pos_embed[:, 0], square.pos_embed[:, 0])
+    assert model.head.weight.shape == (1, 192)
+    assert model(torch.rand(2, 3, *SIZE)).shape == (2, 1)

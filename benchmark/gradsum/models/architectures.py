@@ -14,6 +14,7 @@ from typing import Any
 
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import HybridEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -120,6 +121,51 @@ def _timm_weights(pretrained: bool, weights_file: str | None, argument: str) -> 
     return {"pretrained": False}
 
 
+class Standardise(nn.Module):
+    """[0, 1] input → (x − mean) / std per channel: the statistics timm's weights for a model expect."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        # not persistent: checkpoints keep timm's own keys, the statistics come from the model's config
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _standardise_input(model: nn.Module) -> nn.Module:
+    """Put the model's `pretrained_cfg` mean/std in front of its first convolution (stem or patch projection).
+
+    Local pretrained weights see the input they were trained on, while the model still takes [0, 1].
+    """
+    config = getattr(model, "pretrained_cfg", None) or {}
+    mean = config.get("mean", IMAGENET_DEFAULT_MEAN)
+    std = config.get("std", IMAGENET_DEFAULT_STD)
+    first = next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise SpecError(f"arch.name: {type(model).__name__} has no convolution to take the input")
+    model.set_submodule(first, nn.Sequential(Standardise(mean, std), model.get_submodule(first)))
+    return model
+
+
+def _timm_model(
+    name: str, pretrained: bool, weights_file: str | None, checkpoint_path: str | None, **kwargs: Any
+) -> nn.Module:
+    """`timm.create_model(name)` with one output and weights from local files only, input standardised."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name[:4]}*")[:5]
+        raise SpecError(f"arch.name: timm knows no model {name!r} (close: {', '.join(close) or 'none'})")
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
+        raise CheckpointError(f"checkpoint_path: {checkpoint_path} does not exist")
+    weights = _timm_weights(pretrained, weights_file, "weights_file")
+    model = timm.create_model(name, num_classes=1, checkpoint_path=checkpoint_path or "", **weights, **kwargs)
+    return _standardise_input(model)
+
+
 @ARCHITECTURES.register("timm_cnn")
 def timm_cnn(
     img_size: tuple[int, int],
@@ -130,13 +176,32 @@ def timm_cnn(
     **kwargs: Any,
 ) -> nn.Module:
     """Any timm CNN by name with one output; weights come only from local files, never downloads."""
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name[:4]}*")[:5]
-        raise SpecError(f"arch.name: timm knows no model {name!r} (close: {', '.join(close) or 'none'})")
-    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
-        raise CheckpointError(f"checkpoint_path: {checkpoint_path} does not exist")
-    weights = _timm_weights(pretrained, weights_file, "weights_file")
-    return timm.create_model(name, num_classes=1, checkpoint_path=checkpoint_path or "", **weights, **kwargs)
+    return _timm_model(name, pretrained, weights_file, checkpoint_path, **kwargs)
+
+
+@ARCHITECTURES.register("timm_vit")
+def timm_vit(
+    img_size: tuple[int, int],
+    name: str = "deit_tiny_patch16_224",
+    pretrained: bool = False,
+    weights_file: str | None = None,
+    checkpoint_path: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Any timm ViT (or hybrid ViT) by name, built for the driving crop's `img_size`.
+
+    Local weights made for another size (`weights_file`) get their position embedding resampled to the
+    new token grid by timm; a `checkpoint_path` must match the model exactly.
+    """
+    try:
+        model = _timm_model(
+            name, pretrained, weights_file, checkpoint_path, img_size=tuple(img_size), **kwargs
+        )
+    except TypeError as error:  # a CNN's constructor refuses img_size; so does a bad keyword
+        raise SpecError(f"arch: timm model {name}: {error}; for a CNN use timm_cnn") from None
+    if not isinstance(model, VisionTransformer):
+        raise SpecError(f"arch.name: {name} is a {type(model).__name__}, not a timm VisionTransformer")
+    return model
 
 
 def _vit_size(size: str | None, embed_dim: int, depth: int, num_heads: int) -> tuple[int, int, int]:
