@@ -16,6 +16,7 @@ DEFAULTS = {
     "hybrid_vit": ("steering", "hybrid"),
     "compact_cnn": ("obstacle", "cnn"),
     "vit_obstacle": ("obstacle", "vit"),
+    "hybrid_obstacle": ("obstacle", "hybrid"),
     "resnet18": ("steering", "cnn"),
 }
 

@@ -13,8 +13,8 @@ import torch
 from gradsum.bench import BenchSuite
 from gradsum.models import load_spec, train_model
 
-#: the default models the pipeline uses
-MODELS = ("pilotnet", "vit", "hybrid_vit", "compact_cnn", "vit_obstacle")
+#: the default models the pipeline uses, then the obstacle hybrid (the ViT quality target covers it too)
+MODELS = ("pilotnet", "vit", "hybrid_vit", "compact_cnn", "vit_obstacle", "hybrid_obstacle")
 #: truth set to train on (override with GRADSUM_BENCH_TRUTHSET)
 TRUTHSET = Path("datasets/synthetic")
 
