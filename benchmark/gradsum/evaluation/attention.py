@@ -63,12 +63,12 @@ class AttentionDiagnostics:
         self, module: nn.Module, images: Tensor, labels: Tensor, ids: list[str], resolution: str
     ) -> None:
         """Add one batch: images as the model takes them, labels as Cityscapes ids."""
-        layers: dict[int, Tensor] = {}
+        head_means: dict[int, Tensor] = {}
         ratios: dict[int, Tensor] = {}
 
         def keep(index: int, attention: Tensor) -> None:
             ratios[index] = entropy_ratio(attention).sum(0)
-            layers[index] = attention.mean(1)
+            head_means[index] = attention.mean(1)
 
         with (
             attribution_mode(module, needs_attention=True),
@@ -77,14 +77,13 @@ class AttentionDiagnostics:
         ):
             forward_capturing(module, images, range(len(module.blocks)), keep)  # type: ignore[arg-type]
         weights, prefix = readout_weights(module, pooled), num_prefix_tokens(module)
-        for index, mean in layers.items():
-            layers[index] = to_token_grid(module, read_out(mean, weights, prefix))
         stacked = torch.stack([ratios[i] for i in sorted(ratios)])
         self._entropy_sum = stacked if self._entropy_sum is None else self._entropy_sum + stacked
         self._images += images.shape[0]
-        for index in sorted(layers):
-            size = (int(images.shape[-2]), int(images.shape[-1]))
-            maps = normalise(upsample(layers[index], size), self.normalisation)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        for index in sorted(head_means):
+            grid = to_token_grid(module, read_out(head_means[index], weights, prefix))
+            maps = normalise(upsample(grid, size), self.normalisation)
             scores = class_scores(maps, labels, resolution=resolution)
             self._frames.append(per_image_frame(scores, ids, self.model, f"layer {index}"))
         self.batches += 1
