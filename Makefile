@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	# Quantus 0.6 is the test oracle for localisation metrics; its opencv-python pin would shadow the headless cv2
+	$(BIN)/python -m pip install --quiet --no-deps 'quantus==0.6.0'
 	touch $(STAMP)
 
 setup: $(STAMP)

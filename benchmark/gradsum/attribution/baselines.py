@@ -275,6 +275,25 @@ class RandomMethod(Method):
         return torch.rand(batch, height, width, generator=generator).to(images.device)
 
 
+@register_method("sobel")
+class SobelMethod(Method):
+    """Edge strength of the input image: a map that knows nothing of the model (a null explainer)."""
+
+    description = "Sobel gradient magnitude of the input's grey image (model-independent null explainer)"
+    applies_to = ALL_FAMILIES
+    uses_layer = False
+    grid_note = "pixel map (input resolution)"
+
+    def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
+        """|∇ grey| with 3×3 Sobel kernels and replicated borders."""
+        grey = images.detach().mean(1, keepdim=True)
+        kernel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=images.device)
+        kernels = torch.stack([kernel, kernel.T])[:, None].to(grey.dtype)
+        padded = torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="replicate")
+        gradients = torch.nn.functional.conv2d(padded, kernels)
+        return gradients.pow(2).sum(1).sqrt()
+
+
 @register_method("uniform")
 class UniformMethod(Method):
     """The same value at every pixel: a profile that only reflects class areas."""

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
 from tqdm.auto import tqdm
 
 from gradsum.errors import TrainingError, TruthSetError
 from gradsum.fileio import atomic_write_bytes
 from gradsum.models.checkpoints import ModelCard, card_for, save_model, state_dict_bytes
+from gradsum.models.inputs import resize_uint8
 from gradsum.models.specs import AugmentConfig, ModelSpec, load_spec
 from gradsum.models.tasks import TRAINING_TASKS, Metrics, Task
 from gradsum.truthsets import TruthSet, open_truthset
@@ -76,11 +76,7 @@ def preload(truthset: TruthSet, task: str, img_size: tuple[int, int]) -> SplitDa
     for sample in truthset:
         images.append(torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1))
         targets.append(sample.targets[task])
-    stack = torch.stack(images)
-    if tuple(stack.shape[-2:]) != tuple(img_size):
-        log.info("resizing %s images from %s to %s", truthset.split, tuple(stack.shape[-2:]), img_size)
-        resized = functional.interpolate(stack.float(), size=img_size, mode="bilinear", antialias=True)
-        stack = resized.round().clamp(0, 255).to(torch.uint8)
+    stack = resize_uint8(torch.stack(images), img_size)
     return SplitData(stack, torch.tensor(targets, dtype=torch.float32))
 
 

@@ -43,24 +43,15 @@ from gradsum.evaluation import ground_truth_table
 from gradsum.evaluation.attention import AttentionDiagnostics
 from gradsum.fileio import atomic_directory, atomic_write_json, read_json_object
 from gradsum.models import ModelSpec, load_model, load_spec, model_family, train_model
+from gradsum.models.inputs import model_input
+from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import GenerateConfig, MethodConfig, ModelConfig, RunConfig
 from gradsum.report import OverlayData, write_report
 from gradsum.truthsets import TruthSet, open_truthset
-from gradsum.truthsets.base import image_to_tensor
+from gradsum.truthsets.base import sample_id
 from gradsum.utils import default_device, library_versions, seed_everything
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for attribution, with its card and the task it was trained for."""
-
-    name: str
-    module: nn.Module
-    card: dict[str, Any]
-    task: str
-    img_size: tuple[int, int]
 
 
 @dataclass
@@ -189,32 +180,14 @@ def methods_for(model: LoadedModel, methods: tuple[MethodConfig, ...]) -> list[M
     return chosen
 
 
-def _sample_id(meta: dict[str, Any], index: int) -> str:
-    """A stable id for a sample: the Cityscapes frame stem, else the image file's stem, else its index."""
-    if "frame" in meta:
-        return str(meta["frame"])
-    for key in ("image", "image_file"):
-        if key in meta:
-            return Path(str(meta[key])).stem
-    return str(index)
-
-
 def _batches(
     truthset: TruthSet, count: int, batch_size: int
 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
     for start in range(0, count, batch_size):
         indices = range(start, min(count, start + batch_size))
         samples = [truthset[i] for i in indices]
-        ids = [_sample_id(s.meta, i) for s, i in zip(samples, indices, strict=True)]
+        ids = [sample_id(s.meta, i) for s, i in zip(samples, indices, strict=True)]
         yield ids, np.stack([s.image for s in samples]), np.stack([s.labels for s in samples])
-
-
-def _model_input(images: np.ndarray, size: tuple[int, int], device: str) -> torch.Tensor:
-    """Images as the model expects them: float in [0,1], resized to the model's input size."""
-    batch = torch.stack([image_to_tensor(image) for image in images]).to(device)
-    if tuple(batch.shape[-2:]) != size:
-        batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
-    return batch
 
 
 def _profiled_maps(label: str, result: AttributionResult) -> Iterator[tuple[str, AttributionResult]]:
@@ -315,7 +288,7 @@ def run(config: RunConfig, *, out: str | Path | None = None, progress: bool = Fa
                 overlay_images.extend(images[:keep])
                 overlay_labels.extend(labels[:keep])
             for model in models:
-                batch = _model_input(images, model.img_size, device)
+                batch = model_input(images, model.img_size, device)
                 target = config.targets.get(model.task)
                 for method in plan[model.name]:
                     result = attribute(

@@ -88,6 +88,16 @@ class TruthSet(abc.ABC):
         }
 
 
+def sample_id(meta: Mapping[str, Any], index: int) -> str:
+    """A stable id for a sample: the Cityscapes frame stem, else the image file's stem, else its index."""
+    if "frame" in meta:
+        return str(meta["frame"])
+    for key in ("image", "image_file"):
+        if key in meta:
+            return Path(str(meta[key])).stem
+    return str(index)
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 → (3, H, W) float32 in [0, 1]: the input convention of every GradSUM model."""
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
