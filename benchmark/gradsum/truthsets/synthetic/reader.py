@@ -18,7 +18,7 @@ from gradsum.truthsets.base import TASKS, Sample, TruthSet
 from gradsum.truthsets.labels import ClassTable, subset
 from gradsum.truthsets.layout import MANIFEST, FrameId
 from gradsum.truthsets.synthetic import scene as sc
-from gradsum.truthsets.synthetic.render import Rendered, render_counterfactual
+from gradsum.truthsets.synthetic.render import Rendered, erase_params, render, render_counterfactual
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION, KIND, frame_id
 
 #: The rendered classes, mapped onto themselves in the Cityscapes scheme.
@@ -140,10 +140,35 @@ class SyntheticTruthSet(TruthSet):
         **changes: Any,
     ) -> Sample:
         """Sample `index` re-rendered with classes removed/repainted or latent factors changed."""
-        rendered: Rendered = render_counterfactual(self.scene(index), remove, repaint, **changes)
-        frame = self.frame(index)
-        meta = self._meta(frame, {"parameters": rendered.params.to_dict()})
-        meta["counterfactual"] = {"remove": remove, "repaint": dict(repaint or {}), "changes": changes}
+        rendered = render_counterfactual(self.scene(index), remove, repaint, **changes)
+        counterfactual = {"remove": remove, "repaint": dict(repaint or {}), "changes": changes}
+        return self._rendered_sample(index, rendered, counterfactual=counterfactual)
+
+    #: How `erase` takes each class out ("removed" | "repainted"), for reports.
+    ERASURE = sc.ERASURE
+
+    def donor(self, index: int) -> int:
+        """The default donor of scene `index` for repainted classes: the next scene of the split, cyclically."""
+        self.frame(index)  # raises IndexError naming the split
+        return (index + 1) % len(self)
+
+    def erase(self, index: int, cls: str, donor: int | None = None) -> Sample:
+        """Sample `index` re-rendered with class `cls` erased in-domain (see `ERASURE` and `erase_params`).
+
+        Removable classes are removed; sky and terrain are repainted with that class's colour and texture
+        from scene `donor` of this split (default `donor(index)`, i.e. `(index + 1) % len(self)`; with a
+        one-scene split the donor is the scene itself and the repaint changes nothing).
+        """
+        donor_index = self.donor(index) if donor is None else donor
+        donor_params = self.scene(donor_index) if sc.ERASURE.get(cls) == "repainted" else None
+        rendered = render(erase_params(self.scene(index), cls, donor_params))
+        used = donor_index if donor_params is not None else None
+        erasure: dict[str, Any] = {"cls": cls, "how": sc.ERASURE[cls], "donor": used}
+        return self._rendered_sample(index, rendered, erase=erasure)
+
+    def _rendered_sample(self, index: int, rendered: Rendered, **provenance: Any) -> Sample:
+        meta = self._meta(self.frame(index), {"parameters": rendered.params.to_dict()})
+        meta.update(provenance)
         return Sample(
             image=rendered.image,
             labels=rendered.labels,

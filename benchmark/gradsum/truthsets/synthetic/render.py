@@ -225,6 +225,11 @@ _OBJECT_SHAPES = {"car": _car_parts, "person": _person_parts}
 def _compose(canvas: _Canvas, rng: np.random.Generator) -> np.ndarray:
     p = canvas.params
     low, grain = _noise_fields(rng, p.height, p.width)
+    # A class repainted from a donor takes the donor's noise on its own pixels only.
+    for cls, seed in sorted(p.class_texture_seeds.items()):
+        own = canvas.labels == IDS[cls]
+        donor_low, donor_grain = _noise_fields(np.random.default_rng(seed), p.height, p.width)
+        low[own], grain[own] = donor_low[own], donor_grain[own]
     shade = 1.0 + _SHADE[canvas.labels] * low
     image = canvas.colour * (p.brightness * shade)[..., None] + (_GRAIN[canvas.labels] * grain)[..., None]
     return np.clip(image + 0.5, 0.0, 255.0).astype(np.uint8)
@@ -298,6 +303,33 @@ def counterfactual_params(
         r, g, b = (int(c) for c in colour)
         out = _repaint(out, cls, (r, g, b))
     return out
+
+
+#: Scene fields a repainted class takes from the donor besides its palette colour and texture.
+_DONOR_FIELDS: dict[str, tuple[str, ...]] = {"sky": ("sky_cue",), "terrain": ()}
+
+
+def erase_params(params: SceneParams, cls: str, donor_params: SceneParams | None = None) -> SceneParams:
+    """Parameters with `cls` erased in-domain, as `sc.ERASURE[cls]` says.
+
+    Removable classes are left out (what is behind shows: road → terrain, markings with it). Sky and
+    terrain, which nothing stands behind, are repainted with `donor_params`' colour for that class (and,
+    for sky, its tint `sky_cue`), their texture noise drawn from the donor's texture seed; every other
+    pixel stays identical.
+    """
+    if cls not in sc.ERASURE:
+        raise GradSUMError(f"erase cls={cls!r}: not a rendered class; valid: {', '.join(sc.CLASSES)}")
+    if sc.ERASURE[cls] == "removed":
+        return counterfactual_params(params, remove=cls)
+    if donor_params is None:
+        raise GradSUMError(f"erase cls={cls!r}: a repainted class needs donor_params (another scene)")
+    donor_seed = donor_params.class_texture_seeds.get(cls, donor_params.texture_seed)
+    changes: dict[str, Any] = {name: getattr(donor_params, name) for name in _DONOR_FIELDS[cls]}
+    return params.replace(
+        palette={**params.palette, cls: donor_params.palette[cls]},
+        class_texture_seeds={**params.class_texture_seeds, cls: donor_seed},
+        **changes,
+    )
 
 
 def render_counterfactual(

@@ -8,7 +8,7 @@ See `datasets/SYNTHETIC.md` for which classes are causal, correlated or independ
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,8 +50,12 @@ CLASSES = (
     "person",
     "car",
 )
-#: Classes a counterfactual may remove; removed pixels show what is behind them.
-REMOVABLE = ("car", "person", "pole", "traffic sign", "building", "vegetation", "sidewalk")
+#: Classes a counterfactual may remove; removed pixels show what is behind them (road: the terrain beneath,
+#: markings included).
+REMOVABLE = ("car", "person", "pole", "traffic sign", "building", "vegetation", "sidewalk", "road")
+#: How `erase` takes each rendered class out of a scene: "removed" (what is behind shows) or, for the
+#: classes nothing stands behind, "repainted" with the same class's colour and texture from a donor scene.
+ERASURE: dict[str, str] = {name: "removed" if name in REMOVABLE else "repainted" for name in CLASSES}
 
 _BASE_COLOURS: dict[str, tuple[int, int, int]] = {
     "road": (92, 92, 98),
@@ -134,6 +138,8 @@ class SceneParams:
     trees: tuple[Tree, ...] = ()
     #: classes left out when rendering (counterfactual removal): what is behind them shows
     removed: tuple[str, ...] = ()
+    #: class → texture seed drawing that class's noise instead of `texture_seed` (erasure by repainting)
+    class_texture_seeds: dict[str, int] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> SceneParams:
         """A copy with some fields changed."""
@@ -155,6 +161,9 @@ class SceneParams:
         values["buildings"] = tuple(Building(**{**b, "colour": _rgb(b["colour"])}) for b in data["buildings"])
         values["trees"] = tuple(Tree(**t) for t in data["trees"])
         values["removed"] = tuple(data.get("removed", ()))
+        values["class_texture_seeds"] = {
+            str(k): int(v) for k, v in data.get("class_texture_seeds", {}).items()
+        }
         return cls(**values)
 
 
