@@ -41,8 +41,9 @@ def test_steering_proxy_is_curvature_and_slow_frames_are_dropped(cityscapes_root
     truthset = CityscapesTruthSet(cityscapes_root, "val")
     assert [f.stem for f in truthset.frames] == ["aachen_000000_000019", "bremen_000002_000019"]
     assert truthset.tasks == ("steering",)
-    np.testing.assert_allclose(truthset.targets("steering"), [0.5 / 10.0, -0.2 / 4.0])
-    assert truthset[1].targets["steering"] == pytest.approx(-0.05)
+    # yawRate is positive turning left (ISO 8855), steering positive to the right: −yawRate / speed
+    np.testing.assert_allclose(truthset.targets("steering"), [-0.5 / 10.0, 0.2 / 4.0])
+    assert truthset[1].targets["steering"] == pytest.approx(0.05)
 
 
 def test_slow_frames_kept_and_flagged_when_asked(cityscapes_root: Path) -> None:
@@ -51,7 +52,7 @@ def test_slow_frames_kept_and_flagged_when_asked(cityscapes_root: Path) -> None:
     slow = truthset[1]
     assert slow.meta["slow"] is True and truthset[0].meta["slow"] is False
     # speed 0.5 m/s is floored at min_speed = 1 m/s so the curvature stays finite
-    assert slow.targets["steering"] == pytest.approx(0.2)
+    assert slow.targets["steering"] == pytest.approx(-0.2)
 
 
 def test_split_without_all_vehicle_files_has_no_task(cityscapes_root: Path) -> None:
@@ -79,7 +80,7 @@ def test_vehicle_file_without_speed_names_file_and_field(cityscapes_root: Path) 
     truthset = CityscapesTruthSet(cityscapes_root, "val")
     with pytest.raises(TruthSetError, match=r"aachen_000000_000019_vehicle\.json: field 'speed' is missing"):
         truthset[0]
-    assert truthset[1].targets["steering"] == pytest.approx(-0.05)
+    assert truthset[1].targets["steering"] == pytest.approx(0.05)
 
 
 def _save(path: Path, array: np.ndarray) -> None:

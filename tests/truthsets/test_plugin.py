@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from gradsum.errors import SpecError, TruthSetError
-from gradsum.truthsets import detect_kind, open_truthset
+from gradsum.truthsets import CauseDeclaration, detect_kind, open_truthset
 from gradsum.truthsets.encodings import ENCODINGS
 from gradsum.truthsets.labels import CITYSCAPES
 from gradsum.truthsets.plugin import SPEC_FILE, PluginTruthSet, builtin_specs, load_spec, open_plugin
@@ -164,6 +164,16 @@ BAD_SPECS = [
     ({**GOOD, "mapping": {"blob": "road"}}, "field 'mapping.blob' names no class"),
     ({**GOOD, "labels": "labels/{basename}.png"}, r"field 'labels' uses unknown placeholders \['basename'\]"),
     ({**GOOD, "splits": 3}, "field 'splits' must be"),
+    (
+        {**GOOD, "causes": {"steering": {"causal": ["raod"]}}},
+        r"field 'causes.steering.causal' names no Cityscapes class \('raod'\); valid: unlabeled, .*road,",
+    ),
+    ({**GOOD, "causes": {"speed": {"causal": ["road"]}}}, "field 'causes.speed' is not a task"),
+    ({**GOOD, "causes": {"steering": {"effect": ["road"]}}}, "field 'causes.steering' must be a mapping"),
+    (
+        {**GOOD, "causes": {"steering": {"causal": ["road"], "independent": ["road"]}}},
+        r"field 'causes.steering' declares \['road'\] both causal and independent",
+    ),
 ]
 
 
@@ -172,6 +182,23 @@ def test_bad_specs_name_the_file_and_field(tmp_path: Path, spec: dict[str, objec
     (tmp_path / SPEC_FILE).write_text(json.dumps(spec))
     with pytest.raises(SpecError, match=rf"{SPEC_FILE}: .*{message}"):
         open_truthset(tmp_path, "test", kind="plugin")
+
+
+def test_spec_declares_causes_and_other_specs_declare_none(tmp_path: Path) -> None:
+    _image(tmp_path / "images" / "a.png")
+    _png(tmp_path / "labels" / "a.png", CS_IDS)
+    causes = {
+        "obstacle": {"causal": ["car", "person"], "independent": ["sky"]},
+        "steering": {"causal": ["road"]},
+    }
+    (tmp_path / SPEC_FILE).write_text(json.dumps({**GOOD, "causes": causes}))
+    truthset = open_truthset(tmp_path, "test")
+    assert dict(truthset.causes) == {
+        "obstacle": CauseDeclaration(causal=("car", "person"), independent=("sky",)),
+        "steering": CauseDeclaration(causal=("road",), independent=()),
+    }
+    assert truthset.cause_mask(0, "steering") is None
+    assert all(load_spec(name).causes == {} for name in builtin_specs())
 
 
 def test_unknown_builtin_spec_and_broken_yaml(tmp_path: Path) -> None:

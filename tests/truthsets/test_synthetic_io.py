@@ -46,7 +46,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(
 
 def test_layout_is_cityscapes_with_vehicle_scene_and_manifest(synthetic_root: Path) -> None:
     manifest = json.loads((synthetic_root / MANIFEST).read_text())
-    assert manifest["kind"] == "synthetic" and manifest["format_version"] == 1
+    assert manifest["kind"] == "synthetic" and manifest["format_version"] == 2
     assert {k: v["count"] for k, v in manifest["splits"].items()} == {"train": 16, "val": 2, "test": 2}
     assert len({v["seed"] for v in manifest["splits"].values()}) == 3
     assert manifest["splits"]["train"]["shortcut"] == 0.8 and manifest["splits"]["test"]["shortcut"] == 0.0
@@ -62,8 +62,9 @@ def test_layout_is_cityscapes_with_vehicle_scene_and_manifest(synthetic_root: Pa
     assert np.array_equal(colour, cityscapes_palette()[labels])
     vehicle = json.loads(frame.vehicle(synthetic_root).read_text())
     scene = json.loads(frame.scene(synthetic_root).read_text())
+    # Cityscapes' yaw rate is positive turning left, steering positive to the right
     assert vehicle["yawRate"] / vehicle["speed"] == pytest.approx(
-        scene["targets"]["steering"] * STEERING_SCALE
+        -scene["targets"]["steering"] * STEERING_SCALE
     )
     assert set(scene["targets"]) == {"steering", "obstacle"}
 

@@ -30,7 +30,8 @@ def test_steering_is_the_documented_pursuit_formula(scenes: list[sc.SceneParams]
         assert sc.steering(p) == pytest.approx(by_hand, abs=1e-12)
         assert -1.0 <= sc.steering(p) <= 1.0
         vehicle = sc.vehicle(p)
-        assert vehicle["yawRate"] / vehicle["speed"] == pytest.approx(sc.steering(p) * sc.STEERING_SCALE)
+        # ISO 8855 yaw rate: positive turning left, the opposite of the steering sign
+        assert vehicle["yawRate"] / vehicle["speed"] == pytest.approx(-sc.steering(p) * sc.STEERING_SCALE)
 
 
 def test_steering_sign_follows_road_curvature(scenes: list[sc.SceneParams]) -> None:

@@ -12,7 +12,16 @@ from pathlib import Path
 
 from gradsum.errors import TruthSetError
 from gradsum.registry import Registry
-from gradsum.truthsets.base import TASKS, ArrayTruthSet, Sample, TorchTruthSet, TruthSet
+from gradsum.truthsets.base import (
+    STEERING_SIGN,
+    TASKS,
+    ArrayTruthSet,
+    CauseDeclaration,
+    Sample,
+    TorchTruthSet,
+    TruthSet,
+    steering_from_yaw_rate,
+)
 from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable
 
 
@@ -60,8 +69,10 @@ def open_truthset(path: str | Path, split: str = "test", kind: str | None = None
 __all__ = [
     "CITYSCAPES",
     "KINDS",
+    "STEERING_SIGN",
     "TASKS",
     "ArrayTruthSet",
+    "CauseDeclaration",
     "ClassInfo",
     "ClassTable",
     "Sample",
@@ -71,6 +82,7 @@ __all__ = [
     "detect_kind",
     "open_truthset",
     "register_kind",
+    "steering_from_yaw_rate",
 ]
 
 # Readers register themselves on import (one line per reader module).

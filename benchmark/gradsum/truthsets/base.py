@@ -17,6 +17,28 @@ from gradsum.truthsets.labels import ClassTable
 #: Targets a truth set may carry per sample.
 TASKS = ("steering", "obstacle")
 
+#: The one sign convention of the `steering` target in every reader (and every trained model): positive =
+#: steer right. Vehicle logs follow ISO 8855 (x forward, y left, z up: yaw rate positive = turning left),
+#: so readers convert them with `steering_from_yaw_rate`.
+STEERING_SIGN = "positive = steer right"
+
+
+def steering_from_yaw_rate(yaw_rate: float, speed: float, min_speed: float) -> float:
+    """Path curvature (1/m) in the steering convention from an ISO 8855 yaw rate (rad/s, + = left) and
+    speed (m/s): −yawRate / speed, with the speed floored at `min_speed` so slow frames stay finite."""
+    return -yaw_rate / max(speed, min_speed)
+
+
+@dataclass(frozen=True)
+class CauseDeclaration:
+    """Which classes a truth set states are causal for a task, and which it states are independent of it.
+
+    Classes in neither tuple are undeclared (e.g. correlated with the target without causing it).
+    """
+
+    causal: tuple[str, ...]
+    independent: tuple[str, ...]
+
 
 @dataclass
 class Sample:
@@ -31,6 +53,9 @@ class Sample:
     targets: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     raw_labels: np.ndarray | None = None
+    #: (H, W) int32 Cityscapes instance ids (class id · 1000 + k on thing instances, the class id
+    #: elsewhere), where the truth set has them
+    instances: np.ndarray | None = None
 
 
 class TruthSet(abc.ABC):
@@ -63,6 +88,15 @@ class TruthSet(abc.ABC):
     def parameters(self) -> Mapping[str, Any]:
         """Generation or source parameters recorded with results and model cards."""
         return {}
+
+    @property
+    def causes(self) -> Mapping[str, CauseDeclaration]:
+        """Task → the classes this truth set declares causal and independent (none by default)."""
+        return {}
+
+    def cause_mask(self, index: int, task: str) -> np.ndarray | None:
+        """(H, W) bool: the pixels that cause sample `index`'s `task` target; None when none are known."""
+        return None
 
     def __iter__(self) -> Iterator[Sample]:
         for index in range(len(self)):

@@ -1,7 +1,8 @@
 """Reader of the official Cityscapes layout (`leftImg8bit`, `gtFine`/`gtCoarse`, optional `vehicle`).
 
 Steering proxy: Cityscapes records no steering angle, so the `steering` target is the path curvature
-κ = yawRate / speed (1/m, positive = turning left) from `vehicle/.../*_vehicle.json`. Below
+−yawRate / speed (1/m) from `vehicle/.../*_vehicle.json`: Cityscapes' yaw rate is positive when turning
+left (ISO 8855), the steering target positive when steering right (`base.STEERING_SIGN`). Below
 `min_speed` (1 m/s) the ratio is noise, so such slow frames are dropped by default; with
 `drop_slow=False` they stay, flagged `meta["slow"] = True`, and their curvature uses `min_speed`
 in place of the speed so it stays finite. Frames without a vehicle file are kept without target.
@@ -20,8 +21,8 @@ import numpy as np
 from gradsum.errors import TruthSetError
 from gradsum.fileio import read_json_object
 from gradsum.truthsets import TruthSetKind, register_kind
-from gradsum.truthsets.base import Sample, TruthSet
-from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_rgb
+from gradsum.truthsets.base import Sample, TruthSet, steering_from_yaw_rate
+from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_png, read_rgb
 from gradsum.truthsets.labels import CITYSCAPES, ClassTable
 from gradsum.truthsets.layout import FrameId, parse_image_name
 
@@ -40,9 +41,9 @@ class Vehicle:
     speed: float  # m/s
     yaw_rate: float  # rad/s, positive = turning left
 
-    def curvature(self, min_speed: float) -> float:
-        """yawRate / speed with the speed floored at `min_speed`."""
-        return self.yaw_rate / max(self.speed, min_speed)
+    def steering(self, min_speed: float) -> float:
+        """The steering target: −yawRate / speed with the speed floored at `min_speed`."""
+        return steering_from_yaw_rate(self.yaw_rate, self.speed, min_speed)
 
 
 def read_vehicle(path: Path) -> Vehicle:
@@ -152,9 +153,14 @@ class CityscapesTruthSet(TruthSet):
         path = frame.label_ids(self.root, self.annotation)
         return decode_labels(path, ENCODINGS.get("id8"), self.class_table).astype(np.uint8)
 
+    def _instances(self, frame: FrameId) -> np.ndarray | None:
+        """The frame's `instanceIds` map (int32) when the annotation folder has one."""
+        path = frame.instance_ids(self.root, self.annotation)
+        return read_png(path, "instance").astype(np.int32) if path.is_file() else None
+
     def _targets(self, frame: FrameId) -> dict[str, float]:
         vehicle = self._vehicle(frame)
-        return {} if vehicle is None else {"steering": vehicle.curvature(self.min_speed)}
+        return {} if vehicle is None else {"steering": vehicle.steering(self.min_speed)}
 
     def _meta(self, frame: FrameId) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -192,7 +198,14 @@ class CityscapesTruthSet(TruthSet):
         labels = self._labels(frame)
         check_sizes(image, labels, frame.image(self.root), frame.label_ids(self.root, self.annotation))
         targets, meta = self._targets(frame), self._meta(frame)
-        return Sample(image=image, labels=labels, targets=targets, meta=meta, raw_labels=labels)
+        return Sample(
+            image=image,
+            labels=labels,
+            targets=targets,
+            meta=meta,
+            raw_labels=labels,
+            instances=self._instances(frame),
+        )
 
     def targets(self, task: str) -> np.ndarray:
         if task not in self.tasks:

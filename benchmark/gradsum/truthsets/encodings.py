@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from gradsum.errors import TruthSetError
 from gradsum.registry import Registry
 from gradsum.truthsets.labels import ClassTable
+from gradsum.truthsets.layout import INSTANCE_SCALE
 
 
 class LabelDecodeError(ValueError):
@@ -81,7 +82,7 @@ def decode_rgb(raw: np.ndarray, table: ClassTable) -> np.ndarray:
 def decode_id1000(raw: np.ndarray, table: ClassTable) -> np.ndarray:
     """Class ids from `id*1000+k`; values below 1000 are plain ids, as in Cityscapes instanceIds."""
     values = _single_channel(raw, "id1000")
-    return np.where(values >= 1000, values // 1000, values)
+    return np.where(values >= INSTANCE_SCALE, values // INSTANCE_SCALE, values)
 
 
 @_encoding("id256", "16-bit PNG, id*256+instance (KITTI instance/)")

@@ -12,6 +12,9 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
+#: Cityscapes `instanceIds`: pixels of a thing instance hold `class id · INSTANCE_SCALE + k`, all others
+#: their plain class id.
+INSTANCE_SCALE = 1000
 
 
 @dataclass(frozen=True, order=True)
@@ -37,6 +40,9 @@ class FrameId:
 
     def label_ids(self, root: Path, annotation: str = "gtFine") -> Path:
         return self.path(root, annotation, f"{annotation}_labelIds.png")
+
+    def instance_ids(self, root: Path, annotation: str = "gtFine") -> Path:
+        return self.path(root, annotation, f"{annotation}_instanceIds.png")
 
     def color(self, root: Path, annotation: str = "gtFine") -> Path:
         return self.path(root, annotation, f"{annotation}_color.png")

@@ -11,7 +11,7 @@ import csv
 import json
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import yaml
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.registry import Registry
 from gradsum.truthsets import TruthSetKind, register_kind
-from gradsum.truthsets.base import TASKS, Sample, TruthSet
+from gradsum.truthsets.base import TASKS, CauseDeclaration, Sample, TruthSet
 from gradsum.truthsets.encodings import ENCODINGS, Encoding, check_sizes, decode_labels, read_rgb
 from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable, cityscapes_class
 from gradsum.truthsets.layout import SPLITS
@@ -32,7 +32,9 @@ SPECS_FOLDER = Path(__file__).parent / "specs"
 WHOLE_FOLDER = "all"
 
 _REQUIRED = ("name", "images", "labels", "encoding", "classes")
-_OPTIONAL = ("description", "mapping", "splits", "targets")
+_OPTIONAL = ("description", "mapping", "splits", "targets", "causes")
+#: the roles a `causes` entry may declare, in CauseDeclaration's field order
+_CAUSE_ROLES = ("causal", "independent")
 _CLASS_FIELDS = ("id", "name", "color", "cityscapes", "ignore")
 #: placeholders a `labels` pattern may use, derived from each image path
 _LABEL_PLACEHOLDERS = ("split", "stem", "name", "parent")
@@ -89,6 +91,8 @@ class TruthSetSpec:
     splits: Mapping[str, str]
     targets: str | None = None
     description: str = ""
+    #: task → the Cityscapes classes the spec declares causal and independent (field `causes`)
+    causes: Mapping[str, CauseDeclaration] = field(default_factory=dict)
 
     @property
     def split_names(self) -> list[str]:
@@ -144,7 +148,36 @@ class _SpecParser:
             splits=self.splits(record.get("splits")),
             targets=self.text(record, "targets") if "targets" in record else None,
             description=self.text(record, "description") if "description" in record else "",
+            causes=self.causes(record.get("causes", {})),
         )
+
+    def causes(self, value: Any) -> dict[str, CauseDeclaration]:
+        shape = "{task: {causal: [class, ...], independent: [class, ...]}}"
+        if not isinstance(value, dict):
+            raise self.error("causes", f"must be a mapping {shape}, got {value!r}")
+        declared = {}
+        for task, entry in value.items():
+            if task not in TASKS:
+                raise self.error(f"causes.{task}", f"is not a task; valid: {', '.join(TASKS)}")
+            if not isinstance(entry, dict) or not set(entry) <= set(_CAUSE_ROLES):
+                raise self.error(f"causes.{task}", f"must be a mapping {shape}, got {entry!r}")
+            causal, independent = (
+                self.cause_names(entry.get(role, []), f"causes.{task}.{role}") for role in _CAUSE_ROLES
+            )
+            both = sorted(set(causal) & set(independent))
+            if both:
+                raise self.error(f"causes.{task}", f"declares {both} both causal and independent")
+            declared[str(task)] = CauseDeclaration(causal=causal, independent=independent)
+        return declared
+
+    def cause_names(self, value: Any, where: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(where, f"must be a list of Cityscapes class names, got {value!r}")
+        for name in value:
+            if name not in CITYSCAPES.by_name:
+                valid = ", ".join(c.name for c in CITYSCAPES.classes)
+                raise self.error(where, f"names no Cityscapes class ({name!r}); valid: {valid}")
+        return tuple(value)
 
     def text(self, record: Mapping[str, Any], name: str) -> str:
         value = record[name]
@@ -324,6 +357,11 @@ class PluginTruthSet(TruthSet):
     def tasks(self) -> tuple[str, ...]:
         rows = [self._targets.get(p.stem, {}) for p in self.images]
         return tuple(t for t in TASKS if rows and all(t in row for row in rows))
+
+    @property
+    def causes(self) -> Mapping[str, CauseDeclaration]:
+        """The spec's `causes` field (none unless the spec declares them)."""
+        return self.spec.causes
 
     @property
     def parameters(self) -> Mapping[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,19 @@ from PIL import Image
 from gradsum.errors import TruthSetError
 from gradsum.fileio import read_json_object
 from gradsum.truthsets import TruthSetKind, register_kind
-from gradsum.truthsets.base import TASKS, Sample, TruthSet
+from gradsum.truthsets.base import TASKS, CauseDeclaration, Sample, TruthSet
+from gradsum.truthsets.encodings import read_png as read_image
 from gradsum.truthsets.labels import ClassTable, subset
 from gradsum.truthsets.layout import MANIFEST, FrameId
 from gradsum.truthsets.synthetic import scene as sc
-from gradsum.truthsets.synthetic.render import Rendered, erase_params, render, render_counterfactual
+from gradsum.truthsets.synthetic.render import (
+    IDS,
+    Rendered,
+    ego_lane_mask,
+    erase_params,
+    render,
+    render_counterfactual,
+)
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION, KIND, frame_id
 
 #: The rendered classes, mapped onto themselves in the Cityscapes scheme.
@@ -52,12 +61,14 @@ class SyntheticTruthSet(TruthSet):
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise TruthSetError(
-                f"{self.root / MANIFEST}: format_version {version!r}; this reader reads {FORMAT_VERSION}"
+                f"{self.root / MANIFEST}: format_version {version!r}; this reader reads {FORMAT_VERSION}: "
+                f"re-render the set (gradsum generate --overwrite)"
             )
         splits = self.manifest.get("splits", {})
         if split not in splits:
             raise TruthSetError(f"{self.root / MANIFEST}: no split {split!r}; valid: {', '.join(splits)}")
         self._count = int(splits[split]["count"])
+        self._shortcut = float(splits[split].get("shortcut", 0.0))
 
     @property
     def class_table(self) -> ClassTable:
@@ -70,6 +81,31 @@ class SyntheticTruthSet(TruthSet):
     @property
     def parameters(self) -> Mapping[str, Any]:
         return dict(self.manifest["parameters"])
+
+    @property
+    def causes(self) -> Mapping[str, CauseDeclaration]:
+        """`scene.CAUSES`; a split with a planted shortcut (train, `--shortcut`) drops sky from independent."""
+        if self._shortcut <= 0.0:
+            return sc.CAUSES
+        return {
+            task: replace(causes, independent=tuple(c for c in causes.independent if c != "sky"))
+            for task, causes in sc.CAUSES.items()
+        }
+
+    def cause_mask(self, index: int, task: str) -> np.ndarray | None:
+        """(H, W) bool: the pixels that cause the target; None for an obstacle negative.
+
+        steering: the road pixels of the ego lane up to the pursuit look-ahead `scene.LOOK_AHEAD`;
+        obstacle: the pixels of the obstacle instance(s) (`obstacle_instances` of the scene JSON).
+        """
+        if task not in _CAUSE_MASKS:
+            raise TruthSetError(f"cause_mask task={task!r}: unknown; valid: {', '.join(_CAUSE_MASKS)}")
+        frame = self.frame(index)
+        return _CAUSE_MASKS[task](
+            self.record(index),
+            lambda: read_png(frame.label_ids(self.root), "L"),
+            lambda: self._instances(frame),
+        )
 
     def __len__(self) -> int:
         return self._count
@@ -107,7 +143,17 @@ class SyntheticTruthSet(TruthSet):
             targets={task: float(record["targets"][task]) for task in TASKS},
             meta=self._meta(frame, record),
             raw_labels=labels,
+            instances=self._instances(frame),
         )
+
+    def _instances(self, frame: FrameId) -> np.ndarray:
+        path = frame.instance_ids(self.root)
+        instances = read_image(path, "instance").astype(np.int32)
+        if instances.ndim != 2:
+            raise TruthSetError(
+                f"{path}: instance ids must be a single-channel PNG, got shape {instances.shape}"
+            )
+        return instances
 
     def _meta(self, frame: FrameId, record: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -116,6 +162,7 @@ class SyntheticTruthSet(TruthSet):
             "image_file": str(frame.image(self.root)),
             "label_file": str(frame.label_ids(self.root)),
             "color_file": str(frame.color(self.root)),
+            "instance_file": str(frame.instance_ids(self.root)),
             "vehicle_file": str(frame.vehicle(self.root)),
             "scene_file": str(frame.scene(self.root)),
             "scene": record["parameters"],
@@ -175,7 +222,28 @@ class SyntheticTruthSet(TruthSet):
             targets=rendered.targets,
             meta=meta,
             raw_labels=rendered.labels,
+            instances=rendered.instances,
         )
+
+
+def _steering_cause(
+    record: dict[str, Any], labels: Callable[[], np.ndarray], instances: Callable[[], np.ndarray]
+) -> np.ndarray:
+    params = sc.SceneParams.from_dict(record["parameters"])
+    return ego_lane_mask(params, sc.LOOK_AHEAD) & (labels() == IDS["road"])
+
+
+def _obstacle_cause(
+    record: dict[str, Any], labels: Callable[[], np.ndarray], instances: Callable[[], np.ndarray]
+) -> np.ndarray | None:
+    obstacles = record["obstacle_instances"]
+    return np.isin(instances(), obstacles) if obstacles else None
+
+
+#: task → the cause mask of a scene, from its JSON record and (lazily read) label and instance maps
+_CAUSE_MASKS: dict[
+    str, Callable[[dict[str, Any], Callable[[], np.ndarray], Callable[[], np.ndarray]], np.ndarray | None]
+] = {"steering": _steering_cause, "obstacle": _obstacle_cause}
 
 
 def _detect(root: Path) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 
 from gradsum.errors import GradSUMError
 from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS, cityscapes_class
+from gradsum.truthsets.layout import INSTANCE_SCALE
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.scene import SceneObject, SceneParams
 
@@ -50,11 +51,11 @@ _GRAIN = _per_class(
 
 @dataclass
 class Rendered:
-    """One rendered frame: `instances` holds k+1 where `params.objects[k]` is visible, else 0."""
+    """One rendered frame; `instances` are Cityscapes instance ids (see `instance_ids`)."""
 
     image: np.ndarray  # (H, W, 3) uint8
     labels: np.ndarray  # (H, W) uint8 Cityscapes ids
-    instances: np.ndarray  # (H, W) int16
+    instances: np.ndarray  # (H, W) int32: instance id on car/person pixels, the class id elsewhere
     params: SceneParams
 
     @property
@@ -71,7 +72,8 @@ class _Canvas:
         self.params = params
         self.labels = np.full((h, w), IDS["sky"], dtype=np.uint8)
         self.colour = np.empty((h, w, 3), dtype=np.float32)
-        self.instances = np.zeros((h, w), dtype=np.int16)
+        #: instance id of the object covering each pixel, 0 where none does
+        self.instances = np.zeros((h, w), dtype=np.int32)
         self.horizon = sc.HORIZON * h
         self.focal = sc.FOCAL * w
 
@@ -256,12 +258,41 @@ def render(params: SceneParams) -> Rendered:
     _ground(canvas)
     billboards: list[tuple[float, int, Any]] = [(pole.z, 0, pole) for pole in params.poles]
     billboards += [(obj.z, k + 1, obj) for k, obj in enumerate(params.objects)]
-    for _, instance, item in sorted(billboards, key=lambda b: (-b[0], b[1])):
-        if instance:
-            _object(canvas, item, instance)
+    ids = instance_ids(params)
+    for _, order, item in sorted(billboards, key=lambda b: (-b[0], b[1])):
+        if order:
+            _object(canvas, item, ids[order - 1])
         else:
             _pole(canvas, item)
-    return Rendered(_compose(canvas, rng), canvas.labels, canvas.instances, params)
+    instances = np.where(canvas.instances > 0, canvas.instances, canvas.labels).astype(np.int32)
+    return Rendered(_compose(canvas, rng), canvas.labels, instances, params)
+
+
+def instance_ids(params: SceneParams) -> tuple[int, ...]:
+    """The Cityscapes instance id of each of `params.objects`: class id · 1000 + k, where k counts that
+    class's objects in `params.objects` order from 0 (removed objects keep their number)."""
+    seen: dict[str, int] = {}
+    ids = []
+    for obj in params.objects:
+        k = seen.get(obj.cls, 0)
+        seen[obj.cls] = k + 1
+        ids.append(IDS[obj.cls] * INSTANCE_SCALE + k)
+    return tuple(ids)
+
+
+def obstacle_instances(params: SceneParams) -> list[int]:
+    """Instance ids of the objects that make `obstacle` = 1 (empty for negatives)."""
+    obstacles = set(sc.obstacle_objects(params))
+    return [i for obj, i in zip(params.objects, instance_ids(params), strict=True) if obj in obstacles]
+
+
+def instance_records(params: SceneParams) -> dict[str, dict[str, Any]]:
+    """JSON-ready instance table: id → class, distance z, lateral offset, and whether it is an obstacle."""
+    obstacles = set(sc.obstacle_objects(params))
+    return {
+        str(i): {"class": obj.cls, "z": obj.z, "lateral": obj.lateral, "obstacle": obj in obstacles}
+        for obj, i in zip(params.objects, instance_ids(params), strict=True)
+    }
 
 
 def _repaint(params: SceneParams, cls: str, colour: tuple[int, int, int]) -> SceneParams:

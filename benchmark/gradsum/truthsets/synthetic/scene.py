@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from gradsum.truthsets.base import CauseDeclaration
+
 #: Camera height above the road (m); the focal length is `FOCAL · W` pixels, the horizon at `HORIZON · H`.
 CAMERA_HEIGHT = 1.5
 FOCAL = 0.5
@@ -50,6 +52,12 @@ CLASSES = (
     "person",
     "car",
 )
+#: The classes the scene model makes causal for each task, and those it keeps independent of it (sky is
+#: independent except under a planted shortcut, which only a train split can carry; see SYNTHETIC.md).
+CAUSES: dict[str, CauseDeclaration] = {
+    "steering": CauseDeclaration(causal=("road",), independent=("sky", "building", "vegetation")),
+    "obstacle": CauseDeclaration(causal=("car", "person"), independent=("sky", "building", "vegetation")),
+}
 #: Classes a counterfactual may remove; removed pixels show what is behind them (road: the terrain beneath,
 #: markings included).
 REMOVABLE = ("car", "person", "pole", "traffic sign", "building", "vegetation", "sidewalk", "road")
@@ -198,9 +206,14 @@ def visible_objects(params: SceneParams) -> tuple[SceneObject, ...]:
     return tuple(o for o in params.objects if o.cls not in params.removed)
 
 
+def obstacle_objects(params: SceneParams) -> tuple[SceneObject, ...]:
+    """The visible cars and people standing in the ego lane within OBSTACLE_DISTANCE."""
+    return tuple(o for o in visible_objects(params) if in_ego_lane(o) and o.z <= OBSTACLE_DISTANCE)
+
+
 def obstacle(params: SceneParams) -> int:
     """The `obstacle` target: 1 when a car or person stands in the ego lane within OBSTACLE_DISTANCE."""
-    return int(any(in_ego_lane(o) and o.z <= OBSTACLE_DISTANCE for o in visible_objects(params)))
+    return int(bool(obstacle_objects(params)))
 
 
 def targets(params: SceneParams) -> dict[str, float]:
@@ -209,8 +222,10 @@ def targets(params: SceneParams) -> dict[str, float]:
 
 
 def vehicle(params: SceneParams) -> dict[str, float]:
-    """The Cityscapes `vehicle.json` fields: yawRate = driven curvature × speed (so yawRate/speed ∝ steering)."""
-    return {"speed": params.speed, "yawRate": pursuit_curvature(params) * params.speed}
+    """The Cityscapes `vehicle.json` fields. Cityscapes' yaw rate is positive when turning left (ISO 8855)
+    and the pursuit curvature positive to the right, so yawRate = −curvature × speed and the Cityscapes
+    reader's `steering_from_yaw_rate` gives back steering × STEERING_SCALE."""
+    return {"speed": params.speed, "yawRate": -pursuit_curvature(params) * params.speed}
 
 
 def shortcut_agrees(params: SceneParams) -> bool:

@@ -20,12 +20,13 @@ from gradsum.fileio import atomic_directory, atomic_write_json
 from gradsum.truthsets.labels import cityscapes_palette, subset
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.synthetic import scene as sc
-from gradsum.truthsets.synthetic.render import Rendered, render
+from gradsum.truthsets.synthetic.render import Rendered, instance_records, obstacle_instances, render
 
 log = logging.getLogger(__name__)
 
 KIND = "synthetic"
-FORMAT_VERSION = 1
+#: 2: instanceIds PNGs, obstacle instances in the scene JSON, yawRate positive = turning left
+FORMAT_VERSION = 2
 CITY = "synth"
 DEFAULT_SIZE = (96, 192)
 #: 8,000 training scenes: the obstacle ViT overfits 4,000 (test accuracy 0.92 → 0.93 in the same steps)
@@ -35,6 +36,7 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 #: adaptive filtering on these noisy frames (which would cap generation well below 100 scenes/s).
 PNG_LEVEL = 1
 _PNG_COLOUR_TYPES = {1: 0, 3: 2}  # channels → PNG colour type (grey, RGB)
+_PNG_BIT_DEPTHS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
 _CHUNK = 250
 
 
@@ -98,12 +100,18 @@ def scene_params(plan: SplitPlan, index: int, size: tuple[int, int]) -> sc.Scene
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """Lossless, deterministic 8-bit PNG bytes of a uint8 (H, W) or (H, W, 3) array."""
+    """Lossless, deterministic PNG bytes of a uint8 or uint16 (H, W) or (H, W, 3) array (bit depth 8 or 16)."""
+    depth = _PNG_BIT_DEPTHS.get(array.dtype)
+    if depth is None:
+        raise GradSUMError(f"encode_png: array dtype {array.dtype} unsupported; valid: uint8, uint16")
     height, width = array.shape[:2]
     channels = 1 if array.ndim == 2 else array.shape[2]
-    rows = np.zeros((height, width * channels + 1), dtype=np.uint8)  # leading 0: filter type "none"
-    rows[:, 1:] = array.reshape(height, -1)
-    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    # PNG stores 16-bit samples big-endian; the byte view then lays each row out as the file wants it.
+    samples = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">")).reshape(height, -1)
+    data = samples.view(np.uint8)
+    rows = np.zeros((height, data.shape[1] + 1), dtype=np.uint8)  # leading 0: filter type "none"
+    rows[:, 1:] = data
+    header = struct.pack(">IIBBBBB", width, height, depth, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
     return b"".join(
         (
             b"\x89PNG\r\n\x1a\n",
@@ -119,24 +127,28 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def scene_record(frame: FrameId, rendered: Rendered) -> dict[str, Any]:
-    """The scene JSON: latent parameters, both targets, and the shortcut cue's agreement."""
+    """The scene JSON: latent parameters, both targets, the shortcut cue's agreement, and the instances
+    (id → class, z, lateral, obstacle) with the ids of those that make `obstacle` = 1."""
     return {
         "frame": frame.stem,
         "split": frame.split,
         "targets": rendered.targets,
         "shortcut_agrees": sc.shortcut_agrees(rendered.params),
         "road_curvature": rendered.params.curvature,
+        "obstacle_instances": obstacle_instances(rendered.params),
+        "instances": instance_records(rendered.params),
         "parameters": rendered.params.to_dict(),
     }
 
 
 def write_scene(root: Path, frame: FrameId, rendered: Rendered) -> dict[str, Any]:
-    """Write one frame's five files under `root`; returns its scene record."""
+    """Write one frame's six files under `root`; returns its scene record."""
     record = scene_record(frame, rendered)
     files = {
         frame.image(root): encode_png(rendered.image),
         frame.label_ids(root): encode_png(rendered.labels),
         frame.color(root): encode_png(_PALETTE[rendered.labels]),
+        frame.instance_ids(root): encode_png(rendered.instances.astype(np.uint16)),
         frame.vehicle(root): _json_bytes(sc.vehicle(rendered.params)),
         frame.scene(root): _json_bytes(record),
     }
