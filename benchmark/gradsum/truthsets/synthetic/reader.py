@@ -50,6 +50,8 @@ class SyntheticTruthSet(TruthSet):
     """One split of a generated synthetic set; samples carry their scene parameters in `meta`."""
 
     kind = KIND
+    #: How `erase` takes each class out ("removed" | "repainted"), for reports.
+    ERASURE = sc.ERASURE
 
     def __init__(self, root: Path, split: str) -> None:
         super().__init__(root, split)
@@ -190,9 +192,6 @@ class SyntheticTruthSet(TruthSet):
         rendered = render_counterfactual(self.scene(index), remove, repaint, **changes)
         counterfactual = {"remove": remove, "repaint": dict(repaint or {}), "changes": changes}
         return self._rendered_sample(index, rendered, counterfactual=counterfactual)
-
-    #: How `erase` takes each class out ("removed" | "repainted"), for reports.
-    ERASURE = sc.ERASURE
 
     def donor(self, index: int) -> int:
         """The default donor of scene `index` for repainted classes: the next scene of the split, cyclically."""
