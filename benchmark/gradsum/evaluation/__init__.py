@@ -1,7 +1,43 @@
-"""Evaluation: do the maps deserve trust? Ground truth from the synthetic set's known causes."""
+"""Evaluation: do the maps deserve trust? Causal class erasure, sanity checks, ROAD perturbation,
+localisation on cause masks and the granularity sweep, each judged against null explainers.
+
+Importing this package registers every check in `CHECKS`.
+"""
 
 from __future__ import annotations
 
-from gradsum.evaluation.ground_truth import EXPECTATIONS, Expectation, ground_truth_table
+from gradsum.evaluation.base import (
+    CHECKS,
+    CheckResult,
+    Criterion,
+    EvaluationContext,
+    PlannedMethod,
+    planned_maps,
+)
+from gradsum.evaluation.causal import CausalCheck
+from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS, ground_truth_table
+from gradsum.evaluation.localisation import LocalisationCheck
+from gradsum.evaluation.nulls import NULL_EXPLAINERS
+from gradsum.evaluation.perturbation import PerturbationCheck
+from gradsum.evaluation.sanity import SanityCheck
+from gradsum.evaluation.trust import TrustReport, run_checks
+from gradsum.evaluation.verdicts import trust_table
 
-__all__ = ["EXPECTATIONS", "Expectation", "ground_truth_table"]
+__all__ = [
+    "CHECKS",
+    "GROUND_TRUTH_COLUMNS",
+    "NULL_EXPLAINERS",
+    "CausalCheck",
+    "CheckResult",
+    "Criterion",
+    "EvaluationContext",
+    "LocalisationCheck",
+    "PerturbationCheck",
+    "PlannedMethod",
+    "SanityCheck",
+    "TrustReport",
+    "ground_truth_table",
+    "planned_maps",
+    "run_checks",
+    "trust_table",
+]

@@ -58,6 +58,8 @@ class EvaluationContext:
     per_image: pd.DataFrame | None = None
     #: check name → options (e.g. {"sanity": {"blocks": 3}})
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: results one check computes and another reuses on the same images (e.g. the causal effects)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def batches(self, size: int | None = None) -> Any:
         """(ids, images uint8 (B,H,W,3) list, labels (B,H,W) uint8 array, indices) over the evaluated images."""
@@ -128,9 +130,9 @@ class Criterion:
 class CheckResult:
     """A check's tables (name → frame, written as `<name>.csv`) and its per model × method summary.
 
-    `summary` has one row per model × method with the columns the check adds to the trust table
-    (`model`, `method`, then check-specific columns); `criteria` name the columns that decide verdicts,
-which `gradsum.evaluation.verdicts` takes against the null explainers.
+        `summary` has one row per model × method with the columns the check adds to the trust table
+        (`model`, `method`, then check-specific columns); `criteria` name the columns that decide verdicts,
+    which `gradsum.evaluation.verdicts` takes against the null explainers.
     """
 
     tables: dict[str, pd.DataFrame]

@@ -1,89 +1,71 @@
-"""Ground-truth check: the synthetic set knows which classes cause each target.
+"""Ground-truth check: where a truth set declares which classes cause each task, does a profile agree?
 
-Steering is a function of the road geometry, so a steering model's profile should rank road above
-sky, vegetation and building; the obstacle label is a car or person in the ego lane, so an obstacle
-model's profile should rank car or person first. A method that fails is reported, not tuned away.
+The synthetic set declares them (road causes steering; a car or person in the ego lane causes the
+obstacle label; sky, building and vegetation are independent of both); other truth sets declare
+nothing unless their spec says so, and then no check runs. A profile agrees when one causal class's
+score lies above every independent class's score beyond both confidence intervals, so a null map whose
+classes tie cannot agree. A method that fails is reported, not tuned away.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import pandas as pd
 
-from gradsum.registry import Registry
+from gradsum.truthsets.base import CauseDeclaration
 
-
-@dataclass(frozen=True)
-class Expectation:
-    """What a task's profiles should show, and the test that checks one profile."""
-
-    task: str
-    text: str
-    check: Callable[[pd.Series], tuple[bool, str]]
-
-
-EXPECTATIONS: Registry[Expectation] = Registry("ground-truth expectation")
 #: Columns of `ground_truth.csv`, in order.
 GROUND_TRUTH_COLUMNS = ("model", "method", "task", "expected", "agrees", "detail")
-
-_DISTRACTORS = ("sky", "vegetation", "building")
 
 
 def _ranking(scores: pd.Series) -> str:
     return " > ".join(f"{name} {value:.3g}" for name, value in scores.sort_values(ascending=False).items())
 
 
-def _road_above_distractors(scores: pd.Series) -> tuple[bool, str]:
-    present = [c for c in _DISTRACTORS if c in scores.index]
-    if "road" not in scores.index or not present:
-        return False, "road or all of sky/vegetation/building absent from the profile"
-    # sidewalk follows the road geometry, so "road and sidewalk" together may carry the evidence
-    road = max(scores["road"], scores.get("sidewalk", float("-inf")))
-    worst = max(present, key=lambda c: scores[c])
-    agrees = bool(road > scores[worst])
+def expectation_text(declaration: CauseDeclaration) -> str:
+    """What the declaration expects of a profile, in words."""
     return (
-        agrees,
-        f"road/sidewalk {road:.3g} vs highest distractor {worst} {scores[worst]:.3g}; {_ranking(scores)}",
+        f"{' or '.join(declaration.causal)} above {', '.join(declaration.independent)} "
+        "(beyond both confidence intervals)"
     )
 
 
-def _obstacle_first(scores: pd.Series) -> tuple[bool, str]:
-    if scores.empty:
-        return False, "empty profile"
-    top = str(scores.idxmax())
-    return top in ("car", "person"), f"top class {top}; {_ranking(scores)}"
+def check_profile(profile: pd.DataFrame, declaration: CauseDeclaration) -> tuple[bool, str]:
+    """Whether the best causal class's CI lies above every independent class's CI, and why."""
+    rows = profile.set_index("class")
+    causal = [c for c in declaration.causal if c in rows.index]
+    independent = [c for c in declaration.independent if c in rows.index]
+    if not causal or not independent:
+        return False, "no causal class or no independent class in the profile"
+    best = max(causal, key=lambda c: rows.loc[c, "score_ci_low"])
+    worst = max(independent, key=lambda c: rows.loc[c, "score_ci_high"])
+    agrees = bool(rows.loc[best, "score_ci_low"] > rows.loc[worst, "score_ci_high"])
+    detail = (
+        f"{best} {rows.loc[best, 'score_mean']:.3g} [{rows.loc[best, 'score_ci_low']:.3g}, "
+        f"{rows.loc[best, 'score_ci_high']:.3g}] vs {worst} {rows.loc[worst, 'score_mean']:.3g} "
+        f"[{rows.loc[worst, 'score_ci_low']:.3g}, {rows.loc[worst, 'score_ci_high']:.3g}]; "
+        f"{_ranking(rows['score_mean'].dropna())}"
+    )
+    return agrees, detail
 
 
-EXPECTATIONS.add(
-    "steering",
-    Expectation(
-        "steering", "road (or road and sidewalk) above sky, vegetation and building", _road_above_distractors
-    ),
-)
-EXPECTATIONS.add("obstacle", Expectation("obstacle", "car or person ranked first", _obstacle_first))
-
-
-def ground_truth_table(profiles: pd.DataFrame, tasks: dict[str, str]) -> pd.DataFrame:
-    """One row per model × method: the task's expectation, whether the profile agrees, and why.
-
-    `profiles` has the profiles.csv columns; `tasks` maps model name → task. Models whose task has no
-    expectation are skipped.
-    """
+def ground_truth_table(
+    profiles: pd.DataFrame, tasks: Mapping[str, str], causes: Mapping[str, CauseDeclaration]
+) -> pd.DataFrame:
+    """One row per model × method whose task has declared causes (`profiles`: profiles.csv columns)."""
     rows = []
     for (model, method), group in profiles.groupby(["model", "method"], sort=True):
         task = tasks.get(str(model))
-        if task is None or task not in EXPECTATIONS:
+        if task is None or task not in causes:
             continue
-        expectation = EXPECTATIONS.get(task)
-        agrees, detail = expectation.check(group.set_index("class")["score_mean"].dropna())
+        agrees, detail = check_profile(group, causes[task])
         rows.append(
             {
                 "model": model,
                 "method": method,
                 "task": task,
-                "expected": expectation.text,
+                "expected": expectation_text(causes[task]),
                 "agrees": agrees,
                 "detail": detail,
             }

@@ -74,6 +74,27 @@ class MethodConfig:
         return self.label or self.method
 
 
+#: The trust checks `gradsum run` runs by default: fast enough for the default run's budget.
+DEFAULT_CHECKS = ("causal", "sanity", "localisation")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The trust layer: which checks run, on how many images of the split, with which options."""
+
+    #: check names (see `gradsum evaluate --help`); an empty list turns the trust layer off
+    checks: tuple[str, ...] = DEFAULT_CHECKS
+    #: the first this many images of the split are evaluated (every check sees the same images)
+    images: int = 200
+    #: run the null explainers (random, uniform, Sobel, class-area prior) beside every method
+    nulls: bool = True
+    #: per-check options, e.g. {sanity: {blocks: 3}, causal: {filler: inpaint}}
+    options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"sanity": {"blocks": 3}})
+    bootstrap_resamples: int = 1000
+    #: models that get a twin trained on permuted labels (`<name>_shuffled`) for data randomisation
+    shuffled_labels: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one `gradsum run` needs; the same config gives the same tables."""
@@ -95,6 +116,8 @@ class RunConfig:
     overlays: int = 4
     #: per-layer attention entropy and raw-attention profiles for ViTs
     attention_diagnostics: bool = True
+    #: the trust layer's checks (causal erasure, sanity, perturbation, localisation, granularity)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     models_dir: str = "models"
     results_dir: str = "results"
     device: str | None = None
@@ -106,6 +129,11 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
     names = [m.name for m in config.models]
     if len(names) != len(set(names)):
         raise SpecError(f"{source}.models: model names must be unique, got {names}")
+    for i, twin in enumerate(config.evaluation.shuffled_labels):
+        if twin not in names:
+            raise SpecError(
+                f"{source}.evaluation.shuffled_labels[{i}]: unknown model {twin!r}; valid: {', '.join(names)}"
+            )
     for i, method in enumerate(config.methods):
         for model in method.models or ():
             if model not in names:

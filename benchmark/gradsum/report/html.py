@@ -25,17 +25,19 @@ figcaption { font-size: 0.9em; color: #555; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 .agrees { color: #176317; font-weight: bold; } .disagrees { color: #a11; font-weight: bold; }
 .finding { border-left: 4px solid #a11; padding-left: 0.8em; }
+.pass { color: #176317; font-weight: bold; } .fail { color: #a11; font-weight: bold; }
+tr.null td { color: #777; }
 nav a { margin-right: 1em; } .scroll { overflow-x: auto; max-width: 100%; }
 """
 
 SECTIONS = (
-    ("configuration", "Configuration"),
-    ("models", "Models"),
-    ("ground-truth", "Ground truth"),
+    ("trust", "Trust"),
     ("profiles", "Profiles"),
     ("comparisons", "Comparisons"),
+    ("models", "Models"),
     ("attention", "Attention diagnostics"),
     ("overlays", "Samples"),
+    ("configuration", "Configuration"),
 )
 
 
@@ -75,7 +77,7 @@ def _paragraph(text: str, css: str = "") -> str:
 
 
 def configuration_section(results: Results) -> str:
-    """The run's settings from the manifest, then its full configuration."""
+    """The run's settings from the manifest, then its full configuration, folded."""
     manifest = results.manifest
     keys = ("truthset", "methods", "normalisation", "resolution", "seeds", "started", "finished")
     rows = pd.DataFrame(
@@ -83,9 +85,8 @@ def configuration_section(results: Results) -> str:
     )
     parts = [table(rows)]
     if "config" in manifest:
-        parts.append(
-            f"<pre>{escape(json.dumps(manifest['config'], indent=2, sort_keys=True, default=str))}</pre>"
-        )
+        config = escape(json.dumps(manifest["config"], indent=2, sort_keys=True, default=str))
+        parts.append(f"<details><summary>full configuration</summary><pre>{config}</pre></details>")
     if "versions" in manifest:
         parts.append(_paragraph(f"Library versions: {_compact(manifest['versions'])}"))
     return "".join(parts)
@@ -106,11 +107,59 @@ def models_section(results: Results) -> str:
     return table(pd.DataFrame(rows))
 
 
+def _figure_columns(trust: pd.DataFrame) -> list[str]:
+    """The trust table's figures: columns that come with a `_ci_low` and `_ci_high` beside them."""
+    return [c for c in trust.columns if f"{c}_ci_low" in trust.columns and f"{c}_ci_high" in trust.columns]
+
+
+def _with_ci(row: Any, column: str) -> str:
+    value, low, high = (getattr(row, f"{column}{suffix}") for suffix in ("", "_ci_low", "_ci_high"))
+    if not isinstance(value, int | float) or value != value:
+        return "—"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def trust_section(results: Results) -> str:
+    """The trust table: every check's figure with its CI, a verdict per check, and the overall verdict."""
+    trust = results.trust
+    if trust is None or trust.empty:
+        text = _paragraph(
+            "No trust checks ran for this run: its profiles carry no measured verdict "
+            "(run `gradsum evaluate RESULTS`)."
+        )
+        return text + ground_truth_section(results)
+    figures = _figure_columns(trust)
+    verdicts = [c for c in trust.columns if c.endswith("_verdict")]
+    head = "".join(
+        f"<th>{escape(h)}</th>" for h in ("model", "method", "verdict", *figures, *verdicts, "summary")
+    )
+    rows = []
+    for row in trust.sort_values(["null", "model", "method"]).itertuples(index=False):
+        null = str(row.null).lower() in ("true", "1")
+        cells = [escape(str(row.model)), escape(str(row.method))]
+        cells.append(f'<span class="{row.verdict}">{escape(str(row.verdict))}</span>')
+        cells += [_with_ci(row, c) for c in figures]
+        cells += [f'<span class="{getattr(row, c)}">{escape(str(getattr(row, c)))}</span>' for c in verdicts]
+        cells.append(escape(str(row.summary)))
+        rows.append(
+            f"<tr{' class=null' if null else ''}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+        )
+    real = trust[~trust["null"].astype(str).str.lower().isin(("true", "1"))]
+    passed = real[real["verdict"] == "pass"]
+    lead = _paragraph(
+        f"{len(passed)} of {len(real)} model × method profiles pass every trust check. A method passes a "
+        "check only where its 95% interval clears the check's threshold and every null explainer's "
+        "interval (random, uniform, Sobel edges, class-area prior; greyed rows) on the same images."
+    )
+    body = _scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return lead + body + ground_truth_section(results)
+
+
 def ground_truth_section(results: Results) -> str:
-    """Each model × method marked as agreeing with the synthetic set's known answer or not."""
+    """Each model × method marked as agreeing with the truth set's declared causes or not."""
     truth = results.ground_truth
     if truth is None or truth.empty:
-        return _paragraph("No ground-truth check in this run (it needs the synthetic truth set).")
+        return _paragraph("No ground-truth check: the truth set declares no causes.")
     agrees = truth["agrees"].astype(str).str.lower().isin(("true", "1", "yes"))
     failed = truth[~agrees]
     if failed.empty:
@@ -157,10 +206,25 @@ def profiles_table(profiles: pd.DataFrame) -> pd.DataFrame:
 
 
 def profiles_section(results: Results) -> str:
-    """The profile table of GradSUM scores with their bootstrap CIs and image counts."""
-    return _paragraph("GradSUM score: mean [95% bootstrap CI] (images containing the class).") + table(
-        profiles_table(results.profiles)
-    )
+    """The profile table of GradSUM scores with their bootstrap CIs, image counts and trust verdicts."""
+    grid = profiles_table(results.profiles)
+    verdicts = verdict_labels(results)
+    grid = grid.rename(columns={run: f"{run} ({verdicts[run]})" for run in grid.columns if run in verdicts})
+    return _paragraph(
+        "GradSUM score: mean [95% bootstrap CI] (images containing the class); each column carries its "
+        "method's trust verdict for that model."
+    ) + table(grid)
+
+
+def verdict_labels(results: Results) -> dict[str, str]:
+    """ "model · method" → "trusted" or "fails: <checks>" from the trust table ("not evaluated" without one)."""
+    runs = (results.profiles["model"] + " · " + results.profiles["method"]).unique()
+    labels = dict.fromkeys(runs, "not evaluated")
+    if results.trust is not None:
+        for row in results.trust.itertuples(index=False):
+            failed = str(row.failed) if isinstance(row.failed, str) else ""
+            labels[f"{row.model} · {row.method}"] = "trusted" if row.verdict == "pass" else f"fails: {failed}"
+    return labels
 
 
 def comparisons_section(results: Results) -> str:
@@ -217,7 +281,7 @@ def attention_section(results: Results) -> str:
 _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
     "configuration": configuration_section,
     "models": models_section,
-    "ground-truth": ground_truth_section,
+    "trust": trust_section,
     "profiles": profiles_section,
     "comparisons": comparisons_section,
     "attention": attention_section,

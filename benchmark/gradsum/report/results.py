@@ -19,6 +19,8 @@ from gradsum.aggregation import COMPARISON_COLUMNS, PER_IMAGE_COLUMNS, PROFILE_C
 from gradsum.errors import ResultsError
 from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
 from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS
+from gradsum.evaluation.trust import TRUST_TABLE
+from gradsum.evaluation.verdicts import TRUST_KEY_COLUMNS
 from gradsum.fileio import read_json_object, sha256_file
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("attention", ("attention.csv",), ENTROPY_COLUMNS),
     TableSpec("attention_profiles", ("attention_profiles.csv",), LAYER_PROFILE_COLUMNS),
     TableSpec("ground_truth", ("ground_truth.csv",), GROUND_TRUTH_COLUMNS),
+    TableSpec("trust", (f"{TRUST_TABLE}.csv",), TRUST_KEY_COLUMNS),
 )
 
 #: Columns read as text whatever they look like (image ids such as "0001" must stay strings).
@@ -66,7 +69,10 @@ class Results:
     attention: pd.DataFrame | None = None
     attention_profiles: pd.DataFrame | None = None
     ground_truth: pd.DataFrame | None = None
+    trust: pd.DataFrame | None = None
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: every other table of the trust layer, by file stem (those the manifest lists in `trust_tables`)
+    checks: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -173,7 +179,32 @@ def read_results(path: str | Path, manifest: dict[str, Any]) -> Results:
     """The tables and cards of a folder whose manifest is given (not yet written), checked for columns."""
     folder = _folder(path)
     tables = {spec.key: read_table(folder, spec) for spec in TABLES}
-    return Results(path=folder, manifest=manifest, cards=read_cards(folder), **tables)
+    return Results(
+        path=folder,
+        manifest=manifest,
+        cards=read_cards(folder),
+        checks=read_check_tables(folder, manifest),
+        **tables,
+    )
+
+
+def read_check_tables(folder: Path, manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """The trust layer's tables that the manifest lists (`trust_tables`), the trust table aside."""
+    names = manifest.get("trust_tables", [])
+    if not isinstance(names, list):
+        raise ResultsError(f"{folder / MANIFEST}: field 'trust_tables' must be a list of table names")
+    tables = {}
+    for name in map(str, names):
+        if name == TRUST_TABLE:
+            continue
+        path = folder / f"{name}.csv"
+        if not path.is_file():
+            raise ResultsError(f"{path}: listed in manifest.json trust_tables but missing")
+        # a check with nothing to report (no cause masks, say) writes a table without rows or columns
+        empty = path.read_text(encoding="utf-8").strip() == ""
+        table = pd.DataFrame() if empty else read_table(folder, TableSpec(name, (path.name,), ()))
+        tables[name] = table if table is not None else pd.DataFrame()
+    return tables
 
 
 def _folder(path: str | Path) -> Path:

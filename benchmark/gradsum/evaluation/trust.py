@@ -1,0 +1,53 @@
+"""Run the trust checks on one evaluation context and assemble the trust table.
+
+`run_checks(context, ["causal", "sanity"])` is the Python API behind `gradsum evaluate` and the
+evaluation stage of `gradsum run`: each named check runs once on the same images, and the trust table
+takes every check's figures against the thresholds and the null explainers (`verdicts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
+from gradsum.evaluation.verdicts import trust_table
+
+log = logging.getLogger(__name__)
+
+#: The trust table's file stem in a results folder (`trust.csv`).
+TRUST_TABLE = "trust"
+
+
+@dataclass
+class TrustReport:
+    """Each check's result, the trust table, and the seconds each check took."""
+
+    results: dict[str, CheckResult]
+    trust: pd.DataFrame
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table to write, by file stem: the trust table first, then each check's own."""
+        tables = {TRUST_TABLE: self.trust}
+        for result in self.results.values():
+            tables.update(result.tables)
+        return tables
+
+
+def run_checks(context: EvaluationContext, checks: Sequence[str]) -> TrustReport:
+    """Run the named checks (unknown names are refused before any runs) and judge every method."""
+    factories = {name: CHECKS.get(name, "checks") for name in checks}
+    results, seconds = {}, {}
+    for name, factory in factories.items():
+        log.info("trust check %s on %d images ...", name, len(context.indices))
+        start = time.perf_counter()
+        results[name] = factory().run(context)
+        seconds[name] = round(time.perf_counter() - start, 2)
+        log.info("trust check %s done in %.1f s", name, seconds[name])
+    nulls = sorted({m.label for methods in context.plan.values() for m in methods if m.null})
+    return TrustReport(results, trust_table(results, nulls), seconds)

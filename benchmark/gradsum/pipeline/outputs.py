@@ -1,0 +1,75 @@
+"""The pipeline's outputs: the tables of a results folder, its model cards and its manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gradsum.evaluation.attention import AttentionDiagnostics
+from gradsum.fileio import atomic_write_json
+from gradsum.models import model_family
+from gradsum.models.inputs import INPUT_TRANSFORM
+from gradsum.models.loaded import LoadedModel
+from gradsum.pipeline.config import RunConfig
+from gradsum.truthsets import TruthSet
+from gradsum.utils import library_versions
+
+
+def write_tables(
+    folder: Path,
+    per_image: pd.DataFrame,
+    profile_table: pd.DataFrame,
+    comparisons: pd.DataFrame | None,
+    truth: pd.DataFrame,
+    diagnostics: dict[str, AttentionDiagnostics],
+    models: list[LoadedModel],
+) -> list[Path]:
+    written = [folder / "per_image.parquet", folder / "profiles.csv", folder / "ground_truth.csv"]
+    per_image.to_parquet(written[0], index=False)
+    profile_table.to_csv(written[1], index=False)
+    truth.to_csv(written[2], index=False)
+    if comparisons is not None:
+        written.append(folder / "comparisons.csv")
+        comparisons.to_csv(written[-1], index=False)
+    entropy = [d.entropy_table() for d in diagnostics.values() if d.batches]
+    if entropy:
+        written += [folder / "attention.csv", folder / "attention_profiles.csv"]
+        pd.concat(entropy, ignore_index=True).to_csv(written[-2], index=False)
+        pd.concat([d.profile_table() for d in diagnostics.values() if d.batches], ignore_index=True).to_csv(
+            written[-1], index=False
+        )
+    for model in models:
+        written.append(folder / "cards" / f"{model.name}.json")
+        atomic_write_json(written[-1], model.card)
+    return written
+
+
+def manifest(
+    config: RunConfig,
+    truthset: TruthSet,
+    models: list[LoadedModel],
+    started: datetime,
+    timings: dict[str, float],
+    device: str,
+) -> dict[str, Any]:
+    return {
+        "config": asdict(config),
+        "truthset": truthset.describe(),
+        "models": {m.name: m.card for m in models},
+        "families": {m.name: model_family(m.module) for m in models},
+        "methods": [asdict(m) for m in config.methods],
+        "normalisation": config.normalise,
+        "resolution": config.resolution,
+        "input_transform": INPUT_TRANSFORM,
+        "targets": dict(config.targets),
+        "versions": library_versions(),
+        "seeds": {"run": config.seed, "bootstrap": config.seed},
+        "device": device,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "stage_seconds": timings,
+    }
