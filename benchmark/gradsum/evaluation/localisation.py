@@ -1,0 +1,179 @@
+"""Localisation on cause masks: does a map put its relevance where the truth set says the cause is?
+
+Each figure is per image, against that image's cause mask (`TruthSet.cause_mask(index, task)`), with
+the map resized bilinearly to the mask's size where they differ:
+
+- relevance mass accuracy (Arras et al. 2022, CLEVR-XAI): Σ map⁺·mask / Σ map⁺ on the non-negative part
+  of the map (Quantus sums the signed map; a map's negative evidence is not mass);
+- relevance rank accuracy: the share of the |mask| highest-valued pixels that lie inside the mask; pixels
+  tied at the cut count by their expected share under a random tie order (so a constant map scores the
+  mask's area share, where a sort would favour whichever pixels come first);
+- pointing game (Zhang et al. 2018): 1 when a pixel of the map's maximum lies inside the mask (ties: any
+  of them, as Quantus counts it).
+
+An empty mask gives NaN, as does an all-zero map for mass accuracy. Images without a mask (an obstacle
+negative) are skipped. There is no fixed threshold: the null explainers are the bar, and the uniform
+map's mass accuracy is the mask's share of the image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from gradsum.aggregation.profiles import mean_ci
+from gradsum.attribution.base import upsample
+from gradsum.errors import GradSUMError
+from gradsum.evaluation.base import CHECKS, CheckResult, Criterion, EvaluationContext
+from gradsum.models.loaded import LoadedModel
+from gradsum.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ArrayLike = np.ndarray | Tensor
+#: (maps (B,H,W), boolean masks (B,H,W)) → (B,) float64 scores
+LocalisationMetric = Callable[[ArrayLike, ArrayLike], np.ndarray]
+
+#: Columns of `localisation.csv` (one row per model × method × metric), in order.
+LOCALISATION_COLUMNS = ("model", "method", "metric", "mean", "ci_low", "ci_high", "n_images")
+
+
+def _flat(maps: ArrayLike, masks: ArrayLike) -> tuple[Tensor, Tensor]:
+    """(B, H·W) float64 maps and bool masks; their shapes must agree."""
+    values, inside = torch.as_tensor(maps).detach().cpu(), torch.as_tensor(masks).detach().cpu()
+    if values.shape != inside.shape or values.ndim != 3:
+        raise GradSUMError(
+            f"maps {tuple(values.shape)} and masks {tuple(inside.shape)}: need two (B, H, W) arrays of one shape"
+        )
+    return values.double().flatten(1), inside.bool().flatten(1)
+
+
+def _undefined_where(scores: Tensor, undefined: Tensor) -> np.ndarray:
+    return torch.where(undefined, torch.full_like(scores, float("nan")), scores).numpy()
+
+
+def mass_accuracy(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
+    """Per image: the share of the map's non-negative mass inside the mask."""
+    values, inside = _flat(maps, masks)
+    positive = values.clamp(min=0)
+    total = positive.sum(1)
+    share = (positive * inside).sum(1) / total.clamp(min=torch.finfo(total.dtype).tiny)
+    return _undefined_where(share, (total <= 0) | ~inside.any(1))
+
+
+def rank_accuracy(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
+    """Per image: the share of the top-|mask| pixels inside the mask, ties at the cut by expected share."""
+    values, inside = _flat(maps, masks)
+    k = inside.sum(1)
+    cut = values.sort(1, descending=True).values.gather(1, (k - 1).clamp(min=0)[:, None])
+    above, tied = values > cut, values == cut
+    # the tied pixels fill the places the strictly higher ones leave, each with equal chance
+    places = k - above.sum(1)
+    hits = (above & inside).sum(1) + places * (tied & inside).sum(1) / tied.sum(1).clamp(min=1)
+    return _undefined_where(hits / k.clamp(min=1), k == 0)
+
+
+def pointing_game(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
+    """Per image: 1 when any pixel of the map's maximum lies inside the mask, else 0."""
+    values, inside = _flat(maps, masks)
+    top = values == values.max(1, keepdim=True).values
+    return _undefined_where((top & inside).any(1).double(), ~inside.any(1))
+
+
+LOCALISATION_METRICS: Registry[LocalisationMetric] = Registry("localisation metric")
+LOCALISATION_METRICS.add("mass_accuracy", mass_accuracy)
+LOCALISATION_METRICS.add("rank_accuracy", rank_accuracy)
+LOCALISATION_METRICS.add("pointing_game", pointing_game)
+
+SUMMARY_COLUMNS = (
+    "model",
+    "method",
+    *(f"{m}{s}" for m in LOCALISATION_METRICS.names() for s in ("", "_ci_low", "_ci_high")),
+)
+
+#: (model, method label, metric) → per-image scores of every batch
+Scores = dict[tuple[str, str, str], list[float]]
+
+
+def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores) -> None:
+    """Add every planned method's per-image scores on the images of `model` that have a cause mask."""
+    for _, images, labels, chunk in context.batches():
+        masks = [context.truthset.cause_mask(i, model.task) for i in chunk]
+        kept = [b for b, mask in enumerate(masks) if mask is not None]
+        if not kept:
+            continue
+        batch = context.model_input(model, [images[b] for b in kept])
+        label_tensor = torch.from_numpy(np.stack([labels[b] for b in kept])).to(context.device)
+        for method in context.plan.get(model.name, ()):
+            maps = context.maps(model, method, batch, label_tensor).detach().float().cpu()
+            for row, b in enumerate(kept):
+                mask = torch.from_numpy(np.asarray(masks[b], dtype=bool))[None]
+                resized = upsample(maps[row : row + 1], (int(mask.shape[-2]), int(mask.shape[-1])))
+                for metric, function in LOCALISATION_METRICS.items():
+                    scores[(model.name, method.label, metric)].append(float(function(resized, mask)[0]))
+
+
+def _tables(context: EvaluationContext, scores: Scores) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-metric table and the summary (one row per model × method) from per-image scores."""
+    rng = np.random.default_rng(context.seed)
+    rows, summary = [], []
+    for model in context.models:
+        for method in context.plan.get(model.name, ()):
+            if (model.name, method.label, LOCALISATION_METRICS.names()[0]) not in scores:
+                continue
+            figures: dict[str, object] = {"model": model.name, "method": method.label}
+            for metric in LOCALISATION_METRICS.names():
+                values = np.asarray(scores[(model.name, method.label, metric)], dtype=np.float64)
+                mean, low, high = mean_ci(values, rng, context.n_resamples)
+                count = int(np.isfinite(values).sum())
+                rows.append((model.name, method.label, metric, mean, low, high, count))
+                figures.update({metric: mean, f"{metric}_ci_low": low, f"{metric}_ci_high": high})
+            summary.append(figures)
+    return (
+        pd.DataFrame(rows, columns=list(LOCALISATION_COLUMNS)),
+        pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS)),
+    )
+
+
+class LocalisationCheck:
+    """Mass accuracy, rank accuracy and pointing game of every planned method on the cause masks."""
+
+    name = "localisation"
+    description = "relevance mass / rank accuracy and pointing game on the truth set's cause masks"
+
+    def run(self, context: EvaluationContext) -> CheckResult:
+        """Per model × method × metric: mean and bootstrap interval over the images that have a mask."""
+        declared = context.truthset.causes
+        scores: Scores = defaultdict(list)
+        for model in context.models:
+            if model.task not in declared:
+                log.warning(
+                    "localisation: the truth set declares no causes for %s; model %s skipped",
+                    model.task,
+                    model.name,
+                )
+                continue
+            _score_model(context, model, scores)
+        table, summary = _tables(context, scores)
+        if summary.empty:
+            log.warning("localisation: no evaluated image has a cause mask; no figures, no verdicts")
+            return CheckResult(tables={"localisation": table}, summary=summary)
+        criterion = Criterion(
+            self.name,
+            "mass_accuracy",
+            higher_is_better=True,
+            text=(
+                "relevance mass accuracy on the cause masks above every null explainer "
+                "(the uniform map scores the masks' area share)"
+            ),
+        )
+        return CheckResult(tables={"localisation": table}, summary=summary, criteria=[criterion])
+
+
+CHECKS.add("localisation", LocalisationCheck)
