@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from gradsum.errors import UnknownNameError
 from gradsum.evaluation import CHECKS
 from gradsum.evaluation.base import EvaluationContext, PlannedMethod
 from gradsum.evaluation.causal import (
@@ -190,9 +189,7 @@ def test_causal_check_runs_every_planned_method_on_a_tiny_model(synthetic: Synth
     assert result.criteria[0].threshold == 0.0 and result.criteria[0].higher_is_better
 
 
-def test_unknown_filler_is_refused_before_any_work(tmp_path: Path) -> None:
-    from gradsum.errors import UnknownNameError
-
+def test_unknown_filler_is_refused_before_any_work() -> None:
     context = _context(_stripes(), [_loaded("red", RedMean(), "steering", (4, 6))])
     with pytest.raises(UnknownNameError, match="filler"):
         causal_effects(context, filler="smudge")
