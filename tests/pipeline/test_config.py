@@ -55,7 +55,7 @@ def test_missing_config_lists_builtins() -> None:
 )
 def test_unknown_names_are_refused_before_any_work(change: dict[str, object], message: str) -> None:
     from gradsum.errors import GradSUMError
-    from gradsum.pipeline.run import check_names
+    from gradsum.pipeline.inputs import check_names
 
     with pytest.raises(GradSUMError, match=message):
         check_names(config_from_dict({"name": "x", **change}))

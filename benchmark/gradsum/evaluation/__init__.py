@@ -15,6 +15,7 @@ from gradsum.evaluation.base import (
     planned_maps,
 )
 from gradsum.evaluation.causal import CausalCheck
+from gradsum.evaluation.granularity import GranularityCheck
 from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS, ground_truth_table
 from gradsum.evaluation.localisation import LocalisationCheck
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
@@ -31,6 +32,7 @@ __all__ = [
     "CheckResult",
     "Criterion",
     "EvaluationContext",
+    "GranularityCheck",
     "LocalisationCheck",
     "PerturbationCheck",
     "PlannedMethod",
