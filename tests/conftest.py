@@ -10,7 +10,9 @@ import torch
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _few_threads() -> None:
-    # CI has two cores and runs two xdist workers.
+    # CI has two cores and runs two xdist workers. Session-wide, so that module fixtures (which run before
+    # function fixtures) compute with the same thread count as the tests that compare against them: float
+    # reductions split over another number of threads differ in the last digits.
     torch.set_num_threads(1)

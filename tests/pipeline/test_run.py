@@ -163,3 +163,41 @@ def test_run_command_lists_configs_and_rejects_unknown_ones(capsys: pytest.Captu
     assert "cnn_vs_vit" in capsys.readouterr().out
     assert main(["run", "--config", "no-such-config"]) == 2
     assert "no-such-config" in capsys.readouterr().err
+
+
+def test_every_profile_carries_a_trust_verdict(results: Path) -> None:
+    trust = pd.read_csv(results / "trust.csv")
+    profiled = set(
+        pd.read_csv(results / "profiles.csv")[["model", "method"]].itertuples(index=False, name=None)
+    )
+    judged = set(trust[["model", "method"]].itertuples(index=False, name=None))
+    # the split's parts are profiles of the split method; every configured method has its row
+    assert {(m, k) for m, k in profiled if "/" not in k} <= judged
+    assert {"causal_verdict", "sanity_verdict", "localisation_verdict"} <= set(trust.columns)
+    for name in [
+        "causal_profiles.csv",
+        "causal_effects.csv",
+        "agreement.csv",
+        "sanity.csv",
+        "localisation.csv",
+    ]:
+        assert (results / name).is_file(), name
+    manifest = json.loads((results / "manifest.json").read_text())
+    assert set(manifest["trust_tables"]) >= {
+        "trust",
+        "agreement",
+        "causal_profiles",
+        "sanity",
+        "localisation",
+    }
+    page = (results / "report.html").read_text()
+    assert page.index('id="trust"') < page.index('id="profiles"') < page.index('id="configuration"')
+
+
+def test_random_and_uniform_maps_fail_every_check(results: Path) -> None:
+    trust = pd.read_csv(results / "trust.csv")
+    nulls = trust[trust["method"].isin(["null:random", "null:uniform"])]
+    assert len(nulls) == 4  # two models × two null maps
+    verdicts = nulls[[c for c in trust.columns if c.endswith("_verdict")]]
+    assert (verdicts == "fail").all().all(), nulls[["model", "method", "failed"]]
+    assert (nulls["verdict"] == "fail").all()

@@ -37,4 +37,6 @@ def model_input(
         resize_uint8(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None], size)
         for image in images
     ]
-    return torch.cat(frames).to(device).float().div_(255.0)
+    # contiguous NCHW: the permuted frames would otherwise make a channels-last batch, and convolutions
+    # then take other kernels (last-digit differences between runs)
+    return torch.cat(frames).contiguous().to(device).float().div_(255.0)

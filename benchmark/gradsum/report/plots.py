@@ -283,3 +283,65 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     paths = [atomic_write_bytes(Path(f"{stem}.{fmt}"), figure_bytes(fig, fmt)) for fmt in FORMATS]
     fig.clear()
     return paths
+
+
+def causal_profile(causal_profiles: pd.DataFrame, model: str, effect: str = "abs_delta") -> Figure:
+    """The causal profile of one model: the output change when each class is erased, CI error bars."""
+    rows = causal_profiles[(causal_profiles["model"] == model) & (causal_profiles["effect"] == effect)]
+    if rows.empty:
+        raise ResultsError(f"causal_profiles: no {effect} rows for model {model!r}")
+    rows = rows.sort_values("mean", ascending=False)
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    values = rows["mean"].to_numpy(float)
+    ax.bar(x, values, color=[class_color(i) for i in rows["class_id"]], edgecolor="black", linewidth=0.5)
+    ax.errorbar(
+        x, values, yerr=_ci_errors(values, rows["ci_low"], rows["ci_high"]), fmt="none", ecolor="black"
+    )
+    ax.set_xticks(x, rows["class"], rotation=60, ha="right", fontsize=8)
+    domains = ", ".join(sorted(set(rows["domain"].astype(str))))
+    ax.set_ylabel("|output change| when erased")
+    ax.set_title(f"{model}: causal profile (erasure {'in-domain' if domains == 'in' else 'out-of-domain'})")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def granularity(table: pd.DataFrame, model: str) -> Figure:
+    """Causal agreement and mass on the cause per layer depth, one line per CAM method, grid in the ticks."""
+    rows = table[table["model"] == model].sort_values("depth")
+    if rows.empty:
+        raise ResultsError(f"granularity: no rows for model {model!r}")
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (
+        ("agreement", "agreement with the causal profile (Spearman)"),
+        ("cause_mass", "mass on the cause"),
+    )
+    for ax, (column, title) in zip(axes, panels, strict=True):
+        for method, group in rows.groupby("method", sort=True):
+            ax.errorbar(
+                group["depth"],
+                group[column],
+                yerr=_ci_errors(
+                    group[column].to_numpy(float), group[f"{column}_ci_low"], group[f"{column}_ci_high"]
+                ),
+                marker="o",
+                markersize=3,
+                capsize=2,
+                label=str(method),
+            )
+        ticks = rows.drop_duplicates("depth")
+        ax.set_xticks(
+            ticks["depth"],
+            [f"{layer}\n{grid}" for layer, grid in zip(ticks["layer"], ticks["grid"], strict=True)],
+            rotation=60,
+            ha="right",
+            fontsize=7,
+        )
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].plot(rows["depth"], rows["cause_area"], color="grey", linestyle="--", label="cause area share")
+    axes[1].legend(fontsize="small")
+    fig.suptitle(f"{model}: granularity sweep (shallow → deep)")
+    return fig

@@ -128,6 +128,47 @@ def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -
             )
         )
     pending += _attention_plots(results)
+    return _trust_plots(results) + pending
+
+
+def _model_names(table: pd.DataFrame | None) -> list[str]:
+    return [] if table is None or table.empty else sorted(table["model"].astype(str).unique())
+
+
+def _trust_plots(results: Results) -> list[PendingPlot]:
+    """The trust section's figures: causal profiles, cascading randomisation, granularity sweeps."""
+    from gradsum.evaluation.sanity import cascading_figure
+
+    causal = results.checks.get("causal_profiles")
+    sanity = results.checks.get("sanity")
+    sweep = results.checks.get("granularity")
+    pending = [
+        PendingPlot(
+            "trust",
+            f"causal_{slug(model)}",
+            f"{model}: output change when each class is erased (the causal profile)",
+            lambda m=model: plots.causal_profile(causal, m),  # type: ignore[misc]
+        )
+        for model in _model_names(causal)
+    ]
+    pending += [
+        PendingPlot(
+            "trust",
+            f"sanity_{slug(model)}",
+            f"{model}: similarity to the original maps as blocks are re-initialised from the output down",
+            lambda m=model: cascading_figure(sanity, m),  # type: ignore[misc]
+        )
+        for model in _model_names(sanity)
+    ]
+    pending += [
+        PendingPlot(
+            "trust",
+            f"granularity_{slug(model)}",
+            f"{model}: CAM methods at every depth",
+            lambda m=model: plots.granularity(sweep, m),  # type: ignore[misc]
+        )
+        for model in _model_names(sweep)
+    ]
     return pending
 
 
