@@ -68,6 +68,7 @@ SUMMARY_COLUMNS = (
     "cause_mass_share_ci_low",
     "cause_mass_share_ci_high",
     "cause_lift",
+    "domain",
 )
 
 #: (original outputs, erased outputs) → 1.0 where the model's decision flips, 0.0 where not, NaN where the

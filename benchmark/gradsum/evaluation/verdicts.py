@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gradsum.evaluation.base import CheckResult, Criterion
+from gradsum.evaluation.erasure import OUT_OF_DOMAIN
 
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
 #: Columns of `trust.csv` before the check-specific figures.
@@ -100,6 +101,8 @@ def trust_table(results: Mapping[str, CheckResult], null_methods: Sequence[str])
 def _summary(criteria: Sequence[Criterion], row: Mapping[str, object], outcome: Mapping[str, str]) -> str:
     """A one-line verdict: each criterion's figure with its interval and its outcome."""
     parts = []
+    if row.get("domain") == OUT_OF_DOMAIN:
+        parts.append("causal erasure out-of-domain (filled, not re-rendered)")
     for criterion in criteria:
         value, low, high = _interval(row, criterion.column)
         figure = "—" if not math.isfinite(value) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
