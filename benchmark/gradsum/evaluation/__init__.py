@@ -14,6 +14,7 @@ from gradsum.evaluation.base import (
     PlannedMethod,
     planned_maps,
 )
+from gradsum.evaluation.breakdown import BreakdownCheck
 from gradsum.evaluation.causal import CausalCheck
 from gradsum.evaluation.granularity import GranularityCheck
 from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS, ground_truth_table
@@ -28,6 +29,7 @@ __all__ = [
     "CHECKS",
     "GROUND_TRUTH_COLUMNS",
     "NULL_EXPLAINERS",
+    "BreakdownCheck",
     "CausalCheck",
     "CheckResult",
     "Criterion",
