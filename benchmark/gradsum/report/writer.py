@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from gradsum.report import plots
-from gradsum.report.html import Plot, render_html
+from gradsum.report.html import Plot, render_html, verdict_labels
 from gradsum.report.results import (
     MANIFEST,
     PLOTS,
@@ -92,11 +92,12 @@ def _cnn_vit_pairs(results: Results) -> Iterator[tuple[tuple[str, str], tuple[st
 def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -> list[PendingPlot]:
     """Every figure the report shows for this folder, in report order."""
     profiles = results.profiles
+    verdicts = verdict_labels(results)
     pending = [
         PendingPlot(
             "profiles",
             f"profile_{slug(model)}_{slug(method)}",
-            f"{plots.label(model, method)} profile",
+            f"{plots.label(model, method)} profile ({verdicts[plots.label(model, method)]})",
             lambda m=model, k=method: plots.profile_bar(profiles, m, k),  # type: ignore[misc]
         )
         for model, method in _pairs(profiles)
