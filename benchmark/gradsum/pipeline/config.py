@@ -75,7 +75,7 @@ class MethodConfig:
 
 
 #: The trust checks `gradsum run` runs by default: fast enough for the default run's budget.
-DEFAULT_CHECKS = ("causal", "sanity", "localisation")
+DEFAULT_CHECKS = ("causal", "sanity", "localisation", "breakdown")
 
 
 @dataclass(frozen=True)
