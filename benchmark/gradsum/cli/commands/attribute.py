@@ -7,15 +7,15 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
+import torch.nn.functional as F
 
 from gradsum.attribution import attribute
 from gradsum.cli import Command
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_directory, atomic_write_json
 from gradsum.models import load_model
+from gradsum.models.inputs import INPUT_TRANSFORM, model_input
 from gradsum.truthsets import open_truthset
-from gradsum.truthsets.base import image_to_tensor
 from gradsum.utils import default_device
 
 
@@ -62,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     truthset = open_truthset(args.truthset, args.split)
     count = min(args.count, len(truthset))
     samples = [truthset[i] for i in range(count)]
-    images = torch.stack([image_to_tensor(s.image) for s in samples])
+    size = (int(card.spec["img_size"][0]), int(card.spec["img_size"][1]))
+    images = model_input([s.image for s in samples], size, device)
     result = attribute(
         model,
         images,
@@ -73,13 +74,21 @@ def _run(args: argparse.Namespace) -> int:
         normalise=args.normalise,
     )
     maps = result.maps.cpu().numpy()
+    # overlays are drawn on the frames as stored: maps go back to each frame's own size
+    shown = [
+        F.interpolate(result.maps[i : i + 1, None], size=s.image.shape[:2], mode="bilinear")[0, 0]
+        .cpu()
+        .numpy()
+        for i, s in enumerate(samples)
+    ]
     with atomic_directory(out, overwrite=args.overwrite) as staging:
         np.save(staging / "maps.npy", maps)
-        for index, (sample, heat) in enumerate(zip(samples, maps, strict=True)):
+        for index, (sample, heat) in enumerate(zip(samples, shown, strict=True)):
             title = f"{args.method} · {result.target} · image {index}"
             (staging / f"overlay_{index:03d}.png").write_bytes(_overlay_png(sample.image, heat, title))
         record = {**result.describe(), "model": str(args.model), "truthset": str(args.truthset)}
-        atomic_write_json(staging / "attribution.json", {**record, "split": args.split, "count": count})
+        record |= {"split": args.split, "count": count, "input_transform": INPUT_TRANSFORM}
+        atomic_write_json(staging / "attribution.json", record)
     print(f"wrote {count} maps and overlays to {out}")
     return 0
 
