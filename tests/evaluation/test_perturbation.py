@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from gradsum.errors import SpecError
 from gradsum.evaluation.base import CHECKS, EvaluationContext, PlannedMethod
+from gradsum.evaluation.imputation import FastNoisyLinearImputer
 from gradsum.evaluation.perturbation import (
     ORDERS,
     Order,
@@ -93,8 +94,9 @@ def test_removal_equals_pytorch_grad_cams_road_on_a_tie_free_map(fraction: float
     theirs = theirs_cls(percentile).perturbation(image, cam)
     keys = np.random.default_rng(0).permutation(cam.numel())
     priority = removal_priority(cam.numpy(), keys, order)
-    ours = remove(image, priority, fraction, order, theirs_cls(percentile).perturbation.imputer, seed=7)
-    assert torch.equal(ours, theirs)
+    ours = remove(image, priority, fraction, order, FastNoisyLinearImputer(), seed=7)
+    # the same system and the same noise draws; the solvers differ in rounding only (float32 output)
+    assert float((ours - theirs).abs().max()) <= 1e-5
     # the expected share of pixels is imputed: the most relevant (MoRF) or the least relevant (LeRF) ones
     changed = (ours != image).any(0)
     assert int(changed.sum()) == round(fraction * 256)
