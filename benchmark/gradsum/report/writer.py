@@ -140,36 +140,31 @@ def _trust_plots(results: Results) -> list[PendingPlot]:
     """The trust section's figures: causal profiles, cascading randomisation, granularity sweeps."""
     from gradsum.evaluation.sanity import cascading_figure
 
-    causal = results.checks.get("causal_profiles")
-    sanity = results.checks.get("sanity")
-    sweep = results.checks.get("granularity")
-    pending = [
-        PendingPlot(
-            "trust",
-            f"causal_{slug(model)}",
-            f"{model}: output change when each class is erased (the causal profile)",
-            lambda m=model: plots.causal_profile(causal, m),  # type: ignore[misc]
-        )
-        for model in _model_names(causal)
-    ]
-    pending += [
-        PendingPlot(
-            "trust",
-            f"sanity_{slug(model)}",
-            f"{model}: similarity to the original maps as blocks are re-initialised from the output down",
-            lambda m=model: cascading_figure(sanity, m),  # type: ignore[misc]
-        )
-        for model in _model_names(sanity)
-    ]
-    pending += [
-        PendingPlot(
-            "trust",
-            f"granularity_{slug(model)}",
-            f"{model}: CAM methods at every depth",
-            lambda m=model: plots.granularity(sweep, m),  # type: ignore[misc]
-        )
-        for model in _model_names(sweep)
-    ]
+    figures: tuple[tuple[str, str, Callable[[pd.DataFrame, str], Figure]], ...] = (
+        (
+            "causal_profiles",
+            "output change when each class is erased (the causal profile)",
+            plots.causal_profile,
+        ),
+        (
+            "sanity",
+            "similarity to the original maps as blocks are re-initialised from the output down",
+            cascading_figure,
+        ),
+        ("granularity", "CAM methods at every depth", plots.granularity),
+    )
+    pending = []
+    for table_name, caption, draw in figures:
+        table = results.checks.get(table_name)
+        pending += [
+            PendingPlot(
+                "trust",
+                f"{table_name}_{slug(model)}",
+                f"{model}: {caption}",
+                lambda t=table, m=model, d=draw: d(t, m),  # type: ignore[misc]
+            )
+            for model in _model_names(table)
+        ]
     return pending
 
 
