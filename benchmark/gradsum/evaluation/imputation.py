@@ -24,6 +24,7 @@ from pytorch_grad_cam.metrics.road import neighbors_weights
 from scipy.linalg import cho_solve_banded, cholesky_banded
 from scipy.ndimage import find_objects, label
 from scipy.sparse import csc_matrix
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from gradsum.errors import GradSUMError
@@ -169,6 +170,23 @@ def solve_system(system: ImputationSystem) -> np.ndarray:
     values = -np.r_[system.diagonal, weights[upper]]
     block = np.searchsorted(blocks.bounds, j, side="right") - 1
     solution = np.empty_like(system.rhs)
+    # one BLAS thread: these small banded solves run 50-150x slower (wall and CPU) when OpenBLAS spreads
+    # them over threads on a machine that is busy with anything else (measured on the 2-core CI machine)
+    with threadpool_limits(1, user_api="blas"):
+        _solve_blocks(blocks, block, i, j, values, system.rhs, solution)
+    return solution
+
+
+def _solve_blocks(
+    blocks: BandBlocks,
+    block: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    values: np.ndarray,
+    rhs: np.ndarray,
+    solution: np.ndarray,
+) -> None:
+    """Factorise and solve each band block of −A in place of `solution`."""
     for k, (first, stop) in enumerate(pairwise(blocks.bounds.tolist())):
         mine = block == k
         offset = j[mine] - i[mine]
@@ -177,8 +195,7 @@ def solve_system(system: ImputationSystem) -> np.ndarray:
         band[width - offset, j[mine] - first] = values[mine]
         factor = cholesky_banded(band, check_finite=False)
         variables = blocks.order[first:stop]
-        solution[variables] = cho_solve_banded((factor, False), -system.rhs[variables], check_finite=False)
-    return solution
+        solution[variables] = cho_solve_banded((factor, False), -rhs[variables], check_finite=False)
 
 
 @dataclass(frozen=True)
