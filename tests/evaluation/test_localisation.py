@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 
 import numpy as np
@@ -138,9 +138,16 @@ class CauseTruthSet(ArrayTruthSet):
 class BrightMapContext(EvaluationContext):
     """Plans may name `bright`: the map is 1 on the image's bright pixels (its cause), 0 elsewhere."""
 
-    def maps(self, model: LoadedModel, method: PlannedMethod, batch: Tensor, labels: Tensor) -> Tensor:
+    def maps(
+        self,
+        model: LoadedModel,
+        method: PlannedMethod,
+        batch: Tensor,
+        labels: Tensor,
+        ids: Sequence[str] | None = None,
+    ) -> Tensor:
         if method.method != "bright":
-            return super().maps(model, method, batch, labels)
+            return super().maps(model, method, batch, labels, ids)
         return (batch.mean(1) > 0.5).float()
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,9 +48,16 @@ class RegionMean(nn.Module):
 class PerfectMapContext(EvaluationContext):
     """Plans may name `perfect`: a map that is 1 on the rectangle and 0 elsewhere."""
 
-    def maps(self, model: LoadedModel, method: PlannedMethod, batch: Tensor, labels: Tensor) -> Tensor:
+    def maps(
+        self,
+        model: LoadedModel,
+        method: PlannedMethod,
+        batch: Tensor,
+        labels: Tensor,
+        ids: Sequence[str] | None = None,
+    ) -> Tensor:
         if method.method != "perfect":
-            return super().maps(model, method, batch, labels)
+            return super().maps(model, method, batch, labels, ids)
         maps = torch.zeros(batch.shape[0], *batch.shape[-2:])
         maps[:, ROWS, COLS] = 1.0
         return maps

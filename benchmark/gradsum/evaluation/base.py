@@ -60,6 +60,10 @@ class EvaluationContext:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: results one check computes and another reuses on the same images (e.g. the causal effects)
     cache: dict[str, Any] = field(default_factory=dict)
+    #: maps kept for the checks that follow (model, method label, image id) → (H, W), on the CPU
+    map_cache_bytes: int = 1 << 30
+    _maps: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    _cached_bytes: int = 0
 
     def batches(self, size: int | None = None) -> Any:
         """(ids, images uint8 (B,H,W,3) list, labels (B,H,W) uint8 array, indices) over the evaluated images."""
@@ -75,10 +79,30 @@ class EvaluationContext:
         return model_input(images, model.img_size, self.device)
 
     def maps(
-        self, model: LoadedModel, method: PlannedMethod, batch: torch.Tensor, labels: torch.Tensor
+        self,
+        model: LoadedModel,
+        method: PlannedMethod,
+        batch: torch.Tensor,
+        labels: torch.Tensor,
+        ids: Sequence[str] | None = None,
     ) -> torch.Tensor:
-        """(B, H, W) maps of `method` at the model's input size; `labels` (B,h,w) feed the class-area prior."""
-        return planned_maps(model, method, batch, labels, self.targets.get(model.task))
+        """(B, H, W) maps of `method` at the model's input size; `labels` (B,h,w) feed the class-area prior.
+
+        With the images' `ids`, maps are computed once per image and reused by every later check (up to
+        `map_cache_bytes`): the checks of one evaluation read the same images with the same methods.
+        """
+        keys = [(model.name, method.label, image) for image in ids] if ids is not None else None
+        if keys is not None and all(key in self._maps for key in keys):
+            return torch.stack([self._maps[key] for key in keys]).to(batch.device)
+        maps = planned_maps(model, method, batch, labels, self.targets.get(model.task))
+        if keys is not None:
+            size = maps[0].numel() * maps.element_size()
+            for key, image_map in zip(keys, maps.detach().cpu(), strict=True):
+                if self._cached_bytes + size > self.map_cache_bytes:
+                    break
+                self._maps[key] = image_map
+                self._cached_bytes += size
+        return maps
 
 
 def planned_maps(

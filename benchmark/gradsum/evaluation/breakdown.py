@@ -266,7 +266,7 @@ def breakdown_rows(context: EvaluationContext) -> tuple[pd.DataFrame, pd.DataFra
             group_of = dict(zip(batch.ids, groups[model.task], strict=True))
             inputs = context.model_input(model, batch.images)
             for planned in context.plan.get(model.name, ()):
-                maps = context.maps(model, planned, inputs, batch.labels).detach()
+                maps = context.maps(model, planned, inputs, batch.labels, batch.ids).detach()
                 instance_rows += _instance_rows(model, planned.label, maps, batch, found[model.task])
                 scores = class_scores(maps, batch.labels, resolution=context.resolution)
                 frame = per_image_frame(scores, batch.ids, model.name, planned.label)

@@ -238,7 +238,7 @@ def gradsum_rows(context: EvaluationContext) -> pd.DataFrame:
         for model in context.models:
             batch = context.model_input(model, images)
             for planned in context.plan.get(model.name, ()):
-                maps = context.maps(model, planned, batch, label_tensor).detach()
+                maps = context.maps(model, planned, batch, label_tensor, ids).detach()
                 scores = class_scores(maps, label_tensor, resolution=context.resolution)
                 frames.append(per_image_frame(scores, ids, model.name, planned.label))
     return pd.concat(frames, ignore_index=True)

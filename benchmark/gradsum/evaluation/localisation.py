@@ -103,7 +103,7 @@ Scores = dict[tuple[str, str, str], list[float]]
 
 def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores) -> None:
     """Add every planned method's per-image scores on the images of `model` that have a cause mask."""
-    for _, images, labels, chunk in context.batches():
+    for ids, images, labels, chunk in context.batches():
         masks = [context.truthset.cause_mask(i, model.task) for i in chunk]
         kept = [b for b, mask in enumerate(masks) if mask is not None]
         if not kept:
@@ -111,7 +111,12 @@ def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores)
         batch = context.model_input(model, [images[b] for b in kept])
         label_tensor = torch.from_numpy(np.stack([labels[b] for b in kept])).to(context.device)
         for method in context.plan.get(model.name, ()):
-            maps = context.maps(model, method, batch, label_tensor).detach().float().cpu()
+            maps = (
+                context.maps(model, method, batch, label_tensor, [ids[b] for b in kept])
+                .detach()
+                .float()
+                .cpu()
+            )
             for row, b in enumerate(kept):
                 mask = torch.from_numpy(np.asarray(masks[b], dtype=bool))[None]
                 resized = upsample(maps[row : row + 1], (int(mask.shape[-2]), int(mask.shape[-1])))

@@ -241,7 +241,7 @@ def _perturb_model(
     target = resolve_target(context.targets.get(model.task), model.task)
     all_labels = _labels(context.truthset, model.task)
     measures = [m for m in task.measures if all_labels is not None or not m.needs_labels]
-    for _, images, labels, chunk in context.batches():
+    for ids, images, labels, chunk in context.batches():
         batch = context.model_input(model, images)
         original = model.predict(batch)
         signs = target.signs(original).cpu()
@@ -252,7 +252,7 @@ def _perturb_model(
         )
         label_tensor = torch.from_numpy(np.stack(labels)).to(context.device)
         for method in context.plan.get(model.name, ()):
-            maps = context.maps(model, method, batch, label_tensor).detach()
+            maps = context.maps(model, method, batch, label_tensor, ids).detach()
             per_image = [
                 road_inputs(batch[b], maps[b], options.fractions, options.noise, seed=_image_seed(context, i))
                 for b, i in enumerate(chunk)

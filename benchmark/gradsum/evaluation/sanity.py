@@ -153,11 +153,11 @@ def compare_variants(
     values: dict[tuple[int, str, str], list[np.ndarray]] = defaultdict(list)
     # per (variant index, method) the per-image class scores; index -1 holds the trained model's
     scores: dict[tuple[int, str], list[np.ndarray]] = defaultdict(list)
-    for _, images, labels, _ in context.batches():
+    for ids, images, labels, _ in context.batches():
         batch = context.model_input(model, images)
         label_tensor = _label_tensor(labels, batch.device)
         for method in methods:
-            original = planned_maps(model, method, batch, label_tensor, target)
+            original = context.maps(model, method, batch, label_tensor, ids)
             scores[(-1, method.label)].append(image_class_scores(original, label_tensor, context.resolution))
             described = _describe(original)
             for index, variant in enumerate(variants):
