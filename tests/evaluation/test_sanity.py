@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradsum.errors import SpecError
+from gradsum.errors import SpecError, UnknownNameError
 from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext, PlannedMethod
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
 from gradsum.evaluation.sanity import (
@@ -135,3 +135,16 @@ def test_options_are_checked() -> None:
         SanityOptions.from_options({"blocks": 0})
     with pytest.raises(SpecError, match="unknown option depth"):
         SanityOptions.from_options({"depth": 2})
+
+
+def test_images_and_similarities_narrow_the_check() -> None:
+    options = {"images": 2, "similarities": ["spearman_abs"]}
+    table = CHECKS.get("sanity")().run(context([loaded("pilot", 0)], (GRADCAM,), options)).tables["sanity"]
+    assert set(table["similarity"]) == {"spearman_abs", PROFILE_SPEARMAN}
+    assert (table["n_images"] == 2).all()
+    with pytest.raises(SpecError, match="must include 'spearman_abs'"):
+        SanityOptions.from_options({"similarities": ["ssim"]})
+    with pytest.raises(UnknownNameError, match="valid: hog, spearman, spearman_abs, ssim"):
+        SanityOptions.from_options({"similarities": ["spearman_abs", "pearson"]})
+    with pytest.raises(SpecError, match=r"options\.sanity\.images"):
+        SanityOptions.from_options({"images": 0})

@@ -95,14 +95,18 @@ class EvaluationContext:
         if keys is not None and all(key in self._maps for key in keys):
             return torch.stack([self._maps[key] for key in keys]).to(batch.device)
         maps = planned_maps(model, method, batch, labels, self.targets.get(model.task))
-        if keys is not None:
-            size = maps[0].numel() * maps.element_size()
-            for key, image_map in zip(keys, maps.detach().cpu(), strict=True):
-                if self._cached_bytes + size > self.map_cache_bytes:
-                    break
-                self._maps[key] = image_map
-                self._cached_bytes += size
+        if ids is not None:
+            self.remember(model.name, method.label, ids, maps)
         return maps
+
+    def remember(self, model: str, label: str, ids: Sequence[str], maps: torch.Tensor) -> None:
+        """Keep maps computed elsewhere (the pipeline's attribution stage) for the checks, as `maps` would."""
+        size = maps[0].numel() * 4
+        for image, image_map in zip(ids, maps.detach().float().cpu(), strict=True):
+            if (model, label, image) in self._maps or self._cached_bytes + size > self.map_cache_bytes:
+                continue
+            self._maps[(model, label, image)] = image_map
+            self._cached_bytes += size
 
 
 def planned_maps(

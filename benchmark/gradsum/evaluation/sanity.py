@@ -14,6 +14,7 @@ Fisher-z CI). Step 0 is the trained model compared with itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from collections import defaultdict
@@ -108,26 +109,39 @@ class Variant:
 
 @dataclass(frozen=True)
 class SanityOptions:
-    """`context.options["sanity"]`: blocks (int or "all"), independent (bool), shuffled (name → twin)."""
+    """`context.options["sanity"]`: blocks (int or "all"), independent (bool), shuffled (name → twin),
+    images (the first N evaluated images; None: all), similarities (names of `SIMILARITIES`)."""
 
     blocks: int | None = DEFAULT_BLOCKS
     independent: bool = False
     shuffled: Mapping[str, LoadedModel] = field(default_factory=dict)
+    images: int | None = None
+    similarities: tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SanityOptions:
         """Validated options; an unknown key or a bad value names the option."""
-        unknown = sorted(set(options) - {"blocks", "independent", "shuffled"})
+        valid = ("blocks", "independent", "shuffled", "images", "similarities")
+        unknown = sorted(set(options) - set(valid))
         if unknown:
-            raise SpecError(
-                f"options.sanity: unknown option {', '.join(unknown)}; valid: blocks, independent, shuffled"
-            )
+            raise SpecError(f"options.sanity: unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
         blocks = options.get("blocks", DEFAULT_BLOCKS)
         if blocks == "all" or blocks is None:
             blocks = None
         elif not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1:
             raise SpecError(f"options.sanity.blocks: an integer ≥ 1 or 'all', got {blocks!r}")
-        return cls(blocks, bool(options.get("independent", False)), dict(options.get("shuffled") or {}))
+        images = options.get("images")
+        if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
+            raise SpecError(f"options.sanity.images: an integer ≥ 1 or null (all), got {images!r}")
+        names = tuple(options.get("similarities") or SIMILARITIES.names())
+        for name in names:
+            SIMILARITIES.get(name, "options.sanity.similarities")
+        if VERDICT_SIMILARITY not in names:
+            raise SpecError(
+                f"options.sanity.similarities: must include {VERDICT_SIMILARITY!r}, the verdict's measure"
+            )
+        shuffled = dict(options.get("shuffled") or {})
+        return cls(blocks, bool(options.get("independent", False)), shuffled, images, names)
 
 
 def _rng(seed: int, *key: object) -> np.random.Generator:
@@ -138,16 +152,20 @@ def _label_tensor(labels: Sequence[np.ndarray], device: torch.device) -> torch.T
     return torch.from_numpy(np.stack(labels).astype(np.int64)).to(device)
 
 
-def _describe(maps: torch.Tensor) -> dict[str, np.ndarray]:
-    """Every similarity's descriptors of a batch of maps, computed once per map batch."""
+def _describe(maps: torch.Tensor, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named similarities' descriptors of a batch of maps, computed once per map batch."""
     array = maps.detach().cpu().double().numpy()
-    return {name: similarity.describe(array) for name, similarity in SIMILARITIES.items()}
+    return {name: SIMILARITIES.get(name).describe(array) for name in names}
 
 
 def compare_variants(
-    context: EvaluationContext, model: LoadedModel, variants: Sequence[Variant]
+    context: EvaluationContext,
+    model: LoadedModel,
+    variants: Sequence[Variant],
+    similarities: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """`sanity.csv` rows: every planned method's maps on each variant against its maps on `model`."""
+    names = list(similarities or SIMILARITIES.names())
     methods: Sequence[PlannedMethod] = context.plan.get(model.name, ())
     target = context.targets.get(model.task)
     values: dict[tuple[int, str, str], list[np.ndarray]] = defaultdict(list)
@@ -159,19 +177,19 @@ def compare_variants(
         for method in methods:
             original = context.maps(model, method, batch, label_tensor, ids)
             scores[(-1, method.label)].append(image_class_scores(original, label_tensor, context.resolution))
-            described = _describe(original)
+            described = _describe(original, names)
             for index, variant in enumerate(variants):
                 if variant.module is None:
                     maps, descriptors = original, described
                 else:
                     maps = planned_maps(model, method, batch, label_tensor, target, module=variant.module)
-                    descriptors = _describe(maps)
+                    descriptors = _describe(maps, names)
                 scores[(index, method.label)].append(
                     image_class_scores(maps, label_tensor, context.resolution)
                 )
-                for name, similarity in SIMILARITIES.items():
+                for name in names:
                     values[(index, method.label, name)].append(
-                        similarity.compare(described[name], descriptors[name])
+                        SIMILARITIES.get(name).compare(described[name], descriptors[name])
                     )
     rows = []
     for index, variant in enumerate(variants):
@@ -184,7 +202,7 @@ def compare_variants(
                 "step": variant.step,
                 "block": variant.block,
             }
-            for name in SIMILARITIES.names():
+            for name in names:
                 per_image = np.concatenate(values[(index, method.label, name)])
                 rng = _rng(context.seed, model.name, method.label, variant.mode, variant.step, name)
                 mean, low, high = mean_ci(per_image, rng, context.n_resamples)
@@ -211,6 +229,7 @@ def model_randomisation(
     model: LoadedModel,
     blocks: int | None = DEFAULT_BLOCKS,
     with_independent: bool = False,
+    similarities: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """`sanity.csv` rows of one model: cascading over the top `blocks` (None: all), optionally independent."""
     variants = [Variant(CASCADING, 0, ORIGINAL, None)]
@@ -225,7 +244,7 @@ def model_randomisation(
             for step, (name, module) in enumerate(independent(model.module, blocks, context.seed), start=1)
         ]
     logger.info("sanity: %s, randomising %s", model.name, ", ".join(v.block for v in variants if v.step))
-    return compare_variants(context, model, variants)
+    return compare_variants(context, model, variants, similarities)
 
 
 def data_randomisation(context: EvaluationContext, shuffled: Mapping[str, LoadedModel]) -> pd.DataFrame:
@@ -326,8 +345,14 @@ class SanityCheck:
     def run(self, context: EvaluationContext) -> CheckResult:
         """Tables `sanity` (and `sanity_data`), the summary per model × method, one figure per model."""
         options = SanityOptions.from_options(context.options.get("sanity", {}))
+        if options.images is not None:
+            # the same context (and map cache) on its first images
+            context = dataclasses.replace(context, indices=context.indices[: options.images])
         table = _concat(
-            [model_randomisation(context, m, options.blocks, options.independent) for m in context.models]
+            [
+                model_randomisation(context, m, options.blocks, options.independent, options.similarities)
+                for m in context.models
+            ]
         )
         tables = {"sanity": table}
         if options.shuffled:

@@ -89,7 +89,11 @@ class EvaluationConfig:
     #: run the null explainers (random, uniform, Sobel, class-area prior) beside every method
     nulls: bool = True
     #: per-check options, e.g. {sanity: {blocks: 3}, causal: {filler: inpaint}}
-    options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"sanity": {"blocks": 3}})
+    options: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "sanity": {"blocks": 3, "images": 64, "similarities": ["spearman_abs", "spearman"]}
+        }
+    )
     bootstrap_resamples: int = 1000
     #: models that get a twin trained on permuted labels (`<name>_shuffled`) for data randomisation
     shuffled_labels: tuple[str, ...] = ()

@@ -33,7 +33,7 @@ from gradsum.aggregation import (
 from gradsum.attribution import AttributionResult, attribute
 from gradsum.attribution.normalise import normalise
 from gradsum.errors import SpecError
-from gradsum.evaluation import ground_truth_table
+from gradsum.evaluation import EvaluationContext, ground_truth_table, run_checks
 from gradsum.evaluation.attention import AttentionDiagnostics
 from gradsum.fileio import atomic_directory
 from gradsum.models import model_family
@@ -42,7 +42,7 @@ from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import RunConfig
 from gradsum.pipeline.inputs import check_names, ensure_model, ensure_truthset, methods_for
 from gradsum.pipeline.outputs import manifest, write_tables
-from gradsum.pipeline.trust import evaluate_models, shuffled_twins, write_trust_tables
+from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
 from gradsum.report import OverlayData, write_report
 from gradsum.truthsets import TruthSet, open_truthset
 from gradsum.truthsets.base import sample_id
@@ -159,7 +159,10 @@ class Profiler:
     config: RunConfig
     models: list[LoadedModel]
     device: str
+    #: the trust checks' context: maps of its images are handed over so that no check recomputes them
+    evaluation: EvaluationContext | None = None
     frames: list[pd.DataFrame] = field(default_factory=list)
+    seen: int = 0
     overlays: Overlays = field(init=False)
     diagnostics: dict[str, AttentionDiagnostics] = field(init=False)
 
@@ -180,6 +183,8 @@ class Profiler:
         keep = self.overlays.room()
         if keep:
             self.overlays.add_samples(images, labels, keep)
+        evaluated = 0 if self.evaluation is None else max(0, len(self.evaluation.indices) - self.seen)
+        self.seen += len(ids)
         for model in self.models:
             batch = model_input(images, model.img_size, self.device)
             for method in self.plan[model.name]:
@@ -193,6 +198,10 @@ class Profiler:
                     normalise=method.normalise or config.normalise,
                     **method.options,
                 )
+                if evaluated and self.evaluation is not None:
+                    self.evaluation.remember(
+                        model.name, method.name, ids[:evaluated], result.maps[:evaluated]
+                    )
                 for label, part in _profiled_maps(method.name, result):
                     scores = label_batch.scores(_aggregated_map(part, config.resolution))
                     self.frames.append(per_image_frame(scores, ids, model.name, label))
@@ -226,7 +235,12 @@ def run(config: RunConfig, *, out: str | Path | None = None, progress: bool = Fa
         models = [ensure_model(entry, config, truthset_root, device, progress) for entry in config.models]
         twins = shuffled_twins(config, truthset_root, device) if config.evaluation.checks else {}
 
-    profiler = Profiler(config, models, device)
+    evaluation = (
+        evaluation_context(config, truthset, models, device, count, twins)
+        if config.evaluation.checks
+        else None
+    )
+    profiler = Profiler(config, models, device, evaluation)
     with stage("attribution and aggregation"):
         batches = tqdm(
             _batches(truthset, count, config.batch_size),
@@ -246,9 +260,9 @@ def run(config: RunConfig, *, out: str | Path | None = None, progress: bool = Fa
         truth = ground_truth_table(profile_table, {m.name: m.task for m in models}, truthset.causes)
 
     trust = None
-    if config.evaluation.checks:
+    if evaluation is not None:
         with stage("evaluation"):
-            trust = evaluate_models(config, truthset, models, device, count, twins)
+            trust = run_checks(evaluation, config.evaluation.checks)
 
     with stage("report"), atomic_directory(target_dir, overwrite=True) as staging:
         write_tables(staging, per_image, profile_table, comparisons, truth, profiler.diagnostics, models)
