@@ -331,7 +331,9 @@ def cascading_figure(table: pd.DataFrame, model: str) -> Figure:
         axis.set_xlabel("randomised block (cascading, from the output)")
         axis.set_ylim(-1.05, 1.05)
     axes[0].set_ylabel("similarity to the original map")
-    axes[-1].legend(fontsize="small", loc="lower left")
+    legend_axis = next((axis for axis in reversed(axes) if axis.get_legend_handles_labels()[0]), None)
+    if legend_axis is not None:
+        legend_axis.legend(fontsize="small", loc="lower left")
     figure.suptitle(f"{model}: cascading model randomisation")
     return figure
 
