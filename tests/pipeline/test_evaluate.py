@@ -101,3 +101,33 @@ def test_evaluate_needs_the_models_on_disk(plain: Path, tmp_path: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(GradSUMError, match=r"no checkpoint at .*nowhere"):
         evaluate(folder, ["causal"], images=2)
+
+
+def test_the_trust_config_runs_every_check_at_a_small_size(tmp_path: Path) -> None:
+    """The shipped `trust` config's evaluation block (every check, shuffled-label twins) on a tiny set."""
+    from gradsum.pipeline import load_config
+
+    trust = load_config("trust")
+    data = json.loads(json.dumps(NO_TRUST))
+    data["truthset"]["path"] = str(tmp_path / "synth")
+    data["models_dir"] = str(tmp_path / "models")
+    data["evaluation"] = {
+        "checks": list(trust.evaluation.checks),
+        "images": 3,
+        "shuffled_labels": ["pilotnet"],
+        "options": {**trust.evaluation.options, "perturbation": {"max_images": 2}},
+        "bootstrap_resamples": 50,
+    }
+    folder = run(config_from_dict(data), out=tmp_path / "results")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {"perturbation_auc", "granularity", "sanity_data", "instance_profiles"} <= set(
+        manifest["trust_tables"]
+    )
+    assert (tmp_path / "models" / "pilotnet_shuffled" / "card.json").is_file()
+    trust_table = pd.read_csv(folder / "trust.csv")
+    assert {"causal_verdict", "sanity_verdict", "perturbation_verdict", "localisation_verdict"} <= set(
+        trust_table.columns
+    )
+    sanity = pd.read_csv(folder / "sanity.csv")
+    assert {"cascading", "independent"} <= set(sanity["mode"])
+    assert set(pd.read_csv(folder / "sanity_data.csv")["block"]) == {"pilotnet_shuffled"}
