@@ -106,6 +106,7 @@ def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores)
     for ids, images, labels, chunk in context.batches():
         masks = [context.truthset.cause_mask(i, model.task) for i in chunk]
         kept = [b for b, mask in enumerate(masks) if mask is not None]
+        present = {b: np.asarray(masks[b], dtype=bool) for b in kept}
         if not kept:
             continue
         batch = context.model_input(model, [images[b] for b in kept])
@@ -117,11 +118,19 @@ def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores)
                 .float()
                 .cpu()
             )
-            for row, b in enumerate(kept):
-                mask = torch.from_numpy(np.asarray(masks[b], dtype=bool))[None]
-                resized = upsample(maps[row : row + 1], (int(mask.shape[-2]), int(mask.shape[-1])))
+            per_image: dict[str, list[float]] = {metric: [0.0] * len(kept) for metric in LOCALISATION_METRICS}
+            # one call per mask size (a truth set of mixed frame sizes has several), in image order
+            for shape in {np.shape(masks[b]) for b in kept}:
+                rows = [row for row, b in enumerate(kept) if np.shape(masks[b]) == shape]
+                stacked = torch.from_numpy(
+                    np.stack([np.asarray(masks[kept[row]], dtype=bool) for row in rows])
+                )
+                resized = upsample(maps[rows], (int(shape[0]), int(shape[1])))
                 for metric, function in LOCALISATION_METRICS.items():
-                    scores[(model.name, method.label, metric)].append(float(function(resized, mask)[0]))
+                    for row, value in zip(rows, function(resized, stacked), strict=True):
+                        per_image[metric][row] = float(value)
+            for metric, values in per_image.items():
+                scores[(model.name, method.label, metric)].extend(values)
 
 
 def _tables(context: EvaluationContext, scores: Scores) -> tuple[pd.DataFrame, pd.DataFrame]:
