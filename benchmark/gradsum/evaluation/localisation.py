@@ -120,11 +120,9 @@ def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores)
             )
             per_image: dict[str, list[float]] = {metric: [0.0] * len(kept) for metric in LOCALISATION_METRICS}
             # one call per mask size (a truth set of mixed frame sizes has several), in image order
-            for shape in {np.shape(masks[b]) for b in kept}:
-                rows = [row for row, b in enumerate(kept) if np.shape(masks[b]) == shape]
-                stacked = torch.from_numpy(
-                    np.stack([np.asarray(masks[kept[row]], dtype=bool) for row in rows])
-                )
+            for shape in {present[b].shape for b in kept}:
+                rows = [row for row, b in enumerate(kept) if present[b].shape == shape]
+                stacked = torch.from_numpy(np.stack([present[kept[row]] for row in rows]))
                 resized = upsample(maps[rows], (int(shape[0]), int(shape[1])))
                 for metric, function in LOCALISATION_METRICS.items():
                     for row, value in zip(rows, function(resized, stacked), strict=True):
