@@ -17,6 +17,7 @@ from gradsum.errors import SpecError, TruthSetError
 from gradsum.evaluation import CHECKS
 from gradsum.fileio import read_json_object
 from gradsum.models import ModelSpec, load_model, load_spec, model_family, train_model
+from gradsum.models.checkpoints import CARD
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import GenerateConfig, MethodConfig, ModelConfig, RunConfig
 from gradsum.truthsets.layout import MANIFEST
@@ -126,7 +127,7 @@ def ensure_model(
     """
     folder = Path(entry.checkpoint or Path(config.models_dir) / entry.name)
     spec = configured_spec(entry)
-    if not (folder / "card.json").exists():
+    if not (folder / CARD).exists():
         if not train:
             raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} (card.json); train it first")
         if spec is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from gradsum.aggregation import PER_IMAGE_FILE, PROFILES_FILE
 from gradsum.evaluation.attention import AttentionDiagnostics
 from gradsum.fileio import atomic_write_json
 from gradsum.models import model_family
@@ -28,7 +29,7 @@ def write_tables(
     diagnostics: dict[str, AttentionDiagnostics],
     models: list[LoadedModel],
 ) -> list[Path]:
-    written = [folder / "per_image.parquet", folder / "profiles.csv", folder / "ground_truth.csv"]
+    written = [folder / PER_IMAGE_FILE, folder / PROFILES_FILE, folder / "ground_truth.csv"]
     per_image.to_parquet(written[0], index=False)
     profile_table.to_csv(written[1], index=False)
     truth.to_csv(written[2], index=False)

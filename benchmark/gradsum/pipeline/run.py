@@ -44,6 +44,7 @@ from gradsum.pipeline.inputs import check_names, ensure_model, ensure_truthset, 
 from gradsum.pipeline.outputs import manifest, write_tables
 from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
 from gradsum.report import OverlayData, write_report
+from gradsum.report.results import REPORT
 from gradsum.truthsets import TruthSet, open_truthset
 from gradsum.truthsets.base import sample_id
 from gradsum.utils import default_device, seed_everything
@@ -271,5 +272,5 @@ def run(config: RunConfig, *, out: str | Path | None = None, progress: bool = Fa
             write_trust_tables(staging, trust)
             recorded |= {"trust_tables": sorted(trust.tables()), "evaluation_seconds": trust.seconds}
         write_report(staging, overlays=profiler.overlays.data(), manifest=recorded)
-    log.info("report: %s", target_dir / "report.html")
+    log.info("report: %s", target_dir / REPORT)
     return target_dir

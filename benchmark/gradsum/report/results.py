@@ -15,17 +15,23 @@ from typing import Any
 
 import pandas as pd
 
-from gradsum.aggregation import COMPARISON_COLUMNS, PER_IMAGE_COLUMNS, PROFILE_COLUMNS
+from gradsum.aggregation import (
+    COMPARISON_COLUMNS,
+    PER_IMAGE_COLUMNS,
+    PER_IMAGE_FILE,
+    PROFILE_COLUMNS,
+    PROFILES_FILE,
+)
 from gradsum.errors import ResultsError
 from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
 from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS
 from gradsum.evaluation.trust import TRUST_TABLE
 from gradsum.evaluation.verdicts import TRUST_KEY_COLUMNS
 from gradsum.fileio import read_json_object, sha256_file
+from gradsum.truthsets.layout import MANIFEST
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 REPORT = "report.html"
 PLOTS = "plots"
 CARDS = "cards"
@@ -44,8 +50,8 @@ class TableSpec:
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("per_image", ("per_image.parquet", "per_image.csv"), PER_IMAGE_COLUMNS, required=True),
-    TableSpec("profiles", ("profiles.csv",), PROFILE_COLUMNS, required=True),
+    TableSpec("per_image", (PER_IMAGE_FILE, "per_image.csv"), PER_IMAGE_COLUMNS, required=True),
+    TableSpec("profiles", (PROFILES_FILE,), PROFILE_COLUMNS, required=True),
     TableSpec("comparisons", ("comparisons.csv",), COMPARISON_COLUMNS),
     TableSpec("attention", ("attention.csv",), ENTROPY_COLUMNS),
     TableSpec("attention_profiles", ("attention_profiles.csv",), LAYER_PROFILE_COLUMNS),

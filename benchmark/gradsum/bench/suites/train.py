@@ -12,6 +12,7 @@ import torch
 
 from gradsum.bench import BenchSuite
 from gradsum.models import load_spec, train_model
+from gradsum.truthsets.layout import MANIFEST
 
 #: the default models the pipeline uses, then the obstacle hybrid (the ViT quality target covers it too)
 MODELS = ("pilotnet", "vit", "hybrid_vit", "compact_cnn", "vit_obstacle", "hybrid_obstacle")
@@ -21,7 +22,7 @@ TRUTHSET = Path("datasets/synthetic")
 
 def _run(quick: bool, device: str) -> dict[str, Any]:
     root = Path(os.environ.get("GRADSUM_BENCH_TRUTHSET", TRUTHSET))
-    if not (root / "manifest.json").is_file():
+    if not (root / MANIFEST).is_file():
         return {"skipped": f"no truth set at {root}; run `gradsum generate --out {root}` first"}
     threads = torch.get_num_threads()
     if device == "cpu":
