@@ -148,3 +148,20 @@ def test_images_and_similarities_narrow_the_check() -> None:
         SanityOptions.from_options({"similarities": ["spearman_abs", "pearson"]})
     with pytest.raises(SpecError, match=r"options\.sanity\.images"):
         SanityOptions.from_options({"images": 0})
+
+
+def test_null_explainers_give_the_same_maps_on_a_randomised_model() -> None:
+    """The premise of reusing a null's original maps for every randomised variant."""
+    from gradsum.evaluation.base import planned_maps
+    from gradsum.evaluation.randomise import cascading
+
+    model = loaded("pilot", 0)
+    rng = np.random.default_rng(1)
+    batch = torch.from_numpy(rng.random((3, 3, *SIZE), dtype=np.float32))
+    labels = torch.from_numpy(
+        rng.choice(np.array(sorted(set(IDS.values())), dtype=np.uint8), size=(3, *SIZE))
+    )
+    _, randomised = list(cascading(model.module, None, seed=0))[-1]
+    for null in NULL_EXPLAINERS:
+        original = planned_maps(model, null, batch, labels, "direction")
+        assert torch.equal(original, planned_maps(model, null, batch, labels, "direction", module=randomised))

@@ -179,7 +179,8 @@ def compare_variants(
             scores[(-1, method.label)].append(image_class_scores(original, label_tensor, context.resolution))
             described = _describe(original, names)
             for index, variant in enumerate(variants):
-                if variant.module is None:
+                if variant.module is None or method.null:
+                    # a null explainer knows nothing of the model: a randomised copy gives it the same maps
                     maps, descriptors = original, described
                 else:
                     maps = planned_maps(model, method, batch, label_tensor, target, module=variant.module)
