@@ -8,7 +8,7 @@ model × method, the figures the trust table shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from gradsum.models.inputs import model_input
 from gradsum.models.loaded import LoadedModel
 from gradsum.registry import Registry
 from gradsum.truthsets import TruthSet
-from gradsum.truthsets.base import sample_id
+from gradsum.truthsets.base import Sample, sample_id
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,17 @@ class EvaluationContext:
     _maps: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _cached_bytes: int = 0
 
-    def batches(self, size: int | None = None) -> Any:
-        """(ids, images uint8 (B,H,W,3) list, labels (B,H,W) uint8 array, indices) over the evaluated images."""
+    def sample_batches(self, size: int | None = None) -> Iterator[tuple[list[str], list[Sample], list[int]]]:
+        """(ids, samples, indices) over the evaluated images, each sample read once."""
         step = size or self.batch_size
         for start in range(0, len(self.indices), step):
             chunk = list(self.indices[start : start + step])
             samples = [self.truthset[i] for i in chunk]
-            ids = [sample_id(s.meta, i) for s, i in zip(samples, chunk, strict=True)]
+            yield [sample_id(s.meta, i) for s, i in zip(samples, chunk, strict=True)], samples, chunk
+
+    def batches(self, size: int | None = None) -> Any:
+        """(ids, images uint8 (B,H,W,3) list, labels (B,H,W) uint8 array, indices) over the evaluated images."""
+        for ids, samples, chunk in self.sample_batches(size):
             yield ids, [s.image for s in samples], [s.labels for s in samples], chunk
 
     def model_input(self, model: LoadedModel, images: Sequence[np.ndarray]) -> torch.Tensor:

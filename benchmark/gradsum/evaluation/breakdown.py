@@ -164,11 +164,10 @@ def _image_instance(
 
 
 def _batches(context: EvaluationContext) -> Iterator[_Batch]:
-    for ids, images, labels, chunk in context.batches():
-        # `batches` yields images and labels only; the targets and instance ids come from the samples
-        samples = [context.truthset[i] for i in chunk]
-        label_tensor = torch.from_numpy(np.stack(labels).astype(np.int64)).to(context.device)
-        yield _Batch(list(ids), list(images), label_tensor, samples, list(chunk))
+    for ids, samples, chunk in context.sample_batches():
+        labels = np.stack([sample.labels for sample in samples]).astype(np.int64)
+        label_tensor = torch.from_numpy(labels).to(context.device)
+        yield _Batch(ids, [sample.image for sample in samples], label_tensor, samples, chunk)
 
 
 def _instance_rows(

@@ -17,10 +17,11 @@ from typing import Any
 
 from gradsum.errors import ResultsError
 from gradsum.evaluation.base import CHECKS
+from gradsum.evaluation.trust import run_checks
 from gradsum.fileio import atomic_directory
 from gradsum.pipeline.config import RunConfig, config_from_dict
 from gradsum.pipeline.inputs import check_names, ensure_model
-from gradsum.pipeline.trust import evaluate_models, shuffled_twins, write_trust_tables
+from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
 from gradsum.report import write_report
 from gradsum.report.results import MANIFEST, read_manifest
 from gradsum.truthsets import open_truthset
@@ -72,7 +73,7 @@ def evaluate(
         for entry in config.models
     ]
     twins = shuffled_twins(config, Path(config.truthset.path), device, train=False)
-    report = evaluate_models(config, truthset, models, device, count, twins)
+    report = run_checks(evaluation_context(config, truthset, models, device, count, twins), settings.checks)
     earlier = {str(name) for name in manifest.get("trust_tables", [])}
     with atomic_directory(folder, overwrite=True) as staging:
         shutil.copytree(folder, staging, dirs_exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gradsum.evaluation.base import EvaluationContext, PlannedMethod
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
-from gradsum.evaluation.trust import TrustReport, run_checks
+from gradsum.evaluation.trust import TrustReport
 from gradsum.fileio import atomic_write_text
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import RunConfig
@@ -67,19 +67,6 @@ def evaluation_context(
         resolution=config.resolution,
         options=options,
     )
-
-
-def evaluate_models(
-    config: RunConfig,
-    truthset: TruthSet,
-    models: list[LoadedModel],
-    device: str,
-    count: int,
-    twins: Mapping[str, LoadedModel] | None = None,
-) -> TrustReport:
-    """Run `config.evaluation.checks` on the models and return their tables and the trust table."""
-    context = evaluation_context(config, truthset, models, device, count, twins)
-    return run_checks(context, config.evaluation.checks)
 
 
 def write_trust_tables(folder: Path, report: TrustReport) -> list[Path]:
