@@ -45,4 +45,8 @@ def model_input(
             ]
         )
     # contiguous NCHW: a channels-last batch makes convolutions take other kernels (last-digit differences)
-    return batch.contiguous().to(device).float().div_(255.0)
+    batch = batch.contiguous()
+    if torch.device(device).type == "cuda":
+        # uint8 through pinned memory: a quarter of the float bytes, copied without a pageable bounce
+        return batch.pin_memory().to(device, non_blocking=True).float().div_(255.0)
+    return batch.to(device).float().div_(255.0)
