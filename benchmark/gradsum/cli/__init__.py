@@ -68,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GradSUMError as error:
         print(f"gradsum {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # a full disk, a permission or a vanished file: its message names the path
+        print(f"gradsum {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"gradsum {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsum.aggregation import class_scores, per_image_frame, profiles
+from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS
 from gradsum.attribution.adapters import attribution_mode
 from gradsum.attribution.attention import (
     forward_capturing,
@@ -88,24 +89,56 @@ class AttentionDiagnostics:
             self._frames.append(per_image_frame(scores, ids, self.model, f"layer {index}"))
         self.batches += 1
 
-    def entropy_table(self) -> pd.DataFrame:
-        """`model, layer, head, entropy_ratio` averaged over every image and query token seen."""
-        if self._entropy_sum is None:
-            return pd.DataFrame(columns=list(ENTROPY_COLUMNS))
-        mean = (self._entropy_sum / self._images).cpu()
-        return pd.DataFrame(
-            [
-                {"model": self.model, "layer": layer, "head": head, "entropy_ratio": float(mean[layer, head])}
-                for layer in range(mean.shape[0])
-                for head in range(mean.shape[1])
-            ]
-        )
+    def shard_tables(self) -> dict[str, pd.DataFrame]:
+        """What the batches since the last call add, as tables a shard stores, and start afresh.
 
-    def profile_table(self, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-        """`model, layer, class, class_id, score_mean, score_ci_low, score_ci_high, n_images` per layer."""
-        table = profiles(pd.concat(self._frames, ignore_index=True), n_resamples=n_resamples, seed=seed)
-        table = table.rename(columns={"method": "layer"})
-        table["layer"] = table["layer"].str.removeprefix("layer ").astype(int)
-        return table[list(LAYER_PROFILE_COLUMNS)].sort_values(
-            ["model", "layer", "class_id"], ignore_index=True
+        `attention_rows`: per-image raw-attention class scores per layer; `attention_entropy`: entropy
+        sums per layer and head with the image count, so ratios over many shards are exact means.
+        """
+        rows = (
+            pd.concat(self._frames, ignore_index=True)
+            if self._frames
+            else pd.DataFrame(columns=list(PER_IMAGE_COLUMNS))
         )
+        sums = []
+        if self._entropy_sum is not None:
+            total = self._entropy_sum.double().cpu()
+            sums = [
+                {
+                    "model": self.model,
+                    "layer": layer,
+                    "head": head,
+                    "entropy_sum": float(total[layer, head]),
+                    "images": self._images,
+                }
+                for layer in range(total.shape[0])
+                for head in range(total.shape[1])
+            ]
+        self._entropy_sum, self._images, self._frames = None, 0, []
+        return {
+            ATTENTION_ROWS: rows,
+            ATTENTION_ENTROPY: pd.DataFrame(sums, columns=list(_ENTROPY_SUM_COLUMNS)),
+        }
+
+
+#: Names of the shard tables `AttentionDiagnostics.shard_tables` returns.
+ATTENTION_ROWS = "attention_rows"
+ATTENTION_ENTROPY = "attention_entropy"
+_ENTROPY_SUM_COLUMNS = ("model", "layer", "head", "entropy_sum", "images")
+
+
+def entropy_table(sums: pd.DataFrame) -> pd.DataFrame:
+    """`model, layer, head, entropy_ratio` averaged over every image and query token of the shards."""
+    if sums.empty:
+        return pd.DataFrame(columns=list(ENTROPY_COLUMNS))
+    total = sums.groupby(["model", "layer", "head"], sort=True)[["entropy_sum", "images"]].sum().reset_index()
+    total["entropy_ratio"] = total["entropy_sum"] / total["images"]
+    return total[list(ENTROPY_COLUMNS)]
+
+
+def layer_profile_table(rows: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """`model, layer, class, class_id, score_mean, score_ci_low, score_ci_high, n_images` per layer."""
+    table = profiles(rows, n_resamples=n_resamples, seed=seed)
+    table = table.rename(columns={"method": "layer"})
+    table["layer"] = table["layer"].str.removeprefix("layer ").astype(int)
+    return table[list(LAYER_PROFILE_COLUMNS)].sort_values(["model", "layer", "class_id"], ignore_index=True)

@@ -12,6 +12,7 @@ from gradsum.pipeline.config import (
     default_config,
     list_configs,
     load_config,
+    with_overrides,
 )
 from gradsum.pipeline.run import run
 
@@ -26,4 +27,5 @@ __all__ = [
     "list_configs",
     "load_config",
     "run",
+    "with_overrides",
 ]

@@ -6,7 +6,7 @@ refused with a message naming the file and the field. Example configs ship in `g
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,10 @@ class RunConfig:
     normalise: str = "minmax"
     resolution: str = "label"
     batch_size: int = 32
+    #: images per shard: the unit a killed run resumes from and processes of a distributed run share
+    shard_size: int = 256
+    #: DataLoader processes decoding frames while the models run (0: decode in the main process)
+    workers: int = 1
     seed: int = 0
     bootstrap_resamples: int = 2000
     #: samples shown in the overlay grid
@@ -130,6 +134,9 @@ class RunConfig:
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
     """A validated `RunConfig` from a plain mapping; errors name `source` and the field."""
     config = build(RunConfig, data, source)
+    for name, low in (("batch_size", 1), ("shard_size", 1), ("workers", 0)):
+        if getattr(config, name) < low:
+            raise SpecError(f"{source}.{name}: must be {low} or more, got {getattr(config, name)}")
     names = [m.name for m in config.models]
     if len(names) != len(set(names)):
         raise SpecError(f"{source}.models: model names must be unique, got {names}")
@@ -182,6 +189,25 @@ def list_configs() -> dict[str, str]:
         first = path.read_text().splitlines()[0] if path.stat().st_size else ""
         described[name] = first.lstrip("# ").strip()
     return described
+
+
+def with_overrides(
+    config: RunConfig, *, device: str | None = None, truthset: str | None = None, workers: int | None = None
+) -> RunConfig:
+    """`config` with the command line's overrides (None: keep the config's value).
+
+    A truth-set path given on the command line replaces the configured one and its `generate` block: the
+    folder is read as it is, never rendered over.
+    """
+    if device is not None:
+        config = replace(config, device=device)
+    if truthset is not None:
+        config = replace(config, truthset=replace(config.truthset, path=truthset, generate=None))
+    if workers is not None:
+        if workers < 0:
+            raise SpecError(f"--workers: must be 0 or more, got {workers}")
+        config = replace(config, workers=workers)
+    return config
 
 
 def default_config() -> RunConfig:

@@ -10,7 +10,12 @@ from typing import Any
 import pandas as pd
 
 from gradsum.aggregation import PER_IMAGE_FILE, PROFILES_FILE
-from gradsum.evaluation.attention import AttentionDiagnostics
+from gradsum.evaluation.attention import (
+    ATTENTION_ENTROPY,
+    ATTENTION_ROWS,
+    entropy_table,
+    layer_profile_table,
+)
 from gradsum.fileio import atomic_write_json
 from gradsum.models import model_family
 from gradsum.models.inputs import INPUT_TRANSFORM
@@ -26,9 +31,12 @@ def write_tables(
     profile_table: pd.DataFrame,
     comparisons: pd.DataFrame | None,
     truth: pd.DataFrame,
-    diagnostics: dict[str, AttentionDiagnostics],
+    attention: dict[str, pd.DataFrame],
     models: list[LoadedModel],
+    n_resamples: int,
+    seed: int,
 ) -> list[Path]:
+    """Write the aggregation tables; `attention` holds the shards' attention tables, concatenated."""
     written = [folder / PER_IMAGE_FILE, folder / PROFILES_FILE, folder / "ground_truth.csv"]
     per_image.to_parquet(written[0], index=False)
     profile_table.to_csv(written[1], index=False)
@@ -36,13 +44,11 @@ def write_tables(
     if comparisons is not None:
         written.append(folder / "comparisons.csv")
         comparisons.to_csv(written[-1], index=False)
-    entropy = [d.entropy_table() for d in diagnostics.values() if d.batches]
-    if entropy:
+    rows, sums = attention.get(ATTENTION_ROWS), attention.get(ATTENTION_ENTROPY)
+    if rows is not None and sums is not None and not sums.empty:
         written += [folder / "attention.csv", folder / "attention_profiles.csv"]
-        pd.concat(entropy, ignore_index=True).to_csv(written[-2], index=False)
-        pd.concat([d.profile_table() for d in diagnostics.values() if d.batches], ignore_index=True).to_csv(
-            written[-1], index=False
-        )
+        entropy_table(sums).to_csv(written[-2], index=False)
+        layer_profile_table(rows, n_resamples, seed).to_csv(written[-1], index=False)
     for model in models:
         written.append(folder / "cards" / f"{model.name}.json")
         atomic_write_json(written[-1], model.card)

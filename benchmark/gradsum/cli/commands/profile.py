@@ -19,10 +19,18 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", default="label", help="label (upsample maps) or grid (default label)")
     parser.add_argument("--out", help="results folder (default results/profile-<first model>)")
     parser.add_argument("--device", help="cpu or cuda")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="DataLoader processes decoding frames (default 1)"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard an interrupted run's finished shards instead of resuming",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gradsum.pipeline import MethodConfig, ModelConfig, RunConfig, TruthSetConfig, run
+    from gradsum.pipeline import MethodConfig, ModelConfig, RunConfig, TruthSetConfig, run, with_overrides
 
     models = tuple(ModelConfig(name=Path(m).name, checkpoint=m) for m in args.model)
     config = RunConfig(
@@ -34,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         device=args.device,
     )
-    folder = run(config, out=args.out, progress=True)
+    folder = run(with_overrides(config, workers=args.workers), out=args.out, progress=True, fresh=args.fresh)
     print(f"report: {folder / 'report.html'}")
     return 0
 

@@ -16,21 +16,27 @@ def _add(parser: argparse.ArgumentParser) -> None:
         "--list-configs", action="store_true", help="list the built-in example configs and exit"
     )
     parser.add_argument("--device", help="cpu or cuda (default: the config's, else cuda when present)")
+    parser.add_argument("--truthset", help="truth-set folder (overrides the config's truthset.path)")
+    parser.add_argument(
+        "--workers", type=int, help="DataLoader processes decoding frames (default: config's)"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard an interrupted run's finished shards instead of resuming",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gradsum.pipeline import default_config, list_configs, load_config, run
+    from gradsum.pipeline import default_config, list_configs, load_config, run, with_overrides
 
     if args.list_configs:
         for name, description in list_configs().items():
             print(f"{name:16s} {description}")
         return 0
     config = load_config(args.config) if args.config else default_config()
-    if args.device:
-        from dataclasses import replace
-
-        config = replace(config, device=args.device)
-    folder = run(config, out=args.out, progress=True)
+    config = with_overrides(config, device=args.device, truthset=args.truthset, workers=args.workers)
+    folder = run(config, out=args.out, progress=True, fresh=args.fresh)
     print(f"report: {folder / 'report.html'}")
     return 0
 

@@ -1,0 +1,146 @@
+"""Shards: the attribution stage's unit of work, of saving and of resuming.
+
+The split is cut into shards of `shard_size` consecutive images. Each finished shard is a folder under
+the run's work folder (`results/.<name>.work/shards/00003/`), written under a temporary name and renamed
+when complete, so a run killed at any moment (SIGKILL included) and started again with the same command
+finds every finished shard whole and recomputes only the interrupted one. The work folder also holds the
+run's fingerprint; a resume with a different configuration is refused with the fields that changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gradsum.dataspec import changed_fields
+from gradsum.errors import ResultsError
+from gradsum.fileio import atomic_directory, atomic_write_json, read_json_object
+
+log = logging.getLogger(__name__)
+
+#: The fingerprint of the run a work folder belongs to.
+FINGERPRINT = "run.json"
+SHARDS = "shards"
+#: Table name → file inside a shard folder.
+SHARD_TABLE = "{}.parquet"
+#: The name `atomic_directory` stages `name` under (`tempfile.mkdtemp`: 8 random characters).
+_PARTIAL = r"^\.{}\.[a-z0-9_]{{8}}\.partial$"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Which images each shard holds: shard k is images [k·size, min((k+1)·size, count))."""
+
+    count: int
+    size: int
+
+    @property
+    def shards(self) -> int:
+        """How many shards the split makes."""
+        return -(-self.count // self.size)
+
+    def images(self, shard: int) -> range:
+        """The split indices of `shard`."""
+        return range(shard * self.size, min(self.count, (shard + 1) * self.size))
+
+
+def work_folder(results: Path) -> Path:
+    """Where a run writing `results` keeps its fingerprint and finished shards until it completes."""
+    return results.parent / f".{results.name}.work"
+
+
+@dataclass(frozen=True)
+class WorkFolder:
+    """A run's shards on disk, tied to one configuration."""
+
+    root: Path
+
+    def shard_path(self, shard: int) -> Path:
+        """The folder of a finished shard."""
+        return self.root / SHARDS / f"{shard:05d}"
+
+    def done(self, shard: int) -> bool:
+        """True when `shard` was written completely (its folder exists only after the final rename)."""
+        return self.shard_path(shard).is_dir()
+
+    def write(self, shard: int, tables: Mapping[str, pd.DataFrame]) -> Path:
+        """Write a shard's tables under a temporary name, then rename the folder into place."""
+        with atomic_directory(self.shard_path(shard), overwrite=True) as staging:
+            for name, table in tables.items():
+                table.to_parquet(staging / SHARD_TABLE.format(name), index=False)
+        return self.shard_path(shard)
+
+    def read(self, shard: int) -> dict[str, pd.DataFrame]:
+        """A finished shard's tables."""
+        folder = self.shard_path(shard)
+        tables = {}
+        for path in sorted(folder.glob(SHARD_TABLE.format("*"))):
+            try:
+                tables[path.stem] = pd.read_parquet(path)
+            except Exception as error:  # pyarrow raises many types on damaged files
+                raise ResultsError(
+                    f"{path}: a finished shard cannot be read ({type(error).__name__}: {error}); "
+                    f"delete {folder} to recompute it"
+                ) from error
+        return tables
+
+    def remove(self) -> None:
+        """Delete the work folder (the run's results are complete)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def open_work_folder(
+    results: Path, fingerprint: Mapping[str, Any], fresh: bool = False, clean: bool = True
+) -> WorkFolder:
+    """The work folder of a run writing `results`, resumed when it belongs to the same configuration.
+
+    Finished shards of an interrupted run are kept; a work folder from another configuration is refused
+    (naming what changed) unless `fresh`, which discards it. `clean` removes what interrupted writes
+    left (only one process of a distributed run may: the others could be writing already).
+    """
+    work = WorkFolder(work_folder(results))
+    if clean:
+        _report_stale_partials(results.parent, results.name)
+    recorded_path = work.root / FINGERPRINT
+    if fresh and work.root.exists():
+        log.warning("%s: discarding an interrupted run's work (fresh start asked for)", work.root)
+        work.remove()
+    if recorded_path.is_file():
+        recorded = read_json_object(recorded_path, ResultsError, "run fingerprint")
+        wanted = json.loads(json.dumps(fingerprint, default=str))
+        if changed := changed_fields(recorded, wanted):
+            raise ResultsError(
+                f"{work.root}: an interrupted run with another configuration is waiting to be resumed "
+                f"(changed: {', '.join(changed)}); run the same configuration again to resume it, or "
+                "start afresh with --fresh (API: fresh=True), which discards its finished shards"
+            )
+        finished = sum(1 for _ in (work.root / SHARDS).glob("[0-9]*")) if (work.root / SHARDS).is_dir() else 0
+        log.info("%s: resuming an interrupted run (%d finished shard(s) kept)", work.root, finished)
+    else:
+        atomic_write_json(recorded_path, fingerprint)
+    return work
+
+
+def _report_stale_partials(parent: Path, name: str) -> None:
+    """Log (and delete) what an interrupted atomic write left beside the results and in the shards."""
+    for path in _stale_partials(parent, name):
+        log.warning("removing %s, left by an interrupted write", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _stale_partials(parent: Path, name: str) -> Iterator[Path]:
+    results = re.compile(_PARTIAL.format(re.escape(name)))
+    if parent.is_dir():
+        yield from (path for path in parent.iterdir() if results.match(path.name))
+    shards = work_folder(parent / name) / SHARDS
+    if shards.is_dir():
+        shard = re.compile(_PARTIAL.format("[0-9]{5}"))
+        yield from (path for path in shards.iterdir() if shard.match(path.name))

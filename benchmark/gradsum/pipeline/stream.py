@@ -1,0 +1,106 @@
+"""Streaming a truth set's frames into the attribution stage through a `DataLoader`.
+
+Frames are decoded by loader workers while the models run, batched within a shard (so a shard's batches
+are the same whichever process computes it, and results do not depend on how a run was split), and
+kept at their own size: frames of different sizes reach the models through `model_input` one by one,
+and their labels are scored at each frame's own resolution.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from gradsum.truthsets import TruthSet
+from gradsum.truthsets.base import sample_id
+
+
+@dataclass
+class FrameBatch:
+    """Decoded frames of one batch: split indices, sample ids, uint8 (H, W, 3) images, uint8 label maps."""
+
+    indices: list[int]
+    ids: list[str]
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def by_size(self) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(positions, stacked labels) per label size, in order of first appearance."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for position, labels in enumerate(self.labels):
+            groups.setdefault((int(labels.shape[0]), int(labels.shape[1])), []).append(position)
+        for positions in groups.values():
+            yield positions, np.stack([self.labels[p] for p in positions])
+
+
+class _Frames(Dataset[tuple[int, str, np.ndarray, np.ndarray]]):
+    """(index, id, image, labels) of a truth set's samples; workers decode them in parallel."""
+
+    def __init__(self, truthset: TruthSet) -> None:
+        self.truthset = truthset
+
+    def __len__(self) -> int:
+        return len(self.truthset)
+
+    def __getitem__(self, index: int) -> tuple[int, str, np.ndarray, np.ndarray]:
+        sample = self.truthset[index]
+        return index, sample_id(sample.meta, index), sample.image, sample.labels
+
+
+def _collate(items: Sequence[tuple[int, str, np.ndarray, np.ndarray]]) -> FrameBatch:
+    return FrameBatch(
+        indices=[item[0] for item in items],
+        ids=[item[1] for item in items],
+        images=[item[2] for item in items],
+        labels=[item[3] for item in items],
+    )
+
+
+def batches_of(images: Sequence[range], batch_size: int) -> list[list[int]]:
+    """Batches of at most `batch_size` indices, cut within each range (one range per shard)."""
+    return [
+        list(chunk[start : start + batch_size])
+        for chunk in images
+        for start in range(0, len(chunk), batch_size)
+    ]
+
+
+@dataclass
+class FrameStream:
+    """Batches of frames for a list of shards, decoded by `workers` loader processes.
+
+    `read_seconds` is how long the consumer waited for decoded frames: with enough workers it is small,
+    and when it dominates, decoding (not attribution) limits the run.
+    """
+
+    truthset: TruthSet
+    shards: Sequence[range]
+    batch_size: int
+    workers: int = 0
+    read_seconds: float = 0.0
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        loader: DataLoader[tuple[int, str, np.ndarray, np.ndarray]] = DataLoader(
+            _Frames(self.truthset),
+            batch_sampler=batches_of(self.shards, self.batch_size),
+            num_workers=self.workers,
+            collate_fn=_collate,
+            persistent_workers=False,
+        )
+        iterator = iter(loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch: FrameBatch = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.read_seconds += time.perf_counter() - start
+            yield batch
