@@ -1,0 +1,57 @@
+"""A small workspace for the pipeline's scale and fault tests: a synthetic set and a trained PilotNet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gradsum.pipeline import RunConfig, config_from_dict, run
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A config (as a dict and as a YAML file) whose truth set and model exist, and its results."""
+
+    root: Path
+    data: dict[str, Any]
+    config_file: Path
+    reference: Path
+
+    def config(self, **changes: Any) -> RunConfig:
+        """The workspace's config with top-level fields changed."""
+        return config_from_dict({**self.data, **changes}, "workspace")
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """40 test scenes in shards of 4 images; PilotNet (one epoch) with GradCAM and integrated gradients.
+
+    The reference results come from one uninterrupted run in this process.
+    """
+    root = tmp_path_factory.mktemp("scale")
+    data: dict[str, Any] = {
+        "name": "scale",
+        "truthset": {
+            "path": str(root / "synth"),
+            "split": "test",
+            "generate": {"count": 400, "seed": 5, "size": [96, 192]},
+        },
+        "models": [{"name": "pilotnet", "spec": "pilotnet", "overrides": {"train": {"epochs": 1}}}],
+        "methods": [{"method": "gradcam"}, {"method": "integrated_gradients"}],
+        "evaluation": {"checks": []},
+        "batch_size": 2,
+        "shard_size": 4,
+        "workers": 0,
+        "bootstrap_resamples": 50,
+        "overlays": 1,
+        "models_dir": str(root / "models"),
+        "results_dir": str(root / "results"),
+    }
+    config_file = root / "scale.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    reference = run(config_from_dict(data), out=root / "reference")
+    return Workspace(root, data, config_file, reference)
