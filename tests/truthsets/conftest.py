@@ -81,11 +81,11 @@ def trees() -> type[Trees]:
 
 @pytest.fixture
 def cityscapes_root(tmp_path: Path) -> Path:
-    """val: three frames (one slow); train: two frames, one without a vehicle file."""
+    """val: three frames (one slow); train: two frames."""
     root = tmp_path / "cityscapes"
     add_cityscapes_frame(root, FrameId("val", "aachen", 0, 19), {"speed": 10.0, "yawRate": 0.5})
     add_cityscapes_frame(root, FrameId("val", "aachen", 1, 19), {"speed": 0.5, "yawRate": 0.2})
     add_cityscapes_frame(root, FrameId("val", "bremen", 2, 19), {"speed": 4.0, "yawRate": -0.2})
     add_cityscapes_frame(root, FrameId("train", "zurich", 0, 19), {"speed": 5.0, "yawRate": 0.0})
-    add_cityscapes_frame(root, FrameId("train", "zurich", 1, 19))
+    add_cityscapes_frame(root, FrameId("train", "zurich", 1, 19), {"speed": 3.0, "yawRate": 0.3})
     return root

@@ -55,11 +55,25 @@ def test_slow_frames_kept_and_flagged_when_asked(cityscapes_root: Path) -> None:
     assert slow.targets["steering"] == pytest.approx(-0.2)
 
 
-def test_split_without_all_vehicle_files_has_no_task(cityscapes_root: Path) -> None:
+def test_split_without_vehicle_files_has_no_task(cityscapes_root: Path) -> None:
+    for frame in (FrameId("train", "zurich", 0, 19), FrameId("train", "zurich", 1, 19)):
+        frame.vehicle(cityscapes_root).unlink()
     truthset = open_truthset(cityscapes_root, "train")
-    assert truthset.tasks == ()
-    assert truthset[0].targets == {"steering": 0.0} and truthset[1].targets == {}
+    assert truthset.tasks == () and truthset[1].targets == {}
     with pytest.raises(TruthSetError, match="task 'steering'"):
+        truthset.targets("steering")
+
+
+def test_one_missing_vehicle_file_fails_that_frame_naming_it(cityscapes_root: Path) -> None:
+    FrameId("train", "zurich", 1, 19).vehicle(cityscapes_root).unlink()
+    truthset = open_truthset(cityscapes_root, "train")
+    assert truthset.tasks == ("steering",)
+    # 5.0 m/s, yaw 0: curvature 0
+    assert truthset[0].targets == {"steering": 0.0}
+    message = r"vehicle/train/zurich/zurich_000001_000019_vehicle\.json: vehicle file is missing \(1 of 2"
+    with pytest.raises(TruthSetError, match=message):
+        truthset[1]
+    with pytest.raises(TruthSetError, match=message):
         truthset.targets("steering")
 
 

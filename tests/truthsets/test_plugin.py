@@ -85,15 +85,37 @@ def _bdd(root: Path, spec: str) -> None:
 CAMVID_OF_CS = {23: 0, 11: 1, 17: 2, 7: 3, 8: 4, 21: 5, 20: 6, 26: 8, 24: 9}
 
 
+#: Cityscapes id → the CamVid class_dict.csv colour of a class that maps onto it (CS_IDS's classes)
+CAMVID_COLOUR_OF_CS = {
+    23: (128, 128, 128),  # Sky
+    11: (128, 0, 0),  # Building
+    17: (192, 192, 128),  # Column_Pole
+    7: (128, 64, 128),  # Road
+    8: (0, 0, 192),  # Sidewalk
+    21: (128, 128, 0),  # Tree
+    20: (192, 128, 128),  # SignSymbol
+    26: (64, 0, 128),  # Car
+    24: (64, 64, 0),  # Pedestrian
+}
+
+#: where each CamVid layout puts an image and its label: (image, label) relative paths of stem 0001TP_006690
+CAMVID_LAYOUTS = {
+    "camvid": ("train/0001TP_006690.png", "trainannot/0001TP_006690.png"),
+    "camvid-rgb": ("train/0001TP_006690.png", "train_labels/0001TP_006690_L.png"),
+    "camvid-original": ("701_StillsRaw_full/0001TP_006690.png", "LabeledApproved_full/0001TP_006690_L.png"),
+}
+
+
 def _camvid(root: Path, spec: str) -> None:
-    _image(root / "train" / "0001TP_006690.png")
-    own = np.vectorize(CAMVID_OF_CS.get)(CS_IDS).astype(np.uint8)
+    image, label = CAMVID_LAYOUTS[spec]
+    _image(root / image)
     if spec == "camvid":
-        _png(root / "trainannot" / "0001TP_006690.png", own)
+        _png(root / label, np.vectorize(CAMVID_OF_CS.get)(CS_IDS).astype(np.uint8))
     else:
-        table = load_spec("camvid-rgb").classes
-        colours = np.array([table.by_id[i].color for i in range(12)], dtype=np.uint8)
-        _png(root / "train_labels" / "0001TP_006690_L.png", colours[own])
+        colours = np.zeros((256, 3), np.uint8)
+        for cs_id, colour in CAMVID_COLOUR_OF_CS.items():
+            colours[cs_id] = colour
+        _png(root / label, colours[CS_IDS])
 
 
 FAKE_FOLDERS = {
@@ -102,6 +124,7 @@ FAKE_FOLDERS = {
     "bdd100k": _bdd,
     "camvid": _camvid,
     "camvid-rgb": _camvid,
+    "camvid-original": _camvid,
 }
 
 
@@ -112,12 +135,66 @@ def test_every_builtin_spec_has_a_fake_folder() -> None:
 @pytest.mark.parametrize("spec", sorted(FAKE_FOLDERS))
 def test_builtin_specs_open_fake_folders_in_cityscapes_ids(tmp_path: Path, spec: str) -> None:
     FAKE_FOLDERS[spec](tmp_path, spec)
-    truthset = open_plugin(tmp_path, spec=spec, split="train")
+    truthset = open_plugin(tmp_path, spec=spec, split=load_spec(spec).split_names[0])
     assert len(truthset) == 1
     sample = truthset[0]
     # every id in CS_IDS has a class in each built-in table, so the round trip is exact
     np.testing.assert_array_equal(sample.labels, CS_IDS)
     assert sample.raw_labels is not None
+
+
+#: every colour of CamVid's class_dict.csv (the release's own file) → the Cityscapes class it must read as
+CAMVID32_TRUTH = {
+    (64, 128, 64): "dynamic",  # Animal
+    (192, 0, 128): "building",  # Archway
+    (0, 128, 192): "bicycle",  # Bicyclist
+    (0, 128, 64): "bridge",  # Bridge
+    (128, 0, 0): "building",  # Building
+    (64, 0, 128): "car",  # Car
+    (64, 0, 192): "dynamic",  # CartLuggagePram
+    (192, 128, 64): "person",  # Child
+    (192, 192, 128): "pole",  # Column_Pole
+    (64, 64, 128): "fence",  # Fence
+    (128, 0, 192): "road",  # LaneMkgsDriv
+    (192, 0, 64): "road",  # LaneMkgsNonDriv
+    (128, 128, 64): "traffic sign",  # Misc_Text
+    (192, 0, 192): "motorcycle",  # MotorcycleScooter
+    (128, 64, 64): "dynamic",  # OtherMoving
+    (64, 192, 128): "parking",  # ParkingBlock
+    (64, 64, 0): "person",  # Pedestrian
+    (128, 64, 128): "road",  # Road
+    (128, 128, 192): "road",  # RoadShoulder
+    (0, 0, 192): "sidewalk",  # Sidewalk
+    (192, 128, 128): "traffic sign",  # SignSymbol
+    (128, 128, 128): "sky",  # Sky
+    (64, 128, 192): "car",  # SUVPickupTruck
+    (0, 0, 64): "static",  # TrafficCone
+    (0, 64, 64): "traffic light",  # TrafficLight
+    (192, 64, 128): "train",  # Train
+    (128, 128, 0): "vegetation",  # Tree
+    (192, 128, 192): "truck",  # Truck_Bus
+    (64, 0, 64): "tunnel",  # Tunnel
+    (192, 192, 0): "vegetation",  # VegetationMisc
+    (0, 0, 0): "unlabeled",  # Void
+    (64, 192, 0): "wall",  # Wall
+}
+
+
+@pytest.mark.parametrize("spec", ["camvid-rgb", "camvid-original"])
+def test_camvid_release_colours_read_as_cityscapes_classes(tmp_path: Path, spec: str) -> None:
+    # one frame painted with all 32 release colours (4 rows x 8), in the layout of each release
+    colours = np.array(list(CAMVID32_TRUTH), dtype=np.uint8).reshape(4, 8, 3)
+    image, label = CAMVID_LAYOUTS[spec]
+    _image(tmp_path / image, (4, 8))
+    _png(tmp_path / label, colours)
+    truthset = open_truthset(tmp_path, load_spec(spec).split_names[0], spec=spec)
+    assert len(truthset) == 1
+    expected = np.array([CITYSCAPES.by_name[n].id for n in CAMVID32_TRUTH.values()]).reshape(4, 8)
+    np.testing.assert_array_equal(truthset[0].labels, expected)
+    # SegNet's display colour for pavement is not a release colour: refused, naming spec and colour
+    _png(tmp_path / label, np.full((4, 8, 3), (60, 40, 222), np.uint8))
+    with pytest.raises(TruthSetError, match=rf"colours not in class table '{spec}': \(60,40,222\)"):
+        truthset[0]
 
 
 def test_bdd_raw_labels_keep_train_ids_and_camvid_bicyclist_is_bicycle(tmp_path: Path) -> None:
@@ -222,7 +299,7 @@ def _folder(root: Path, label: np.ndarray, encoding: str = "id8") -> PluginTruth
         (
             np.full(CS_IDS.shape, 50, np.uint8),
             "id8",
-            r"labels/a\.png: label ids not in class table 'cityscapes': \[50\]",
+            r"labels/a\.png: label ids not in class table 't': \[50\]",
         ),
         (np.full((*CS_IDS.shape, 3), 7, np.uint8), "rgb", r"labels/a\.png: colours not in .*\(7,7,7\)"),
         (
@@ -254,7 +331,12 @@ def test_missing_corrupt_and_empty(tmp_path: Path) -> None:
     with pytest.raises(TruthSetError, match=r"labels/a\.png: label file is missing"):
         truthset[0]
     (tmp_path / "images" / "a.png").unlink()
-    with pytest.raises(TruthSetError, match=r"no images match 'images/\*\.png' \(field 'images' of .*yaml\)"):
+    with pytest.raises(
+        TruthSetError,
+        match=rf"no images match 'images/\*\.png' \(field 'images' of spec 't' \(.*{SPEC_FILE}\)\)",
+    ):
         open_plugin(tmp_path)
-    with pytest.raises(TruthSetError, match="split 'test' unknown to spec 'kitti'; splits: train"):
+    with pytest.raises(
+        TruthSetError, match=r"split 'test' unknown to spec 'kitti' \(.*kitti.yaml\); splits: train"
+    ):
         open_plugin(tmp_path, "kitti", "test")

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gradsum.truthsets.labels import ClassTable
+from gradsum.errors import GradSUMError, TruthSetError
+from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS, ClassTable, ignored_cityscapes_ids
 
 #: Targets a truth set may carry per sample.
 TASKS = ("steering", "obstacle")
@@ -102,6 +103,10 @@ class TruthSet(abc.ABC):
         for index in range(len(self)):
             yield self[index]
 
+    def label_map(self, index: int) -> np.ndarray:
+        """(H, W) uint8 Cityscapes ids of sample `index`, without decoding its image where the reader can."""
+        return self[index].labels
+
     def targets(self, task: str) -> np.ndarray:
         """All samples' values of `task`, without decoding images where the reader can avoid it."""
         return np.array([self[i].targets[task] for i in range(len(self))], dtype=np.float32)
@@ -120,6 +125,46 @@ class TruthSet(abc.ABC):
             "tasks": list(self.tasks),
             "parameters": dict(self.parameters),
         }
+
+
+#: The split a user is pointed to when the one named has no labels (Cityscapes' val has them, test not).
+LABELLED_SPLIT = "val"
+
+
+def labelled_pixels(counts: np.ndarray) -> int:
+    """Pixels of classes profiles count (not void or ignored) in a histogram over Cityscapes ids."""
+    counted = np.ones(NUM_CITYSCAPES_IDS, dtype=bool)
+    counted[ignored_cityscapes_ids()] = False
+    return int(counts[:NUM_CITYSCAPES_IDS][counted].sum())
+
+
+def has_labels(labels: np.ndarray) -> bool:
+    """True when some pixel of a Cityscapes id map holds a class profiles count."""
+    return labelled_pixels(np.bincount(labels.ravel(), minlength=NUM_CITYSCAPES_IDS)) > 0
+
+
+def no_labels_message(root: Path, split: str, probed: int) -> str:
+    """Why a split cannot be profiled: every label map read holds only void or ignored ids."""
+    hint = f"use --split {LABELLED_SPLIT}" if split != LABELLED_SPLIT else "use a split with labels"
+    return (
+        f"{root}: split {split!r} has no labels (every label map probed is unlabeled/void, {probed} read); "
+        f"{hint}"
+    )
+
+
+def require_labels(truthset: TruthSet, probe: int = 8) -> None:
+    """Raise TruthSetError when `probe` label maps spread over the split hold only void or ignored ids.
+
+    Cheap (labels only, no images): run it before attribution so an unlabelled split (Cityscapes'
+    public `test`) fails up front instead of after attributing every image.
+    """
+    if len(truthset) == 0:
+        raise TruthSetError(f"{truthset.root}: split {truthset.split!r} is empty (0 samples)")
+    if probe < 1:
+        raise GradSUMError(f"probe={probe}: must be at least 1")
+    indices = np.unique(np.linspace(0, len(truthset) - 1, num=min(probe, len(truthset))).round().astype(int))
+    if not any(has_labels(truthset.label_map(int(i))) for i in indices):
+        raise TruthSetError(no_labels_message(truthset.root, truthset.split, len(indices)))
 
 
 def sample_id(meta: Mapping[str, Any], index: int) -> str:

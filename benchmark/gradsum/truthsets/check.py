@@ -1,7 +1,8 @@
 """Validate a truth set on disk: counts, class histogram, sizes, unknown ids, missing or corrupt files.
 
 `check_truthset` reads every sample of every split and collects each problem instead of stopping at
-the first, so one run of `gradsum check` lists everything to fix.
+the first, so one run of `gradsum check` lists everything to fix. A split whose label maps hold only
+void ids (Cityscapes' public test split) is readable but not usable: it is reported as such.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from gradsum.errors import GradSUMError
-from gradsum.truthsets import KINDS, TruthSet, detect_kind, open_truthset
-from gradsum.truthsets.cityscapes import available_splits
+from gradsum.truthsets import SpecSource, TruthSet, detect_kind, open_truthset, truthset_kind
+from gradsum.truthsets.base import labelled_pixels, no_labels_message
+from gradsum.truthsets.folders import list_folder
 from gradsum.truthsets.labels import CITYSCAPES, NUM_CITYSCAPES_IDS
-from gradsum.truthsets.layout import SPLITS
-from gradsum.truthsets.plugin import SPEC_FILE, load_spec, open_plugin
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,13 @@ class SplitCheck:
     class_pixels: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     readable: int = 0
+    #: why the split cannot be profiled although its files read (no labels); None when it can
+    blocker: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """True when every sample reads and the split has labels."""
+        return self.readable > 0 and not self.problems and self.blocker is None
 
 
 @dataclass
@@ -55,8 +62,12 @@ class CheckReport:
 
     @property
     def usable(self) -> bool:
-        """True when at least one split opened and no sample of any split has a problem."""
-        return bool(self.splits) and not self.all_problems
+        """True when no file of any split has a problem and at least one split is usable.
+
+        A split without labels next to labelled ones (Cityscapes' test) leaves the set usable; the summary
+        names it as not usable.
+        """
+        return not self.all_problems and any(s.usable for s in self.splits)
 
     def summary(self) -> str:
         """A readable multi-line summary of the report."""
@@ -64,6 +75,8 @@ class CheckReport:
         for s in self.splits:
             tasks = ", ".join(s.tasks) or "none"
             lines.append(f"  {s.split}: {s.size} samples, {s.readable} readable, targets: {tasks}")
+            if s.blocker is not None:
+                lines.append(f"    NOT usable: {s.blocker}")
             total = sum(s.class_pixels.values()) or 1
             shares = sorted(s.class_pixels.items(), key=lambda item: -item[1])
             lines.extend(f"    {name:22s} {count / total:7.2%}" for name, count in shares)
@@ -86,6 +99,8 @@ class CheckReport:
                     "split": s.split,
                     "size": s.size,
                     "readable": s.readable,
+                    "usable": s.usable,
+                    "blocker": s.blocker,
                     "tasks": list(s.tasks),
                     "class_pixels": s.class_pixels,
                 }
@@ -94,31 +109,15 @@ class CheckReport:
         }
 
 
-def open_split(path: Path, split: str, kind: str | None = None, spec: str | Path | None = None) -> TruthSet:
-    """Open one split, with a plug-in spec when `spec` is given, else by `kind` or detection."""
-    if spec is not None:
-        return open_plugin(path, spec, split)
-    return open_truthset(path, split, kind)
-
-
-def candidate_splits(path: Path, kind: str | None = None, spec: str | Path | None = None) -> list[str]:
-    """Split names worth trying: a plug-in spec's own, else the standard ones plus `leftImg8bit/` folders."""
-    if spec is None and (kind == "plugin" or (kind is None and (path / SPEC_FILE).is_file())):
-        spec = path / SPEC_FILE
-    if spec is not None:
-        return load_spec(spec).split_names
-    return list(SPLITS) + [s for s in available_splits(path) if s not in SPLITS]
-
-
 def open_splits(
-    path: Path, kind: str | None = None, spec: str | Path | None = None
+    path: Path, kind: str | None = None, spec: SpecSource = None
 ) -> tuple[dict[str, TruthSet], list[str]]:
     """Every split that opens, and why the others did not (both empty when nothing matched)."""
     opened: dict[str, TruthSet] = {}
     failures: list[str] = []
-    for split in candidate_splits(path, kind, spec):
+    for split in truthset_kind(path, kind, spec).splits(path, spec):
         try:
-            opened[split] = open_split(path, split, kind, spec)
+            opened[split] = open_truthset(path, split, kind, spec)
         except GradSUMError as error:
             failures.append(f"split {split}: {error}")
     return opened, failures
@@ -127,6 +126,9 @@ def open_splits(
 def check_split(truthset: TruthSet) -> SplitCheck:
     """Read every sample of a split, counting class pixels and collecting problems."""
     report = SplitCheck(split=truthset.split, size=len(truthset), tasks=truthset.tasks)
+    if not len(truthset):
+        report.problems.append(f"{truthset.root}: split {truthset.split!r} is empty (0 samples)")
+        return report
     counts = np.zeros(NUM_CITYSCAPES_IDS, dtype=np.int64)
     for index in range(len(truthset)):
         try:
@@ -141,6 +143,8 @@ def check_split(truthset: TruthSet) -> SplitCheck:
             report.readable += 1
             counts += np.bincount(sample.labels.ravel(), minlength=NUM_CITYSCAPES_IDS)
     report.class_pixels = {CITYSCAPES.by_id[i].name: int(n) for i, n in enumerate(counts) if n}
+    if report.readable and not labelled_pixels(counts):
+        report.blocker = no_labels_message(truthset.root, truthset.split, report.readable)
     return report
 
 
@@ -160,19 +164,19 @@ def _sample_problems(
 
 
 def check_truthset(
-    path: str | Path, split: str | None = None, kind: str | None = None, spec: str | Path | None = None
+    path: str | Path, split: str | None = None, kind: str | None = None, spec: SpecSource = None
 ) -> CheckReport:
-    """Check one split (or every split found) of the truth set at `path`; never raises on bad data."""
+    """Check one split (or every split found) of the truth set at `path`; never raises on bad data.
+
+    `kind` and `spec` (a built-in spec name or a spec file) pick the reader as in `open_truthset`.
+    """
     root = Path(path)
-    report = CheckReport(path=root, kind="plugin" if spec is not None else (kind or ""))
+    report = CheckReport(path=root, kind=kind or "")
     try:
-        if not report.kind:
-            report.kind = detect_kind(root).name
-        elif spec is None:
-            KINDS.get(report.kind, "--kind")
+        report.kind = truthset_kind(root, kind, spec).name
         failures: list[str] = []
         if split is not None:
-            opened = {split: open_split(root, split, kind, spec)}
+            opened = {split: open_truthset(root, split, kind, spec)}
         else:
             opened, failures = open_splits(root, kind, spec)
     except GradSUMError as error:
@@ -199,11 +203,12 @@ def find_truthsets(root: str | Path) -> list[FoundTruthSet]:
     """The truth sets among the sub-folders of `root`, with their kind and split sizes."""
     found = []
     base = Path(root)
-    folders = (
-        sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if base.is_dir()
-        else []
-    )
+    try:
+        entries = list_folder(base) if base.is_dir() else []
+    except GradSUMError as error:
+        log.warning("%s", error)
+        entries = []
+    folders = [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
     for folder in folders:
         try:
             kind = detect_kind(folder).name

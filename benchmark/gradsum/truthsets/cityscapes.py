@@ -5,7 +5,8 @@ Steering proxy: Cityscapes records no steering angle, so the `steering` target i
 left (ISO 8855), the steering target positive when steering right (`base.STEERING_SIGN`). Below
 `min_speed` (1 m/s) the ratio is noise, so such slow frames are dropped by default; with
 `drop_slow=False` they stay, flagged `meta["slow"] = True`, and their curvature uses `min_speed`
-in place of the speed so it stays finite. Frames without a vehicle file are kept without target.
+in place of the speed so it stays finite. A split whose frames have no vehicle files carries no target;
+once any frame of a split has one, every frame must: a missing one fails that frame, naming the file.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import numpy as np
 
 from gradsum.errors import TruthSetError
 from gradsum.fileio import read_json_object
-from gradsum.truthsets import TruthSetKind, register_kind
-from gradsum.truthsets.base import Sample, TruthSet, steering_from_yaw_rate
+from gradsum.truthsets import SpecSource, TruthSetKind, register_kind
+from gradsum.truthsets.base import LABELLED_SPLIT, Sample, TruthSet, steering_from_yaw_rate
 from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_png, read_rgb
+from gradsum.truthsets.folders import exists, is_folder, list_folder
 from gradsum.truthsets.labels import CITYSCAPES, ClassTable
-from gradsum.truthsets.layout import FrameId, parse_image_name
+from gradsum.truthsets.layout import SPLITS, FrameId, parse_image_name
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
 def available_splits(root: Path) -> list[str]:
     """Split folders under `leftImg8bit/`."""
     folder = Path(root) / IMAGE_FOLDER
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return [entry.name for entry in list_folder(folder) if entry.is_dir()] if is_folder(folder) else []
 
 
 class CityscapesTruthSet(TruthSet):
@@ -96,8 +98,8 @@ class CityscapesTruthSet(TruthSet):
         self.min_speed = float(min_speed)
         self.drop_slow = drop_slow
         self._vehicles: dict[FrameId, Vehicle] = {}
-        # a bad vehicle file fails its own sample (and shows in `gradsum check`), not the whole split
-        self._vehicle_errors: dict[FrameId, TruthSetError] = {}
+        # a bad or missing vehicle file fails its own sample (and shows in `gradsum check`), not the split
+        self._vehicle_errors: dict[FrameId, str] = {}
         found = self._find_frames()
         if not found:
             raise TruthSetError(f"{self.root / IMAGE_FOLDER / split}: no *_leftImg8bit.png images")
@@ -112,26 +114,38 @@ class CityscapesTruthSet(TruthSet):
     def _find_frames(self) -> list[FrameId]:
         """Every frame of the split, sorted; raises when the split folder does not exist."""
         folder = self.root / IMAGE_FOLDER / self.split
-        if not folder.is_dir():
+        if not is_folder(folder):
             splits = ", ".join(available_splits(self.root)) or "none"
             raise TruthSetError(f"{folder}: no such split folder (splits found: {splits})")
         frames = []
-        for path in folder.glob("*/*_leftImg8bit.png"):
-            try:
-                frames.append(parse_image_name(path, self.split))
-            except ValueError as error:
-                raise TruthSetError(str(error)) from None
+        for city in (entry for entry in list_folder(folder) if entry.is_dir()):
+            for image in list_folder(Path(city.path)):
+                if image.name.endswith("_leftImg8bit.png"):
+                    try:
+                        frames.append(parse_image_name(Path(image.path), self.split))
+                    except ValueError as error:
+                        raise TruthSetError(str(error)) from None
         return sorted(frames)
 
     def _load_vehicles(self, frames: list[FrameId]) -> None:
+        missing = []
         for frame in frames:
             path = frame.vehicle(self.root)
-            if not path.is_file():
+            if not exists(path):
+                missing.append(frame)
                 continue
             try:
                 self._vehicles[frame] = read_vehicle(path)
             except TruthSetError as error:
-                self._vehicle_errors[frame] = error
+                self._vehicle_errors[frame] = str(error)
+        if len(missing) < len(frames):
+            # some frames have vehicle files: the split carries steering, and a frame without one is broken
+            having = len(frames) - len(missing)
+            for frame in missing:
+                self._vehicle_errors[frame] = (
+                    f"{frame.vehicle(self.root)}: vehicle file is missing "
+                    f"({having} of {len(frames)} frames of split {self.split!r} have theirs)"
+                )
 
     def _keep(self, frame: FrameId) -> bool:
         return not (self.drop_slow and self._is_slow(frame))
@@ -142,7 +156,8 @@ class CityscapesTruthSet(TruthSet):
 
     def _vehicle(self, frame: FrameId) -> Vehicle | None:
         if frame in self._vehicle_errors:
-            raise self._vehicle_errors[frame]
+            # a fresh error per call: re-raising one instance would chain every earlier traceback
+            raise TruthSetError(self._vehicle_errors[frame])
         return self._vehicles.get(frame)
 
     def _image(self, frame: FrameId) -> np.ndarray:
@@ -156,7 +171,7 @@ class CityscapesTruthSet(TruthSet):
     def _instances(self, frame: FrameId) -> np.ndarray | None:
         """The frame's `instanceIds` map (int32) when the annotation folder has one."""
         path = frame.instance_ids(self.root, self.annotation)
-        return read_png(path, "instance").astype(np.int32) if path.is_file() else None
+        return read_png(path, "instance").astype(np.int32) if exists(path) else None
 
     def _targets(self, frame: FrameId) -> dict[str, float]:
         vehicle = self._vehicle(frame)
@@ -182,8 +197,7 @@ class CityscapesTruthSet(TruthSet):
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        has_vehicle = all(f in self._vehicles or f in self._vehicle_errors for f in self.frames)
-        return ("steering",) if has_vehicle else ()
+        return ("steering",) if self._vehicles or self._vehicle_errors else ()
 
     @property
     def parameters(self) -> Mapping[str, Any]:
@@ -212,19 +226,26 @@ class CityscapesTruthSet(TruthSet):
             raise TruthSetError(f"task {task!r}: {self.root}/{self.split} carries only {list(self.tasks)}")
         return np.array([self._targets(f)[task] for f in self.frames], dtype=np.float32)
 
+    def label_map(self, index: int) -> np.ndarray:
+        return self._labels(self.frames[index])
+
     def train_ids(self, index: int) -> np.ndarray:
         """The trainId view (0..18, 255 = ignore) of sample `index`'s labels."""
         return to_train_ids(self._labels(self.frames[index]))
 
 
 def _detect(root: Path) -> bool:
-    return (root / IMAGE_FOLDER).is_dir()
+    return is_folder(root / IMAGE_FOLDER)
 
 
-def _open(root: Path, split: str) -> TruthSet:
+def _open(root: Path, split: str, spec: SpecSource) -> TruthSet:
     # a folder with only coarse annotations (train_extra) opens without naming the annotation
-    annotation = next((a for a in ANNOTATIONS if (root / a / split).is_dir()), "gtFine")
+    annotation = next((a for a in ANNOTATIONS if is_folder(root / a / split)), "gtFine")
     return CityscapesTruthSet(root, split, annotation=annotation)
+
+
+def _splits(root: Path, spec: SpecSource) -> list[str]:
+    return list(SPLITS) + [s for s in available_splits(root) if s not in SPLITS]
 
 
 register_kind(
@@ -233,6 +254,9 @@ register_kind(
         description="official Cityscapes layout: leftImg8bit/, gtFine/ or gtCoarse/, optional vehicle/",
         detect=_detect,
         open=_open,
+        # the public test split's labelIds are all 0 (unlabeled): val is the labelled held-out split
+        default_split=lambda root, spec: LABELLED_SPLIT,
+        splits=_splits,
         priority=50,
     )
 )

@@ -91,26 +91,61 @@ def decode_id256(raw: np.ndarray, table: ClassTable) -> np.ndarray:
     return _single_channel(raw, "id256") // 256
 
 
-def read_png(path: Path, what: str) -> np.ndarray:
-    """The pixel array of an image file; a missing or corrupt file raises TruthSetError naming it."""
-    if not path.is_file():
-        raise TruthSetError(f"{path}: {what} file is missing")
+#: PIL modes an image file may have, in words, for the message refusing a non-RGB image
+_MODE_WORDS = {
+    "1": "1-bit black and white",
+    "L": "greyscale",
+    "LA": "greyscale with alpha",
+    "P": "palette",
+    "PA": "palette with alpha",
+    "RGBA": "RGB with alpha",
+    "CMYK": "CMYK",
+    "I": "32-bit greyscale",
+    "I;16": "16-bit greyscale",
+    "F": "floating-point greyscale",
+}
+
+
+def _open_image(path: Path, what: str) -> tuple[np.ndarray, str]:
+    """The pixel array and PIL mode of an image file; missing, empty, unreadable or corrupt files raise."""
+    try:
+        size = path.stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        raise TruthSetError(f"{path}: {what} file is missing") from None
+    except OSError as error:
+        raise TruthSetError(f"{path}: {what} file is not readable ({error.strerror or error})") from None
+    if size == 0:
+        raise TruthSetError(f"{path}: {what} file is empty (0 bytes)")
     try:
         with Image.open(path) as image:
             image.load()
-            return np.array(image)
+            return np.array(image), image.mode
+    except PermissionError as error:
+        raise TruthSetError(f"{path}: {what} file is not readable ({error.strerror})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise TruthSetError(f"{path}: {what} file is corrupt or unreadable ({error})") from None
+        # PIL names the file in some messages; the path leads ours already
+        reason = str(error).replace(f" {str(path)!r}", "").replace(str(path), "the file")
+        raise TruthSetError(f"{path}: {what} file is corrupt or unreadable ({reason})") from None
+
+
+def read_png(path: Path, what: str) -> np.ndarray:
+    """The pixel array of an image file; a missing, empty or corrupt file raises TruthSetError naming it."""
+    return _open_image(path, what)[0]
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB."""
-    raw = read_png(path, "image")
-    if raw.ndim == 2:
-        raw = np.repeat(raw[..., None], 3, axis=2)
-    if raw.ndim != 3 or raw.shape[2] not in (3, 4) or raw.dtype != np.uint8:
-        raise TruthSetError(f"{path}: image is not 8-bit RGB (shape {raw.shape}, {raw.dtype})")
-    return np.ascontiguousarray(raw[..., :3])
+    """An image file as (H, W, 3) uint8 RGB; any other mode (grey, alpha, palette) raises naming it.
+
+    Expanding grey or dropping alpha would feed a model colours it never saw; converting is the user's call.
+    """
+    raw, mode = _open_image(path, "image")
+    if mode != "RGB":
+        words = _MODE_WORDS.get(mode, "not RGB")
+        raise TruthSetError(
+            f"{path}: image mode {mode!r} ({words}), expected 8-bit RGB; convert it, e.g. "
+            f"PIL.Image.open(path).convert('RGB')"
+        )
+    return raw
 
 
 def decode_labels(path: Path, encoding: Encoding, table: ClassTable) -> np.ndarray:
@@ -120,7 +155,9 @@ def decode_labels(path: Path, encoding: Encoding, table: ClassTable) -> np.ndarr
         ids = encoding.decode(raw, table)
     except LabelDecodeError as error:
         raise TruthSetError(f"{path}: {error}") from None
-    unknown = table.unknown_ids(np.unique(ids))
+    # bincount finds the ids present in one pass (np.unique sorts every pixel)
+    present = np.flatnonzero(np.bincount(ids.ravel())) if ids.size and ids.min() >= 0 else np.unique(ids)
+    unknown = table.unknown_ids(present)
     if unknown:
         raise TruthSetError(f"{path}: label ids not in class table {table.name!r}: {unknown[:10]}")
     return ids

@@ -20,9 +20,11 @@ import yaml
 
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.registry import Registry
-from gradsum.truthsets import TruthSetKind, register_kind
-from gradsum.truthsets.base import TASKS, CauseDeclaration, Sample, TruthSet
+from gradsum.truthsets import SpecSource, TruthSetKind, register_kind
+from gradsum.truthsets.base import LABELLED_SPLIT, TASKS, CauseDeclaration, Sample, TruthSet
+from gradsum.truthsets.camvid import camvid32_table
 from gradsum.truthsets.encodings import ENCODINGS, Encoding, check_sizes, decode_labels, read_rgb
+from gradsum.truthsets.folders import exists, glob_files, is_folder
 from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable, cityscapes_class
 from gradsum.truthsets.layout import SPLITS
 
@@ -42,6 +44,7 @@ _LABEL_PLACEHOLDERS = ("split", "stem", "name", "parent")
 #: class tables a spec can name instead of listing classes
 TABLES: Registry[Callable[[], ClassTable]] = Registry("class table")
 TABLES.add("cityscapes", lambda: CITYSCAPES)
+TABLES.add("camvid32", camvid32_table)
 
 
 @TABLES.register("cityscapes-trainids")
@@ -99,6 +102,17 @@ class TruthSetSpec:
         """The split names this spec accepts."""
         return list(self.splits) if "{split}" in self.images else [WHOLE_FOLDER]
 
+    @property
+    def default_split(self) -> str:
+        """The split opened when none is named: test, else val, else the spec's first split."""
+        names = self.split_names
+        return next((s for s in ("test", LABELLED_SPLIT) if s in names), names[0])
+
+    @property
+    def label(self) -> str:
+        """How messages name the spec: its name and file (a copied spec keeps its name)."""
+        return f"spec {self.name!r} ({self.source})"
+
 
 def builtin_specs() -> dict[str, Path]:
     """Built-in spec names → files (`gradsum/truthsets/specs/*.yaml`)."""
@@ -107,10 +121,12 @@ def builtin_specs() -> dict[str, Path]:
 
 def load_spec(spec: str | Path) -> TruthSetSpec:
     """Parse a spec file, or a built-in spec by name; a missing or wrong field raises SpecError naming it."""
-    builtins = builtin_specs()
-    path = builtins.get(str(spec), Path(spec))
-    if not path.is_file():
-        raise SpecError(f"{path}: no such spec file (built-in specs: {', '.join(builtins)})")
+    builtins: Registry[Path] = Registry("built-in truth-set spec")
+    for name, file in builtin_specs().items():
+        builtins.add(name, file)
+    path = builtins.get(str(spec)) if str(spec) in builtins else Path(spec)
+    if not (exists(path) and path.is_file()):
+        raise SpecError(f"{path}: no such spec file, and {builtins.unknown_message(str(spec), '--spec')}")
     try:
         record = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
@@ -144,7 +160,7 @@ class _SpecParser:
             images=images,
             labels=self.label_rule(record["labels"]),
             encoding=ENCODINGS.get(encoding_name),
-            classes=self.class_table(record),
+            classes=self.class_table(record, self.text(record, "name")),
             splits=self.splits(record.get("splits")),
             targets=self.text(record, "targets") if "targets" in record else None,
             description=self.text(record, "description") if "description" in record else "",
@@ -214,7 +230,8 @@ class _SpecParser:
             "splits", "must be a list of split names or a mapping split → folder text for {split}"
         )
 
-    def class_table(self, record: Mapping[str, Any]) -> ClassTable:
+    def class_table(self, record: Mapping[str, Any], name: str) -> ClassTable:
+        """The spec's classes mapped onto Cityscapes, named after the spec so messages name it."""
         value = record["classes"]
         mapping = record.get("mapping", {})
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
@@ -223,16 +240,22 @@ class _SpecParser:
             if value not in TABLES:
                 raise self.error("classes", f"is wrong: {TABLES.unknown_message(value)}")
             table = TABLES.get(value)()
+            # a named table carries its own Cityscapes mapping; the spec's `mapping` overrides it
             entries = [
-                {"id": c.id, "name": c.name, "color": list(c.color), "ignore": c.ignore}
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "color": list(c.color),
+                    "cityscapes": mapping.get(c.name, CITYSCAPES.by_id[c.cityscapes_id].name),
+                }
                 for c in table.classes
             ]
-            return self.table(entries, mapping, value)
+            return self.table(entries, mapping, name)
         if not isinstance(value, list) or not value:
             raise self.error(
                 "classes", "must name a built-in table or list classes as {id, name, color, ...}"
             )
-        return self.table(value, mapping, self.path.stem)
+        return self.table(value, mapping, name)
 
     def table(self, entries: list[Any], mapping: Mapping[str, str], name: str) -> ClassTable:
         names = {e.get("name") for e in entries if isinstance(e, dict)}
@@ -290,7 +313,7 @@ def _is_text_pair(pair: Any) -> bool:
 
 def read_targets(path: Path) -> dict[str, dict[str, float]]:
     """Targets keyed by image stem, from CSV (`image,steering,obstacle` header) or JSON ({stem: {task: v}})."""
-    if not path.is_file():
+    if not exists(path):
         raise TruthSetError(f"{path}: targets file is missing")
     try:
         if path.suffix == ".json":
@@ -322,17 +345,15 @@ class PluginTruthSet(TruthSet):
         self, root: str | Path, split: str = "test", spec: str | Path | TruthSetSpec | None = None
     ) -> None:
         super().__init__(Path(root), split)
-        if not self.root.is_dir():
+        if not is_folder(self.root):
             raise TruthSetError(f"{self.root}: no such truth-set folder")
-        if spec is None:
-            spec = self.root / SPEC_FILE
-        self.spec = spec if isinstance(spec, TruthSetSpec) else load_spec(spec)
+        self.spec = spec if isinstance(spec, TruthSetSpec) else load_spec(spec or self.root / SPEC_FILE)
         self.split_folder = self._split_folder(split)
         pattern = self.spec.images.replace("{split}", self.split_folder)
-        self.images: list[Path] = sorted(p for p in self.root.glob(pattern) if p.is_file())
+        self.images: list[Path] = glob_files(self.root, pattern)
         if not self.images:
             raise TruthSetError(
-                f"{self.root}: no images match {pattern!r} (field 'images' of {self.spec.source})"
+                f"{self.root}: no images match {pattern!r} (field 'images' of {self.spec.label})"
             )
         self._targets = read_targets(self.root / self.spec.targets) if self.spec.targets else {}
 
@@ -341,7 +362,7 @@ class PluginTruthSet(TruthSet):
             return split
         if split not in self.spec.splits:
             raise TruthSetError(
-                f"{self.root}: split {split!r} unknown to spec {self.spec.name!r}; splits: {', '.join(self.spec.splits)}"
+                f"{self.root}: split {split!r} unknown to {self.spec.label}; splits: {', '.join(self.spec.splits)}"
             )
         return self.spec.splits[split]
 
@@ -387,10 +408,14 @@ class PluginTruthSet(TruthSet):
             raw_labels=raw.astype(np.int32),
         )
 
+    def label_map(self, index: int) -> np.ndarray:
+        raw = decode_labels(self.label_path(index), self.spec.encoding, self.spec.classes)
+        return self.spec.classes.to_cityscapes(raw)
+
     def targets(self, task: str) -> np.ndarray:
         if task not in self.tasks:
             raise TruthSetError(
-                f"task {task!r}: {self.root} ({self.spec.name}) carries only {list(self.tasks)}"
+                f"task {task!r}: {self.root} (spec {self.spec.name!r}) carries only {list(self.tasks)}"
             )
         return np.array([self._targets[p.stem][task] for p in self.images], dtype=np.float32)
 
@@ -400,12 +425,19 @@ def open_plugin(root: str | Path, spec: str | Path | None = None, split: str = "
     return PluginTruthSet(root, split, spec)
 
 
+def _spec_of(root: Path, spec: SpecSource) -> TruthSetSpec:
+    return load_spec(spec or root / SPEC_FILE)
+
+
 register_kind(
     TruthSetKind(
         name="plugin",
-        description=f"any image/label folder described by a {SPEC_FILE} spec (see datasets/README.md)",
-        detect=lambda root: (root / SPEC_FILE).is_file(),
-        open=lambda root, split: PluginTruthSet(root, split),
+        description=f"any image/label folder described by a {SPEC_FILE} spec or --spec (datasets/README.md)",
+        detect=lambda root: exists(root / SPEC_FILE),
+        open=lambda root, split, spec: PluginTruthSet(root, split, spec),
+        default_split=lambda root, spec: _spec_of(root, spec).default_split,
+        splits=lambda root, spec: _spec_of(root, spec).split_names,
         priority=20,
+        reads_spec=True,
     )
 )

@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from gradsum.errors import TruthSetError
 from gradsum.fileio import read_json_object
-from gradsum.truthsets import TruthSetKind, register_kind
+from gradsum.truthsets import SpecSource, TruthSetKind, register_kind
 from gradsum.truthsets.base import TASKS, CauseDeclaration, Sample, TruthSet
-from gradsum.truthsets.encodings import read_png as read_image
+from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_png, read_rgb
 from gradsum.truthsets.labels import ClassTable, subset
-from gradsum.truthsets.layout import MANIFEST, FrameId
+from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.render import (
     IDS,
@@ -34,16 +33,9 @@ from gradsum.truthsets.synthetic.writer import FORMAT_VERSION, KIND, frame_id
 SYNTHETIC_CLASSES = subset(sc.CLASSES)
 
 
-def read_png(path: Path, mode: str) -> np.ndarray:
-    """A PNG as a uint8 array in `mode` ("RGB" or "L"); missing or corrupt files name themselves."""
-    try:
-        with Image.open(path) as image:
-            # A writable copy: torch warns on (and may write into) read-only buffers.
-            return np.array(image.convert(mode), dtype=np.uint8)
-    except FileNotFoundError:
-        raise TruthSetError(f"{path}: file is missing") from None
-    except OSError as error:
-        raise TruthSetError(f"{path}: unreadable image ({error})") from None
+def read_label_ids(path: Path) -> np.ndarray:
+    """A synthetic labelIds PNG as uint8 Cityscapes ids; ids outside the rendered classes raise naming it."""
+    return decode_labels(path, ENCODINGS.get("id8"), SYNTHETIC_CLASSES).astype(np.uint8)
 
 
 class SyntheticTruthSet(TruthSet):
@@ -70,6 +62,8 @@ class SyntheticTruthSet(TruthSet):
         if split not in splits:
             raise TruthSetError(f"{self.root / MANIFEST}: no split {split!r}; valid: {', '.join(splits)}")
         self._count = int(splits[split]["count"])
+        if self._count < 1:
+            raise TruthSetError(f"{self.root / MANIFEST}: split {split!r} is empty (count {self._count})")
         self._shortcut = float(splits[split].get("shortcut", 0.0))
 
     @property
@@ -105,9 +99,12 @@ class SyntheticTruthSet(TruthSet):
         frame = self.frame(index)
         return _CAUSE_MASKS[task](
             self.record(index),
-            lambda: read_png(frame.label_ids(self.root), "L"),
+            lambda: read_label_ids(frame.label_ids(self.root)),
             lambda: self._instances(frame),
         )
+
+    def label_map(self, index: int) -> np.ndarray:
+        return read_label_ids(self.frame(index).label_ids(self.root))
 
     def __len__(self) -> int:
         return self._count
@@ -133,12 +130,9 @@ class SyntheticTruthSet(TruthSet):
     def __getitem__(self, index: int) -> Sample:
         frame = self.frame(index)
         record = self.record(index)
-        labels = read_png(frame.label_ids(self.root), "L")
-        image = read_png(frame.image(self.root), "RGB")
-        if image.shape[:2] != labels.shape:
-            raise TruthSetError(
-                f"{frame.image(self.root)}: image {image.shape[:2]} and labels {labels.shape} differ in size"
-            )
+        labels = read_label_ids(frame.label_ids(self.root))
+        image = read_rgb(frame.image(self.root))
+        check_sizes(image, labels, frame.image(self.root), frame.label_ids(self.root))
         return Sample(
             image=image,
             labels=labels,
@@ -150,7 +144,7 @@ class SyntheticTruthSet(TruthSet):
 
     def _instances(self, frame: FrameId) -> np.ndarray:
         path = frame.instance_ids(self.root)
-        instances = read_image(path, "instance").astype(np.int32)
+        instances = read_png(path, "instance").astype(np.int32)
         if instances.ndim != 2:
             raise TruthSetError(
                 f"{path}: instance ids must be a single-channel PNG, got shape {instances.shape}"
@@ -252,7 +246,7 @@ def _detect(root: Path) -> bool:
         return False
 
 
-def _open(root: Path, split: str) -> TruthSet:
+def _open(root: Path, split: str, spec: SpecSource) -> TruthSet:
     return SyntheticTruthSet(root, split)
 
 
@@ -262,6 +256,9 @@ KIND_ENTRY = register_kind(
         description="rendered driving scenes with known causes (gradsum generate)",
         detect=_detect,
         open=_open,
+        # every split is rendered with labels; test is the held-out one
+        default_split=lambda root, spec: "test",
+        splits=lambda root, spec: list(SPLITS),
         priority=10,
     )
 )
