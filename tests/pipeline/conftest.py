@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from scale_workspace import Workspace
 
-from gradsum.pipeline import RunConfig, config_from_dict, run
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """A config (as a dict and as a YAML file) whose truth set and model exist, and its results."""
-
-    root: Path
-    data: dict[str, Any]
-    config_file: Path
-    reference: Path
-
-    def config(self, **changes: Any) -> RunConfig:
-        """The workspace's config with top-level fields changed."""
-        return config_from_dict({**self.data, **changes}, "workspace")
+from gradsum.pipeline import config_from_dict, run
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import Workspace
+from scale_workspace import Workspace
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import Workspace
+from scale_workspace import Workspace
 
 from gradsum.cli import main
 from gradsum.errors import ResultsError
@@ -45,7 +45,9 @@ def finished_shards(out: Path) -> int:
     return sum(1 for p in shards.iterdir() if not p.name.startswith(".")) if shards.is_dir() else 0
 
 
-def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_tables(workspace: Workspace, tmp_path: Path) -> None:
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_tables(
+    workspace: Workspace, tmp_path: Path
+) -> None:
     out = tmp_path / "killed"
     process = subprocess.Popen(
         command(workspace, out), env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -108,7 +110,7 @@ def test_fresh_discards_an_interrupted_run(workspace: Workspace, tmp_path: Path)
     work = work_folder(out)
     (work / SHARDS / "00000").mkdir(parents=True)
     (work / "run.json").write_text('{"seed": 99}')
-    with pytest.raises(ResultsError, match="changed: .*seed"):
+    with pytest.raises(ResultsError, match=r"changed: .*seed"):
         run(workspace.config(), out=out)
     run(workspace.config(), out=out, fresh=True)
     assert_same_tables(out, workspace.reference)

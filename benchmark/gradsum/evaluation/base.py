@@ -71,7 +71,14 @@ class EvaluationContext:
         for start in range(0, len(self.indices), step):
             chunk = list(self.indices[start : start + step])
             samples = [self.truthset[i] for i in chunk]
-            yield [sample_id(s.meta, i) for s, i in zip(samples, chunk, strict=True)], samples, chunk
+            # checks stack a batch's label maps: frames of another size go in a batch of their own
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for position, sample in enumerate(samples):
+                groups.setdefault(sample.labels.shape, []).append(position)
+            for positions in groups.values():
+                kept = [chunk[p] for p in positions]
+                group = [samples[p] for p in positions]
+                yield [sample_id(s.meta, i) for s, i in zip(group, kept, strict=True)], group, kept
 
     def batches(self, size: int | None = None) -> Any:
         """(ids, images uint8 (B,H,W,3) list, labels (B,H,W) uint8 array, indices) over the evaluated images."""

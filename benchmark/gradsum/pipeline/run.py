@@ -51,6 +51,7 @@ from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_tru
 from gradsum.report import OverlayData, write_report
 from gradsum.report.results import REPORT
 from gradsum.truthsets import TruthSet, open_truthset
+from gradsum.truthsets.base import sample_id
 from gradsum.utils import default_device, library_versions, seed_everything
 
 T = TypeVar("T")
@@ -112,24 +113,23 @@ class LabelBatch:
 
 
 def _attribute(
-    model: LoadedModel, method: MethodConfig, batch: torch.Tensor, config: RunConfig
+    model: LoadedModel, method: MethodConfig, batch: torch.Tensor, config: RunConfig, ids: list[str]
 ) -> AttributionResult:
-    result = attribute(
-        model.module,
-        batch,
-        method.method,
-        target=config.targets.get(model.task),
-        task=model.task,
-        layer=method.layer,
-        normalise=method.normalise or config.normalise,
-        **method.options,
-    )
-    if not bool(torch.isfinite(result.maps).all()):
-        raise AttributionError(
-            f"models[{model.name}] · {method.name}: the attribution maps hold NaN or inf; the model's "
-            "output or gradients are not finite on this batch (check its weights and inputs)"
+    try:
+        return attribute(
+            model.module,
+            batch,
+            method.method,
+            target=config.targets.get(model.task),
+            task=model.task,
+            layer=method.layer,
+            normalise=method.normalise or config.normalise,
+            **method.options,
         )
-    return result
+    except AttributionError as error:
+        # the method names itself; which of the run's models failed is what a reader needs next
+        shown = ", ".join(ids[:4]) + (", ..." if len(ids) > 4 else "")
+        raise AttributionError(f"models[{model.name}] on a batch of {shown}: {error}") from error
 
 
 def _frames_at(
@@ -159,12 +159,13 @@ def overlay_data(
     if not samples:
         return None
     size = (int(samples[0].labels.shape[0]), int(samples[0].labels.shape[1]))
+    ids = [sample_id(s.meta, i) for i, s in enumerate(samples)]
     images, labels = _frames_at([s.image for s in samples], [s.labels for s in samples], size)
     maps: dict[str, np.ndarray] = {}
     for model in models:
         batch = model_input([s.image for s in samples], model.img_size, device)
         for method in methods_for(model, config.methods):
-            for label, part in _profiled_maps(method.name, _attribute(model, method, batch, config)):
+            for label, part in _profiled_maps(method.name, _attribute(model, method, batch, config, ids)):
                 shown = F.interpolate(part.maps[:, None], size=size, mode="bilinear")
                 maps[f"{model.name} · {label}"] = shown[:, 0].cpu().numpy()
     return OverlayData(images=images, labels=labels, maps=maps)
@@ -211,7 +212,7 @@ class ShardProfiler:
         for model in self.models:
             batch = model_input(frames.images, model.img_size, self.device)
             for method in self.plan[model.name]:
-                result = _attribute(model, method, batch, config)
+                result = _attribute(model, method, batch, config, frames.ids)
                 if remembered and self.evaluation is not None:
                     self.evaluation.remember(
                         model.name, method.name, [frames.ids[p] for p in remembered], result.maps[remembered]
