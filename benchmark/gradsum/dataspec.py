@@ -79,6 +79,11 @@ def convert(hint: Any, value: Any, source: str, name: str) -> Any:
         if not isinstance(value, dict):
             raise wrong
         return dict(value)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise wrong
+        (item,) = typing.get_args(hint)
+        return [convert(item, v, source, f"{name}[{i}]") for i, v in enumerate(value)]
     if hint is Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

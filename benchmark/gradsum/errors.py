@@ -30,6 +30,10 @@ class TrainingError(GradSUMError):
     """Training cannot go on (non-finite loss, unsupported task, ...)."""
 
 
+class ModelOutputError(GradSUMError):
+    """A model produced NaN or infinite outputs."""
+
+
 class AttributionError(GradSUMError):
     """An attribution method cannot run on this model, layer, batch or target."""
 

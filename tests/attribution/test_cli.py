@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from gradsum.attribution import attribute
 from gradsum.cli import main
-from gradsum.models import ModelSpec, build_model, save_model
+from gradsum.models import ModelSpec, build_model, load_model, save_model
+from gradsum.models.inputs import model_input
+from gradsum.truthsets import open_truthset
 from gradsum.truthsets.synthetic import generate
 
 
@@ -59,4 +64,49 @@ def test_attribute_errors_are_one_line(
     assert "applies to" in capsys.readouterr().err
     assert main([*base, "--layer", "features.9"]) == 2
     assert "close names" in capsys.readouterr().err
+    lone = tmp_path / "lone" / "model.pt"
+    lone.parent.mkdir()
+    lone.write_bytes((model / "model.safetensors").read_bytes())
+    assert main([*base, "--model", str(lone)]) == 2
+    err = capsys.readouterr().err
+    assert f"a model folder (card.json + model.safetensors) is expected; {lone} has no card.json" in err
     assert not (tmp_path / "x").exists()
+    assert main([*base, "--model", str(model / "model.safetensors"), "--count", "1"]) == 0  # names its folder
+
+
+def test_attribute_takes_frames_of_different_sizes(
+    checkpoint_and_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, generated = checkpoint_and_set
+    truthset = tmp_path / "mixed"
+    shutil.copytree(generated, truthset)
+    for path in truthset.glob("*/test/*/*_000001_*.png"):  # the second test frame, at 48×96 instead
+        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert pixels is not None
+        cv2.imwrite(str(path), cv2.resize(pixels, (96, 48), interpolation=cv2.INTER_NEAREST))
+    frames = [sample.image for sample in open_truthset(truthset, "test")][:2]
+    assert [frame.shape for frame in frames] == [(64, 128, 3), (48, 96, 3)]
+    out = tmp_path / "maps"
+    args = [
+        "attribute",
+        "--model",
+        str(model),
+        "--truthset",
+        str(truthset),
+        "--count",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    # oracle: each frame alone through the one input transform gives the map the batch gave it
+    module, card = load_model(model)
+    alone = [
+        attribute(
+            module, model_input([frame], (64, 128)), "gradcam", task=card.task, normalise="minmax"
+        ).maps[0]
+        for frame in frames
+    ]
+    np.testing.assert_allclose(np.load(out / "maps.npy"), torch.stack(alone).numpy(), atol=1e-5)
+    shapes = [getattr(cv2.imread(str(out / f"overlay_00{i}.png")), "shape", None) for i in (0, 1)]
+    assert None not in shapes and shapes[0] != shapes[1]  # each drawn at its frame's own size

@@ -8,11 +8,13 @@ from __future__ import annotations
 from gradsum.models.architectures import ARCHITECTURES, VIT_SIZES, build_model
 from gradsum.models.checkpoints import (
     ModelCard,
+    checkpoint_folder,
     load_model,
     load_weights,
     read_card,
     read_state_dict,
     save_model,
+    weights_file,
 )
 from gradsum.models.introspect import cam_layer, model_family, num_prefix_tokens, token_grid, tokenizer
 from gradsum.models.specs import AugmentConfig, ModelSpec, TrainConfig, builtin_specs, load_spec
@@ -31,6 +33,7 @@ __all__ = [
     "build_model",
     "builtin_specs",
     "cam_layer",
+    "checkpoint_folder",
     "load_model",
     "load_spec",
     "load_weights",
@@ -42,4 +45,5 @@ __all__ = [
     "token_grid",
     "tokenizer",
     "train_model",
+    "weights_file",
 ]

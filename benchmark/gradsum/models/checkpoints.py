@@ -3,6 +3,12 @@
 `.safetensors` is read directly; `.pt`/`.pth` only through `torch.load(..., weights_only=True)`; any
 other file (pickles, unknown suffixes) is refused. Weights saved in float16/bfloat16 are cast to the
 requested dtype (float32 by default) on load, so attribution always runs in float32.
+
+A model folder holds `card.json` and `model.safetensors`. A folder with a tensors-only `model.pt` instead
+(weights trained elsewhere, card written by hand) loads too: torch's weights-only reader runs no code and
+the tensors are checked against the card's spec like any others, so converting first would add a step
+without adding safety. Loading checks, in this order, the card, the weight file's format, its parameter
+shapes against the card's model, and only then the card's checksum, so each failure is named for what it is.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +27,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from gradsum.errors import CheckpointError
+from gradsum.dataspec import build
+from gradsum.errors import CheckpointError, SpecError
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
 from gradsum.models.architectures import WEIGHT_ARGUMENTS, build_model
 from gradsum.models.specs import ModelSpec
@@ -29,8 +38,18 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
+#: weight files a model folder may hold, the first present being loaded
+FOLDER_WEIGHTS = (WEIGHTS, "model.pt", "model.pth")
 #: keys under which `.pt` files commonly nest their state dict
 NESTED_KEYS = ("state_dict", "model", "model_state_dict")
+#: leading bytes of files that are not safetensors, with what they look like
+FOREIGN_MAGIC = {
+    b"PK\x03\x04": "a torch zip (torch.save)",
+    b"\x80\x02": "a pickle",
+    b"\x80\x03": "a pickle",
+    b"\x80\x04": "a pickle",
+    b"\x80\x05": "a pickle",
+}
 
 
 @dataclass
@@ -61,8 +80,11 @@ class ModelCard:
         return str(self.spec.get("name", ""))
 
     def model_spec(self, source: str = CARD) -> ModelSpec:
-        """The card's spec as a `ModelSpec`."""
-        return ModelSpec.from_dict(self.spec, source)
+        """The card's spec as a `ModelSpec`; a bad spec raises `CheckpointError` naming the card's field."""
+        try:
+            return ModelSpec.from_dict(self.spec, f"{source} (field 'spec')")
+        except SpecError as error:
+            raise CheckpointError(str(error)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -70,15 +92,11 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = CARD) -> ModelCard:
-        """Read a card dict, refusing unknown fields by name."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"{source}: unknown model-card field {unknown[0]!r}")
-        for required in ("spec", "task"):
-            if required not in data:
-                raise CheckpointError(f"{source}: model card lacks field {required!r}")
-        return cls(**dict(data))
+        """Read a card dict, refusing unknown, missing and wrong-typed fields by name."""
+        try:
+            return build(cls, dict(data), source)
+        except SpecError as error:
+            raise CheckpointError(str(error)) from None
 
 
 def card_for(spec: ModelSpec, task: str | None = None) -> ModelCard:
@@ -132,10 +150,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{source}: refused: only .safetensors and tensors-only .pt/.pth files are loaded, "
             f"because other formats (pickle, {source.suffix or 'no suffix'}) can execute code on load"
         )
+    if source.stat().st_size == 0:
+        raise CheckpointError(f"{source}: empty file (0 bytes)")
     return reader(source)
 
 
 def _read_safetensors(source: Path) -> dict[str, torch.Tensor]:
+    with open(source, "rb") as handle:
+        head = handle.read(4)
+    looks_like = next((kind for magic, kind in FOREIGN_MAGIC.items() if head.startswith(magic)), None)
+    if looks_like is not None:
+        raise CheckpointError(
+            f"{source}: is not a safetensors file (looks like {looks_like}); a tensors-only torch file "
+            "loads under the name model.pt (read with torch's weights-only loader), or save it with safetensors"
+        )
     try:
         return safetensors.torch.load_file(str(source), device="cpu")
     except Exception as error:  # the safetensors reader raises several unrelated types on bad bytes
@@ -144,13 +172,12 @@ def _read_safetensors(source: Path) -> dict[str, torch.Tensor]:
 
 def _read_torch(source: Path) -> dict[str, torch.Tensor]:
     try:
-        data = torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols before refusing; the refusal below says all there is
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).splitlines()[0]
-        raise CheckpointError(
-            f"{source}: refused: the file holds Python objects beyond tensors, and loading them could "
-            f"execute code; save a state dict of tensors or use safetensors ({first})"
-        ) from None
+        raise CheckpointError(f"{source}: refused: {_pickle_refusal(str(error))}") from None
     except Exception as error:  # truncated zip, wrong magic number, ...
         raise CheckpointError(f"{source}: corrupt checkpoint ({type(error).__name__}: {error})") from None
     for key in NESTED_KEYS:
@@ -162,6 +189,17 @@ def _read_torch(source: Path) -> dict[str, torch.Tensor]:
     return data
 
 
+def _pickle_refusal(torch_message: str) -> str:
+    """One line for torch's weights-only refusal, naming the Python object the pickle asked for if any."""
+    # torch's text is several paragraphs (with colour codes on some versions) recommending weights_only=False
+    found = re.search(r"GLOBAL ([\w.]+)", re.sub(r"\x1b\[[0-9;]*m", "", torch_message))
+    names = f" (it calls for {found.group(1)})" if found else ""
+    return (
+        f"the file holds pickled Python code or objects{names} beyond tensors, which GradSUM will not "
+        "execute; save a state dict of tensors (torch.save(model.state_dict(), ...)) or use safetensors"
+    )
+
+
 _READERS = {".safetensors": _read_safetensors, ".pt": _read_torch, ".pth": _read_torch}
 
 
@@ -169,11 +207,15 @@ def load_weights(
     module: nn.Module, path: str | Path, dtype: torch.dtype = torch.float32, strict: bool = True
 ) -> nn.Module:
     """Load a weight file into `module` (any `nn.Module`), casting floating tensors to `dtype`."""
-    state = read_state_dict(path)
-    expected = module.state_dict()
-    problems = _mismatches(expected, state) if strict else []
+    return _load_state(module, read_state_dict(path), path, dtype, strict)
+
+
+def _load_state(
+    module: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path, dtype: torch.dtype, strict: bool
+) -> nn.Module:
+    problems = _mismatches(module.state_dict(), state) if strict else []
     if problems:
-        raise CheckpointError(f"{path}: checkpoint does not match the model: {'; '.join(problems)}")
+        raise CheckpointError(f"{source}: checkpoint does not match the model: {'; '.join(problems)}")
     cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     module.to(dtype)
     module.load_state_dict(cast, strict=strict)
@@ -186,7 +228,7 @@ def _mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shapes = [
-        f"{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)} expected"
+        f"parameter {k} has shape {tuple(found[k].shape)}, the model expects {tuple(expected[k].shape)}"
         for k in sorted(set(expected) & set(found))
         if found[k].shape != expected[k].shape
     ]
@@ -194,9 +236,51 @@ def _mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.
         problems.append(f"missing keys {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
     if unexpected:
         problems.append(f"unexpected keys {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-    if shapes:
-        problems.append(f"shape mismatch {', '.join(shapes[:8])}{' ...' if len(shapes) > 8 else ''}")
+    problems.extend(shapes[:8])
+    if len(shapes) > 8:
+        problems.append(f"{len(shapes) - 8} more shape mismatches")
     return problems
+
+
+def weights_file(folder: str | Path) -> Path:
+    """The weight file a model folder loads: `model.safetensors`, else a tensors-only `model.pt`/`.pth`."""
+    source = Path(folder)
+    for name in FOLDER_WEIGHTS:
+        if (source / name).is_file():
+            return source / name
+    raise CheckpointError(f"{source}: {WEIGHTS} is missing (found: {_listing(source)})")
+
+
+def _listing(folder: Path, limit: int = 8) -> str:
+    """The names in `folder`, for messages about what a model folder holds instead."""
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return shown or "nothing"
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """The model folder `path` names: a folder as given, or the folder of its card or weight file.
+
+    A folder need not exist yet (a run may train into it). A file must be the card or the weights of a
+    model folder; anything else raises `CheckpointError` saying what is expected.
+    """
+    source = Path(path)
+    names_a_file = source.name == CARD or source.suffix.lower() in _READERS
+    if source.is_dir() or (not source.exists() and not names_a_file):
+        return source
+    if not source.exists():
+        raise CheckpointError(f"{source}: no such file")
+    expected = f"a model folder ({CARD} + {WEIGHTS}) is expected"
+    if not names_a_file:
+        raise CheckpointError(f"{expected}; {source} is neither a model card nor a weight file")
+    folder = source.parent
+    if not (folder / CARD).is_file():
+        raise CheckpointError(f"{expected}; {source} has no {CARD} beside it")
+    if source.name != CARD and (loaded := weights_file(folder)) != source:
+        raise CheckpointError(
+            f"{source}: its folder {folder} loads {loaded.name}, not this file; name the folder"
+        )
+    return folder
 
 
 def load_model(
@@ -204,23 +288,41 @@ def load_model(
 ) -> tuple[nn.Module, ModelCard]:
     """Rebuild a model from its card and weights (a checkpoint folder or a weight file beside `card.json`)."""
     source = Path(path)
-    weights = source / WEIGHTS if source.is_dir() else source
-    card_path = weights.parent / CARD
-    if not card_path.is_file():
-        raise CheckpointError(
-            f"{card_path}: no model card beside {weights.name}, so the architecture is unknown; "
-            "build the module yourself and call load_weights(module, path)"
-        )
+    if not source.exists():
+        raise CheckpointError(f"{source}: no such model folder or weight file")
+    if source.is_dir():
+        card_path = source / CARD
+        if not card_path.is_file():
+            raise CheckpointError(
+                f"{source}: not a model folder: {CARD} is missing (found: {_listing(source)})"
+            )
+        weights = weights_file(source)
+    else:
+        weights, card_path = source, source.parent / CARD
+        if not card_path.is_file():
+            raise CheckpointError(
+                f"{card_path}: no model card beside {weights.name}, so the architecture is unknown; "
+                "build the module yourself and call load_weights(module, path)"
+            )
     card = read_card(card_path)
-    if card.weights_sha256 and sha256_file(weights) != card.weights_sha256:
-        raise CheckpointError(
-            f"{weights}: weights do not match the checksum in {card_path} (interrupted save?)"
-        )
+    state = read_state_dict(weights)
     spec = card.model_spec(str(card_path))
+    if weights.suffix != ".safetensors":
+        log.info("%s: no %s; read %s with torch's weights-only loader", weights.parent, WEIGHTS, weights.name)
     # the checkpoint holds every weight, so initial-weight files need not exist where it is loaded
     arch = {k: v for k, v in spec.arch.items() if k not in WEIGHT_ARGUMENTS}
     model = build_model(spec.architecture, spec.img_size, **arch)
-    load_weights(model, weights, dtype)
+    if problems := _mismatches(model.state_dict(), state):
+        raise CheckpointError(
+            f"{weights}: does not fit the {spec.architecture} model of {card_path}: {'; '.join(problems)}"
+        )
+    # checked last: a foreign or misshapen file is named for what it is, not as a checksum mismatch
+    if card.weights_sha256 and sha256_file(weights) != card.weights_sha256:
+        raise CheckpointError(
+            f"{weights}: weights differ from those {card_path} was written for (its checksum "
+            "weights_sha256 does not match): the file was replaced after the card was saved, or the save was interrupted"
+        )
+    _load_state(model, state, weights, dtype, strict=True)
     if card.dtype != "float32":
         log.info("%s: weights saved in %s, loaded as %s", weights, card.dtype, dtype)
     return model.to(device).eval(), card

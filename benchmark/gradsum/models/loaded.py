@@ -9,6 +9,20 @@ import torch
 from torch import nn
 
 from gradsum.attribution.targets import output_values
+from gradsum.errors import ModelOutputError
+
+
+def check_finite(values: torch.Tensor, what: str) -> torch.Tensor:
+    """`values` unchanged when every entry is finite; otherwise `ModelOutputError` naming `what`."""
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        kinds = sorted({"nan" if torch.isnan(v) else "inf" for v in values[bad][:64].cpu()})
+        raise ModelOutputError(
+            f"{what}: {int(bad.sum())} of {values.numel()} values are not finite "
+            f"({'/'.join(kinds)}; first at index {first[0] if len(first) == 1 else first})"
+        )
+    return values
 
 
 @dataclass
@@ -23,10 +37,14 @@ class LoadedModel:
 
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B,) outputs for a model-input batch: the steering value or the obstacle logit."""
+        """(B,) outputs for a model-input batch: the steering value or the obstacle logit.
+
+        Non-finite outputs raise `ModelOutputError` naming the model: nothing downstream means anything then.
+        """
         was_training = self.module.training
         self.module.eval()
         try:
-            return output_values(self.module(batch)).float()
+            values = output_values(self.module(batch)).float()
         finally:
             self.module.train(was_training)
+        return check_finite(values, f"model {self.name!r}: output")

@@ -1,14 +1,15 @@
 """Training from scratch on a truth set: AdamW, warm-up + cosine, early stopping, resumable epochs.
 
 The whole (small) split is preloaded as uint8 tensors once, so epochs cost model time only. After each
-epoch a resume state (model, optimizer, scheduler, RNG states, history) is written beside the output
-folder; the finished checkpoint replaces `out/` only when training completes.
+epoch a resume state (model, optimizer, scheduler, RNG states, history and the run's configuration) is
+written beside the output folder; the finished checkpoint replaces `out/` atomically, and only when
+training completes, so a killed run never leaves a model folder that a later run would use. A resume
+state from another configuration is refused, naming what changed, rather than mixed or silently dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -25,8 +26,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gradsum.dataspec import changed_fields
 from gradsum.errors import TrainingError, TruthSetError
-from gradsum.fileio import atomic_write_bytes
+from gradsum.fileio import atomic_directory, atomic_write_bytes
 from gradsum.models.checkpoints import ModelCard, card_for, save_model, state_dict_bytes
 from gradsum.models.inputs import resize_uint8
 from gradsum.models.specs import AugmentConfig, ModelSpec, load_spec
@@ -177,10 +179,26 @@ def evaluate(
     return loss, task.metrics(pred.numpy(), data.targets.numpy())
 
 
-def _fingerprint(spec: ModelSpec, task: str, sizes: Mapping[str, int], root: str, shuffled: bool) -> str:
-    """What a resume state must match: spec, task, truth set and split sizes, label shuffling."""
-    blob = json.dumps([spec.to_dict(), task, dict(sizes), root, shuffled], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def run_configuration(
+    spec: ModelSpec, task: str, sizes: Mapping[str, int], truthset: Mapping[str, Any], shuffled: bool
+) -> dict[str, Any]:
+    """What a resume state must match, field by field: spec, task, truth set, split sizes, label shuffling."""
+    # the description is prose: editing it changes nothing that training computes
+    trained = {key: value for key, value in spec.to_dict().items() if key != "description"}
+    return {
+        "spec": trained,
+        "task": task,
+        "truthset": dict(truthset),
+        "splits": dict(sizes),
+        "shuffle_labels": shuffled,
+    }
+
+
+def _value_at(config: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
 
 
 def state_folder(out: Path) -> Path:
@@ -198,10 +216,10 @@ class Trainer:
         data: Mapping[str, SplitData],
         state_dir: Path,
         device: torch.device | str,
-        fingerprint: str,
+        configuration: dict[str, Any],
     ) -> None:
         self.spec, self.task, self.data, self.device = spec, task, data, device
-        self.state_dir, self.fingerprint = state_dir, fingerprint
+        self.state_dir, self.configuration = state_dir, configuration
         config = spec.train
         seed_everything(config.seed)
         self.model = spec.build().to(device)
@@ -227,7 +245,7 @@ class Trainer:
     def save_state(self) -> None:
         """Write the resume state atomically (tensors and plain values only, loadable with weights_only)."""
         state = {
-            "fingerprint": self.fingerprint,
+            "configuration": json.dumps(self.configuration, sort_keys=True),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -240,7 +258,7 @@ class Trainer:
         atomic_write_bytes(self.resume_path, buffer.getvalue())
 
     def load_state(self) -> bool:
-        """Continue from a saved resume state of the same run; False when there is none that fits."""
+        """Continue from a saved resume state; False when there is none, `TrainingError` when it is another run's."""
         if not self.resume_path.is_file():
             return False
         try:
@@ -248,11 +266,7 @@ class Trainer:
         except Exception as error:  # a damaged resume state only costs the epochs it held
             log.warning("%s: unreadable resume state, starting afresh (%s)", self.resume_path, error)
             return False
-        if state.get("fingerprint") != self.fingerprint:
-            log.warning(
-                "%s: resume state is from another spec or truth set; starting afresh", self.resume_path
-            )
-            return False
+        self.check_configuration(state.get("configuration"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -261,6 +275,26 @@ class Trainer:
         self.progress = Progress(**json.loads(state["progress"]))
         log.info("resuming %s after epoch %d", self.spec.name, self.progress.epoch)
         return True
+
+    def check_configuration(self, recorded: object) -> None:
+        """Refuse a resume state written under another configuration, naming the fields that changed."""
+        if not isinstance(recorded, str):
+            changes = "it records no configuration (written by an older GradSUM)"
+        else:
+            before = json.loads(recorded)
+            now = json.loads(json.dumps(self.configuration))  # as recorded: tuples become lists
+            changed = changed_fields(before, now)
+            if not changed:
+                return
+            shown = [
+                f"{name} ({_value_at(before, name)!r} → {_value_at(now, name)!r})" for name in changed[:6]
+            ]
+            more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+            changes = f"the configuration changed: {', '.join(shown)}{more}"
+        raise TrainingError(
+            f"{self.resume_path}: refusing to resume an interrupted training of {self.spec.name}: {changes}; "
+            "pass --no-resume (gradsum train) or resume=False (train_model) to start afresh"
+        )
 
     def train_epoch(self, epoch: int, bar: Any) -> float:
         """One pass over shuffled training batches; returns the mean loss."""
@@ -387,12 +421,14 @@ def train_model(
             )
     root = str(truthset) if not isinstance(truthset, Mapping) else "<memory>"
     sizes = {name: len(split) for name, split in data.items()}
-    fingerprint = _fingerprint(model_spec, task_name, sizes, root, shuffle_labels)
+    # resolved: the same truth set named by a relative or an absolute path is the same run
+    described = _describe(splits["train"], root if root == "<memory>" else str(Path(root).resolve()))
+    configuration = run_configuration(model_spec, task_name, sizes, described, shuffle_labels)
     state_dir = state_folder(target)
     if not resume:
         shutil.rmtree(state_dir, ignore_errors=True)
     run_device = device or default_device()
-    trainer = Trainer(model_spec, task_def, data, state_dir, run_device, fingerprint)
+    trainer = Trainer(model_spec, task_def, data, state_dir, run_device, configuration)
     if resume:
         trainer.load_state()
     trainer.fit(progress, on_epoch_end)
@@ -409,7 +445,9 @@ def train_model(
     card.shuffled_labels = shuffle_labels
     card.device = str(run_device)
     card.training_seconds = round(time.perf_counter() - started, 2)
-    save_model(model.cpu(), card, target)
+    # the folder appears whole or not at all; the resume state goes only once it has
+    with atomic_directory(target, overwrite=True) as staging:
+        save_model(model.cpu(), card, staging)
     shutil.rmtree(state_dir, ignore_errors=True)
     return card
 

@@ -13,14 +13,16 @@ from gradsum.attribution import attribute
 from gradsum.cli import Command
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_directory, atomic_write_json
-from gradsum.models import load_model
+from gradsum.models import checkpoint_folder, load_model
 from gradsum.models.inputs import INPUT_TRANSFORM, model_input
 from gradsum.truthsets import open_truthset
 from gradsum.utils import default_device
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint folder (card.json + weights)")
+    parser.add_argument(
+        "--model", required=True, help="model folder (card.json + model.safetensors), or a file in it"
+    )
     parser.add_argument("--truthset", required=True, help="truth-set folder")
     parser.add_argument("--method", default="gradcam", help="method name (see `gradsum methods`)")
     parser.add_argument(
@@ -58,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise ResultsError(f"--out {out} already exists; pass --overwrite to replace it")
     device = args.device or default_device()
-    model, card = load_model(args.model, device=device)
+    model, card = load_model(checkpoint_folder(args.model), device=device)
     truthset = open_truthset(args.truthset, args.split)
     count = min(args.count, len(truthset))
     samples = [truthset[i] for i in range(count)]
