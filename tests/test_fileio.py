@@ -28,3 +28,15 @@ def test_atomic_write_replaces(tmp_path: Path) -> None:
     atomic_write_text(path, "two")
     assert path.read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_a_replacement_killed_between_its_renames_is_recovered(tmp_path: Path) -> None:
+    target = tmp_path / "results"
+    # what a kill right after `os.replace(target, old)` leaves: the previous folder aside, nothing at target
+    old = tmp_path / ".results.old"
+    old.mkdir()
+    (old / "profiles.csv").write_text("previous")
+    with atomic_directory(target, overwrite=True) as staging:
+        assert (target / "profiles.csv").read_text() == "previous"
+        (staging / "profiles.csv").write_text("new")
+    assert (target / "profiles.csv").read_text() == "new" and not old.exists()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -55,6 +58,7 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
     unless the block succeeded and `overwrite` is set).
     """
     target = Path(path)
+    _recover_swap(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +76,19 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, target)
+
+
+def _recover_swap(target: Path) -> None:
+    """Finish what a process killed between `atomic_directory`'s two renames left: the previous folder
+    moved aside as `.<name>.old` and nothing yet at `target`. It is put back, so nothing is lost."""
+    old = target.with_name(f".{target.name}.old")
+    if not old.exists():
+        return
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        log.warning("restoring %s from %s, moved aside by an interrupted replacement", target, old)
+        os.replace(old, target)
 
 
 def read_json_object(

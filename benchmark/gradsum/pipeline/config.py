@@ -33,11 +33,14 @@ class TruthSetConfig:
     """Where the truth set lives and which split is attributed."""
 
     path: str = "datasets/synthetic"
-    split: str = "test"
+    #: the split to attribute (None: the kind's default, one with labels: `val` for Cityscapes)
+    split: str | None = "test"
     #: attribute at most this many images of the split (None: all)
     limit: int | None = None
     #: reader kind (None: detected from the folder)
     kind: str | None = None
+    #: plug-in spec for a folder without its own: a built-in name (`gradsum truthsets`) or a spec file
+    spec: str | None = None
     #: render the synthetic set with these settings when `path` does not exist
     generate: GenerateConfig | None = None
 
@@ -192,7 +195,12 @@ def list_configs() -> dict[str, str]:
 
 
 def with_overrides(
-    config: RunConfig, *, device: str | None = None, truthset: str | None = None, workers: int | None = None
+    config: RunConfig,
+    *,
+    device: str | None = None,
+    truthset: str | None = None,
+    spec: str | None = None,
+    workers: int | None = None,
 ) -> RunConfig:
     """`config` with the command line's overrides (None: keep the config's value).
 
@@ -203,6 +211,8 @@ def with_overrides(
         config = replace(config, device=device)
     if truthset is not None:
         config = replace(config, truthset=replace(config.truthset, path=truthset, generate=None))
+    if spec is not None:
+        config = replace(config, truthset=replace(config.truthset, spec=spec))
     if workers is not None:
         if workers < 0:
             raise SpecError(f"--workers: must be 0 or more, got {workers}")

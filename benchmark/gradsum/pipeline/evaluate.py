@@ -20,11 +20,10 @@ from gradsum.evaluation.base import CHECKS
 from gradsum.evaluation.trust import run_checks
 from gradsum.fileio import atomic_directory
 from gradsum.pipeline.config import RunConfig, config_from_dict
-from gradsum.pipeline.inputs import check_names, ensure_model
+from gradsum.pipeline.inputs import check_names, ensure_model, open_configured
 from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
 from gradsum.report import write_report
 from gradsum.report.results import MANIFEST, read_manifest
-from gradsum.truthsets import open_truthset
 from gradsum.utils import default_device
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ def evaluate(
     config = dataclasses.replace(config, evaluation=settings)
     check_names(config)
     device = device or config.device or default_device()
-    truthset = open_truthset(config.truthset.path, config.truthset.split, config.truthset.kind)
+    truthset = open_configured(config)
     count = len(truthset) if config.truthset.limit is None else min(config.truthset.limit, len(truthset))
     models = [
         ensure_model(entry, config, Path(config.truthset.path), device, train=False)

@@ -16,10 +16,11 @@ from gradsum.dataspec import changed_fields
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.evaluation import CHECKS
 from gradsum.fileio import read_json_object
-from gradsum.models import ModelSpec, load_model, load_spec, model_family, train_model
+from gradsum.models import ModelSpec, checkpoint_folder, load_model, load_spec, model_family, train_model
 from gradsum.models.checkpoints import CARD
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import GenerateConfig, MethodConfig, ModelConfig, RunConfig
+from gradsum.truthsets import TruthSet, open_truthset, require_labels
 from gradsum.truthsets.layout import MANIFEST
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION as SYNTHETIC_FORMAT
 from gradsum.truthsets.synthetic.writer import KIND as SYNTHETIC_KIND
@@ -84,7 +85,10 @@ def ensure_truthset(config: RunConfig) -> Path:
             SYNTHETIC_FORMAT,
         )
     elif settings is None:
-        raise SpecError(f"truthset.path: {root} does not exist and the config has no truthset.generate block")
+        raise SpecError(
+            f"truthset.path: {root} does not exist and the config has no truthset.generate block; "
+            "set truthset.path in the config or give the folder as `gradsum run --truthset PATH`"
+        )
     from gradsum.truthsets.synthetic import generate
 
     log.info("rendering the synthetic truth set into %s (%d scenes)", root, settings.count)
@@ -99,6 +103,15 @@ def ensure_truthset(config: RunConfig) -> Path:
             overwrite=root.exists(),
         )
     )
+
+
+def open_configured(config: RunConfig, root: Path | None = None) -> TruthSet:
+    """The configured split of the truth set at `root` (default: the configured path), refused up front
+    when it is empty or unlabelled (Cityscapes' public test split), naming it."""
+    settings = config.truthset
+    truthset = open_truthset(root or settings.path, settings.split, settings.kind, settings.spec)
+    require_labels(truthset)
+    return truthset
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +138,7 @@ def ensure_model(
 
     `shuffle_labels` trains on permuted labels (the data-randomisation twin of a model).
     """
-    folder = Path(entry.checkpoint or Path(config.models_dir) / entry.name)
+    folder = checkpoint_folder(entry.checkpoint or Path(config.models_dir) / entry.name)
     spec = configured_spec(entry)
     if not (folder / CARD).exists():
         if not train:

@@ -34,7 +34,7 @@ from gradsum.aggregation import (
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS
 from gradsum.attribution import AttributionResult, attribute
 from gradsum.attribution.normalise import normalise
-from gradsum.errors import AttributionError, ResultsError, SpecError
+from gradsum.errors import AttributionError, ResultsError
 from gradsum.evaluation import EvaluationContext, ground_truth_table, run_checks
 from gradsum.evaluation.attention import AttentionDiagnostics
 from gradsum.fileio import atomic_directory
@@ -43,14 +43,14 @@ from gradsum.models.inputs import model_input, resize_uint8
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import MethodConfig, RunConfig
 from gradsum.pipeline.distributed import World, joined
-from gradsum.pipeline.inputs import check_names, ensure_model, ensure_truthset, methods_for
+from gradsum.pipeline.inputs import check_names, ensure_model, ensure_truthset, methods_for, open_configured
 from gradsum.pipeline.outputs import manifest, write_tables
 from gradsum.pipeline.shards import ShardPlan, WorkFolder, open_work_folder
 from gradsum.pipeline.stream import FrameBatch, FrameStream
 from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
 from gradsum.report import OverlayData, write_report
 from gradsum.report.results import REPORT
-from gradsum.truthsets import TruthSet, open_truthset
+from gradsum.truthsets import TruthSet
 from gradsum.truthsets.base import sample_id
 from gradsum.utils import default_device, library_versions, seed_everything
 
@@ -388,10 +388,8 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
     with stage("truth set"):
         # rank 0 renders a missing set (and trains missing models) while the others wait
         truthset_root = _leader_first(world, lambda: ensure_truthset(config))
-        truthset = open_truthset(truthset_root, config.truthset.split, config.truthset.kind)
+        truthset = open_configured(config, truthset_root)
         count = len(truthset) if config.truthset.limit is None else min(config.truthset.limit, len(truthset))
-        if count == 0:
-            raise SpecError(f"truthset: split {config.truthset.split!r} of {truthset_root} is empty")
 
     with stage("models"):
         models = _leader_first(

@@ -286,7 +286,7 @@ def _run(quick: bool, device: str) -> dict[str, Any]:
     scale = QUICK if quick else FULL
     config = _run_config(scale)
     with tempfile.TemporaryDirectory() as tmp:
-        truthset = _truthset(Path(tmp), scale.images, config.seed, config.truthset.split)
+        truthset = _truthset(Path(tmp), scale.images, config.seed, config.truthset.split or "test")
         models = _models(config, scale.models, device)
 
         def fresh() -> EvaluationContext:

@@ -13,7 +13,13 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truthset", required=True, help="truth-set folder")
     parser.add_argument("--method", action="append", help="attribution method (repeatable; default gradcam)")
     parser.add_argument("--layer", help="layer for layer-based methods (default: the method's default)")
-    parser.add_argument("--split", default="test", help="split to attribute (default test)")
+    parser.add_argument(
+        "--split",
+        help="split to attribute (default: the truth set's labelled one: test, or val for Cityscapes)",
+    )
+    parser.add_argument(
+        "--spec", help="plug-in spec for the folder: a built-in name (gradsum truthsets) or a file"
+    )
     parser.add_argument("--limit", type=int, help="attribute at most this many images")
     parser.add_argument("--normalise", default="minmax", help="minmax, raw or sum (default minmax)")
     parser.add_argument("--resolution", default="label", help="label (upsample maps) or grid (default label)")
@@ -35,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     models = tuple(ModelConfig(name=Path(m).name, checkpoint=m) for m in args.model)
     config = RunConfig(
         name=f"profile-{models[0].name}",
-        truthset=TruthSetConfig(path=args.truthset, split=args.split, limit=args.limit),
+        truthset=TruthSetConfig(path=args.truthset, split=args.split, limit=args.limit, spec=args.spec),
         models=models,
         methods=tuple(MethodConfig(method=m, layer=args.layer) for m in args.method or ["gradcam"]),
         normalise=args.normalise,

@@ -17,6 +17,7 @@ def _add(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="cpu or cuda (default: the config's, else cuda when present)")
     parser.add_argument("--truthset", help="truth-set folder (overrides the config's truthset.path)")
+    parser.add_argument("--spec", help="plug-in spec for the truth set: a built-in name or a spec file")
     parser.add_argument(
         "--workers", type=int, help="DataLoader processes decoding frames (default: config's)"
     )
@@ -35,7 +36,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name:16s} {description}")
         return 0
     config = load_config(args.config) if args.config else default_config()
-    config = with_overrides(config, device=args.device, truthset=args.truthset, workers=args.workers)
+    config = with_overrides(
+        config, device=args.device, truthset=args.truthset, spec=args.spec, workers=args.workers
+    )
     folder = run(config, out=args.out, progress=True, fresh=args.fresh)
     print(f"report: {folder / 'report.html'}")
     return 0
