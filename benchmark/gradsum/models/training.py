@@ -293,7 +293,7 @@ class Trainer:
             changes = f"the configuration changed: {', '.join(shown)}{more}"
         raise TrainingError(
             f"{self.resume_path}: refusing to resume an interrupted training of {self.spec.name}: {changes}; "
-            "pass --no-resume (gradsum train) or resume=False (train_model) to start afresh"
+            "pass --no-resume (gradsum train), --fresh (gradsum run) or resume=False (train_model) to start afresh"
         )
 
     def train_epoch(self, epoch: int, bar: Any) -> float:

@@ -133,10 +133,12 @@ def ensure_model(
     progress: bool = False,
     train: bool = True,
     shuffle_labels: bool = False,
+    resume: bool = True,
 ) -> LoadedModel:
     """Load a model's checkpoint, training it from its spec first when it is missing (and `train`).
 
-    `shuffle_labels` trains on permuted labels (the data-randomisation twin of a model).
+    `shuffle_labels` trains on permuted labels (the data-randomisation twin of a model); `resume`
+    continues an interrupted training from its last finished epoch (False: start afresh).
     """
     folder = checkpoint_folder(entry.checkpoint or Path(config.models_dir) / entry.name)
     spec = configured_spec(entry)
@@ -154,6 +156,7 @@ def ensure_model(
             device=device,
             progress=progress,
             shuffle_labels=shuffle_labels,
+            resume=resume,
         )
     module, card = load_model(folder, device=device)
     changed = [] if spec is None else changed_fields(card.spec, spec.to_dict())

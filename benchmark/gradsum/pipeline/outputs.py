@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from gradsum.aggregation import PER_IMAGE_FILE, PROFILES_FILE
 from gradsum.evaluation.attention import (
@@ -76,6 +77,8 @@ def manifest(
         "versions": library_versions(),
         "seeds": {"run": config.seed, "bootstrap": config.seed},
         "device": device,
+        # CPU float sums follow the thread count's split of the work: repeating a run bit for bit needs it
+        "torch_threads": torch.get_num_threads(),
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "stage_seconds": timings,

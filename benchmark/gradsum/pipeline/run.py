@@ -48,6 +48,7 @@ from gradsum.pipeline.outputs import manifest, write_tables
 from gradsum.pipeline.shards import ShardPlan, WorkFolder, open_work_folder
 from gradsum.pipeline.stream import FrameBatch, FrameStream
 from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
+from gradsum.progress import Heartbeat
 from gradsum.report import OverlayData, write_report
 from gradsum.report.results import REPORT
 from gradsum.truthsets import TruthSet
@@ -256,27 +257,6 @@ FRAMES = "frames"
 FRAME_COLUMNS = ("index", "image", "height", "width")
 
 
-@dataclass
-class Heartbeat:
-    """A progress line every `every` seconds in a redirected log, where no progress bar is drawn."""
-
-    what: str
-    total: int
-    every: float = 10.0
-    done: int = 0
-    _start: float = field(default_factory=time.perf_counter)
-    _last: float = field(default_factory=time.perf_counter)
-
-    def add(self, n: int) -> None:
-        """Count `n` more items, logging when `every` seconds have passed since the last line."""
-        self.done += n
-        now = time.perf_counter()
-        if now - self._last >= self.every:
-            self._last = now
-            rate = self.done / max(now - self._start, 1e-9)
-            log.info("%s: %d/%d images (%.1f images/s)", self.what, self.done, self.total, rate)
-
-
 def _fingerprint(
     config: RunConfig, truthset: TruthSet, models: list[LoadedModel], plan: ShardPlan, device: str
 ) -> dict[str, object]:
@@ -394,7 +374,10 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
     with stage("models"):
         models = _leader_first(
             world,
-            lambda: [ensure_model(entry, config, truthset_root, device, progress) for entry in config.models],
+            lambda: [
+                ensure_model(entry, config, truthset_root, device, progress, resume=not fresh)
+                for entry in config.models
+            ],
         )
         checks = config.evaluation.checks if world.leader else ()
         twins = shuffled_twins(config, truthset_root, device) if checks else {}

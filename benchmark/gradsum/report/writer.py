@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from gradsum.progress import Heartbeat
 from gradsum.report import plots
 from gradsum.report.html import Plot, render_html, verdict_labels
 from gradsum.report.results import (
@@ -229,7 +230,10 @@ def write_report(
     folder = results.path
     drawn: dict[str, bytes] = {}
     shown: list[Plot] = []
-    for item in pending_plots(results, overlays):
+    pending = pending_plots(results, overlays)
+    heartbeat = Heartbeat("report", len(pending), unit="figures")
+    for item in pending:
+        heartbeat.add()
         figure = item.draw()
         for fmt in plots.FORMATS:
             drawn[f"{PLOTS}/{item.stem}.{fmt}"] = plots.figure_bytes(figure, fmt)
