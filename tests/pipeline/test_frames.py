@@ -61,6 +61,8 @@ def test_frames_of_mixed_sizes_are_profiled_at_their_own_label_size(
     sizes = {(s["height"], s["width"]): s["frames"] for s in manifest["frame_sizes"]["frames"]}
     assert sizes == {(75, 248): 2, (96, 192): 1, (74, 245): 1}
     assert sorted(manifest["frame_sizes"]["resized"]["pilotnet"]) == ["74×245 → 96×192", "75×248 → 96×192"]
+    report = (out / "report.html").read_text()
+    assert "1 × 96×192" in report and "resized (bilinear, antialias" in report and "75×248 → 96×192" in report
 
 
 def test_a_model_returning_nan_is_named(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

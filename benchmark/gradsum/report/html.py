@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -80,9 +80,10 @@ def configuration_section(results: Results) -> str:
     """The run's settings from the manifest, then its full configuration, folded."""
     manifest = results.manifest
     keys = ("truthset", "methods", "normalisation", "resolution", "seeds", "started", "finished")
-    rows = pd.DataFrame(
-        [(k, _compact(manifest[k])) for k in keys if k in manifest], columns=["setting", "value"]
-    )
+    settings = [(k, _compact(manifest[k])) for k in keys if k in manifest]
+    if "frame_sizes" in manifest:
+        settings.append(("model inputs", inputs_summary(manifest)))
+    rows = pd.DataFrame(settings, columns=["setting", "value"])
     parts = [table(rows)]
     if "config" in manifest:
         config = escape(json.dumps(manifest["config"], indent=2, sort_keys=True, default=str))
@@ -90,6 +91,18 @@ def configuration_section(results: Results) -> str:
     if "versions" in manifest:
         parts.append(_paragraph(f"Library versions: {_compact(manifest['versions'])}"))
     return "".join(parts)
+
+
+def inputs_summary(manifest: Mapping[str, Any]) -> str:
+    """How the split's frames became model input: their sizes, and which were resized for which model."""
+    sizes = manifest["frame_sizes"]
+    frames = ", ".join(f"{s['frames']} × {s['height']}×{s['width']}" for s in sizes["frames"])
+    resized = {model: changes for model, changes in sizes["resized"].items() if changes}
+    if not resized:
+        return f"frames {frames}, at every model's input size (not resized)"
+    how = manifest.get("input_transform", {}).get("resize", "resized")
+    changes = "; ".join(f"{model}: {', '.join(c)}" for model, c in resized.items())
+    return f"frames {frames}; resized ({how}) for {changes}"
 
 
 def _compact(value: Any) -> str:
