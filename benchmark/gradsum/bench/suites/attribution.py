@@ -20,6 +20,7 @@ from gradsum.attribution import METHODS, attribute
 from gradsum.attribution.adapters import attribution_mode, to_grid
 from gradsum.attribution.cam import SignedOutput
 from gradsum.attribution.layers import modules_of, resolve_layer
+from gradsum.attribution.lrp import ZennitLRPMethod
 from gradsum.bench import BenchSuite, timeit
 from gradsum.models import build_model
 
@@ -177,6 +178,24 @@ def _model_figures(model: nn.Module, images: torch.Tensor, device: str, repeats:
     return figures
 
 
+#: the model the CNN LRP methods are timed on
+LRP_MODEL = "pilotnet"
+
+
+def _lrp_figures(model: nn.Module, images: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Each Zennit LRP method's time ÷ inference: minimums over interleaved calls (a shared machine)."""
+    names = [name for name, cls in METHODS.items() if issubclass(cls, ZennitLRPMethod)]
+
+    def infer() -> None:
+        with torch.inference_mode():
+            model(images)
+
+    ops: dict[str, Callable[[], Any]] = {"inference": infer}
+    ops.update({name: partial(attribute, model, images, name) for name in names})
+    fastest = _interleaved_minimums(ops, repeats)
+    return {f"{name}_over_inference": fastest[name] / fastest["inference"] for name in names}
+
+
 def run(quick: bool, device: str) -> dict[str, Any]:
     """Ratios per model at batch 32 (quick: 8), 96×192, measured in this process on one batch."""
     batch = 8 if quick else 32
@@ -187,6 +206,9 @@ def run(quick: bool, device: str) -> dict[str, Any]:
     for name, (architecture, kwargs) in MODELS.items():
         model = build_model(architecture, SIZE, **kwargs).to(device).eval()
         results[name] = _model_figures(model, images, device, repeats)
+    architecture, kwargs = MODELS[LRP_MODEL]
+    lrp_model = build_model(architecture, SIZE, **kwargs).to(device).eval()
+    results[f"lrp_{LRP_MODEL}"] = _lrp_figures(lrp_model, images, repeats)
     if "gradrollout" not in METHODS:
         results["gradrollout"] = "skipped: method gradrollout is not registered"
     model = build_model("vit", SIZE).to(device).eval()
