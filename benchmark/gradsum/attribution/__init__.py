@@ -6,6 +6,7 @@ Importing this package registers every method (CAM family, fast path, attention 
 from __future__ import annotations
 
 # importing the method modules registers their methods
+from gradsum.attribution import chefer, lrp_transformer  # noqa: F401
 from gradsum.attribution import attention, baselines, cam, fastcam, lrp, split  # noqa: F401
 from gradsum.attribution.adapters import attribution_mode
 from gradsum.attribution.base import (

@@ -20,8 +20,10 @@ from gradsum.attribution import METHODS, attribute
 from gradsum.attribution.adapters import attribution_mode, to_grid
 from gradsum.attribution.cam import SignedOutput
 from gradsum.attribution.layers import modules_of, resolve_layer
+from gradsum.attribution.lrp_transformer import lxt_module
 from gradsum.attribution.lrp import ZennitLRPMethod
 from gradsum.bench import BenchSuite, timeit
+from gradsum.errors import AttributionError
 from gradsum.models import build_model
 
 SIZE = (96, 192)
@@ -196,6 +198,31 @@ def _lrp_figures(model: nn.Module, images: torch.Tensor, repeats: int) -> dict[s
     return {f"{name}_over_inference": fastest[name] / fastest["inference"] for name in names}
 
 
+#: transformer LRP methods timed on the default ViT; attnlrp and cplrp need the optional lxt
+TRANSFORMER_LRP = ("chefer_lrp", "attnlrp", "cplrp")
+
+
+def _transformer_lrp_figures(model: nn.Module, images: torch.Tensor, repeats: int) -> dict[str, Any]:
+    """Each transformer LRP method's time ÷ inference: minimums over interleaved calls (a shared machine)."""
+    names = list(TRANSFORMER_LRP)
+    figures: dict[str, Any] = {}
+    try:
+        lxt_module("rules", "attnlrp")
+    except AttributionError as error:
+        names = ["chefer_lrp"]
+        figures["attnlrp"] = figures["cplrp"] = f"skipped: {error}"
+
+    def infer() -> None:
+        with torch.inference_mode():
+            model(images)
+
+    ops: dict[str, Callable[[], Any]] = {"inference": infer}
+    ops.update({name: partial(attribute, model, images, name) for name in names})
+    fastest = _interleaved_minimums(ops, repeats)
+    figures.update({f"{name}_over_inference": fastest[name] / fastest["inference"] for name in names})
+    return figures
+
+
 def run(quick: bool, device: str) -> dict[str, Any]:
     """Ratios per model at batch 32 (quick: 8), 96×192, measured in this process on one batch."""
     batch = 8 if quick else 32
@@ -211,6 +238,8 @@ def run(quick: bool, device: str) -> dict[str, Any]:
     results[f"lrp_{LRP_MODEL}"] = _lrp_figures(lrp_model, images, repeats)
     if "gradrollout" not in METHODS:
         results["gradrollout"] = "skipped: method gradrollout is not registered"
+    vit = build_model("vit", SIZE).to(device).eval()
+    results["transformer_lrp_vit"] = _transformer_lrp_figures(vit, images, repeats)
     model = build_model("vit", SIZE).to(device).eval()
     warmup, calls = (10, 40) if quick else (100, 2000)
     results["rss_drift_vit_batch2"] = _rss_drift(model, images[:2], warmup, calls)
@@ -222,6 +251,7 @@ _TARGETS = {
     "library_over_ours": ">= 2",
     "gradrollout_over_inference": "<= 3",
     "gradrollout_peak_over_inference": "<= 1.5",
+    "attnlrp_over_inference": "<= 3",
     "rss drift": "<= 5%",
 }
 
