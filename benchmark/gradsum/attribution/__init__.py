@@ -6,8 +6,16 @@ Importing this package registers every method (CAM family, fast path, attention 
 from __future__ import annotations
 
 # importing the method modules registers their methods
-from gradsum.attribution import chefer, lrp_transformer  # noqa: F401
-from gradsum.attribution import attention, baselines, cam, fastcam, lrp, split  # noqa: F401
+from gradsum.attribution import (  # noqa: F401
+    attention,
+    baselines,
+    cam,
+    chefer,
+    fastcam,
+    lrp,
+    lrp_transformer,
+    split,
+)
 from gradsum.attribution.adapters import attribution_mode
 from gradsum.attribution.base import (
     METHODS,
