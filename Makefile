@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	# the lrp extra (lxt, optional for users) is installed here so the tests exercise attnlrp and cplrp
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,lrp]'
 	# Quantus 0.6 is the test oracle for localisation metrics; its opencv-python pin would shadow the headless cv2
 	$(BIN)/python -m pip install --quiet --no-deps 'quantus==0.6.0'
 	touch $(STAMP)
