@@ -107,11 +107,12 @@ def read_spec(path: str | Path) -> ModelSpec:
     return ModelSpec.from_dict(data, str(source))
 
 
-def load_spec(name_or_path: str | Path | ModelSpec) -> ModelSpec:
-    """A built-in spec by name (`pilotnet`, `vit`, ...) or a spec file by path."""
+def load_spec(name_or_path: str | Path | ModelSpec, argument: str = "--model") -> ModelSpec:
+    """A built-in spec by name (`pilotnet`, `vit`, ...) or a spec file by path; an unknown name raises
+    naming `argument` (the flag or config field it came from)."""
     if isinstance(name_or_path, ModelSpec):
         return name_or_path
     text = str(name_or_path)
     if Path(text).suffix in (".yaml", ".yml") or Path(text).is_file():
         return read_spec(text)
-    return read_spec(builtin_specs().get(text, "--model"))
+    return read_spec(builtin_specs().get(text, argument))

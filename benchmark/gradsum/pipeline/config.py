@@ -168,9 +168,11 @@ def load_config(path: str | Path) -> RunConfig:
             )
         source = builtin
     try:
-        data = yaml.safe_load(source.read_text()) or {}
+        data = yaml.safe_load(source.read_text())
     except yaml.YAMLError as error:
         raise SpecError(f"{source}: not valid YAML ({error})") from None
+    if data is None:
+        raise SpecError(f"{source}: the config is empty")
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a config must be a mapping of fields")
     return config_from_dict(data, str(source))

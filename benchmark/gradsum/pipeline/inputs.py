@@ -177,7 +177,7 @@ def configured_spec(entry: ModelConfig) -> ModelSpec | None:
     """The spec a model entry names, with its overrides applied; None for a checkpoint without a spec."""
     if entry.spec is None:
         return None
-    spec = load_spec(entry.spec)
+    spec = load_spec(entry.spec, f"models[{entry.name}].spec")
     if not entry.overrides:
         return spec
     return ModelSpec.from_dict(_merge(spec.to_dict(), entry.overrides), f"models[{entry.name}].overrides")
@@ -197,7 +197,8 @@ def methods_for(model: LoadedModel, methods: tuple[MethodConfig, ...]) -> list[M
 
 
 def check_names(config: RunConfig) -> None:
-    """Refuse unknown method, target, normalisation and resolution names before any work starts."""
+    """Refuse unknown method, target, check, normalisation and resolution names, and a config without
+    models or methods, before any work starts."""
     for i, method in enumerate(config.methods):
         METHODS.get(method.method, f"methods[{i}].method")
         if method.normalise is not None:
@@ -209,5 +210,11 @@ def check_names(config: RunConfig) -> None:
     NORMALISERS.get(config.normalise, "normalise")
     for i, check in enumerate(config.evaluation.checks):
         CHECKS.get(check, f"evaluation.checks[{i}]")
+    for check in config.evaluation.options:
+        # options under a misspelt check name would be ignored without a word
+        CHECKS.get(check, "evaluation.options")
     if config.resolution not in RESOLUTIONS:
         raise SpecError(f"resolution: {config.resolution!r} is not one of {', '.join(RESOLUTIONS)}")
+    for name in ("models", "methods"):
+        if not getattr(config, name):
+            raise SpecError(f"{name}: the config names none; a run needs at least one model and one method")

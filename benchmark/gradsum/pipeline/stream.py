@@ -15,8 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from gradsum.errors import GradSUMError
 from gradsum.truthsets import TruthSet
 from gradsum.truthsets.base import sample_id
+
+#: A decoded frame (index, id, image, labels), or the error its reader raised.
+_Item = tuple[int, str, np.ndarray, np.ndarray] | GradSUMError | OSError
 
 
 @dataclass
@@ -40,7 +44,7 @@ class FrameBatch:
             yield positions, np.stack([self.labels[p] for p in positions])
 
 
-class _Frames(Dataset[tuple[int, str, np.ndarray, np.ndarray]]):
+class _Frames(Dataset[_Item]):
     """(index, id, image, labels) of a truth set's samples; workers decode them in parallel."""
 
     def __init__(self, truthset: TruthSet) -> None:
@@ -49,17 +53,27 @@ class _Frames(Dataset[tuple[int, str, np.ndarray, np.ndarray]]):
     def __len__(self) -> int:
         return len(self.truthset)
 
-    def __getitem__(self, index: int) -> tuple[int, str, np.ndarray, np.ndarray]:
-        sample = self.truthset[index]
+    def __getitem__(self, index: int) -> _Item:
+        try:
+            sample = self.truthset[index]
+        except (GradSUMError, OSError) as error:
+            # returned, not raised: a DataLoader re-raises a worker's exception as a copy whose message
+            # holds the worker's traceback, and the reader's one-line message naming the file is what counts
+            return error
         return index, sample_id(sample.meta, index), sample.image, sample.labels
 
 
-def _collate(items: Sequence[tuple[int, str, np.ndarray, np.ndarray]]) -> FrameBatch:
+def _collate(items: Sequence[_Item]) -> FrameBatch | GradSUMError | OSError:
+    frames = []
+    for item in items:
+        if isinstance(item, GradSUMError | OSError):
+            return item
+        frames.append(item)
     return FrameBatch(
-        indices=[item[0] for item in items],
-        ids=[item[1] for item in items],
-        images=[item[2] for item in items],
-        labels=[item[3] for item in items],
+        indices=[frame[0] for frame in frames],
+        ids=[frame[1] for frame in frames],
+        images=[frame[2] for frame in frames],
+        labels=[frame[3] for frame in frames],
     )
 
 
@@ -87,7 +101,7 @@ class FrameStream:
     read_seconds: float = 0.0
 
     def __iter__(self) -> Iterator[FrameBatch]:
-        loader: DataLoader[tuple[int, str, np.ndarray, np.ndarray]] = DataLoader(
+        loader: DataLoader[_Item] = DataLoader(
             _Frames(self.truthset),
             batch_sampler=batches_of(self.shards, self.batch_size),
             num_workers=self.workers,
@@ -95,12 +109,19 @@ class FrameStream:
             persistent_workers=False,
         )
         iterator = iter(loader)
-        while True:
-            start = time.perf_counter()
-            try:
-                batch: FrameBatch = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                self.read_seconds += time.perf_counter() - start
-            yield batch
+        try:
+            while True:
+                start = time.perf_counter()
+                try:
+                    batch: FrameBatch | GradSUMError | OSError = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    self.read_seconds += time.perf_counter() - start
+                if isinstance(batch, GradSUMError | OSError):
+                    raise batch
+                yield batch
+        finally:
+            # shut the workers down now: a raised error keeps this frame, and so the iterator, in a reference
+            # cycle (error → traceback → frame), and a shutdown left to the garbage collector waits 5 s a worker
+            del iterator
