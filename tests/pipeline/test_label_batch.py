@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from gradsum.aggregation import class_scores
-from gradsum.pipeline.run import LabelBatch
+from gradsum.aggregation import LabelBatch, class_scores
 
 
 def test_prepared_labels_give_the_one_shot_scores_for_smaller_maps() -> None:

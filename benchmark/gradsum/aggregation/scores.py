@@ -335,3 +335,25 @@ def _finish(pixels: torch.Tensor, map_sum: torch.Tensor, ignore: list[int], reso
         present=present,
         resolution=resolution,
     )
+
+
+class LabelBatch:
+    """One batch's label maps, with their per-class cell weights prepared once per map grid.
+
+    Every model and method of a batch reads the same labels; when a map is smaller than the labels, the
+    weights that pool labels onto its grid are computed once and reused (aggregation then costs one
+    small matrix product per map).
+    """
+
+    def __init__(self, labels: torch.Tensor, resolution: str) -> None:
+        self.labels, self.resolution = labels, resolution
+        self._prepared: dict[tuple[int, int], ClassWeights] = {}
+
+    def scores(self, maps: torch.Tensor) -> ClassScores:
+        """GradSUM scores of `maps` (B, h, w) against these labels."""
+        grid = (int(maps.shape[-2]), int(maps.shape[-1]))
+        if grid == tuple(self.labels.shape[-2:]):
+            return class_scores(maps, self.labels, resolution=self.resolution)
+        if grid not in self._prepared:
+            self._prepared[grid] = prepare_labels(self.labels, grid, resolution=self.resolution)
+        return class_scores(maps, self._prepared[grid])

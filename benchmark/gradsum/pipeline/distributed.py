@@ -9,6 +9,7 @@ rank's per-image rows reach rank 0 through `gather_object`, which needs no share
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ class World:
     size: int = 1
     #: the rank's GPU on its machine (torchrun's LOCAL_RANK)
     local_rank: int = 0
+    #: the process group's backend (nccl reduces CUDA tensors only)
+    backend: str = "gloo"
 
     @property
     def distributed(self) -> bool:
@@ -69,8 +72,13 @@ class World:
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The element-wise sum of `tensor` over ranks (float64 and int64 sums are exact in any order)."""
-        if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        if not self.distributed:
+            return tensor
+        if self.backend == "nccl":
+            on_gpu = tensor.to(f"cuda:{self.local_rank}")
+            dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+            return on_gpu.to(tensor.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
 
@@ -96,10 +104,11 @@ def joined(device: str) -> Iterator[World]:
     if not world.distributed or dist.is_initialized():
         yield world
         return
+    world = dataclasses.replace(world, backend=backend_for(device))
     if device.startswith("cuda"):
         torch.cuda.set_device(world.local_rank)
-    dist.init_process_group(backend_for(device), timeout=COLLECTIVE_TIMEOUT)
-    log.info("rank %d of %d joined (%s)", world.rank, world.size, backend_for(device))
+    dist.init_process_group(world.backend, timeout=COLLECTIVE_TIMEOUT)
+    log.info("rank %d of %d joined (%s)", world.rank, world.size, world.backend)
     try:
         yield world
     finally:

@@ -83,3 +83,20 @@ def manifest(
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "stage_seconds": timings,
     }
+
+
+def frame_sizes(frames: pd.DataFrame, models: list[LoadedModel]) -> dict[str, object]:
+    """The split's frame sizes, and for each model whether (and how) they were resized to its input."""
+    sizes = frames.groupby(["height", "width"]).size().sort_index()
+    seen = [{"height": int(h), "width": int(w), "frames": int(n)} for (h, w), n in sizes.items()]
+    return {
+        "frames": seen,
+        "resized": {
+            m.name: [
+                f"{s['height']}×{s['width']} → {m.img_size[0]}×{m.img_size[1]}"
+                for s in seen
+                if (s["height"], s["width"]) != m.img_size
+            ]
+            for m in models
+        },
+    }

@@ -13,16 +13,28 @@ import json
 import logging
 import re
 import shutil
+import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
 from gradsum.dataspec import changed_fields
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_directory, atomic_write_json, read_json_object
+from gradsum.models.loaded import LoadedModel
+from gradsum.pipeline.config import RunConfig
+from gradsum.pipeline.distributed import World
+from gradsum.pipeline.profiler import FRAMES, ShardProfiler
+from gradsum.pipeline.stream import FrameStream
+from gradsum.progress import Heartbeat
+from gradsum.truthsets import TruthSet
+from gradsum.utils import library_versions, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +156,91 @@ def _stale_partials(parent: Path, name: str) -> Iterator[Path]:
     if shards.is_dir():
         shard = re.compile(_PARTIAL.format("[0-9]{5}"))
         yield from (path for path in shards.iterdir() if shard.match(path.name))
+
+
+def attribute_shards(
+    world: World,
+    work: WorkFolder,
+    plan: ShardPlan,
+    truthset: TruthSet,
+    profiler: ShardProfiler,
+    progress: bool,
+) -> dict[str, float]:
+    """Compute and write this rank's unfinished shards; return how the time split (reading, total)."""
+    config = profiler.config
+    todo = [k for k in range(plan.shards) if world.owns(k) and not work.done(k)]
+    skipped = sum(1 for k in range(plan.shards) if world.owns(k)) - len(todo)
+    if skipped:
+        log.info("%d finished shard(s) kept from an interrupted run", skipped)
+    images = sum(len(plan.images(k)) for k in todo)
+    stream = FrameStream(truthset, [plan.images(k) for k in todo], config.batch_size, config.workers)
+    heartbeat = Heartbeat("attribution", images)
+    bar = tqdm(total=images, desc="attribute", unit="image", disable=None if progress else True)
+    start = time.perf_counter()
+    current: int | None = None
+    for frames in stream:
+        shard = frames.indices[0] // plan.size
+        if shard != current:
+            if current is not None:
+                work.write(current, profiler.shard_tables())
+            # per shard: a shard's numbers do not depend on which process computes it, or after what
+            seed_everything(config.seed + shard)
+            current = shard
+        profiler.update(frames)
+        bar.update(len(frames))
+        heartbeat.add(len(frames))
+    if current is not None:
+        work.write(current, profiler.shard_tables())
+    bar.close()
+    return {"read": round(stream.read_seconds, 2), "total": round(time.perf_counter() - start, 2)}
+
+
+def collect_shards(world: World, work: WorkFolder, plan: ShardPlan) -> dict[str, pd.DataFrame] | None:
+    """Every shard's tables on rank 0, in shard order (None on the other ranks).
+
+    Each rank reads the shards it owns (from its own disk) and sends them to rank 0; an all-reduced count
+    of how often each image was attributed proves the ranks covered the split without gaps or twice.
+    """
+    mine = {k: work.read(k) for k in range(plan.shards) if world.owns(k)}
+    coverage = torch.zeros(plan.count, dtype=torch.int64)
+    for tables in mine.values():
+        index = torch.tensor(tables[FRAMES]["index"].to_numpy(np.int64))
+        coverage.index_add_(0, index, torch.ones_like(index))
+    coverage = world.all_reduce_sum(coverage)
+    if not bool((coverage == 1).all()):
+        missing = (coverage == 0).nonzero().flatten().tolist()[:5]
+        twice = (coverage > 1).nonzero().flatten().tolist()[:5]
+        raise ResultsError(
+            f"{work.root}: shards do not cover the split once (missing {missing}, twice {twice})"
+        )
+    gathered = world.gather(mine)
+    if gathered is None:
+        return None
+    shards = {k: tables for part in gathered for k, tables in part.items()}
+    names = sorted({name for tables in shards.values() for name in tables})
+    return {
+        name: pd.concat([shards[k][name] for k in sorted(shards) if name in shards[k]], ignore_index=True)
+        for name in names
+    }
+
+
+def run_fingerprint(
+    config: RunConfig, truthset: TruthSet, models: list[LoadedModel], plan: ShardPlan, device: str
+) -> dict[str, object]:
+    """What a finished shard depends on: a resume must match it (evaluation and report settings may change)."""
+    return {
+        "truthset": {"config": asdict(config.truthset), "read": truthset.describe()},
+        "models": {
+            m.name: {"spec": m.card.get("spec"), "weights": m.card.get("weights_sha256")} for m in models
+        },
+        "methods": [asdict(m) for m in config.methods],
+        "targets": dict(config.targets),
+        "normalise": config.normalise,
+        "resolution": config.resolution,
+        "batch_size": config.batch_size,
+        "shards": {"count": plan.count, "size": plan.size},
+        "seed": config.seed,
+        "attention_diagnostics": config.attention_diagnostics,
+        "device": torch.device(device).type,
+        "versions": library_versions(),
+    }
