@@ -216,11 +216,17 @@ def _transformer_lrp_figures(model: nn.Module, images: torch.Tensor, repeats: in
         with torch.inference_mode():
             model(images)
 
+    # the floor of any one-backward method: a plain input gradient (captum InputXGradient) on the same ViT
+    names.append(GRADIENT_FLOOR)
     ops: dict[str, Callable[[], Any]] = {"inference": infer}
     ops.update({name: partial(attribute, model, images, name) for name in names})
     fastest = _interleaved_minimums(ops, repeats)
     figures.update({f"{name}_over_inference": fastest[name] / fastest["inference"] for name in names})
     return figures
+
+
+#: The one-backward reference beside the transformer LRP methods.
+GRADIENT_FLOOR = "input_x_gradient"
 
 
 def run(quick: bool, device: str) -> dict[str, Any]:
