@@ -31,6 +31,7 @@ from gradsum.dataspec import build
 from gradsum.errors import CheckpointError, SpecError
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
 from gradsum.models.architectures import WEIGHT_ARGUMENTS, build_model
+from gradsum.models.inputs import INPUT_TRANSFORM
 from gradsum.models.specs import ModelSpec
 from gradsum.utils import library_versions
 
@@ -69,6 +70,9 @@ class ModelCard:
     training_seconds: float = 0.0
     device: str = "cpu"
     dtype: str = "float32"
+    #: how truth-set frames become this model's input (resize policy, scale, crop): the one transform
+    #: training, the pipeline, `profile`, `attribute` and the trust checks share
+    input_transform: dict[str, str] = field(default_factory=lambda: dict(INPUT_TRANSFORM))
     #: SHA-256 of the weight file, so a card never vouches for weights from another (interrupted) save
     weights_sha256: str = ""
     libraries: dict[str, str] = field(default_factory=library_versions)

@@ -73,13 +73,17 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 def preload(truthset: TruthSet, task: str, img_size: tuple[int, int]) -> SplitData:
-    """Decode every image of a split once, resized to `img_size` when it differs."""
+    """Decode every image of a split once, resized to `img_size` when it differs.
+
+    Frame by frame, through the one input transform (`gradsum.models.inputs`): frames of different sizes
+    stack once resized, and a split of full-resolution frames never sits in memory at full size.
+    """
     images, targets = [], []
     for sample in truthset:
-        images.append(torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1))
+        frame = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)[None]
+        images.append(resize_uint8(frame.contiguous(), img_size))
         targets.append(sample.targets[task])
-    stack = resize_uint8(torch.stack(images), img_size)
-    return SplitData(stack, torch.tensor(targets, dtype=torch.float32))
+    return SplitData(torch.cat(images), torch.tensor(targets, dtype=torch.float32))
 
 
 def open_splits(truthset: str | Path | Mapping[str, TruthSet], task: str) -> dict[str, TruthSet]:
