@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from aggregation_tables import make_per_image
 
-from gradsum.aggregation import COMPARISON_COLUMNS, read_runs, write_per_image
+from gradsum.aggregation import COMPARISON_COLUMNS, SAMPLE_COLUMNS, read_runs, write_per_image
 from gradsum.cli import main
 from gradsum.errors import ResultsError
 
@@ -23,7 +23,7 @@ def test_compare_writes_comparisons_and_prints_differing_classes(
 ) -> None:
     assert main(["compare", str(run_folder)]) == 0
     table = pd.read_csv(run_folder / "comparisons.csv")
-    assert tuple(table.columns) == COMPARISON_COLUMNS
+    assert tuple(table.columns) == COMPARISON_COLUMNS + SAMPLE_COLUMNS
     assert table.loc[table["differs"], "class"].tolist() == ["car"]
     out = capsys.readouterr().out
     assert "cnn/gradcam vs cnn/shifted" in out and "1 of 7 classes differ" in out

@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 from aggregation_tables import CLASS_IDS, make_per_image
 
-from gradsum.aggregation import COMPARISON_COLUMNS, compare, compare_all, holm, paired_test, spearman_ci
+from gradsum.aggregation import (
+    COMPARISON_COLUMNS,
+    SAMPLE_COLUMNS,
+    compare,
+    compare_all,
+    holm,
+    paired_test,
+    spearman_ci,
+)
 from gradsum.errors import GradSUMError
 
 
@@ -13,7 +21,7 @@ def test_identical_inputs_do_not_differ_and_correlate_perfectly() -> None:
     base = make_per_image("cnn", "gradcam")
     same = base.assign(method="copy")
     table = compare(pd.concat([base, same]), ("cnn", "gradcam"), ("cnn", "copy"))
-    assert tuple(table.columns) == COMPARISON_COLUMNS
+    assert tuple(table.columns) == COMPARISON_COLUMNS + SAMPLE_COLUMNS
     assert len(table) == len(CLASS_IDS) and not table["differs"].any()
     assert (table["p_value"] == 1.0).all() and (table["mean_diff"] == 0).all()
     assert (table["spearman_rho"] == 1.0).all()

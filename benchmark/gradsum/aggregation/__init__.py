@@ -1,5 +1,6 @@
 """Aggregation: GradSUM scores per image and class, dataset profiles with CIs, and profile comparisons.
 
+Profiles over different images (two truth sets) are compared with unpaired tests.
 Scores are computed on the device for a whole batch at once; profiles and comparisons are pandas
 tables with the columns of the results folder's `per_image.parquet`, `profiles.csv` and
 `comparisons.csv`.
@@ -10,13 +11,16 @@ from __future__ import annotations
 from gradsum.aggregation.compare import (
     ALPHA,
     COMPARISON_COLUMNS,
+    SAMPLE_COLUMNS,
     combo_label,
     compare,
     compare_all,
     comparison_pairs,
     holm,
     paired_test,
+    same_images,
     spearman_ci,
+    unpaired_test,
 )
 from gradsum.aggregation.profiles import (
     PER_IMAGE_COLUMNS,
@@ -53,6 +57,7 @@ __all__ = [
     "PROFILES_FILE",
     "PROFILE_COLUMNS",
     "RESOLUTIONS",
+    "SAMPLE_COLUMNS",
     "ClassScores",
     "ClassWeights",
     "LabelBatch",
@@ -70,7 +75,9 @@ __all__ = [
     "profiles",
     "read_per_image",
     "read_runs",
+    "same_images",
     "spearman_ci",
+    "unpaired_test",
     "write_csv",
     "write_per_image",
 ]

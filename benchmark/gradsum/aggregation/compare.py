@@ -1,14 +1,23 @@
-"""Comparing two profiles: paired Wilcoxon tests per class with Holm correction, Spearman of the profiles.
+"""Comparing two profiles: a test per class with Holm correction, and the Spearman of the profiles.
+
+Two profiles over the same images are compared image by image (Wilcoxon signed-rank on the pairs).
+Two profiles over different images (the same model profiled on two truth sets: transferability)
+cannot be paired; each class's scores are compared as two independent samples (Mann–Whitney U).
+Which applies is read from the image ids of the two sides (`same_images`).
 
 The Spearman correlation is taken over the classes both profiles share, between the per-class mean
-scores of the paired images; its confidence interval uses Fisher's z with the Fieller–Hartley–Pearson
-variance 1.06 / (n - 3), where n is the number of classes (so it is undefined below four classes).
+scores (of the paired images, or of each side's own images); its confidence interval uses Fisher's z
+with the Fieller–Hartley–Pearson variance 1.06 / (n - 3), where n is the number of classes (so it is
+undefined below four classes).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,6 +25,8 @@ from scipy import stats
 
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS, check_columns
 from gradsum.errors import GradSUMError
+
+log = logging.getLogger(__name__)
 
 #: Columns of `comparisons.csv`, in order.
 COMPARISON_COLUMNS = (
@@ -35,6 +46,10 @@ COMPARISON_COLUMNS = (
     "spearman_ci_low",
     "spearman_ci_high",
 )
+#: Columns every comparison table carries after `COMPARISON_COLUMNS`: the test that ran and each side's
+#: sample size (`n_pairs` counts the image pairs of a paired test, 0 for an unpaired one). Kept apart so
+#: comparison tables written before they existed still read.
+SAMPLE_COLUMNS = ("test", "n_a", "n_b")
 #: Family-wise error rate of the Holm-corrected per-class tests.
 ALPHA = 0.05
 
@@ -42,6 +57,15 @@ ALPHA = 0.05
 def combo_label(model: str, method: str) -> str:
     """The `model/method` label that names one side of a comparison."""
     return f"{model}/{method}"
+
+
+@dataclass(frozen=True)
+class ClassTest:
+    """A two-sample test of one class's per-image scores: its name and whether its samples are paired."""
+
+    name: str
+    paired: bool
+    run: Callable[[np.ndarray, np.ndarray], tuple[float, float]]
 
 
 def compare(
@@ -52,20 +76,57 @@ def compare(
     alpha: float = ALPHA,
     confidence: float = 0.95,
 ) -> pd.DataFrame:
-    """Per-class paired comparison of the scores of (model, method) `a` and `b` over shared images."""
+    """Per-class comparison of the scores of (model, method) `a` and `b`: paired over the same images,
+    unpaired (Mann–Whitney U) when the two sides scored different images."""
     check_columns(per_image, PER_IMAGE_COLUMNS, "per_image")
     left, right = _select(per_image, a, "a"), _select(per_image, b, "b")
+    test = PAIRED if same_images(left, right, combo_label(*a), combo_label(*b)) else UNPAIRED
+    rows = [
+        {"a": combo_label(*a), "b": combo_label(*b), **row, "test": test.name}
+        for row in (_paired_rows(left, right) if test.paired else _unpaired_rows(left, right))
+    ]
+    frame = pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, *SAMPLE_COLUMNS])
+    frame["p_holm"] = holm(frame["p_value"].to_numpy(float))
+    frame["differs"] = (frame["p_holm"] < alpha).astype(bool)
+    rho, low, high = spearman_ci(frame["mean_a"].to_numpy(float), frame["mean_b"].to_numpy(float), confidence)
+    frame["spearman_rho"], frame["spearman_ci_low"], frame["spearman_ci_high"] = rho, low, high
+    return frame
+
+
+def same_images(left: pd.DataFrame, right: pd.DataFrame, a: str = "a", b: str = "b") -> bool:
+    """True when both sides scored the same set of image ids, False when the sets differ.
+
+    A partial overlap (one run on a subset of the other's split, or two truth sets that happen to
+    share some ids) is logged and treated as different images: the unpaired test stays valid there
+    (overlapping images only make it conservative), where pairing the shared images would silently
+    drop the rest.
+    """
+    ids_a, ids_b = set(left["image"]), set(right["image"])
+    if ids_a == ids_b:
+        return True
+    shared = len(ids_a & ids_b)
+    if shared:
+        log.warning(
+            "%s and %s share %d of %d and %d image ids: compared as different images (unpaired test)",
+            a,
+            b,
+            shared,
+            len(ids_a),
+            len(ids_b),
+        )
+    return False
+
+
+def _paired_rows(left: pd.DataFrame, right: pd.DataFrame) -> list[dict[str, object]]:
     paired = left[["image", "class_id", "class", "score"]].merge(
         right[["image", "class_id", "score"]], on=["image", "class_id"], suffixes=("_a", "_b")
     )
     rows = []
     for class_id, group in paired.groupby("class_id", sort=True):
         x, y = group["score_a"].to_numpy(float), group["score_b"].to_numpy(float)
-        statistic, p_value = paired_test(x, y)
+        statistic, p_value = PAIRED.run(x, y)
         rows.append(
             {
-                "a": combo_label(*a),
-                "b": combo_label(*b),
                 "class": group["class"].iloc[0],
                 "class_id": int(class_id),
                 "n_pairs": len(group),
@@ -74,14 +135,37 @@ def compare(
                 "mean_diff": float((x - y).mean()),
                 "statistic": statistic,
                 "p_value": p_value,
+                "n_a": len(group),
+                "n_b": len(group),
             }
         )
-    frame = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
-    frame["p_holm"] = holm(frame["p_value"].to_numpy(float))
-    frame["differs"] = (frame["p_holm"] < alpha).astype(bool)
-    rho, low, high = spearman_ci(frame["mean_a"].to_numpy(float), frame["mean_b"].to_numpy(float), confidence)
-    frame["spearman_rho"], frame["spearman_ci_low"], frame["spearman_ci_high"] = rho, low, high
-    return frame
+    return rows
+
+
+def _unpaired_rows(left: pd.DataFrame, right: pd.DataFrame) -> list[dict[str, object]]:
+    # Only classes both truth sets contain are tested: a class one side never saw has no profile value.
+    samples_b = {int(c): g["score"].to_numpy(float) for c, g in right.groupby("class_id", sort=True)}
+    rows = []
+    for class_id, group in left.groupby("class_id", sort=True):
+        if int(class_id) not in samples_b:
+            continue
+        x, y = group["score"].to_numpy(float), samples_b[int(class_id)]
+        statistic, p_value = UNPAIRED.run(x, y)
+        rows.append(
+            {
+                "class": group["class"].iloc[0],
+                "class_id": int(class_id),
+                "n_pairs": 0,
+                "mean_a": float(np.nanmean(x)),
+                "mean_b": float(np.nanmean(y)),
+                "mean_diff": float(np.nanmean(x) - np.nanmean(y)),
+                "statistic": statistic,
+                "p_value": p_value,
+                "n_a": len(x),
+                "n_b": len(y),
+            }
+        )
+    return rows
 
 
 def compare_all(per_image: pd.DataFrame, *, alpha: float = ALPHA) -> pd.DataFrame:
@@ -125,6 +209,22 @@ def paired_test(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         # Pratt keeps zero differences in the ranking: images where both agree count against a difference.
         result = stats.wilcoxon(x, y, zero_method="pratt")
     return float(result.statistic), float(result.pvalue)
+
+
+def unpaired_test(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Two-sided Mann–Whitney U statistic (of `x`) and p-value of independent samples; all-equal gives p = 1."""
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:
+        return float("nan"), float("nan")
+    if np.ptp(np.concatenate([x, y])) == 0:
+        # every value tied: U sits at its mean and the normal approximation divides by zero
+        return x.size * y.size / 2, 1.0
+    result = stats.mannwhitneyu(x, y, alternative="two-sided")
+    return float(result.statistic), float(result.pvalue)
+
+
+PAIRED = ClassTest("wilcoxon", True, paired_test)
+UNPAIRED = ClassTest("mann-whitney", False, unpaired_test)
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:

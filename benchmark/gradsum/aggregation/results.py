@@ -51,20 +51,21 @@ def read_per_image(folder: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def read_runs(folders: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
-    """The per_image tables of several runs; model names found in more than one run get `run:` prefixes."""
+    """The per_image tables of several runs; with more than one, every model reads `run:model`.
+
+    Every side carries its run, not only the names that collide, so a label says which folder (and
+    truth set) a profile came from whatever the other folders hold.
+    """
     roots = [Path(f) for f in folders]
     names = [root.resolve().name for root in roots]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ResultsError(f"results folders share the name(s) {', '.join(duplicated)}; rename one")
     frames = [read_per_image(root) for root in roots]
-    seen: dict[str, int] = {}
-    for frame in frames:
-        for model in frame["model"].unique():
-            seen[model] = seen.get(model, 0) + 1
-    colliding = {model for model, count in seen.items() if count > 1}
+    if len(frames) == 1:
+        return frames[0]
     renamed = [
-        frame.assign(model=frame["model"].map(lambda m, run=run: f"{run}:{m}" if m in colliding else m))
+        frame.assign(model=run + ":" + frame["model"].astype(str))
         for run, frame in zip(names, frames, strict=True)
     ]
     return pd.concat(renamed, ignore_index=True)

@@ -1,15 +1,20 @@
-"""`gradsum compare`: paired per-class comparisons of the profiles in one or more results folders."""
+"""`gradsum compare`: per-class comparisons of the profiles in one or more results folders.
+
+Profiles over the same images get paired tests; the same model profiled on two truth sets
+(transferability) gets unpaired ones. With several folders every label reads `run:model/method`.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from gradsum.aggregation import COMPARISONS_FILE, compare, compare_all, read_runs, write_csv
 from gradsum.cli import Command
 from gradsum.errors import GradSUMError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +39,10 @@ def _split(label: str) -> tuple[str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from gradsum.aggregation import COMPARISONS_FILE, compare, compare_all, read_runs, write_csv
+
     if args.out is None and len(args.results) > 1:
         raise GradSUMError("--out: required when comparing more than one results folder")
     out = Path(args.out) if args.out else Path(args.results[0]) / COMPARISONS_FILE
@@ -56,17 +65,20 @@ def _print_differences(table: pd.DataFrame) -> None:
     for (a, b), pair in table.groupby(["a", "b"], sort=False):
         first = pair.iloc[0]
         print(
-            f"{a} vs {b}: Spearman rho {first['spearman_rho']:.3f} "
+            f"{a} vs {b} ({first['test']}): Spearman rho {first['spearman_rho']:.3f} "
             f"[{first['spearman_ci_low']:.3f}, {first['spearman_ci_high']:.3f}], "
             f"{int(pair['differs'].sum())} of {len(pair)} classes differ"
         )
     differs = table[table["differs"].astype(bool)]
     if not differs.empty:
-        shown = differs[["a", "b", "class", "n_pairs", "mean_a", "mean_b", "p_holm"]]
+        shown = differs[["a", "b", "class", "test", "n_a", "n_b", "mean_a", "mean_b", "p_holm"]]
         print("classes that differ (Holm-corrected p < 0.05):")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 COMMAND = Command(
-    "compare", "compare the class profiles of models and methods (paired tests per class)", _add, _run
+    "compare",
+    "compare the class profiles of models, methods and truth sets (a test per class, Spearman)",
+    _add,
+    _run,
 )
