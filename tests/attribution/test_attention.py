@@ -8,14 +8,13 @@ from torch import Tensor, nn
 
 from gradsum.attribution import attribute, resolve_target
 from gradsum.attribution.adapters import HOOK_TABLES, attribution_mode
-from gradsum.attribution.attention import (
+from gradsum.attribution.attention import raw_attention_map
+from gradsum.attribution.attention_capture import pooled_tokens, readout_weights
+from gradsum.attribution.attention_math import (
     POOLING_WEIGHTS,
     discard_lowest,
     gradient_rollout,
-    pooled_tokens,
-    raw_attention_map,
     read_out,
-    readout_weights,
     residual_attention,
     rollout,
 )

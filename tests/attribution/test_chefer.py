@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsum.attribution import attribute
-from gradsum.attribution.attention import gradient_rollout
+from gradsum.attribution.attention_math import gradient_rollout
 from gradsum.attribution.chefer import (
     linear_relevance,
     product_relevance,

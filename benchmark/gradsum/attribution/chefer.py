@@ -8,7 +8,7 @@ keeps its share |Σa|/(|Σa|+|Σb|) of the total; both matrix products of the at
 gradient×input between their operands and halve each part. The relevance of each block's softmax
 attention R_A is kept; with the attention gradients ∇A of the target, each block gives
 Ā = mean_h((∇A ⊙ R_A)⁺) and the blocks are rolled out as R ← R + Ā·R from R = I (the ICCV aggregation,
-`attention.gradient_rollout`), read out from R − I by the model's pooling like `gradrollout`.
+`attention_math.gradient_rollout`), read out from R − I by the model's pooling like `gradrollout`.
 
 Relevance starts at 1 per sample (the paper's one-hot), so the map does not scale with the output; the
 per-sample target sign enters through the head's weights (explaining −y is explaining the head −W).
@@ -26,20 +26,18 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from gradsum.attribution.attention import (
-    AttentionMethod,
+from gradsum.attribution.attention import AttentionMethod, start_layer_option
+from gradsum.attribution.attention_capture import (
     Forward,
-    _blocks,
     block_indices,
     forward_capturing,
-    gradient_rollout,
     graph_from_block,
     pooled_tokens,
-    read_out,
     readout_weights,
-    start_layer_option,
     to_token_grid,
+    transformer_blocks,
 )
+from gradsum.attribution.attention_math import gradient_rollout, read_out
 from gradsum.attribution.base import register_method
 from gradsum.attribution.targets import Target, output_values
 from gradsum.errors import AttributionError
@@ -147,7 +145,7 @@ def _check_block(block: nn.Module, index: int) -> None:
 @contextmanager
 def capturing_blocks(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[int, BlockTensors]]:
     """Forward hooks keeping each listed block's tensors (the attention itself stays in the graph)."""
-    blocks = _blocks(model)
+    blocks = transformer_blocks(model)
     kept = {index: BlockTensors() for index in indices}
 
     def keep_input(store: BlockTensors, name: str, _module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -267,7 +265,7 @@ def chefer_lrp_map(
         kept[index].attention = attentions[index]
         assert relevance is not None  # only the lowest block passes no relevance down
         relevances[index], relevance = attention_relevance(
-            _blocks(model)[index], kept[index], relevance, below=index != blocks[0]
+            transformer_blocks(model)[index], kept[index], relevance, below=index != blocks[0]
         )
     rolled = gradient_rollout([relevances[i] for i in blocks], list(gradients))
     eye = torch.eye(rolled.shape[-1], dtype=rolled.dtype, device=rolled.device)

@@ -17,13 +17,13 @@ from torch import Tensor, nn
 from gradsum.aggregation import class_scores, per_image_frame, profiles
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS
 from gradsum.attribution.adapters import attribution_mode
-from gradsum.attribution.attention import (
+from gradsum.attribution.attention_capture import (
     forward_capturing,
     pooled_tokens,
-    read_out,
     readout_weights,
     to_token_grid,
 )
+from gradsum.attribution.attention_math import read_out
 from gradsum.attribution.base import upsample
 from gradsum.attribution.normalise import normalise
 from gradsum.models import num_prefix_tokens
