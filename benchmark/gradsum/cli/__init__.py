@@ -1,7 +1,10 @@
 """`gradsum` command line: a thin layer over the Python API.
 
 Each subcommand lives in `gradsum.cli.commands.<name>` and exposes `COMMAND`; they are found
-by module discovery, so adding a command touches no other file.
+by module discovery, so adding a command touches no other file. Building the parser imports every
+command module, so a command module imports only the standard library and light gradsum modules at
+the top, and the API it calls (torch, timm, pandas, ...) inside its `run` function: `gradsum --help`
+then answers without loading any of them (tests/test_cli_help.py checks this).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""One module per `gradsum` subcommand; each defines `COMMAND`."""
+"""One module per `gradsum` subcommand; each defines `COMMAND` and imports the API it runs lazily."""

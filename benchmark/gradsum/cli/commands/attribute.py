@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch.nn.functional as F
-
-from gradsum.attribution import attribute
 from gradsum.cli import Command
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_directory, atomic_write_json
-from gradsum.models import checkpoint_folder, load_model
-from gradsum.models.inputs import INPUT_TRANSFORM, model_input
-from gradsum.truthsets import open_truthset
-from gradsum.utils import default_device
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +52,15 @@ def _overlay_png(image: np.ndarray, heat: np.ndarray, title: str) -> bytes:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch.nn.functional as F
+
+    from gradsum.attribution import attribute
+    from gradsum.models import checkpoint_folder, load_model
+    from gradsum.models.inputs import INPUT_TRANSFORM, model_input
+    from gradsum.truthsets import open_truthset
+    from gradsum.utils import default_device
+
     out = Path(args.out or f"results/attribute-{args.method.replace(':', '-')}")
     if out.exists() and not args.overwrite:
         raise ResultsError(f"--out {out} already exists; pass --overwrite to replace it")

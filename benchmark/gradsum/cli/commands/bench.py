@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from gradsum.bench import discover_suites, run_suites
 from gradsum.cli import Command
 from gradsum.fileio import atomic_write_json
-from gradsum.utils import default_device
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +18,9 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.bench import discover_suites, run_suites
+    from gradsum.utils import default_device
+
     registry = discover_suites()
     if args.list:
         for name, suite in registry.items():

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from gradsum.cli import Command
-from gradsum.truthsets.check import check_truthset
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +21,8 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.truthsets.check import check_truthset
+
     report = check_truthset(args.path, split=args.split, kind=args.kind, spec=args.spec)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.usable else 1

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from gradsum.cli import Command
-from gradsum.truthsets.synthetic import generate, parse_size
-from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -14,13 +12,10 @@ def _add(parser: argparse.ArgumentParser) -> None:
         "--out", default="datasets/synthetic", help="folder to create (default datasets/synthetic)"
     )
     parser.add_argument(
-        "--count",
-        type=int,
-        default=DEFAULT_COUNT,
-        help=f"scenes in all, split 80/10/10 (default {DEFAULT_COUNT})",
+        "--count", type=int, help="scenes in all, split 80/10/10 (default: the generator's default count)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed; the same seed gives byte-identical files")
-    parser.add_argument("--size", default="96x192", help="image size HxW (default 96x192)")
+    parser.add_argument("--size", help="image size HxW (default: the generator's default size)")
     parser.add_argument(
         "--shortcut",
         type=float,
@@ -33,11 +28,14 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.truthsets.synthetic import generate, parse_size
+    from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT, DEFAULT_SIZE
+
     root = generate(
         args.out,
-        count=args.count,
+        count=DEFAULT_COUNT if args.count is None else args.count,
         seed=args.seed,
-        size=parse_size(args.size),
+        size=DEFAULT_SIZE if args.size is None else parse_size(args.size),
         shortcut=args.shortcut,
         overwrite=args.overwrite,
         workers=args.workers,

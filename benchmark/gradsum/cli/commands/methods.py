@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from gradsum.attribution import list_methods
 from gradsum.cli import Command
+from gradsum.errors import UnknownNameError
 
 NOTE = (
     "gradcam, hirescam, gradcam++, xgradcam, layercam: fast torch path; lib:<name>: pytorch-grad-cam "
@@ -14,10 +14,18 @@ NOTE = (
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--family", choices=("cnn", "vit", "hybrid"), help="only methods for this family")
+    parser.add_argument(
+        "--family", help="only methods for this model family (a wrong name lists the valid ones)"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.attribution import list_methods
+    from gradsum.attribution.base import FAMILIES
+
+    if args.family is not None and args.family not in FAMILIES:
+        valid = ", ".join(sorted(FAMILIES))
+        raise UnknownNameError(f"unknown family {args.family!r} for --family; valid: {valid}")
     for info in list_methods():
         if args.family and args.family not in info.applies_to:
             continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from gradsum.cli import Command
-from gradsum.report import write_report
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +12,8 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.report import write_report
+
     print(write_report(args.results))
     return 0
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 
 from gradsum.cli import Command
-from gradsum.truthsets import KINDS
-from gradsum.truthsets.check import find_truthsets
-from gradsum.truthsets.plugin import builtin_specs, load_spec
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +12,10 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.truthsets import KINDS
+    from gradsum.truthsets.check import find_truthsets
+    from gradsum.truthsets.plugin import builtin_specs, load_spec
+
     print("kinds (tried in this order):")
     for name, kind in sorted(KINDS.items(), key=lambda item: item[1].priority):
         print(f"  {name:12s} {kind.description}")
