@@ -62,16 +62,19 @@ def profiles_table(per_image: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns="score_sd")
 
 
-def comparisons_table() -> pd.DataFrame:
-    """pilotnet vs vit under gradcam: road differs, the rest do not."""
+def comparisons_table(
+    a: str = "pilotnet/gradcam", b: str = "vit/gradcam", rho: tuple[float, float, float] = (0.6, 0.1, 0.9)
+) -> pd.DataFrame:
+    """`a` vs `b` (default pilotnet vs vit under gradcam): road differs (a higher), the rest do not;
+    `rho` is the profile Spearman ρ with its CI."""
     rows = []
     for name in CLASSES:
         info = CITYSCAPES.by_name[name]
         differs = name == "road"
         rows.append(
             (
-                "pilotnet/gradcam",
-                "vit/gradcam",
+                a,
+                b,
                 name,
                 info.id,
                 4,
@@ -88,7 +91,7 @@ def comparisons_table() -> pd.DataFrame:
     )
     frame["p_holm"] = frame["p_value"] * 2
     frame["differs"] = frame["class"] == "road"
-    frame["spearman_rho"], frame["spearman_ci_low"], frame["spearman_ci_high"] = 0.6, 0.1, 0.9
+    frame["spearman_rho"], frame["spearman_ci_low"], frame["spearman_ci_high"] = rho
     return frame
 
 
@@ -124,10 +127,18 @@ def ground_truth_table() -> pd.DataFrame:
     )
 
 
-def write_results(folder: Path, seed: int = 0, models: Models = MODELS) -> Path:
+def write_results(
+    folder: Path,
+    seed: int = 0,
+    models: Models = MODELS,
+    *,
+    tasks: dict[str, str] | None = None,
+    comparisons: pd.DataFrame | None = None,
+) -> Path:
     """Write a complete results folder (tables, cards, manifest with checksums) under `folder`.
 
     With a single model the optional tables (comparisons, attention, ground truth) are left out.
+    `tasks` gives a model's card task (default "steering"); `comparisons` replaces the default table.
     """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,7 +146,9 @@ def write_results(folder: Path, seed: int = 0, models: Models = MODELS) -> Path:
     per_image.to_parquet(folder / "per_image.parquet", index=False)
     profiles_table(per_image).to_csv(folder / "profiles.csv", index=False)
     if len(models) > 1:
-        comparisons_table().to_csv(folder / "comparisons.csv", index=False)
+        (comparisons_table() if comparisons is None else comparisons).to_csv(
+            folder / "comparisons.csv", index=False
+        )
         entropy, layers = attention_tables(rng, [m for m, (a, _) in models.items() if "vit" in a])
         entropy.to_csv(folder / "attention.csv", index=False)
         layers.to_csv(folder / "attention_profiles.csv", index=False)
@@ -144,7 +157,7 @@ def write_results(folder: Path, seed: int = 0, models: Models = MODELS) -> Path:
     for model, (architecture, _) in models.items():
         card = {
             "name": model,
-            "task": "steering",
+            "task": (tasks or {}).get(model, "steering"),
             "architecture": architecture,
             "metrics": {"mae": 0.1, "r2": 0.8},
         }

@@ -5,17 +5,19 @@ Rendering is the slow part, so one module-scoped folder is rendered once and onl
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from report_fixtures import write_results
 
 from gradsum.fileio import sha256_file
 from gradsum.report import OverlayData, load_results, write_report
-from gradsum.report.html import SECTIONS
+from gradsum.report.html import JPEG_ABOVE, SECTIONS, flatten, page_image
 from gradsum.report.writer import hybrid_panel, pending_plots
 
 # A stand-in for the overlay grid the pipeline draws from arrays in memory (any PNG will do).
@@ -42,7 +44,7 @@ def test_report_is_self_contained_with_every_section_and_plot(rendered: tuple[Pa
     assert "<script" not in page and "<link" not in page
     for key, title in SECTIONS:
         assert f'id="{key}"' in page and title in page
-    embedded = page.count('src="data:image/png;base64,')
+    embedded = page.count('src="data:image/')
     assert embedded == len(pending_plots(load_results(folder))) + 1  # + the overlay already on disk
     assert "samples (overlay.png)" in page and "No sample overlays" not in page
 
@@ -60,17 +62,21 @@ def test_expected_plots_are_drawn_in_both_formats(rendered: tuple[Path, str]) ->
     svgs = {p.stem for p in (folder / "plots").glob("*.svg")}
     assert pngs == svgs | {"overlay"}
     assert {
+        "headline_steering",
         "profile_pilotnet_gradcam",
         "profile_hybrid_gradcam_tokenizer",
         "profile_hybrid_split-attention",
         "heatmap_score",
-        "paired_pilotnet_vs_vit_gradcam",
-        "paired_pilotnet_vs_hybrid_gradcam",
+        "grouped_steering_gradcam",
+        "grouped_steering_gradrollout",
+        "grouped_hybrid_methods",
+        "grouped_vit_methods",
         "attention_entropy_vit",
         "attention_layers_hybrid",
         "methods_hybrid",
     } <= svgs
     assert "methods_vit" not in svgs  # the side-by-side panel is for hybrids
+    assert "grouped_pilotnet_methods" not in svgs  # one method: nothing to set side by side
 
 
 def test_manifest_lists_the_renderings_and_still_validates(rendered: tuple[Path, str]) -> None:
@@ -100,11 +106,72 @@ def test_pipeline_path_writes_the_manifest_last_with_every_checksum(small_result
         "report.html",
         *(
             f"plots/{stem}.{fmt}"
-            for stem in ("profile_pilotnet_gradcam", "heatmap_score", "overlay")
+            for stem in ("headline_steering", "profile_pilotnet_gradcam", "heatmap_score", "overlay")
             for fmt in ("png", "svg")
         ),
     }
     assert load_results(small_results_dir).manifest == manifest
+
+
+def _section(page: str, key: str) -> str:
+    start = page.index(f'<section id="{key}">')
+    return page[start : page.index("</section>", start)]
+
+
+def test_page_opens_with_findings_and_the_headline_figure_and_ends_with_folded_configuration(
+    rendered: tuple[Path, str],
+) -> None:
+    _, page = rendered
+    sections = re.findall(r'<section id="(\w+)">', page)
+    assert sections[0] == "findings" and sections[-1] == "configuration"
+    findings = _section(page, "findings")
+    assert "Does vit look at the scene like pilotnet (gradcam, steering)?" in findings
+    assert "Profile Spearman ρ = 0.60 [0.10, 0.90]" in findings and "road (pilotnet higher)" in findings
+    assert findings.count("<figure>") == 1 and "steering: per-class profiles" in findings
+    # no trust table in the fixture: GradCAM where it ran, so vit shows gradcam, not gradrollout
+    assert "pilotnet · gradcam, vit · gradcam, hybrid · gradcam" in findings
+    configuration = re.sub(r">\s+<", "><", _section(page, "configuration"))
+    assert configuration.count("<details>") == 1 and "<pre>" not in configuration
+    assert "<tr><td>models</td><td>pilotnet, vit, hybrid</td></tr>" in configuration
+
+
+def test_configuration_flattens_to_dotted_fields() -> None:
+    config = {"b": {"y": [1, 2], "x": None}, "a": [{"m": "gradcam", "o": {}}], "c": 3}
+    assert list(flatten(config)) == [
+        ("a[0].m", "gradcam"),
+        ("a[0].o", "—"),
+        ("b.x", "—"),
+        ("b.y", "1, 2"),
+        ("c", "3"),
+    ]
+
+
+def test_per_model_profile_bars_are_folded(rendered: tuple[Path, str]) -> None:
+    _, page = rendered
+    profiles = _section(page, "profiles")
+    gallery, folded = profiles.split("<details>", 1)
+    assert "GradSUM score by model and class" in gallery and " profile (" not in gallery
+    assert folded.startswith("<summary>8 more figures</summary>") and folded.count("<figure>") == 8
+
+
+def test_fixture_page_is_modest(rendered: tuple[Path, str]) -> None:
+    _, page = rendered
+    assert len(page.encode()) < 1_500_000
+
+
+def test_large_png_is_embedded_as_smaller_jpeg() -> None:
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), 8, 0), 8, 1)
+    noisy = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    assert len(png) > JPEG_ABOVE
+    mime, data = page_image(png)
+    assert mime == "image/jpeg" and data.startswith(b"\xff\xd8") and len(data) < len(png) / 2
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (640, 480)
+    assert page_image(OVERLAY_PNG) == ("image/png", OVERLAY_PNG)
 
 
 def test_hybrid_panel_fills_roles_in_order() -> None:

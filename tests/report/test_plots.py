@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from gradsum.errors import ResultsError
@@ -23,16 +24,57 @@ def _overlays() -> OverlayData:
     )
 
 
-def test_profile_bar_uses_cityscapes_colours_sorted_by_score(results_dir: Path) -> None:
+#: The fixture's classes in Cityscapes order (by label id: road 7, sidewalk 8, building 11, vegetation 21, ...).
+CITYSCAPES_ORDER = ["road", "sidewalk", "building", "vegetation", "sky", "car"]
+
+
+def test_profile_bar_uses_cityscapes_order_and_colours(results_dir: Path) -> None:
     profiles = load_results(results_dir).profiles
     fig = plots.profile_bar(profiles, "pilotnet", "gradcam")
     ax = fig.axes[0]
     assert ax.get_title() == "pilotnet · gradcam profile"
-    heights = [bar.get_height() for bar in ax.patches]
-    assert heights == sorted(heights, reverse=True)
     names = [tick.get_text() for tick in ax.get_xticklabels()]
-    colours = [bar.get_facecolor()[:3] for bar in ax.patches]
+    assert names == CITYSCAPES_ORDER
+    rows = profiles[(profiles["model"] == "pilotnet") & (profiles["method"] == "gradcam")].set_index("class")
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [bar.get_height() for bar in bars] == pytest.approx(list(rows.loc[names, "score_mean"]))
+    colours = [bar.get_facecolor()[:3] for bar in bars]
     assert colours == [pytest.approx(plots.class_color(CITYSCAPES.by_name[n].id)) for n in names]
+
+
+@pytest.mark.parametrize("size", ["single", "double"])
+def test_grouped_profile_bars_follow_cityscapes_order_and_colours(results_dir: Path, size: str) -> None:
+    profiles = load_results(results_dir).profiles
+    # shuffled rows, and vit without "sky": order comes from the class ids, a missing class draws no bar
+    rows = profiles[profiles["method"] == "gradcam"].sample(frac=1.0, random_state=0)
+    rows = rows[~((rows["model"] == "vit") & (rows["class"] == "sky"))]
+    fig = plots.grouped_profile_figure(rows, "model", size=size)
+    ax = fig.axes[0]
+    assert fig.get_size_inches()[0] == pytest.approx(plots.COLUMN_WIDTHS[size])
+    assert [t.get_text() for t in ax.get_xticklabels()] == CITYSCAPES_ORDER
+    series = list(dict.fromkeys(rows["model"]))
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [c.get_label() for c in bars] == series
+    for container in bars:
+        model = container.get_label()
+        expected = rows[rows["model"] == model].set_index("class")
+        drawn = [CITYSCAPES_ORDER[round(bar.get_x() + bar.get_width() / 2)] for bar in container]
+        assert drawn == [c for c in CITYSCAPES_ORDER if c in expected.index]
+        assert [bar.get_height() for bar in container] == pytest.approx(
+            list(expected.loc[drawn, "score_mean"])
+        )
+        assert [bar.get_facecolor()[:3] for bar in container] == [
+            pytest.approx(plots.class_color(CITYSCAPES.by_name[c].id)) for c in drawn
+        ]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == series
+
+
+def test_grouped_profile_figure_names_a_bad_size_or_group(results_dir: Path) -> None:
+    profiles = load_results(results_dir).profiles
+    with pytest.raises(ResultsError, match="'triple'"):
+        plots.grouped_profile_figure(profiles, size="triple")
+    with pytest.raises(ResultsError, match="'series'"):
+        plots.grouped_profile_figure(profiles, "series")
 
 
 def test_unknown_model_is_a_results_error(results_dir: Path) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
+from gradsum.report.findings import best_methods, findings, meaningful_comparisons
+from gradsum.report.plots import label
 from gradsum.report.results import Results
 
 CSS = """
@@ -28,9 +32,16 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 .pass { color: #176317; font-weight: bold; } .fail { color: #a11; font-weight: bold; }
 tr.null td { color: #777; }
 nav a { margin-right: 1em; } .scroll { overflow-x: auto; max-width: 100%; }
+.findings td { white-space: normal; vertical-align: top; } .findings td:first-child { font-weight: bold; }
+details > summary { cursor: pointer; color: #335; }
 """
+#: PNGs above this size (photographic overlays) are embedded as JPEG when that is smaller: the page must
+#: stay a few MB at the default run while plots/ keeps the lossless files.
+JPEG_ABOVE = 256 * 1024
+JPEG_QUALITY = 85
 
 SECTIONS = (
+    ("findings", "Findings"),
     ("trust", "Trust"),
     ("profiles", "Profiles"),
     ("comparisons", "Comparisons"),
@@ -43,11 +54,12 @@ SECTIONS = (
 
 @dataclass(frozen=True)
 class Plot:
-    """A rendered figure for the report: the section it belongs to, its caption and its PNG bytes."""
+    """A rendered figure for the report: its section, caption and PNG bytes; folded ones sit in a <details>."""
 
     section: str
     caption: str
     png: bytes
+    folded: bool = False
 
 
 def table(frame: pd.DataFrame) -> str:
@@ -61,12 +73,24 @@ def _scroll(html: str) -> str:
     return f'<div class="scroll">{html}</div>'
 
 
+def page_image(png: bytes) -> tuple[str, bytes]:
+    """(MIME type, bytes) to embed for a PNG: the PNG itself, or a JPEG of it when it is large and JPEG is smaller."""
+    if len(png) <= JPEG_ABOVE:
+        return "image/png", png
+    buffer = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    jpeg = buffer.getvalue()
+    return ("image/jpeg", jpeg) if len(jpeg) < len(png) else ("image/png", png)
+
+
 def figure(plot: Plot) -> str:
-    """An <figure> with the PNG embedded as a base64 data URI."""
-    data = base64.b64encode(plot.png).decode("ascii")
+    """An <figure> with the image embedded as a base64 data URI."""
+    mime, image = page_image(plot.png)
+    data = base64.b64encode(image).decode("ascii")
     caption = escape(plot.caption)
     return (
-        f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+        f'<figure><img alt="{caption}" src="data:{mime};base64,{data}">'
         f"<figcaption>{caption}</figcaption></figure>"
     )
 
@@ -77,20 +101,33 @@ def _paragraph(text: str, css: str = "") -> str:
 
 
 def configuration_section(results: Results) -> str:
-    """The run's settings from the manifest, then its full configuration, folded."""
+    """The run's settings from the manifest and its configuration as a key · value table, all folded."""
     manifest = results.manifest
     keys = ("truthset", "methods", "normalisation", "resolution", "seeds", "started", "finished")
     settings = [(k, _compact(manifest[k])) for k in keys if k in manifest]
     if "frame_sizes" in manifest:
         settings.append(("model inputs", inputs_summary(manifest)))
-    rows = pd.DataFrame(settings, columns=["setting", "value"])
-    parts = [table(rows)]
-    if "config" in manifest:
-        config = escape(json.dumps(manifest["config"], indent=2, sort_keys=True, default=str))
-        parts.append(f"<details><summary>full configuration</summary><pre>{config}</pre></details>")
+    parts = [table(pd.DataFrame(settings, columns=["setting", "value"]))]
+    if isinstance(manifest.get("config"), dict):
+        rows = pd.DataFrame(list(flatten(manifest["config"])), columns=["configuration field", "value"])
+        parts.append(table(rows))
     if "versions" in manifest:
         parts.append(_paragraph(f"Library versions: {_compact(manifest['versions'])}"))
-    return "".join(parts)
+    return f"<details><summary>settings and configuration</summary>{''.join(parts)}</details>"
+
+
+def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted field, value) rows of a nested configuration; lists of plain values stay on one row."""
+    if isinstance(value, dict) and value:
+        for key in sorted(value):
+            yield from flatten(value[key], f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        for i, item in enumerate(value):
+            yield from flatten(item, f"{prefix}[{i}]")
+    elif isinstance(value, list):
+        yield prefix, ", ".join(map(str, value))
+    else:
+        yield prefix, "—" if value is None or value == {} else str(value)
 
 
 def inputs_summary(manifest: Mapping[str, Any]) -> str:
@@ -241,10 +278,13 @@ def verdict_labels(results: Results) -> dict[str, str]:
 
 
 def comparisons_section(results: Results) -> str:
-    """Rank agreement per compared pair and the classes whose paired test differs after Holm correction."""
-    comparisons = results.comparisons
-    if comparisons is None or comparisons.empty:
+    """Rank agreement and differing classes for the pairs worth comparing: the same task, and the same method
+    across models or the same model across methods. comparisons.csv keeps every pair."""
+    if results.comparisons is None or results.comparisons.empty:
         return _paragraph("Only one model × method ran; nothing to compare.")
+    comparisons = meaningful_comparisons(results)
+    if comparisons.empty:
+        return _paragraph("No two profiles of the same task share a model or a method; nothing to compare.")
     summary = (
         comparisons.assign(differs=comparisons["differs"].astype(str).str.lower() == "true")
         .groupby(["a", "b"], sort=False)
@@ -260,17 +300,57 @@ def comparisons_section(results: Results) -> str:
     differing = comparisons[comparisons["differs"].astype(str).str.lower() == "true"]
     columns = ["a", "b", "class", "n_pairs", "mean_a", "mean_b", "mean_diff", "p_holm"]
     detail = (
-        table(differing[columns])
+        f"<details><summary>the {len(differing)} differing classes</summary>{table(differing[columns])}</details>"
         if not differing.empty
         else _paragraph("No class differs between any compared pair after Holm correction.")
     )
     return (
         _paragraph(
-            "Spearman rank correlation of the profiles (95% CI) and classes that differ (Wilcoxon, Holm)."
+            "Spearman rank correlation of the profiles (95% CI) and classes that differ (paired test, Holm), "
+            "for profiles of the same task under the same method or of the same model under different "
+            "methods. Every pair, across tasks too, is in comparisons.csv."
         )
         + table(summary)
         + detail
     )
+
+
+def findings_section(results: Results) -> str:
+    """The questions the run asks, one row each: the answer (ρ [CI], differing classes) and the trust
+    verdicts of both profiles; then which method the headline figure shows per model."""
+    verdicts = verdict_labels(results)
+    rows = []
+    for found in findings(results):
+        trust = [
+            _verdict_span(label(model, found.method), verdicts[label(model, found.method)])
+            for model in (found.model_a, found.model_b)
+        ]
+        rows.append(
+            f"<tr><td>{escape(found.question)}</td><td>{escape(found.answer)}</td>"
+            f"<td>{'<br>'.join(trust)}</td></tr>"
+        )
+    head = "<tr><th>question</th><th>answer</th><th>trust verdicts</th></tr>"
+    questions = (
+        f'<table class="findings"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+        if rows
+        else _paragraph("No two models share a task and a method: the run asks no comparison question.")
+    )
+    best = best_methods(results)
+    chosen = "; ".join(f"{model}: {method}" for model, method in best.items())
+    basis = (
+        "the method passing most trust checks, ties broken by causal agreement"
+        if results.trust is not None and not results.trust.empty
+        else "no trust checks ran, so GradCAM where it ran"
+    )
+    return questions + _paragraph(
+        f"The figure shows each model's profile from its best method ({basis}): {chosen}. "
+        "GradCAM stays beside it where another method won."
+    )
+
+
+def _verdict_span(name: str, verdict: str) -> str:
+    css = "pass" if verdict == "trusted" else "fail" if verdict.startswith("fails") else ""
+    return f'{escape(name)}: <span class="{css}">{escape(verdict)}</span>'
 
 
 def attention_section(results: Results) -> str:
@@ -292,6 +372,7 @@ def attention_section(results: Results) -> str:
 
 
 _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
+    "findings": findings_section,
     "configuration": configuration_section,
     "models": models_section,
     "trust": trust_section,
@@ -307,11 +388,18 @@ def render_html(results: Results, plots: Sequence[Plot]) -> str:
     nav = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title in SECTIONS)
     sections = []
     for key, title in SECTIONS:
-        figures = "".join(figure(p) for p in plots if p.section == key)
+        shown = [p for p in plots if p.section == key]
+        figures = "".join(figure(p) for p in shown if not p.folded)
+        folded = [figure(p) for p in shown if p.folded]
         text = _SECTION_TEXT[key](results)
-        if key == "overlays" and not figures:
+        if key == "overlays" and not shown:
             text = _paragraph("No sample overlays were saved for this run.")
         gallery = f'<div class="gallery">{figures}</div>' if figures else ""
+        if folded:
+            gallery += (
+                f"<details><summary>{len(folded)} more figures</summary>"
+                f'<div class="gallery">{"".join(folded)}</div></details>'
+            )
         sections.append(f'<section id="{key}"><h2>{escape(title)}</h2>{text}{gallery}</section>')
     title = f"GradSUM report · {results.name}"
     return (

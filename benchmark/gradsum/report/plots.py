@@ -34,6 +34,10 @@ MEASURES: dict[str, tuple[str, str, str]] = {
 MEASURE_LABELS = {"score": "GradSUM score", "mass_share": "share of attribution mass", "lift": "lift"}
 FORMATS = ("png", "svg")
 DPI = 110
+#: Figure widths in inches for a paper's single and double column (two-column journal layouts).
+COLUMN_WIDTHS = {"single": 3.5, "double": 7.16}
+#: Hatches that tell the series of a grouped profile apart, since colour already encodes the class.
+HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "++", "--", "**", "||")
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None}}
 
 
@@ -79,10 +83,9 @@ def _ci_errors(values: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarra
     return np.nan_to_num(np.clip(errors, 0, None))
 
 
-def _bars(ax: Axes, rows: pd.DataFrame, measure: str, order: Sequence[str] | None = None) -> None:
+def _bars(ax: Axes, rows: pd.DataFrame, measure: str, order: Sequence[str]) -> None:
     mean, low, high = MEASURES[measure]
-    rows = rows.set_index("class").reindex(order) if order is not None else rows.set_index("class")
-    rows = rows.dropna(subset=[mean])
+    rows = rows.set_index("class").reindex(order).dropna(subset=[mean])
     x = np.arange(len(rows))
     values = rows[mean].to_numpy(float)
     colors = [class_color(i) for i in rows["class_id"]]
@@ -96,18 +99,79 @@ def _bars(ax: Axes, rows: pd.DataFrame, measure: str, order: Sequence[str] | Non
 
 
 def profile_bar(profiles: pd.DataFrame, model: str, method: str, measure: str = "score") -> Figure:
-    """The seed's profile figure: one bar per class in Cityscapes colours, CI error bars, sorted by value."""
-    rows = _select(profiles, model, method).sort_values(MEASURES[measure][0], ascending=False)
+    """The seed's profile figure: one bar per class in Cityscapes order and colours, CI error bars."""
+    rows = _select(profiles, model, method)
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
-    _bars(ax, rows, measure)
+    _bars(ax, rows, measure, class_order(rows))
     ax.set_title(f"{label(model, method)} profile")
     return fig
 
 
-def _class_order(profiles: pd.DataFrame) -> list[str]:
-    ids = profiles.drop_duplicates("class").sort_values("class_id")
+def class_order(table: pd.DataFrame) -> list[str]:
+    """The classes of a table (`class`, `class_id` columns) in Cityscapes order: the order of every plot."""
+    ids = table.drop_duplicates("class").sort_values("class_id", kind="stable")
     return list(ids["class"])
+
+
+def _class_ids(table: pd.DataFrame) -> dict[str, int]:
+    return {str(c): int(i) for c, i in zip(table["class"], table["class_id"], strict=True)}
+
+
+def grouped_profile_figure(
+    profiles: pd.DataFrame,
+    group: str = "model",
+    *,
+    measure: str = "score",
+    size: str = "double",
+    title: str | None = None,
+) -> Figure:
+    """The paper figure: classes on the x axis in Cityscapes order, one bar per `group` value in each class.
+
+    `profiles` holds the rows to draw (a profiles.csv subset); `group` names the column whose values are
+    the series (`model`, `method`, or any column the caller adds, such as a "model · method" label), in
+    order of first appearance. Bars take their class's Cityscapes colour, series differ by hatch (legend),
+    and whiskers show the measure's CI. `size` is the paper column width: "single" or "double".
+    """
+    if size not in COLUMN_WIDTHS:
+        raise ResultsError(
+            f"grouped profile figure: size must be one of {sorted(COLUMN_WIDTHS)}, not {size!r}"
+        )
+    if group not in profiles.columns:
+        raise ResultsError(f"profiles: no column {group!r} to group the profile bars by")
+    if profiles.empty:
+        raise ResultsError("profiles: no rows to draw a grouped profile figure from")
+    mean, low, high = MEASURES[measure]
+    order, ids = class_order(profiles), _class_ids(profiles)
+    series = list(dict.fromkeys(profiles[group].astype(str)))
+    width = COLUMN_WIDTHS[size]
+    fig = Figure(figsize=(width, 0.45 * width if size == "double" else 0.75 * width), layout="constrained")
+    ax = fig.add_subplot()
+    step = 0.8 / len(series)
+    fontsize = 7 if size == "double" else 6
+    for i, name in enumerate(series):
+        rows = profiles[profiles[group].astype(str) == name].set_index("class").reindex(order)
+        present = rows[mean].notna().to_numpy()
+        x = np.arange(len(order))[present] - 0.4 + step * (i + 0.5)
+        values = rows[mean].to_numpy(float)[present]
+        colors = [class_color(ids[c]) for c in rows.index[present]]
+        hatch = HATCHES[i % len(HATCHES)]
+        ax.bar(x, values, step, color=colors, edgecolor="black", linewidth=0.4, hatch=hatch, label=name)
+        errors = _ci_errors(values, rows[low][present], rows[high][present])
+        ax.errorbar(x, values, yerr=errors, fmt="none", ecolor="black", elinewidth=0.6, capsize=1)
+    ax.set_xticks(np.arange(len(order)), order, rotation=60, ha="right", fontsize=fontsize)
+    ax.tick_params(axis="y", labelsize=fontsize)
+    ax.set_ylabel(MEASURE_LABELS[measure], fontsize=fontsize + 1)
+    ax.grid(axis="y", alpha=0.3)
+    handles = [
+        Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)], label=name)
+        for i, name in enumerate(series)
+    ]
+    # Above the axes, not over them: the bars fill the axes' height in every class.
+    fig.legend(handles=handles, loc="outside upper center", fontsize=fontsize - 1, ncol=min(len(series), 3))
+    if title:
+        ax.set_title(title, fontsize=fontsize + 2)
+    return fig
 
 
 def profile_heatmap(profiles: pd.DataFrame, measure: str = "score") -> Figure:
@@ -117,7 +181,7 @@ def profile_heatmap(profiles: pd.DataFrame, measure: str = "score") -> Figure:
         row=[label(m, k) for m, k in zip(profiles["model"], profiles["method"], strict=True)]
     )
     grid = table.pivot_table(index="row", columns="class", values=mean, sort=False)
-    grid = grid.reindex(columns=_class_order(profiles))
+    grid = grid.reindex(columns=class_order(profiles))
     fig = Figure(figsize=(max(6.0, 0.45 * grid.shape[1] + 3), max(2.5, 0.45 * grid.shape[0] + 1.8)))
     fig.set_layout_engine("constrained")
     ax = fig.add_subplot()
@@ -142,17 +206,10 @@ def paired_profile(
     """Two model × method profiles side by side per class (grouped bars with CIs), e.g. CNN vs ViT."""
     mean, low, high = MEASURES[measure]
     first, second = _select(profiles, *a), _select(profiles, *b)
-    order = first.sort_values(mean, ascending=False)["class"].tolist()
-    order += [c for c in second.sort_values(mean, ascending=False)["class"] if c not in order]
+    both = pd.concat([first, second])
+    order, ids = class_order(both), _class_ids(both)
     fig = Figure(figsize=(max(7.0, 0.5 * len(order) + 2), 4), layout="constrained")
     ax = fig.add_subplot()
-    ids = dict(
-        zip(
-            pd.concat([first["class"], second["class"]]),
-            pd.concat([first["class_id"], second["class_id"]]),
-            strict=True,
-        )
-    )
     colors = [class_color(ids[c]) for c in order]
     x = np.arange(len(order))
     width = 0.4
@@ -251,14 +308,13 @@ def method_panel(
 ) -> Figure:
     """One model's profiles under several methods side by side (hybrid ViT: tokenizer, attention, full, combined).
 
-    Classes keep the first method's order in every panel so that bars line up across panels;
+    Classes take Cityscapes order in every panel so that bars line up across panels;
     `titles` (default: the method names) head the panels.
     """
     if not methods:
         raise ValueError("method_panel: methods is empty")
     panels = [_select(profiles, model, m) for m in methods]
-    order = panels[0].sort_values(MEASURES[measure][0], ascending=False)["class"].tolist()
-    order += sorted({c for p in panels[1:] for c in p["class"]} - set(order))
+    order = class_order(pd.concat(panels))
     fig = Figure(figsize=(4.2 * len(methods), 4), layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
     for ax, title, rows in zip(axes, titles or methods, panels, strict=True):
@@ -286,11 +342,11 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
 
 
 def causal_profile(causal_profiles: pd.DataFrame, model: str, effect: str = "abs_delta") -> Figure:
-    """The causal profile of one model: the output change when each class is erased, CI error bars."""
+    """The causal profile of one model: the output change when each class is erased (Cityscapes order), CIs."""
     rows = causal_profiles[(causal_profiles["model"] == model) & (causal_profiles["effect"] == effect)]
     if rows.empty:
         raise ResultsError(f"causal_profiles: no {effect} rows for model {model!r}")
-    rows = rows.sort_values("mean", ascending=False)
+    rows = rows.sort_values("class_id", kind="stable")
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(rows))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from matplotlib.figure import Figure
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from gradsum.progress import Heartbeat
 from gradsum.report import plots
+from gradsum.report.findings import SERIES, best_methods, headline_profiles, models_by_task
 from gradsum.report.html import Plot, render_html, verdict_labels
 from gradsum.report.results import (
     MANIFEST,
@@ -29,7 +29,7 @@ from gradsum.report.results import (
 
 log = logging.getLogger(__name__)
 
-#: Model families by card `architecture`; the paired plot sets CNNs against (hybrid) ViTs.
+#: Model families by card `architecture` (for runs whose manifest does not record them).
 FAMILIES = {"pilotnet": "cnn", "compact_cnn": "cnn", "timm_cnn": "cnn", "vit": "vit", "hybrid_vit": "hybrid"}
 OVERLAY_STEM = "overlay"
 #: The hybrid ViT panel: (role, method names that fill it, first present wins), in panel order.
@@ -44,12 +44,14 @@ HYBRID_PANEL = (
 
 @dataclass(frozen=True)
 class PendingPlot:
-    """A figure still to be drawn: its report section, file stem (under plots/) and caption."""
+    """A figure still to be drawn: its report section, file stem (under plots/), caption, and whether the
+    page folds it away (rarely read figures)."""
 
     section: str
     stem: str
     caption: str
     draw: Callable[[], Figure]
+    folded: bool = False
 
 
 def slug(text: str) -> str:
@@ -76,50 +78,77 @@ def hybrid_panel(methods: list[str]) -> list[tuple[str, str]]:
     return [(role, method) for role, method in chosen if method is not None]
 
 
-def _cnn_vit_pairs(results: Results) -> Iterator[tuple[tuple[str, str], tuple[str, str]]]:
-    """(CNN, ViT) model × method pairs on the same task under the same method."""
-    runs = _pairs(results.profiles)
-    task = {name: card.get("task") for name, card in results.cards.items()}
-    for (cnn, method_a), (vit, method_b) in product(runs, runs):
-        if (
-            method_a == method_b
-            and family(results, cnn) == "cnn"
-            and family(results, vit) in ("vit", "hybrid")
-            and task.get(cnn) == task.get(vit)
-        ):
-            yield (cnn, method_a), (vit, method_b)
+def headline_plots(results: Results) -> list[PendingPlot]:
+    """The paper figure per task: each model's best-verdict profile (GradCAM beside it when another won)."""
+    best = best_methods(results)
+    pending = []
+    for task, models in models_by_task(results).items():
+        rows = headline_profiles(results, models)
+        names = ", ".join(plots.label(m, best[m]) for m in models)
+        pending.append(
+            PendingPlot(
+                "findings",
+                f"headline_{slug(task)}",
+                f"{task}: per-class profiles, each model from its best-verdict method ({names})",
+                lambda r=rows, t=task: plots.grouped_profile_figure(r, SERIES, title=t),  # type: ignore[misc]
+            )
+        )
+    return pending
+
+
+def comparison_plots(results: Results) -> list[PendingPlot]:
+    """Grouped profiles worth comparing: per task, each method across its models, each model across methods."""
+    profiles = results.profiles
+    pending = []
+    for task, models in models_by_task(results).items():
+        rows = profiles[profiles["model"].isin(models)]
+        for method, group in rows.groupby("method", sort=False):
+            if group["model"].nunique() > 1:
+                pending.append(
+                    PendingPlot(
+                        "comparisons",
+                        f"grouped_{slug(task)}_{slug(str(method))}",
+                        f"{task}, {method}: models side by side",
+                        lambda g=group, t=f"{task} · {method}": plots.grouped_profile_figure(
+                            g, "model", title=t
+                        ),  # type: ignore[misc]
+                    )
+                )
+        for model, group in rows.groupby("model", sort=False):
+            if group["method"].nunique() > 1:
+                pending.append(
+                    PendingPlot(
+                        "comparisons",
+                        f"grouped_{slug(str(model))}_methods",
+                        f"{model}: methods side by side",
+                        lambda g=group, t=str(model): plots.grouped_profile_figure(g, "method", title=t),  # type: ignore[misc]
+                    )
+                )
+    return pending
 
 
 def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -> list[PendingPlot]:
     """Every figure the report shows for this folder, in report order."""
     profiles = results.profiles
     verdicts = verdict_labels(results)
-    pending = [
+    heatmap = PendingPlot(
+        "profiles",
+        "heatmap_score",
+        "GradSUM score by model and class",
+        lambda: plots.profile_heatmap(profiles),
+    )
+    pending = [*headline_plots(results), heatmap]
+    pending += [
         PendingPlot(
             "profiles",
             f"profile_{slug(model)}_{slug(method)}",
             f"{plots.label(model, method)} profile ({verdicts[plots.label(model, method)]})",
             lambda m=model, k=method: plots.profile_bar(profiles, m, k),  # type: ignore[misc]
+            folded=True,
         )
         for model, method in _pairs(profiles)
     ]
-    pending.append(
-        PendingPlot(
-            "profiles",
-            "heatmap_score",
-            "GradSUM score by model and class",
-            lambda: plots.profile_heatmap(profiles),
-        )
-    )
-    pending += [
-        PendingPlot(
-            "comparisons",
-            f"paired_{slug(a[0])}_vs_{slug(b[0])}_{slug(a[1])}",
-            f"{plots.label(*a)} vs {plots.label(*b)}",
-            lambda a=a, b=b: plots.paired_profile(profiles, a, b),  # type: ignore[misc]
-        )
-        for a, b in _cnn_vit_pairs(results)
-    ]
+    pending += comparison_plots(results)
     if overlays is not None:
         pending.append(
             PendingPlot(
@@ -130,7 +159,7 @@ def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -
             )
         )
     pending += _attention_plots(results)
-    return _trust_plots(results) + pending
+    return pending + _trust_plots(results)
 
 
 def _model_names(table: pd.DataFrame | None) -> list[str]:
@@ -237,7 +266,7 @@ def write_report(
         figure = item.draw()
         for fmt in plots.FORMATS:
             drawn[f"{PLOTS}/{item.stem}.{fmt}"] = plots.figure_bytes(figure, fmt)
-        shown.append(Plot(item.section, item.caption, drawn[f"{PLOTS}/{item.stem}.png"]))
+        shown.append(Plot(item.section, item.caption, drawn[f"{PLOTS}/{item.stem}.png"], item.folded))
     if overlays is None:
         shown += [
             Plot("overlays", f"samples ({path.name})", path.read_bytes())
