@@ -35,8 +35,8 @@ from gradsum.attribution.attention_math import (
     rollout_block,
 )
 from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.options import float_option, int_option
 from gradsum.attribution.targets import Target
-from gradsum.errors import AttributionError
 from gradsum.models import num_prefix_tokens
 
 
@@ -125,14 +125,6 @@ def attention_gradcam_map(
 # --- registered methods ------------------------------------------------------------------------------
 
 
-def start_layer_option(options: Mapping[str, Any]) -> int:
-    """The `start_layer` option as an int, or an error naming it."""
-    value = options["start_layer"]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise AttributionError(f"options: start_layer must be an integer block index, got {value!r}")
-    return value
-
-
 class AttentionMethod(Method):
     """A method that reads the softmax attention of timm blocks (fused attention off for the call)."""
 
@@ -170,10 +162,8 @@ class AttentionRollout(AttentionMethod):
         """Class-agnostic rollout folded during one forward."""
         fusion = str(self.options["head_fusion"])
         HEAD_FUSIONS.get(fusion, "head_fusion")
-        ratio = float(self.options["discard_ratio"])
-        if not 0.0 <= ratio < 1.0:
-            raise AttributionError(f"options: discard_ratio must be in [0, 1), got {ratio}")
-        start = start_layer_option(self.options)
+        ratio = float_option(self.options, "discard_ratio", minimum=0.0, below=1.0)
+        start = int_option(self.options, "start_layer")
         return rollout_map(model, images, fusion, ratio, start, run=self.run(model))
 
 
@@ -187,7 +177,7 @@ class GradientRollout(AttentionMethod):
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Relevance of each patch token for the per-sample target."""
         return gradient_rollout_map(
-            model, images, target, start_layer_option(self.options), run=self.run(model)
+            model, images, target, int_option(self.options, "start_layer"), run=self.run(model)
         )
 
 

@@ -45,6 +45,18 @@ def block_indices(model: nn.Module, start_layer: int) -> range:
     return range(start_layer % depth, depth)
 
 
+def attention_dropout(model: nn.Module, index: int) -> nn.Module:
+    """Block `index`'s `attn.attn_drop`, whose output is the softmax attention in eval mode."""
+    path = f"blocks.{index}.attn.attn_drop"
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        # torch's own message for a missing submodule path; the hook point is what the caller needs to hear
+        raise AttributionError(
+            f"model: {type(model).__name__} has no {path}; attention methods read timm Attention blocks"
+        ) from None
+
+
 def forward_capturing(
     model: nn.Module,
     images: Tensor,
@@ -63,7 +75,7 @@ def forward_capturing(
     handles: list[RemovableHandle] = []
     try:
         for index in blocks:
-            dropout = model.get_submodule(f"blocks.{index}.attn.attn_drop")
+            dropout = attention_dropout(model, index)
             handles.append(dropout.register_forward_hook(partial(hook, index)))
         output = (run or model)(images)
     finally:

@@ -1,7 +1,10 @@
 """Gradient baselines through captum (the seed's sanity-check set) and the random and uniform maps.
 
-Captum explains a forward function with one scalar per sample; `ScalarModel` wraps the model with the
-target so that captum is called with `target=None` and every sample keeps its own sign. Pixel maps
+Captum explains a forward function with one scalar per sample; `ScalarModel` wraps the model so that
+captum is called with `target=None` and every sample keeps its own sign. The signs are fixed once from
+the unperturbed images and passed as `additional_forward_args`, which captum expands with the inputs:
+the interpolated (integrated gradients) and noisy (noise tunnel) copies of image i are explained against
+image i's target, not against the sign of their own output. Pixel maps
 (B, 3, H, W) become (B, H, W) by a per-method channel reduction:
 
 - `abs_sum` (saliency, SmoothGrad family, guided backprop, guided GradCAM): magnitude maps, where the
@@ -31,7 +34,8 @@ from torch import Tensor, nn
 
 from gradsum.attribution.base import Method, register_method
 from gradsum.attribution.layers import resolve_layer
-from gradsum.attribution.targets import Target
+from gradsum.attribution.options import float_option, int_option
+from gradsum.attribution.targets import Target, output_values
 from gradsum.errors import AttributionError
 
 ALL_FAMILIES = frozenset({"cnn", "vit", "hybrid"})
@@ -52,16 +56,15 @@ CHANNEL_REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"abs_sum": abs_sum,
 
 
 class ScalarModel(nn.Module):
-    """The model as captum wants it: images → the target's per-sample scalars (B,)."""
+    """The model as captum wants it: images and per-sample signs (B,) → the signed scalars (B,)."""
 
-    def __init__(self, method: Method, model: nn.Module, target: Target) -> None:
+    def __init__(self, method: Method, model: nn.Module) -> None:
         super().__init__()
         self.method = method
         self.model = model
-        self.target = target
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.target.select(self.method.forward(self.model, images))
+    def forward(self, images: Tensor, signs: Tensor) -> Tensor:
+        return signs * output_values(self.method.forward(self.model, images))
 
 
 @contextmanager
@@ -71,14 +74,6 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def positive_int(options: Mapping[str, Any], name: str) -> int:
-    """The option `name` as an int ≥ 1, or an error naming it."""
-    value = options[name]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise AttributionError(f"options: {name} must be an integer ≥ 1, got {value!r}")
-    return value
 
 
 class CaptumMethod(Method):
@@ -92,16 +87,18 @@ class CaptumMethod(Method):
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Captum's pixel attribution (B, 3, H, W) reduced to (B, H, W)."""
-        scalar = ScalarModel(self, model, target)
+        scalar = ScalarModel(self, model)
+        with torch.no_grad():
+            signs = target.signs(output_values(self.forward(model, images)))
         with warnings.catch_warnings():
             # captum warns on every call that it sets (and later removes) hooks
             warnings.simplefilter("ignore", UserWarning)
-            pixels = self.pixels(scalar, images, layer)
+            pixels = self.pixels(scalar, images, signs, layer)
         return CHANNEL_REDUCTIONS[self.reduction](pixels.detach()).float()
 
     @abc.abstractmethod
-    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
-        """Captum's attribution (B, 3, H, W) of `scalar` at `images`."""
+    def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
+        """Captum's attribution (B, 3, H, W) of `scalar` at `images`, `signs` as its forward argument."""
 
 
 @register_method("saliency")
@@ -110,9 +107,9 @@ class SaliencyMethod(CaptumMethod):
 
     description = "gradient magnitude |∂target/∂x| (captum Saliency), channels summed"
 
-    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+    def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
         """Absolute input gradient."""
-        return Saliency(scalar).attribute(images, target=None, abs=True)
+        return Saliency(scalar).attribute(images, target=None, abs=True, additional_forward_args=(signs,))
 
 
 @register_method("gradient")
@@ -122,9 +119,9 @@ class GradientMethod(CaptumMethod):
     description = "signed gradient ∂target/∂x (captum Saliency, abs=False), channels summed"
     reduction = "signed_sum"
 
-    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+    def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
         """Signed input gradient."""
-        return Saliency(scalar).attribute(images, target=None, abs=False)
+        return Saliency(scalar).attribute(images, target=None, abs=False, additional_forward_args=(signs,))
 
 
 @register_method("input_x_gradient")
@@ -134,9 +131,9 @@ class InputXGradientMethod(CaptumMethod):
     description = "input × gradient (captum InputXGradient), signed, channels summed"
     reduction = "signed_sum"
 
-    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+    def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
         """Input times input gradient."""
-        return InputXGradient(scalar).attribute(images, target=None)
+        return InputXGradient(scalar).attribute(images, target=None, additional_forward_args=(signs,))
 
 
 @register_method("integrated_gradients")
@@ -147,14 +144,19 @@ class IntegratedGradientsMethod(CaptumMethod):
     reduction = "signed_sum"
     defaults: ClassVar[Mapping[str, Any]] = {"n_steps": 32, "internal_batch_size": 64}
 
-    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+    def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
         """Integrated gradients along the straight path from black to the image."""
-        steps = positive_int(self.options, "n_steps")
+        steps = int_option(self.options, "n_steps", minimum=1)
         # captum would warn and raise it anyway when smaller than the batch
-        per_pass = max(positive_int(self.options, "internal_batch_size"), images.shape[0])
+        per_pass = max(int_option(self.options, "internal_batch_size", minimum=1), images.shape[0])
         black = torch.zeros_like(images)
         attributions = IntegratedGradients(scalar).attribute(
-            images, baselines=black, target=None, n_steps=steps, internal_batch_size=per_pass
+            images,
+            baselines=black,
+            target=None,
+            additional_forward_args=(signs,),
+            n_steps=steps,
+            internal_batch_size=per_pass,
         )
         return attributions
 
@@ -171,15 +173,13 @@ class NoiseTunnelMethod(CaptumMethod):
         "seed": 0,
     }
 
-    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+    def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
         """The noise-tunnel aggregate of saliency maps over noisy copies of the images."""
-        samples = positive_int(self.options, "nt_samples")
-        per_pass = positive_int(self.options, "nt_samples_batch_size")
-        stdev = float(self.options["stdev"])
-        if stdev < 0:
-            raise AttributionError(f"options: stdev must be ≥ 0, got {stdev}")
+        samples = int_option(self.options, "nt_samples", minimum=1)
+        per_pass = int_option(self.options, "nt_samples_batch_size", minimum=1)
+        stdev = float_option(self.options, "stdev", minimum=0.0)
         tunnel = NoiseTunnel(Saliency(scalar))
-        with seeded(int(self.options["seed"]), images.device):
+        with seeded(int_option(self.options, "seed"), images.device):
             return tunnel.attribute(
                 images,
                 nt_type=self.nt_type,
@@ -187,6 +187,7 @@ class NoiseTunnelMethod(CaptumMethod):
                 nt_samples_batch_size=min(per_pass, samples),
                 stdevs=stdev,
                 target=None,
+                additional_forward_args=(signs,),
                 abs=self.absolute,
             )
 
@@ -226,9 +227,9 @@ class GuidedBackpropMethod(CaptumMethod):
 
     description = "guided backprop (captum; gates nn.ReLU modules only, else equals saliency), |·| summed"
 
-    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+    def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
         """Guided-backprop input gradient."""
-        return GuidedBackprop(scalar).attribute(images, target=None)
+        return GuidedBackprop(scalar).attribute(images, target=None, additional_forward_args=(signs,))
 
 
 @register_method("guided_gradcam")
@@ -241,11 +242,11 @@ class GuidedGradCamMethod(CaptumMethod):
     # a hybrid's family default is the transformer view, whose tokens captum cannot map to pixels
     default_layer: ClassVar[Mapping[str, str]] = {"hybrid": "tokenizer"}
 
-    def pixels(self, scalar: ScalarModel, images: Tensor, layer: str | None) -> Tensor:
+    def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
         """Guided backprop times the layer's GradCAM upsampled to the input."""
         model = scalar.model
         module = model.get_submodule(conv_layer_path(model, layer))
-        return GuidedGradCam(scalar, module).attribute(images, target=None)
+        return GuidedGradCam(scalar, module).attribute(images, target=None, additional_forward_args=(signs,))
 
 
 def conv_layer_path(model: nn.Module, layer: str | None) -> str:
@@ -270,7 +271,7 @@ class RandomMethod(Method):
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Noise drawn on the CPU from `seed`, so every device gives the same maps."""
-        generator = torch.Generator().manual_seed(int(self.options["seed"]))
+        generator = torch.Generator().manual_seed(int_option(self.options, "seed"))
         batch, _, height, width = images.shape
         return torch.rand(batch, height, width, generator=generator).to(images.device)
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from gradsum.attribution.adapters import OutputSelector, family, to_grid
 from gradsum.attribution.base import METHODS, Method
 from gradsum.attribution.layers import modules_of, resolve_layer
+from gradsum.attribution.options import int_option
 from gradsum.attribution.targets import Target, output_values
 from gradsum.errors import AttributionError
 
@@ -50,12 +51,35 @@ def _ablation_extras(model: nn.Module, paths: tuple[str, ...], options: dict[str
 
     return {
         "ablation_layer": AblationLayerVit() if _token_layers(model, paths) else AblationLayer(),
-        "batch_size": int(options["batch_size"]),
+        "batch_size": int_option(options, "batch_size", minimum=1),
     }
 
 
 def _no_extras(model: nn.Module, paths: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
     return {}
+
+
+def _set_batch_size(cam: Any, options: dict[str, Any]) -> None:
+    # ScoreCAM reads `batch_size` as an attribute, not a constructor argument
+    cam.batch_size = int_option(options, "batch_size", minimum=1)
+
+
+def _seed_weights(cam: Any, options: dict[str, Any]) -> None:
+    """RandomCAM draws its channel weights from numpy's global generator; draw them from `seed` instead."""
+    generator = torch.Generator().manual_seed(int_option(options, "seed"))
+
+    def weights(
+        input_tensor: Tensor, target_layer: nn.Module, targets: Any, activations: Any, grads: Any
+    ) -> Any:
+        # the library's U(-1, 1) weights (batch, channels), from a generator this call owns
+        drawn = torch.rand(grads.shape[0], grads.shape[1], generator=generator, dtype=torch.float64)
+        return (2.0 * drawn - 1.0).numpy()
+
+    cam.get_cam_weights = weights
+
+
+def _no_configure(cam: Any, options: dict[str, Any]) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,8 +91,8 @@ class LibrarySpec:
     applies_to: frozenset[str] = ALL_FAMILIES
     extras: Callable[[nn.Module, tuple[str, ...], dict[str, Any]], dict[str, Any]] = _no_extras
     defaults: tuple[tuple[str, Any], ...] = ()
-    #: set on the CAM object after construction (ScoreCAM reads `batch_size` this way)
-    attributes: tuple[str, ...] = ()
+    #: adjusts the CAM object after construction from the method's options
+    configure: Callable[[Any, dict[str, Any]], None] = _no_configure
     uses_layer: bool = True
     #: double backward through timm's fused attention is not implemented on CPU
     needs_attention: bool = False
@@ -91,7 +115,7 @@ SPECS: dict[str, LibrarySpec] = {
         "ScoreCAM",
         "output change when the input is masked by each channel (B×C forwards)",
         defaults=(("batch_size", 16),),
-        attributes=("batch_size",),
+        configure=_set_batch_size,
     ),
     "ablationcam": LibrarySpec(
         "AblationCAM",
@@ -113,7 +137,12 @@ SPECS: dict[str, LibrarySpec] = {
         # with detach=False the library skips reshape_transform, so token layers cannot work
         token_layers=False,
     ),
-    "randomcam": LibrarySpec("RandomCAM", "random channel weights (a sanity baseline)"),
+    "randomcam": LibrarySpec(
+        "RandomCAM",
+        "random channel weights U(-1, 1), seeded (option seed; a sanity baseline)",
+        defaults=(("seed", 0),),
+        configure=_seed_weights,
+    ),
 }
 
 
@@ -146,11 +175,13 @@ class LibraryCAM(Method):
             reshape_transform=partial(_reshape, model=model),
             **self.spec.extras(model, paths, self.options),
         )
-        for name in self.spec.attributes:
-            setattr(cam, name, self.options[name])
+        self.spec.configure(cam, self.options)
         try:
             maps = cam(input_tensor=images, targets=[SignedOutput(float(s)) for s in signs.tolist()])
         except (RuntimeError, ValueError, AttributeError, IndexError) as error:
+            # pytorch-grad-cam has no exception type of its own: a layer or batch it cannot handle surfaces
+            # as one of these from torch, numpy or sklearn inside it; our own callbacks (reshape, targets)
+            # raise AttributionError, which passes through untouched
             raise AttributionError(f"method {self.name}: pytorch-grad-cam failed: {error}") from error
         finally:
             # the library keeps the graph (retain_graph) and activation copies until released; its

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from gradsum.attribution.attention import AttentionMethod, start_layer_option
+from gradsum.attribution.attention import AttentionMethod
 from gradsum.attribution.attention_capture import (
     Forward,
     block_indices,
@@ -39,6 +39,7 @@ from gradsum.attribution.attention_capture import (
 )
 from gradsum.attribution.attention_math import gradient_rollout, read_out
 from gradsum.attribution.base import register_method
+from gradsum.attribution.options import int_option
 from gradsum.attribution.targets import Target, output_values
 from gradsum.errors import AttributionError
 from gradsum.models import num_prefix_tokens
@@ -283,4 +284,6 @@ class CheferLRP(AttentionMethod):
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Relevance of each patch token for the per-sample target."""
-        return chefer_lrp_map(model, images, target, start_layer_option(self.options), run=self.run(model))
+        return chefer_lrp_map(
+            model, images, target, int_option(self.options, "start_layer"), run=self.run(model)
+        )

@@ -33,6 +33,7 @@ from zennit.types import Linear as ZennitLinear
 
 from gradsum.attribution.adapters import OutputSelector
 from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.options import float_option
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.models.architectures import Standardise, UnitToSigned
@@ -69,13 +70,17 @@ class LRPComposite:
 
 def _epsilon_plus(given: CompositeInputs) -> Composite:
     return EpsilonPlus(
-        epsilon=given.options["epsilon"], layer_map=given.layer_map, canonizers=given.canonizers
+        epsilon=float_option(given.options, "epsilon", minimum=0.0),
+        layer_map=given.layer_map,
+        canonizers=given.canonizers,
     )
 
 
 def _epsilon_plus_flat(given: CompositeInputs) -> Composite:
     return EpsilonPlusFlat(
-        epsilon=given.options["epsilon"], layer_map=given.layer_map, canonizers=given.canonizers
+        epsilon=float_option(given.options, "epsilon", minimum=0.0),
+        layer_map=given.layer_map,
+        canonizers=given.canonizers,
     )
 
 
@@ -83,8 +88,8 @@ def _epsilon_gamma_box(given: CompositeInputs) -> Composite:
     return EpsilonGammaBox(
         low=given.low,
         high=given.high,
-        epsilon=given.options["epsilon"],
-        gamma=given.options["gamma"],
+        epsilon=float_option(given.options, "epsilon", minimum=0.0),
+        gamma=float_option(given.options, "gamma", minimum=0.0),
         layer_map=given.layer_map,
         canonizers=given.canonizers,
     )
