@@ -14,6 +14,7 @@ font; paths look the same everywhere at the cost of editable text, which the PDF
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ _METADATA: dict[str, dict[str, Any]] = {
 }
 PROFILE_TABLE = "profiles.tex"
 COMPARISON_TABLE = "comparisons.tex"
+
+# fontTools logs every glyph of every font subset at INFO while matplotlib embeds fonts in a PDF.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
