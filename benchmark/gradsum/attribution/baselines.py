@@ -32,13 +32,11 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
-from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.base import FAMILIES, Method, register_method
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.options import float_option, int_option
 from gradsum.attribution.targets import Target, output_values
 from gradsum.errors import AttributionError
-
-ALL_FAMILIES = frozenset({"cnn", "vit", "hybrid"})
 
 
 def abs_sum(pixels: Tensor) -> Tensor:
@@ -79,7 +77,7 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 class CaptumMethod(Method):
     """A captum attribution of the per-sample target scalars, reduced over colour channels to pixels."""
 
-    applies_to: ClassVar[frozenset[str]] = ALL_FAMILIES
+    applies_to: ClassVar[frozenset[str]] = FAMILIES
     uses_layer: ClassVar[bool] = False
     grid_note: ClassVar[str] = "pixel map (input resolution), colour channels reduced"
     #: name in `CHANNEL_REDUCTIONS`
@@ -264,7 +262,7 @@ class RandomMethod(Method):
     """A seeded uniform-noise map per image: the floor every method must beat."""
 
     description = "random pixel map, uniform in [0, 1), seeded (option seed)"
-    applies_to = ALL_FAMILIES
+    applies_to = FAMILIES
     uses_layer = False
     defaults: ClassVar[Mapping[str, Any]] = {"seed": 0}
     grid_note = "pixel map (input resolution)"
@@ -281,7 +279,7 @@ class SobelMethod(Method):
     """Edge strength of the input image: a map that knows nothing of the model (a null explainer)."""
 
     description = "Sobel gradient magnitude of the input's grey image (model-independent null explainer)"
-    applies_to = ALL_FAMILIES
+    applies_to = FAMILIES
     uses_layer = False
     grid_note = "pixel map (input resolution)"
 
@@ -300,7 +298,7 @@ class UniformMethod(Method):
     """The same value at every pixel: a profile that only reflects class areas."""
 
     description = "uniform map (every pixel 1); min–max turns it into zeros, use normalise='raw' or 'sum'"
-    applies_to = ALL_FAMILIES
+    applies_to = FAMILIES
     uses_layer = False
     grid_note = "pixel map (input resolution)"
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsum.attribution.adapters import OutputSelector, family, to_grid
-from gradsum.attribution.base import METHODS, Method
+from gradsum.attribution.base import FAMILIES, METHODS, Method
 from gradsum.attribution.layers import modules_of, resolve_layer
 from gradsum.attribution.options import int_option
 from gradsum.attribution.targets import Target, output_values
@@ -28,7 +28,6 @@ from gradsum.errors import AttributionError
 
 LIB_PREFIX = "lib:"
 FAST = frozenset({"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"})
-ALL_FAMILIES = frozenset({"cnn", "vit", "hybrid"})
 
 
 class SignedOutput:
@@ -88,7 +87,7 @@ class LibrarySpec:
 
     class_name: str
     description: str
-    applies_to: frozenset[str] = ALL_FAMILIES
+    applies_to: frozenset[str] = FAMILIES
     extras: Callable[[nn.Module, tuple[str, ...], dict[str, Any]], dict[str, Any]] = _no_extras
     defaults: tuple[tuple[str, Any], ...] = ()
     #: adjusts the CAM object after construction from the method's options

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradsum.attribution.adapters import to_grid
-from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.base import FAMILIES, Method, register_method
 from gradsum.attribution.layers import modules_of, resolve_layer
 from gradsum.attribution.normalise import minmax
 from gradsum.attribution.targets import Target
@@ -86,7 +86,7 @@ def combine_layers(cams: list[Tensor]) -> Tensor:
 class FastCAM(Method):
     """A CAM computed from one layer's activation A and gradient G, both (B,C,h,w)."""
 
-    applies_to: ClassVar[frozenset[str]] = frozenset({"cnn", "vit", "hybrid"})
+    applies_to: ClassVar[frozenset[str]] = FAMILIES
     uses_layer: ClassVar[bool] = True
     freeze_parameters: ClassVar[bool] = True
     grid_note: ClassVar[str] = "ReLU'd CAM on the layer's feature map or patch-token grid"
