@@ -52,6 +52,8 @@ class PendingPlot:
     caption: str
     draw: Callable[[], Figure]
     folded: bool = False
+    #: the file formats written under plots/ (the PNG is the one the page embeds)
+    formats: tuple[str, ...] = plots.FORMATS
 
 
 def slug(text: str) -> str:
@@ -156,6 +158,8 @@ def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -
                 OVERLAY_STEM,
                 "samples: image, classes, maps",
                 lambda: plots.overlay_grid(overlays),
+                # a grid of raster images: an SVG would only wrap the same pixels in megabytes of base64
+                formats=("png",),
             )
         )
     pending += _attention_plots(results)
@@ -264,7 +268,7 @@ def write_report(
     for item in pending:
         heartbeat.add()
         figure = item.draw()
-        for fmt in plots.FORMATS:
+        for fmt in item.formats:
             drawn[f"{PLOTS}/{item.stem}.{fmt}"] = plots.figure_bytes(figure, fmt)
         shown.append(Plot(item.section, item.caption, drawn[f"{PLOTS}/{item.stem}.png"], item.folded))
     if overlays is None:
