@@ -68,7 +68,7 @@ class Finding:
             return "they rank the classes alike"
         if self.ci_high < 0:
             return "they rank the classes in opposite order"
-        return "the interval includes no agreement, so their class rankings may be unrelated"
+        return "the interval includes 0, so their class rankings may be unrelated"
 
 
 def _number(value: float) -> str:
