@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -52,7 +53,11 @@ def test_attribute_writes_maps_and_overlays(checkpoint_and_set: tuple[Path, Path
     maps = np.load(out / "maps.npy")
     assert maps.shape == (2, 64, 128) and maps.max() > 0.99
     assert sorted(p.name for p in out.glob("*.png")) == ["overlay_000.png", "overlay_001.png"]
+    record = json.loads((out / "attribution.json").read_text())
+    assert record["steps"][0] == "relu" and record["steps"][-1] == "normalise minmax"
     assert main(args) == 2  # the folder exists and --overwrite was not given
+    assert main([*args, "--overwrite", "--postprocess", "abs"]) == 0
+    assert json.loads((out / "attribution.json").read_text())["steps"][0] == "abs"
 
 
 def test_attribute_errors_are_one_line(
@@ -64,6 +69,8 @@ def test_attribute_errors_are_one_line(
     assert "applies to" in capsys.readouterr().err
     assert main([*base, "--layer", "features.9"]) == 2
     assert "close names" in capsys.readouterr().err
+    assert main([*base, "--postprocess", "relu,clip"]) == 2
+    assert "unknown postprocess step 'clip'" in capsys.readouterr().err
     lone = tmp_path / "lone" / "model.pt"
     lone.parent.mkdir()
     lone.write_bytes((model / "model.safetensors").read_bytes())

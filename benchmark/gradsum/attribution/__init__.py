@@ -27,11 +27,13 @@ from gradsum.attribution.base import (
     register_method,
 )
 from gradsum.attribution.normalise import NORMALISERS
+from gradsum.attribution.postprocess import STEPS
 from gradsum.attribution.targets import TARGETS, Target, per_sample, resolve_target
 
 __all__ = [
     "METHODS",
     "NORMALISERS",
+    "STEPS",
     "TARGETS",
     "AttributionResult",
     "Method",

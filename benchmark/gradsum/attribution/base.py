@@ -1,16 +1,17 @@
-"""The attribution API: `attribute(model, images, method, target=..., layer=..., normalise=...)`.
+"""The attribution API: `attribute(model, images, method, target=..., postprocess=..., normalise=...)`.
 
-A method computes a raw map on its native grid (feature map, token grid or pixels); `attribute`
-does everything around it once for all methods: applicability, input and target checks, the scoped
-model adapter, non-finite checks, one batched bilinear upsampling to the input size and the
-per-image normalisation.
+A method computes a raw map on its native grid (feature map, token grid or pixels), signed where the
+method is; `attribute` does everything around it once for all methods: applicability, input and target
+checks, the scoped model adapter, non-finite checks, the named post-processing steps (the method's
+default, e.g. ReLU for CAMs, unless the caller names others), one batched bilinear upsampling to the
+input size and the per-image normalisation. Every step is recorded in `AttributionResult.steps`.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -21,6 +22,7 @@ from gradsum.attribution.adapters import OutputKey, attribution_mode, family, pr
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.normalise import NORMALISERS
 from gradsum.attribution.normalise import normalise as normalise_maps
+from gradsum.attribution.postprocess import apply_steps, check_steps
 from gradsum.attribution.targets import Target, resolve_target
 from gradsum.errors import AttributionError
 from gradsum.registry import Registry
@@ -33,24 +35,49 @@ GridOutput = Tensor | Mapping[str, Tensor]
 MAIN = "main"
 
 
+#: how the resampling step is named in `AttributionResult.steps` (the one step `on_grid` leaves out)
+UPSAMPLE = "upsample bilinear"
+
+
 @dataclass(frozen=True)
 class AttributionResult:
-    """Maps at input resolution, the raw grid they came from, and every choice that made them."""
+    """Maps at input resolution, the raw map they came from, and every choice and step that made them.
+
+    `raw` is the method's own map on its grid; `grid` is `raw` after the `postprocess` steps; `maps` is
+    `grid` upsampled to the input and normalised. `performed` names steps the method (or the library
+    behind it) applied before returning `raw`, so that `steps` is the whole truth.
+    """
 
     maps: Tensor
+    raw: Tensor
     grid: Tensor
     method: str
     target: str
     normalisation: str
     layer: str | None = None
+    postprocess: tuple[str, ...] = ()
+    performed: tuple[str, ...] = ()
     parts: Mapping[str, AttributionResult] = field(default_factory=dict)
 
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """Every post-processing step from the method's signed map to `maps`, in order."""
+        (rows, cols), (height, width) = self.raw.shape[-2:], self.maps.shape[-2:]
+        resized = (f"{UPSAMPLE} {rows}x{cols}->{height}x{width}",) if (rows, cols) != (height, width) else ()
+        normalised = (f"normalise {self.normalisation}",) if self.normalisation != "raw" else ()
+        return (*self.performed, *self.postprocess, *resized, *normalised)
+
+    def on_grid(self) -> Tensor:
+        """The map on the method's grid after every recorded step but the upsampling."""
+        return normalise_maps(self.grid, self.normalisation)
+
     def describe(self) -> dict[str, Any]:
-        """JSON-ready record of the choices (method, target, normalisation, layer, grid, parts)."""
+        """JSON-ready record of the choices and steps (method, target, steps, layer, grid, parts)."""
         record: dict[str, Any] = {
             "method": self.method,
             "target": self.target,
             "normalisation": self.normalisation,
+            "steps": list(self.steps),
             "layer": self.layer,
             "map_shape": list(self.maps.shape),
             "grid_shape": list(self.grid.shape),
@@ -76,8 +103,12 @@ class Method(abc.ABC):
     freeze_parameters: ClassVar[bool] = False
     #: accepted options and their defaults; anything else is an error naming the option
     defaults: ClassVar[Mapping[str, Any]] = {}
-    #: what `AttributionResult.grid` holds for this method (recorded by `describe`)
+    #: what `AttributionResult.raw` holds for this method (recorded by `describe`)
     grid_note: ClassVar[str] = "raw map on the method's native grid"
+    #: post-processing steps `attribute` applies when the caller names none (see `postprocess.STEPS`)
+    default_postprocess: ClassVar[tuple[str, ...]] = ()
+    #: steps the method applies itself before returning its map, recorded first in the result's steps
+    performs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, output: OutputKey = None, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
@@ -86,6 +117,8 @@ class Method(abc.ABC):
             raise AttributionError(f"options: {self.name} has no option {', '.join(unknown)}; valid: {valid}")
         self.output_key = output
         self.options: dict[str, Any] = {**self.defaults, **options}
+        #: what this call's `grid` applied itself (a method may add to `performs` for some inputs)
+        self.performed: tuple[str, ...] = self.performs
 
     def forward(self, model: nn.Module, images: Tensor) -> Tensor:
         """The model's output tensor for `images` (the part named by `output=` when it returns several)."""
@@ -162,6 +195,7 @@ def attribute(
     task: str = "steering",
     layer: str | None = None,
     normalise: str = "minmax",
+    postprocess: Sequence[str] | None = None,
     output: OutputKey = None,
     **options: Any,
 ) -> AttributionResult:
@@ -169,12 +203,15 @@ def attribute(
 
     `target` is a target name of `task` (None: `direction` for steering, `predicted` for obstacle), a
     `Target`, or per-sample signs; `output` names the explained part of a tuple or dict output.
+    `postprocess` names the steps applied to the raw map on its grid (None: the method's default, e.g.
+    `("relu",)` for CAMs; `()`: the signed map as the method gives it) before upsampling and `normalise`.
     """
     cls = METHODS.get(method, "method")
     kind = family(model)
     if kind not in cls.applies_to:
         raise AttributionError(f"method {method} applies to {'/'.join(sorted(cls.applies_to))}, not {kind}")
     NORMALISERS.get(normalise, "normalise")
+    steps = check_steps(cls.default_postprocess if postprocess is None else postprocess)
     chosen = resolve_target(target, task)
     batch = prepare_images(model, images)
     chosen.check_batch(batch.shape[0])
@@ -192,14 +229,23 @@ def attribute(
     grids = {part: _check_grid(grid, batch.shape[0], method, part) for part, grid in named.items()}
     results = {
         part: AttributionResult(
-            maps=normalise_maps(upsample(grid, size), normalise),
-            grid=grid,
+            *_post_process(raw_grid, steps, size, normalise),
             method=method if part == MAIN else f"{method}:{part}",
             target=chosen.name,
             normalisation=normalise,
             layer=layer_name,
+            postprocess=steps,
+            performed=instance.performed,
         )
-        for part, grid in grids.items()
+        for part, raw_grid in grids.items()
     }
     main = results.pop(MAIN)
-    return AttributionResult(main.maps, main.grid, method, chosen.name, normalise, layer_name, parts=results)
+    return replace(main, parts=results)
+
+
+def _post_process(
+    raw: Tensor, steps: tuple[str, ...], size: tuple[int, int], normalise: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(maps, raw, grid): `steps` applied to `raw` on its grid, then upsampled to `size` and normalised."""
+    grid = apply_steps(raw, steps)
+    return normalise_maps(upsample(grid, size), normalise), raw, grid

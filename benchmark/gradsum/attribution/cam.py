@@ -81,6 +81,21 @@ def _no_configure(cam: Any, options: dict[str, Any]) -> None:
     return None
 
 
+# pytorch-grad-cam post-processes inside `BaseCAM.forward` with no public way to get the map before it,
+# so the library's map is our `raw` and these steps are recorded as the library's, not repeated by us
+#: what `BaseCAM.compute_cam_per_layer` and `aggregate_multi_layers` do to every CAM
+BASE_CAM_STEPS = (
+    "pytorch-grad-cam: relu per layer",
+    "pytorch-grad-cam: minmax and resize to input per layer",
+    "pytorch-grad-cam: relu, mean over layers, minmax",
+)
+#: FullGrad overrides both: magnitudes of input and bias gradients, each scaled, summed
+FULLGRAD_STEPS = (
+    "pytorch-grad-cam: abs and minmax per gradient map, resize to input",
+    "pytorch-grad-cam: sum over maps, minmax",
+)
+
+
 @dataclass(frozen=True)
 class LibrarySpec:
     """How to build one pytorch-grad-cam method."""
@@ -97,6 +112,8 @@ class LibrarySpec:
     needs_attention: bool = False
     #: False when the library cannot reshape token layers for this method
     token_layers: bool = True
+    #: the post-processing the library applies before handing back its map
+    performs: tuple[str, ...] = BASE_CAM_STEPS
 
 
 SPECS: dict[str, LibrarySpec] = {
@@ -127,6 +144,7 @@ SPECS: dict[str, LibrarySpec] = {
         "input gradient plus bias gradients of every conv/batch-norm layer (layer ignored)",
         applies_to=frozenset({"cnn"}),
         uses_layer=False,
+        performs=FULLGRAD_STEPS,
     ),
     "shapleycam": LibrarySpec(
         "ShapleyCAM",
@@ -153,9 +171,7 @@ class LibraryCAM(Method):
     """A pytorch-grad-cam method run on explicit per-sample targets and released after the call."""
 
     spec: ClassVar[LibrarySpec]
-    grid_note: ClassVar[str] = (
-        "pytorch-grad-cam's map at input resolution, already ReLU'd and min–max normalised per image"
-    )
+    grid_note: ClassVar[str] = "pytorch-grad-cam's map at input resolution, post-processed by the library"
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """The library's maps (B,H,W) as a float32 tensor on the images' device."""
@@ -205,6 +221,7 @@ def _library_class(name: str, spec: LibrarySpec, registered: str) -> type[Method
             "uses_layer": spec.uses_layer,
             "needs_attention": spec.needs_attention,
             "defaults": dict(spec.defaults),
+            "performs": spec.performs,
             "__doc__": f"pytorch-grad-cam's {spec.class_name}.",
         },
     )

@@ -2,7 +2,9 @@
 
 One forward with a hook that keeps the target layer's output on the device, `torch.autograd.grad` from
 the summed per-sample targets to that layer only (never to the input, no parameter `.grad`), then
-batched weights, ReLU and one upsampling. pytorch-grad-cam (`lib:<name>`) is the oracle in the tests.
+batched weights and the signed map on the layer's grid. The CAM's ReLU is the recorded `relu`
+post-processing step (`default_postprocess`), so the signed map stays available as `raw`;
+pytorch-grad-cam (`lib:<name>`) = our map with the default steps is the oracle in the tests.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gradsum.attribution.adapters import to_grid
 from gradsum.attribution.base import FAMILIES, Method, register_method
 from gradsum.attribution.layers import modules_of, resolve_layer
 from gradsum.attribution.normalise import minmax
+from gradsum.attribution.postprocess import relu
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 
@@ -71,14 +74,20 @@ def layer_gradients(
     ]
 
 
+#: what `combine_layers` applies to each layer's map when there are several (pytorch-grad-cam's order)
+MULTI_LAYER = "relu per layer", "bilinear to the finest layer grid", "minmax per layer", "mean over layers"
+
+
 def combine_layers(cams: list[Tensor]) -> Tensor:
-    """One map from several layers: each min–max normalised on the finest grid, then averaged."""
+    """One map from several layers' signed CAMs: each ReLU'd, resized to the finest grid, min–max
+    normalised, then averaged (a single layer's map is returned as it is, signed)."""
     if len(cams) == 1:
         return cams[0]
     rows = max(c.shape[-2] for c in cams)
     cols = max(c.shape[-1] for c in cams)
     resized = [
-        F.interpolate(c[:, None], size=(rows, cols), mode="bilinear", align_corners=False)[:, 0] for c in cams
+        F.interpolate(relu(c)[:, None], size=(rows, cols), mode="bilinear", align_corners=False)[:, 0]
+        for c in cams
     ]
     return torch.stack([minmax(c) for c in resized]).mean(dim=0)
 
@@ -89,16 +98,19 @@ class FastCAM(Method):
     applies_to: ClassVar[frozenset[str]] = FAMILIES
     uses_layer: ClassVar[bool] = True
     freeze_parameters: ClassVar[bool] = True
-    grid_note: ClassVar[str] = "ReLU'd CAM on the layer's feature map or patch-token grid"
+    grid_note: ClassVar[str] = "signed CAM on the layer's feature map or patch-token grid"
+    default_postprocess: ClassVar[tuple[str, ...]] = ("relu",)
 
     @abc.abstractmethod
     def cam(self, activation: Tensor, gradient: Tensor) -> Tensor:
         """The signed map (B,h,w) before ReLU."""
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
-        """ReLU'd CAM (B,h,w) per hooked layer, layers combined on their finest grid."""
+        """The signed CAM (B,h,w) of the hooked layer; several layers are combined on their finest grid."""
         pairs = layer_gradients(self, model, images, target, layer)
-        return combine_layers([F.relu(self.cam(a, g)) for a, g in pairs])
+        if len(pairs) > 1:
+            self.performed = MULTI_LAYER
+        return combine_layers([self.cam(a, g) for a, g in pairs])
 
 
 def _spatial_sum(t: Tensor) -> Tensor:

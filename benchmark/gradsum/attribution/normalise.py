@@ -29,7 +29,7 @@ def minmax(maps: Tensor) -> Tensor:
 
 @NORMALISERS.register("raw")
 def raw(maps: Tensor) -> Tensor:
-    """The method's own values, unchanged (non-negative for every CAM method)."""
+    """The map as the post-processing steps left it, unchanged (signed unless a step removed the sign)."""
     return maps
 
 

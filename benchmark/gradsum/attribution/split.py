@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from gradsum.attribution.base import MAIN, METHODS, Method, register_method
 from gradsum.attribution.normalise import minmax
+from gradsum.attribution.postprocess import apply_steps
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 
@@ -63,6 +64,10 @@ class SplitTechnique(Method):
     freeze_parameters: ClassVar[bool] = True
     defaults: ClassVar[Mapping[str, Any]] = {"attention": "gradrollout", "combine": "product"}
     grid_note: ClassVar[str] = "the finer of the tokenizer feature map and the token grid; parts min–max'd"
+    performs: ClassVar[tuple[str, ...]] = (
+        "parts: each method's default post-processing (tokenizer GradCAM: relu)",
+        "parts: bilinear to the finer grid, minmax each, combined",
+    )
 
     def grid(
         self, model: nn.Module, images: Tensor, target: Target, layer: str | None
@@ -77,11 +82,13 @@ class SplitTechnique(Method):
             raise AttributionError(
                 f"options: combine must be one of {', '.join(COMBINATIONS)}, got {combine!r}"
             )
-        tokenizer_cam = METHODS.get(TOKENIZER_METHOD)(output=self.output_key).grid(
-            model, images, target, TOKENIZER_LAYER
-        )
-        relevance = METHODS.get(relevance_name)(output=self.output_key).grid(model, images, target, None)
+        tokenizer, attention = METHODS.get(TOKENIZER_METHOD), METHODS.get(relevance_name)
+        tokenizer_cam = tokenizer(output=self.output_key).grid(model, images, target, TOKENIZER_LAYER)
+        relevance = attention(output=self.output_key).grid(model, images, target, None)
         if isinstance(tokenizer_cam, Mapping) or isinstance(relevance, Mapping):
             raise AttributionError("options: the split parts must be single-map methods")
-        parts = split_parts(tokenizer_cam, relevance)
+        parts = split_parts(
+            apply_steps(tokenizer_cam, tokenizer.default_postprocess),
+            apply_steps(relevance, attention.default_postprocess),
+        )
         return parts | {MAIN: parts[combine]}

@@ -33,6 +33,8 @@ class PlannedMethod:
     layer: str | None = None
     normalise: str = "minmax"
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: post-processing steps on the method's grid (None: the method's default)
+    postprocess: tuple[str, ...] | None = None
     #: a null explainer (see `gradsum.evaluation.nulls`): verdicts of real methods are taken against it
     null: bool = False
 
@@ -144,6 +146,7 @@ def planned_maps(
         task=model.task,
         layer=method.layer,
         normalise=method.normalise,
+        postprocess=method.postprocess,
         **dict(method.options),
     )
     return result.maps

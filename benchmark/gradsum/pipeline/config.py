@@ -69,6 +69,8 @@ class MethodConfig:
     layer: str | None = None
     #: this method's map normalisation (default: the run's `normalise`)
     normalise: str | None = None
+    #: post-processing steps on the method's grid, e.g. `[abs]` (default: the method's own, e.g. relu for CAMs)
+    postprocess: tuple[str, ...] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -11,6 +11,7 @@ from typing import Any
 from gradsum.aggregation import RESOLUTIONS
 from gradsum.attribution import METHODS
 from gradsum.attribution.normalise import NORMALISERS
+from gradsum.attribution.postprocess import check_steps
 from gradsum.attribution.targets import TARGETS
 from gradsum.dataspec import changed_fields
 from gradsum.errors import SpecError, TruthSetError
@@ -203,6 +204,8 @@ def check_names(config: RunConfig) -> None:
         METHODS.get(method.method, f"methods[{i}].method")
         if method.normalise is not None:
             NORMALISERS.get(method.normalise, f"methods[{i}].normalise")
+        if method.postprocess is not None:
+            check_steps(method.postprocess, f"methods[{i}].postprocess")
     for task, name in config.targets.items():
         if task not in TARGETS:
             raise SpecError(f"targets: unknown task {task!r}; valid: {', '.join(TARGETS)}")

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from gradsum.aggregation import LabelBatch, per_image_frame
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS
 from gradsum.attribution import AttributionResult, attribute
-from gradsum.attribution.normalise import normalise
 from gradsum.errors import AttributionError
 from gradsum.evaluation import EvaluationContext
 from gradsum.evaluation.attention import AttentionDiagnostics
@@ -47,9 +46,10 @@ def _profiled_maps(label: str, result: AttributionResult) -> Iterator[tuple[str,
 
 
 def _aggregated_map(result: AttributionResult, resolution: str) -> torch.Tensor:
-    """The map aggregation reads: the input-resolution map (upsampled further to the labels), or the grid."""
+    """The map aggregation reads: the input-resolution map (upsampled further to the labels), or the
+    method's grid after the result's own recorded steps (all but the upsampling)."""
     if resolution == "grid":
-        return normalise(result.grid, result.normalisation)
+        return result.on_grid()
     return result.maps
 
 
@@ -65,6 +65,7 @@ def _attribute(
             task=model.task,
             layer=method.layer,
             normalise=method.normalise or config.normalise,
+            postprocess=method.postprocess,
             **method.options,
         )
     except AttributionError as error:

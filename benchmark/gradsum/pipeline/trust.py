@@ -19,7 +19,14 @@ from gradsum.truthsets import TruthSet
 def planned_methods(model: LoadedModel, config: RunConfig) -> list[PlannedMethod]:
     """The run's methods for `model` as the checks call them, the null explainers after them."""
     planned = [
-        PlannedMethod(m.name, m.method, m.layer, m.normalise or config.normalise, dict(m.options))
+        PlannedMethod(
+            m.name,
+            m.method,
+            m.layer,
+            m.normalise or config.normalise,
+            dict(m.options),
+            postprocess=m.postprocess,
+        )
         for m in methods_for(model, config.methods)
     ]
     return planned + list(NULL_EXPLAINERS) if config.evaluation.nulls else planned

@@ -26,6 +26,12 @@ def _add(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--target", default=None, help="target name (default: direction / predicted)")
     parser.add_argument("--normalise", default="minmax", help="minmax, raw or sum")
+    parser.add_argument(
+        "--postprocess",
+        default=None,
+        help="comma-separated steps on the method's grid: relu, abs, minmax, sum ('' for none; "
+        "default: the method's own, relu for CAMs)",
+    )
     parser.add_argument("--split", default="test", help="truth-set split")
     parser.add_argument("--count", type=int, default=8, help="number of images (the first of the split)")
     parser.add_argument("--out", default=None, help="output folder (default: results/attribute-<method>)")
@@ -79,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         task=card.task,
         layer=args.layer,
         normalise=args.normalise,
+        postprocess=None if args.postprocess is None else [s for s in args.postprocess.split(",") if s],
     )
     maps = result.maps.cpu().numpy()
     # overlays are drawn on the frames as stored: maps go back to each frame's own size
