@@ -33,6 +33,7 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 tr.null td { color: #777; }
 nav a { margin-right: 1em; } .scroll { overflow-x: auto; max-width: 100%; }
 .findings td { white-space: normal; vertical-align: top; } .findings td:first-child { font-weight: bold; }
+#findings figure { flex: 1 1 420px; } #findings figure img { max-height: 44vh; }
 details > summary { cursor: pointer; color: #335; }
 """
 #: PNGs above this size (photographic overlays) are embedded as JPEG when that is smaller: the page must
@@ -383,6 +384,11 @@ _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
 }
 
 
+#: Sections whose figures come before their text: the headline figure is compact and the findings table
+#: runs long, so both fit the first screen only in this order.
+FIGURES_FIRST = frozenset({"findings"})
+
+
 def render_html(results: Results, plots: Sequence[Plot]) -> str:
     """The whole report page for a results folder and its rendered plots."""
     nav = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title in SECTIONS)
@@ -400,7 +406,8 @@ def render_html(results: Results, plots: Sequence[Plot]) -> str:
                 f"<details><summary>{len(folded)} more figures</summary>"
                 f'<div class="gallery">{"".join(folded)}</div></details>'
             )
-        sections.append(f'<section id="{key}"><h2>{escape(title)}</h2>{text}{gallery}</section>')
+        body = gallery + text if key in FIGURES_FIRST else text + gallery
+        sections.append(f'<section id="{key}"><h2>{escape(title)}</h2>{body}</section>')
     title = f"GradSUM report · {results.name}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
