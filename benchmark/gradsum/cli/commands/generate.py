@@ -23,6 +23,12 @@ def _add(parser: argparse.ArgumentParser) -> None:
         metavar="RHO",
         help="probability that the sky tint agrees with the steering sign in train (0 = no shortcut)",
     )
+    parser.add_argument(
+        "--decorrelated",
+        action="store_true",
+        help="also render the test scenes with the sky tint against (test_decorrelated) and with "
+        "(test_agreeing) the steering sign in every scene",
+    )
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing set at --out")
 
@@ -39,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         shortcut=args.shortcut,
         overwrite=args.overwrite,
         workers=args.workers,
+        decorrelated=args.decorrelated,
     )
     print(f"synthetic truth set written to {root}")
     return 0

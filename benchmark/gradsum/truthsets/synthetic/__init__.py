@@ -1,8 +1,10 @@
 """The synthetic driving-scene truth set: rendered road scenes with known causes (see datasets/SYNTHETIC.md).
 
 `generate(out, count, seed)` writes a set in the Cityscapes layout; `open_truthset(out, split)` reads it
-back as a `SyntheticTruthSet`, whose `counterfactual(...)` re-renders a scene with one factor changed and
-`erase(index, cls)` erases one class in-domain.
+back as a `SyntheticTruthSet`, whose `counterfactual(...)` re-renders a scene with one factor changed,
+`erase(index, cls)` erases one class in-domain and `flip_tint(index)` repaints the sky in the other tint.
+`generate(..., decorrelated=True)` adds the TINT_SPLITS: the test scenes with the tint against / with
+the steering sign everywhere.
 """
 
 from __future__ import annotations
@@ -17,13 +19,23 @@ from gradsum.truthsets.synthetic.render import (
     render,
     render_counterfactual,
 )
-from gradsum.truthsets.synthetic.scene import CAUSES, ERASURE, SceneParams, sample_scene, steering, targets
-from gradsum.truthsets.synthetic.writer import generate, parse_size
+from gradsum.truthsets.synthetic.scene import (
+    CAUSES,
+    ERASURE,
+    SceneParams,
+    opposite_tint,
+    sample_scene,
+    steering,
+    targets,
+    with_tint,
+)
+from gradsum.truthsets.synthetic.writer import TINT_SPLITS, generate, parse_size
 
 __all__ = [
     "CAUSES",
     "ERASURE",
     "SYNTHETIC_CLASSES",
+    "TINT_SPLITS",
     "Rendered",
     "SceneParams",
     "SyntheticTruthSet",
@@ -32,10 +44,12 @@ __all__ = [
     "erase_params",
     "generate",
     "instance_ids",
+    "opposite_tint",
     "parse_size",
     "render",
     "render_counterfactual",
     "sample_scene",
     "steering",
     "targets",
+    "with_tint",
 ]

@@ -27,7 +27,7 @@ from gradsum.truthsets.synthetic.render import (
     render,
     render_counterfactual,
 )
-from gradsum.truthsets.synthetic.writer import FORMAT_VERSION, KIND, frame_id
+from gradsum.truthsets.synthetic.writer import FORMAT_VERSION, KIND, TINT_SPLITS, frame_id
 
 #: The rendered classes, mapped onto themselves in the Cityscapes scheme.
 SYNTHETIC_CLASSES = subset(sc.CLASSES)
@@ -64,7 +64,10 @@ class SyntheticTruthSet(TruthSet):
         self._count = int(splits[split]["count"])
         if self._count < 1:
             raise TruthSetError(f"{self.root / MANIFEST}: split {split!r} is empty (count {self._count})")
-        self._shortcut = float(splits[split].get("shortcut", 0.0))
+        # A planted shortcut (train, `--shortcut`) or a tint split's fixed tint ties sky to steering.
+        self._sky_tied = (
+            float(splits[split].get("shortcut", 0.0)) > 0.0 or splits[split].get("tint_agrees") is not None
+        )
 
     @property
     def class_table(self) -> ClassTable:
@@ -80,8 +83,9 @@ class SyntheticTruthSet(TruthSet):
 
     @property
     def causes(self) -> Mapping[str, CauseDeclaration]:
-        """`scene.CAUSES`; a split with a planted shortcut (train, `--shortcut`) drops sky from independent."""
-        if self._shortcut <= 0.0:
+        """`scene.CAUSES`; a split whose sky tint follows the steering sign (train with `--shortcut`, or a
+        tint split such as test_decorrelated) drops sky from independent."""
+        if not self._sky_tied:
             return sc.CAUSES
         return {
             task: replace(causes, independent=tuple(c for c in causes.independent if c != "sky"))
@@ -206,6 +210,16 @@ class SyntheticTruthSet(TruthSet):
         erasure: dict[str, Any] = {"cls": cls, "how": sc.ERASURE[cls], "donor": used}
         return self._rendered_sample(index, rendered, erase=erasure)
 
+    def flip_tint(self, index: int) -> Sample:
+        """Sample `index` with the sky repainted in the opposite tint (`scene.opposite_tint`): only sky
+        pixels change, labels and targets stay; the shortcut cue's causal counterfactual.
+        `meta["flip_tint"]` holds the tints `{from, to}`."""
+        params = self.scene(index)
+        rendered = render(sc.opposite_tint(params))
+        return self._rendered_sample(
+            index, rendered, flip_tint={"from": params.sky_cue, "to": rendered.params.sky_cue}
+        )
+
     def _rendered_sample(self, index: int, rendered: Rendered, **provenance: Any) -> Sample:
         meta = self._meta(self.frame(index), {"parameters": rendered.params.to_dict()})
         meta.update(provenance)
@@ -246,6 +260,19 @@ def _detect(root: Path) -> bool:
         return False
 
 
+def _splits(root: Path, spec: SpecSource) -> list[str]:
+    """The manifest's splits (train, val, test, and the tint splits when rendered); SPLITS if unreadable."""
+    try:
+        splits = read_json_object(root / MANIFEST, TruthSetError).get("splits")
+    except TruthSetError:
+        return list(SPLITS)
+    if not isinstance(splits, dict) or not splits:
+        return list(SPLITS)
+    # The manifest stores its keys sorted; list them in generation order.
+    order = (*SPLITS, *TINT_SPLITS)
+    return [name for name in order if name in splits] + sorted(str(n) for n in splits if n not in order)
+
+
 def _open(root: Path, split: str, spec: SpecSource) -> TruthSet:
     return SyntheticTruthSet(root, split)
 
@@ -258,7 +285,7 @@ KIND_ENTRY = register_kind(
         open=_open,
         # every split is rendered with labels; test is the held-out one
         default_split=lambda root, spec: "test",
-        splits=lambda root, spec: list(SPLITS),
+        splits=_splits,
         priority=10,
     )
 )

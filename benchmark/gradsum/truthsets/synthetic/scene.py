@@ -228,9 +228,26 @@ def vehicle(params: SceneParams) -> dict[str, float]:
     return {"speed": params.speed, "yawRate": -pursuit_curvature(params) * params.speed}
 
 
+def steering_sign(params: SceneParams) -> int:
+    """+1 for steering ≥ 0 (right, the warm tint's side), −1 otherwise."""
+    return 1 if steering(params) >= 0 else -1
+
+
 def shortcut_agrees(params: SceneParams) -> bool:
     """Whether the sky tint agrees with the steering sign (warm = +1 = right)."""
-    return params.sky_cue == (1 if steering(params) >= 0 else -1)
+    return params.sky_cue == steering_sign(params)
+
+
+def with_tint(params: SceneParams, agrees: bool) -> SceneParams:
+    """The same scene with the sky tint set to agree (or disagree) with the steering sign; nothing else
+    changes, so a render differs from the original on sky pixels only, and only where the tint changed."""
+    sign = steering_sign(params)
+    return params.replace(sky_cue=sign if agrees else -sign)
+
+
+def opposite_tint(params: SceneParams) -> SceneParams:
+    """The same scene with the sky repainted in the other tint (the shortcut cue's counterfactual)."""
+    return params.replace(sky_cue=-params.sky_cue)
 
 
 def sky_cue(rng: np.random.Generator, steer: float, shortcut: float) -> int:

@@ -38,6 +38,12 @@ PNG_LEVEL = 1
 _PNG_COLOUR_TYPES = {1: 0, 3: 2}  # channels → PNG colour type (grey, RGB)
 _PNG_BIT_DEPTHS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
 _CHUNK = 250
+#: Opt-in test splits for measuring a shortcut's pull (`decorrelated=True`): the test split's scenes,
+#: re-rendered with the sky tint set to disagree (test_decorrelated) or agree (test_agreeing) with the
+#: steering sign in every scene. Same scenes, so the two differ from test and from each other only in sky
+#: pixels, and a model's error gap between them is the tint's effect alone, scene by scene.
+TINT_SPLITS: dict[str, bool] = {"test_decorrelated": False, "test_agreeing": True}
+TINT_SOURCE = "test"
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class SplitPlan:
     count: int
     seed: int
     shortcut: float
+    #: set for a tint split: every scene's sky tint agrees (True) or disagrees (False) with the steering sign
+    tint_agrees: bool | None = None
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -95,8 +103,18 @@ def frame_id(split: str, index: int) -> FrameId:
 
 
 def scene_params(plan: SplitPlan, index: int, size: tuple[int, int]) -> sc.SceneParams:
-    """The parameters of scene `index`: its generator is seeded by (split seed, index) alone."""
-    return sc.sample_scene(np.random.default_rng([plan.seed, index]), size, plan.shortcut)
+    """The parameters of scene `index`: its generator is seeded by (split seed, index) alone; a tint split
+    then sets the sky tint as its plan says."""
+    params = sc.sample_scene(np.random.default_rng([plan.seed, index]), size, plan.shortcut)
+    return params if plan.tint_agrees is None else sc.with_tint(params, plan.tint_agrees)
+
+
+def tint_plans(source: SplitPlan) -> list[SplitPlan]:
+    """The TINT_SPLITS plans: the source split's seed and count, so they render the source's scenes."""
+    return [
+        SplitPlan(split, source.count, source.seed, source.shortcut, agrees)
+        for split, agrees in TINT_SPLITS.items()
+    ]
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -212,8 +230,13 @@ def generate(
     splits: Sequence[float] = DEFAULT_FRACTIONS,
     overwrite: bool = False,
     workers: int = 1,
+    decorrelated: bool = False,
 ) -> Path:
-    """Render `count` scenes into train/val/test at `out`; the set appears only once it is complete."""
+    """Render `count` scenes into train/val/test at `out`; the set appears only once it is complete.
+
+    `decorrelated` adds the TINT_SPLITS (test_decorrelated, test_agreeing): the test scenes again with
+    the sky tint disagreeing / agreeing with the steering sign in every scene.
+    """
     size = check_size(size)
     if not 0.0 <= shortcut <= 1.0:
         raise GradSUMError(f"shortcut={shortcut}: must lie in [0, 1] (--shortcut)")
@@ -227,6 +250,8 @@ def generate(
         SplitPlan(split, counts[split], split_seed(seed, split), shortcut if split == "train" else 0.0)
         for split in SPLITS
     ]
+    if decorrelated:
+        plans += tint_plans(next(p for p in plans if p.split == TINT_SOURCE))
     with atomic_directory(target, overwrite=overwrite) as staging:
         for plan in plans:
             make_folders(staging, plan)
@@ -240,6 +265,7 @@ def generate(
                 "seed": seed,
                 "size": list(size),
                 "shortcut": shortcut,
+                "decorrelated": decorrelated,
                 "split_fractions": list(splits),
                 "city": CITY,
             },
@@ -248,6 +274,7 @@ def generate(
                     "count": p.count,
                     "seed": p.seed,
                     "shortcut": p.shortcut,
+                    **_tint_fields(p),
                     **summarise(records[p.split]),
                 }
                 for p in plans
@@ -265,6 +292,11 @@ def generate(
         atomic_write_json(staging / MANIFEST, manifest)
     log.info("synthetic truth set ready at %s (%s)", target, ", ".join(f"{k} {v}" for k, v in counts.items()))
     return target
+
+
+def _tint_fields(plan: SplitPlan) -> dict[str, Any]:
+    """A tint split's manifest fields: where its scenes come from and how its tint is set."""
+    return {} if plan.tint_agrees is None else {"source": TINT_SOURCE, "tint_agrees": plan.tint_agrees}
 
 
 def _render_all(
