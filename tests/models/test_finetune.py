@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,11 +16,15 @@ from gradsum.attribution.adapters import attribution_mode
 from gradsum.attribution.attention import gradient_rollout_map
 from gradsum.attribution.fastcam import GradCAM
 from gradsum.attribution.targets import resolve_target
-from gradsum.errors import TrainingError
-from gradsum.models import build_model
+from gradsum.cli import main
+from gradsum.errors import SpecError, TrainingError
+from gradsum.fileio import sha256_file
+from gradsum.models import ModelSpec, build_model, load_model, save_model
 from gradsum.models.finetune import (
     LossWeights,
     background_term,
+    finetune_model,
+    foreground_masks,
     foreground_term,
     frozen_copy,
     gradcam_relevance,
@@ -174,3 +182,109 @@ def test_gradcam_relevance_equals_the_relu_of_the_attribution_methods_map() -> N
     with attribution_mode(model, freeze_parameters=True):
         measured = GradCAM().grid(model, images, target, None).clamp(min=0)
     assert torch.allclose(kept.detach(), measured, atol=1e-6)
+
+
+#: the synthetic set's size and a model input of another size, so masks and images are resized
+SET_SIZE, INPUT_SIZE = (48, 96), (32, 64)
+
+
+@pytest.fixture(scope="module")
+def base_and_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from gradsum.truthsets.synthetic import generate
+
+    root = tmp_path_factory.mktemp("finetune")
+    spec = ModelSpec(
+        name="tiny_cnn",
+        architecture="compact_cnn",
+        task="steering",
+        img_size=INPUT_SIZE,
+        arch=TINY["compact_cnn"],
+    )
+    torch.manual_seed(0)
+    save_model(build_model("compact_cnn", INPUT_SIZE, **TINY["compact_cnn"]), spec, root / "base")
+    generate(root / "set", count=30, seed=0, size=SET_SIZE)
+    return root / "base", root / "set"
+
+
+def folder_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_foreground_masks_pick_the_named_ids_and_resize_by_nearest_neighbour() -> None:
+    labels = np.array([[7, 7, 26, 26], [8, 7, 26, 0]], dtype=np.uint8)
+    masks = foreground_masks([labels], [7, 8], (4, 8))
+    # each label pixel becomes a 2x2 block: road (7) and sidewalk (8) are in, car (26) and unlabeled out
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0]], dtype=torch.float32)
+    expected = expected.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    assert torch.equal(masks[0], expected)
+
+
+def test_loss_weights_parse_four_numbers_and_name_the_option() -> None:
+    assert LossWeights.parse("1,0.5,2,0") == LossWeights(1.0, 0.5, 2.0, 0.0)
+    for text in ("1,2,3", "a,b,c,d", "1,2,3,-1", "1,2,3,nan"):
+        with pytest.raises(SpecError, match="--weights"):
+            LossWeights.parse(text, "--weights")
+
+
+def test_finetuning_writes_a_new_model_and_leaves_the_base_untouched(
+    base_and_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base, truthset = base_and_set
+    before = folder_hashes(base)
+    out = tmp_path / "tuned"
+    card = finetune_model(base, truthset, ["road"], out, samples=4, lr=1e-3, steps=2, batch_size=2)
+    assert folder_hashes(base) == before
+    record = json.loads((out / "card.json").read_text())["finetune"]
+    assert record["base_weights_sha256"] == sha256_file(base / "model.safetensors")
+    assert record["samples"] == 4 and record["steps"] == 2 and record["foreground_ids"] == [7]
+    # scenes are named by their Cityscapes-style frame stems: the first four files of the train split
+    frames = sorted((truthset / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))[:4]
+    assert record["scene_ids"] == [p.name.removesuffix("_leftImg8bit.png") for p in frames]
+    assert record == card.finetune and card.metrics == {}
+    tuned, loaded_card = load_model(out)
+    original, _ = load_model(base)
+    assert (
+        loaded_card.finetune == card.finetune
+        and loaded_card.spec == json.loads((base / "card.json").read_text())["spec"]
+    )
+    changed = [
+        name
+        for name, value in original.state_dict().items()
+        if not torch.equal(value, tuned.state_dict()[name])
+    ]
+    assert "features.0.0.weight" in changed
+
+
+def test_an_unknown_foreground_class_is_refused_with_the_valid_names(
+    base_and_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base, truthset = base_and_set
+    with pytest.raises(SpecError, match=r"foreground: unknown Cityscapes class 'roads'.*valid: .*road"):
+        finetune_model(base, truthset, ["roads"], tmp_path / "out", steps=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_writing_over_the_base_folder_is_refused(base_and_set: tuple[Path, Path]) -> None:
+    base, truthset = base_and_set
+    before = folder_hashes(base)
+    with pytest.raises(TrainingError, match=f"out: {base}.* base model folder"):
+        finetune_model(base, truthset, ["road"], base / ".." / base.name, steps=1)
+    assert folder_hashes(base) == before
+
+
+def test_the_command_runs_end_to_end_and_refuses_bad_weights(
+    base_and_set: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, truthset = base_and_set
+    out = tmp_path / "tuned"
+    args = ["finetune", "--model", str(base), "--truthset", str(truthset), "--foreground", "road,sidewalk"]
+    args += ["--samples", "3", "--steps", "2", "--batch-size", "2", "--lr", "1e-3", "--out", str(out)]
+    assert main([*args, "--weights", "2,0.3,0.8"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--weights" in error and len(error.splitlines()) == 1 and not out.exists()
+    assert main([*args, "--weights", "1,1,1,0"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    _, card = load_model(out)
+    assert card.finetune["weights"] == {"background": 1.0, "foreground": 1.0, "relevance": 1.0, "keep": 0.0}
+    assert card.finetune["foreground"] == ["road", "sidewalk"] and card.finetune["foreground_ids"] == [7, 8]
+    assert len(card.finetune["scene_ids"]) == 3
