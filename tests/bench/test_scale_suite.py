@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import mmap
 import time
 from pathlib import Path
 
@@ -22,9 +23,12 @@ MIB = 1024
 
 
 def _allocate_and_hold(mib: int) -> None:
-    block = np.ones(mib * MIB * MIB, dtype=np.uint8)  # ones: every page is touched, so it is resident
+    # fresh anonymous pages from the kernel: a malloc'd block can reuse pages the process already holds
+    # (an earlier test's freed memory), which would leave the resident size where it was
+    block = mmap.mmap(-1, mib * MIB * MIB)
+    block.write(b"\1" * len(block))  # every page touched, so every page is resident
     time.sleep(0.05)  # long enough for the sampler (every 5 ms) to see it
-    del block
+    block.close()
 
 
 def test_peak_resident_sees_a_freed_allocation() -> None:
