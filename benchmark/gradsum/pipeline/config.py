@@ -26,6 +26,8 @@ class GenerateConfig:
     seed: int = 0
     size: tuple[int, int] = (96, 192)
     shortcut: float = 0.0
+    #: also render the tint splits (test_decorrelated, test_agreeing) that measure a shortcut's pull
+    decorrelated: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ which methods run on which model; names are checked before any work starts."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -45,9 +46,13 @@ def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig) -> None:
         "seed": settings.seed,
         "size": settings.size,
         "shortcut": settings.shortcut,
+        "decorrelated": settings.decorrelated,
     }
-    if changed := changed_fields({key: rendered.get(key) for key in wanted}, wanted):
-        differences = ", ".join(f"{key} {rendered.get(key)} (config: {wanted[key]})" for key in changed)
+    # a setting the manifest does not record predates it: the set was rendered with its default
+    defaults = dataclasses.asdict(GenerateConfig())
+    recorded = {key: rendered.get(key, defaults[key]) for key in wanted}
+    if changed := changed_fields(recorded, wanted):
+        differences = ", ".join(f"{key} {recorded[key]} (config: {wanted[key]})" for key in changed)
         log.warning(
             "%s was rendered with %s; it is used as it is (remove it to render truthset.generate's set)",
             root,
@@ -100,6 +105,7 @@ def ensure_truthset(config: RunConfig) -> Path:
             seed=settings.seed,
             size=settings.size,
             shortcut=settings.shortcut,
+            decorrelated=settings.decorrelated,
             workers=os.cpu_count() or 1,  # the bytes do not depend on the worker count
             overwrite=root.exists(),
         )
