@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -59,6 +60,7 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
     """
     target = Path(path)
     _recover_swap(target)
+    _remove_stale_staging(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,22 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, target)
+
+
+#: `tempfile.mkdtemp`'s staging name for `name`: `.name.` + 8 random characters + `.partial`.
+_STAGING = r"\.{}\.[a-z0-9_]{{8}}\.partial"
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Delete (naming them) the staging folders a killed write of `target` left: only one process writes a
+    given target, so a staging folder of it that exists now was abandoned."""
+    if not target.parent.is_dir():
+        return
+    staging = re.compile(_STAGING.format(re.escape(target.name)))
+    for path in target.parent.iterdir():
+        if staging.fullmatch(path.name):
+            log.warning("removing %s, left by an interrupted write", path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _recover_swap(target: Path) -> None:

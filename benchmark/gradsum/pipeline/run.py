@@ -97,7 +97,7 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
     fingerprint = run_fingerprint(config, truthset, models, plan, device)
     work = _leader_first(
         world,
-        lambda: open_work_folder(target_dir, fingerprint, fresh=fresh and world.leader, clean=world.leader),
+        lambda: open_work_folder(target_dir, fingerprint, fresh=fresh and world.leader),
     )
     evaluation = evaluation_context(config, truthset, models, device, count, twins) if checks else None
     profiler = ShardProfiler(config, models, device, evaluation)

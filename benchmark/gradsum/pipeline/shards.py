@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,6 @@ FINGERPRINT = "run.json"
 SHARDS = "shards"
 #: Table name → file inside a shard folder.
 SHARD_TABLE = "{}.parquet"
-#: The name `atomic_directory` stages `name` under (`tempfile.mkdtemp`: 8 random characters).
-_PARTIAL = r"^\.{}\.[a-z0-9_]{{8}}\.partial$"
 
 
 @dataclass(frozen=True)
@@ -109,18 +106,13 @@ class WorkFolder:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def open_work_folder(
-    results: Path, fingerprint: Mapping[str, Any], fresh: bool = False, clean: bool = True
-) -> WorkFolder:
+def open_work_folder(results: Path, fingerprint: Mapping[str, Any], fresh: bool = False) -> WorkFolder:
     """The work folder of a run writing `results`, resumed when it belongs to the same configuration.
 
     Finished shards of an interrupted run are kept; a work folder from another configuration is refused
-    (naming what changed) unless `fresh`, which discards it. `clean` removes what interrupted writes
-    left (only one process of a distributed run may: the others could be writing already).
+    (naming what changed) unless `fresh`, which discards it.
     """
     work = WorkFolder(work_folder(results))
-    if clean:
-        _report_stale_partials(results.parent, results.name)
     recorded_path = work.root / FINGERPRINT
     if fresh and work.root.exists():
         log.warning("%s: discarding an interrupted run's work (fresh start asked for)", work.root)
@@ -139,23 +131,6 @@ def open_work_folder(
     else:
         atomic_write_json(recorded_path, fingerprint)
     return work
-
-
-def _report_stale_partials(parent: Path, name: str) -> None:
-    """Log (and delete) what an interrupted atomic write left beside the results and in the shards."""
-    for path in _stale_partials(parent, name):
-        log.warning("removing %s, left by an interrupted write", path)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _stale_partials(parent: Path, name: str) -> Iterator[Path]:
-    results = re.compile(_PARTIAL.format(re.escape(name)))
-    if parent.is_dir():
-        yield from (path for path in parent.iterdir() if results.match(path.name))
-    shards = work_folder(parent / name) / SHARDS
-    if shards.is_dir():
-        shard = re.compile(_PARTIAL.format("[0-9]{5}"))
-        yield from (path for path in shards.iterdir() if shard.match(path.name))
 
 
 def attribute_shards(
