@@ -6,6 +6,7 @@ refused with a message naming the file and the field. Example configs ship in `g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,8 @@ import yaml
 
 from gradsum.dataspec import build
 from gradsum.errors import SpecError
+from gradsum.models.finetune import LossWeights
+from gradsum.truthsets.labels import cityscapes_class
 from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT
 
 
@@ -48,8 +51,42 @@ class TruthSetConfig:
 
 
 @dataclass(frozen=True)
+class TrainingSetConfig:
+    """The truth set a model is trained on, rendered when missing as the run's truth set is."""
+
+    path: str
+    #: render the synthetic set with these settings when `path` does not exist
+    generate: GenerateConfig | None = None
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A relevance-guided fine-tune of another model of the run (the arguments of `finetune_model`)."""
+
+    #: the model entry fine-tuned: another entry of the config, listed before this one
+    base: str
+    #: Cityscapes class names whose pixels the relevance is pushed onto (e.g. `[road]`)
+    foreground: tuple[str, ...]
+    #: the first this many scenes of `split` are fine-tuned on
+    samples: int = 50
+    #: loss weights "background,foreground,relevance,keep" (None: RobustViT's 2,0.3,0.8,0.2)
+    weights: str | None = None
+    lr: float = 1e-5
+    steps: int = 100
+    batch_size: int = 8
+    #: the split of the base's training set the scenes come from
+    split: str = "train"
+    seed: int = 0
+
+    def loss_weights(self, source: str = "finetune.weights") -> LossWeights:
+        """The parsed loss weights; bad text raises `SpecError` naming `source`."""
+        return LossWeights() if self.weights is None else LossWeights.parse(self.weights, source)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """One model: a checkpoint folder, trained from `spec` when it does not exist yet."""
+    """One model: a checkpoint folder, trained from `spec` (or fine-tuned from another model) when it does
+    not exist yet."""
 
     name: str
     spec: str | None = None
@@ -57,6 +94,10 @@ class ModelConfig:
     checkpoint: str | None = None
     #: overrides deep-merged into the spec before training (e.g. `{train: {epochs: 2}}`)
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: the truth set `spec` is trained on (None: the run's truth set)
+    train_on: TrainingSetConfig | None = None
+    #: fine-tune another model of the run instead of training from `spec`
+    finetune: FinetuneConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -147,10 +188,19 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
     names = [m.name for m in config.models]
     if len(names) != len(set(names)):
         raise SpecError(f"{source}.models: model names must be unique, got {names}")
+    for index, entry in enumerate(config.models):
+        if entry.finetune is not None:
+            check_finetune(entry, entry.finetune, names[:index], f"{source}.models[{entry.name}]")
+    finetuned = {m.name: m.finetune.base for m in config.models if m.finetune is not None}
     for i, twin in enumerate(config.evaluation.shuffled_labels):
+        where = f"{source}.evaluation.shuffled_labels[{i}]"
         if twin not in names:
+            raise SpecError(f"{where}: unknown model {twin!r}; valid: {', '.join(names)}")
+        if twin in finetuned:
+            # the twin is a model trained on permuted labels; a fine-tune has no training of its own
             raise SpecError(
-                f"{source}.evaluation.shuffled_labels[{i}]: unknown model {twin!r}; valid: {', '.join(names)}"
+                f"{where}: {twin!r} is fine-tuned from {finetuned[twin]!r}, not trained, so it has no "
+                "shuffled-label twin; name a trained model"
             )
     for i, method in enumerate(config.methods):
         for model in method.models or ():
@@ -159,6 +209,40 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
                     f"{source}.methods[{i}].models: unknown model {model!r}; valid: {', '.join(names)}"
                 )
     return config
+
+
+#: ModelConfig fields that say how to train from scratch; a fine-tune inherits its base's instead
+TRAINING_FIELDS = ("spec", "overrides", "train_on")
+
+
+def check_finetune(entry: ModelConfig, settings: FinetuneConfig, earlier: list[str], where: str) -> None:
+    """Refuse a fine-tune whose base is not an earlier entry, that also says how to train, or whose
+    foreground classes, loss weights or schedule are invalid; messages name `where` and the field."""
+    if settings.base not in earlier:
+        valid = ", ".join(earlier) or "none (list the base model before this one)"
+        raise SpecError(
+            f"{where}.finetune.base: {settings.base!r} is not a model listed before {entry.name!r}; "
+            f"valid: {valid}"
+        )
+    for name in TRAINING_FIELDS:
+        if getattr(entry, name):
+            raise SpecError(
+                f"{where}.{name}: a fine-tuned model inherits its base's training; remove {name} "
+                "or the finetune block"
+            )
+    if not settings.foreground:
+        raise SpecError(f"{where}.finetune.foreground: name at least one Cityscapes class (e.g. [road])")
+    for name in settings.foreground:
+        try:
+            cityscapes_class(name)
+        except SpecError as error:
+            raise SpecError(f"{where}.finetune.foreground: {error}") from None
+    settings.loss_weights(f"{where}.finetune.weights")
+    for name in ("samples", "steps", "batch_size"):
+        if getattr(settings, name) < 1:
+            raise SpecError(f"{where}.finetune.{name}: must be 1 or more, got {getattr(settings, name)}")
+    if not (math.isfinite(settings.lr) and settings.lr > 0):
+        raise SpecError(f"{where}.finetune.lr: must be a positive number, got {settings.lr}")
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -17,11 +17,12 @@ from gradsum.attribution.targets import TARGETS
 from gradsum.dataspec import changed_fields
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.evaluation import CHECKS
-from gradsum.fileio import read_json_object
+from gradsum.fileio import read_json_object, sha256_file
 from gradsum.models import ModelSpec, checkpoint_folder, load_model, load_spec, model_family, train_model
-from gradsum.models.checkpoints import CARD
+from gradsum.models.checkpoints import CARD, weights_file
+from gradsum.models.finetune import finetune_model
 from gradsum.models.loaded import LoadedModel
-from gradsum.pipeline.config import GenerateConfig, MethodConfig, ModelConfig, RunConfig
+from gradsum.pipeline.config import FinetuneConfig, GenerateConfig, MethodConfig, ModelConfig, RunConfig
 from gradsum.truthsets import TruthSet, open_truthset, require_labels
 from gradsum.truthsets.layout import MANIFEST
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION as SYNTHETIC_FORMAT
@@ -30,8 +31,9 @@ from gradsum.truthsets.synthetic.writer import KIND as SYNTHETIC_KIND
 log = logging.getLogger(__name__)
 
 
-def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig) -> None:
-    """Log a warning when the synthetic set at `root` was rendered with settings other than `settings`.
+def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig, field: str = "truthset") -> None:
+    """Log a warning when the synthetic set at `root` was rendered with settings other than `settings`
+    (the `generate` block of config field `field`).
 
     The set is still used: re-rendering would replace files a user may rely on, and the warning says how.
     """
@@ -54,9 +56,10 @@ def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig) -> None:
     if changed := changed_fields(recorded, wanted):
         differences = ", ".join(f"{key} {recorded[key]} (config: {wanted[key]})" for key in changed)
         log.warning(
-            "%s was rendered with %s; it is used as it is (remove it to render truthset.generate's set)",
+            "%s was rendered with %s; it is used as it is (remove it to render %s.generate's set)",
             root,
             differences,
+            field,
         )
 
 
@@ -70,30 +73,32 @@ def rendered_format(root: Path) -> int | None:
     return version if manifest.get("kind") == SYNTHETIC_KIND and isinstance(version, int) else None
 
 
-def ensure_truthset(config: RunConfig) -> Path:
-    """The truth set's folder, rendering the synthetic set first when it is missing and configured.
+def ensure_rendered(root: Path, settings: GenerateConfig | None, field: str, elsewhere: str = "") -> Path:
+    """The truth set at `root`, rendering the synthetic set from `settings` first when it is missing.
 
-    A synthetic set in an older file format is rendered again from the config's settings (the same seed
-    gives the same scenes), with a warning: the current reader refuses it, and nothing of it is lost.
+    `field` is the config field the path and settings come from (`truthset`, `models[x].train_on`);
+    errors and warnings name it, and a missing folder's error ends with `elsewhere` (another way to
+    name the folder). A synthetic set in an older file format is rendered again from the
+    settings (the same seed gives the same scenes), with a warning: the current reader refuses it, and
+    nothing of it is lost.
     """
-    root = Path(config.truthset.path)
-    settings = config.truthset.generate
     if root.exists():
         version = rendered_format(root)
         if settings is None or version in (None, SYNTHETIC_FORMAT):
             if settings is not None:
-                warn_if_rendered_otherwise(root, settings)
+                warn_if_rendered_otherwise(root, settings, field)
             return root
         log.warning(
-            "%s is a synthetic set in format %s; rendering it again in format %s from truthset.generate",
+            "%s is a synthetic set in format %s; rendering it again in format %s from %s.generate",
             root,
             version,
             SYNTHETIC_FORMAT,
+            field,
         )
     elif settings is None:
         raise SpecError(
-            f"truthset.path: {root} does not exist and the config has no truthset.generate block; "
-            "set truthset.path in the config or give the folder as `gradsum run --truthset PATH`"
+            f"{field}.path: {root} does not exist and the config has no {field}.generate block to "
+            f"render it from; set {field}.path to an existing truth set or add {field}.generate{elsewhere}"
         )
     from gradsum.truthsets.synthetic import generate
 
@@ -110,6 +115,14 @@ def ensure_truthset(config: RunConfig) -> Path:
             overwrite=root.exists(),
         )
     )
+
+
+def ensure_truthset(config: RunConfig) -> Path:
+    """The run's truth set folder, rendered first when it is missing and configured (`ensure_rendered`)."""
+    settings = config.truthset
+    # only the run's own set can also be named on the command line
+    command_line = ", or give the folder as `gradsum run --truthset PATH`"
+    return ensure_rendered(Path(settings.path), settings.generate, "truthset", command_line)
 
 
 def open_configured(config: RunConfig, root: Path | None = None) -> TruthSet:
@@ -132,6 +145,27 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def model_folder(entry: ModelConfig, config: RunConfig) -> Path:
+    """A model entry's checkpoint folder: its `checkpoint`, else `<models_dir>/<name>`."""
+    return checkpoint_folder(entry.checkpoint or Path(config.models_dir) / entry.name)
+
+
+def base_entry(settings: FinetuneConfig, config: RunConfig) -> ModelConfig:
+    """The model entry a fine-tune starts from (`config_from_dict` checked that it exists)."""
+    return next(m for m in config.models if m.name == settings.base)
+
+
+def training_root(entry: ModelConfig, config: RunConfig, truthset_root: Path) -> Path:
+    """The truth set `entry` trains on: its `train_on` set (rendered when missing), else the run's at
+    `truthset_root`; a fine-tune's is the set its base (and its base's base) trained on."""
+    while entry.finetune is not None:
+        entry = base_entry(entry.finetune, config)
+    if entry.train_on is None:
+        return truthset_root
+    field = f"models[{entry.name}].train_on"
+    return ensure_rendered(Path(entry.train_on.path), entry.train_on.generate, field)
+
+
 def ensure_model(
     entry: ModelConfig,
     config: RunConfig,
@@ -142,29 +176,34 @@ def ensure_model(
     shuffle_labels: bool = False,
     resume: bool = True,
 ) -> LoadedModel:
-    """Load a model's checkpoint, training it from its spec first when it is missing (and `train`).
+    """Load a model's checkpoint, making it first when it is missing (and `train`): trained from its spec
+    on its training set, or fine-tuned from its base (which the run has ensured before, being listed
+    earlier).
 
     `shuffle_labels` trains on permuted labels (the data-randomisation twin of a model); `resume`
     continues an interrupted training from its last finished epoch (False: start afresh).
     """
-    folder = checkpoint_folder(entry.checkpoint or Path(config.models_dir) / entry.name)
+    folder = model_folder(entry, config)
     spec = configured_spec(entry)
     if not (folder / CARD).exists():
         if not train:
             raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} (card.json); train it first")
-        if spec is None:
+        if entry.finetune is not None:
+            finetune_entry(entry, entry.finetune, config, truthset_root, device)
+        elif spec is None:
             raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} and no spec to train one from")
-        log.info("training %s (%s, %s) into %s", entry.name, spec.architecture, spec.task, folder)
-        train_model(
-            spec,
-            truthset_root,
-            spec.task,
-            folder,
-            device=device,
-            progress=progress,
-            shuffle_labels=shuffle_labels,
-            resume=resume,
-        )
+        else:
+            log.info("training %s (%s, %s) into %s", entry.name, spec.architecture, spec.task, folder)
+            train_model(
+                spec,
+                training_root(entry, config, truthset_root),
+                spec.task,
+                folder,
+                device=device,
+                progress=progress,
+                shuffle_labels=shuffle_labels,
+                resume=resume,
+            )
     module, card = load_model(folder, device=device)
     changed = [] if spec is None else changed_fields(card.spec, spec.to_dict())
     if changed := [name for name in changed if name != "description"]:
@@ -176,8 +215,67 @@ def ensure_model(
             entry.name,
             ", ".join(changed),
         )
+    if entry.finetune is not None:
+        warn_if_finetuned_otherwise(entry, entry.finetune, card.finetune, config)
     size = card.spec["img_size"]
     return LoadedModel(entry.name, module, card.to_dict(), card.task, (int(size[0]), int(size[1])))
+
+
+def finetune_entry(
+    entry: ModelConfig, settings: FinetuneConfig, config: RunConfig, truthset_root: Path, device: str
+) -> None:
+    """Fine-tune `entry`'s base (already ensured) into `entry`'s folder on the base's training set."""
+    base = base_entry(settings, config)
+    base_folder, folder = model_folder(base, config), model_folder(entry, config)
+    log.info("fine-tuning %s from %s (%s) into %s", entry.name, base.name, base_folder, folder)
+    finetune_model(
+        base_folder,
+        training_root(base, config, truthset_root),
+        settings.foreground,
+        folder,
+        samples=settings.samples,
+        weights=settings.loss_weights(f"models[{entry.name}].finetune.weights"),
+        lr=settings.lr,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        split=settings.split,
+        seed=settings.seed,
+        device=device,
+    )
+
+
+def finetune_record(entry: ModelConfig, settings: FinetuneConfig, config: RunConfig) -> dict[str, Any]:
+    """The part of a fine-tuned card's `finetune` record that `settings` fixes, the base's checksum being
+    that of its current weights."""
+    return {
+        "base_weights_sha256": sha256_file(weights_file(model_folder(base_entry(settings, config), config))),
+        "foreground": list(settings.foreground),
+        "weights": dataclasses.asdict(settings.loss_weights(f"models[{entry.name}].finetune.weights")),
+        "samples": settings.samples,
+        "lr": settings.lr,
+        "steps": settings.steps,
+        "batch_size": settings.batch_size,
+        "split": settings.split,
+        "seed": settings.seed,
+    }
+
+
+def warn_if_finetuned_otherwise(
+    entry: ModelConfig, settings: FinetuneConfig, recorded: dict[str, Any], config: RunConfig
+) -> None:
+    """Log a warning naming the fields in which the card's fine-tuning `recorded` differs from `settings`
+    (a changed base counts: its weights are no longer those fine-tuned)."""
+    wanted = finetune_record(entry, settings, config)
+    if changed := changed_fields({key: recorded.get(key) for key in wanted}, wanted):
+        # kept, not redone: the checkpoint may be the one a user's results rest on
+        log.warning(
+            "%s was fine-tuned with settings that differ from models[%s].finetune in %s; it is used as "
+            "it is (remove the folder to fine-tune %s again)",
+            model_folder(entry, config),
+            entry.name,
+            ", ".join(changed),
+            settings.base,
+        )
 
 
 def configured_spec(entry: ModelConfig) -> ModelSpec | None:
