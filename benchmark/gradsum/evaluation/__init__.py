@@ -22,6 +22,7 @@ from gradsum.evaluation.localisation import LocalisationCheck
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
 from gradsum.evaluation.perturbation import PerturbationCheck
 from gradsum.evaluation.sanity import SanityCheck
+from gradsum.evaluation.shortcut import ShortcutCheck
 from gradsum.evaluation.trust import TrustReport, run_checks
 from gradsum.evaluation.verdicts import trust_table
 
@@ -39,6 +40,7 @@ __all__ = [
     "PerturbationCheck",
     "PlannedMethod",
     "SanityCheck",
+    "ShortcutCheck",
     "TrustReport",
     "ground_truth_table",
     "planned_maps",
