@@ -44,6 +44,7 @@ JPEG_QUALITY = 85
 SECTIONS = (
     ("findings", "Findings"),
     ("trust", "Trust"),
+    ("shortcuts", "Shortcuts"),
     ("profiles", "Profiles"),
     ("comparisons", "Comparisons"),
     ("models", "Models"),
@@ -51,6 +52,10 @@ SECTIONS = (
     ("overlays", "Samples"),
     ("configuration", "Configuration"),
 )
+
+#: Sections left off the page (and its navigation) when they have neither text nor figures: their check
+#: did not run, and an empty heading would suggest it had found nothing.
+OPTIONAL_SECTIONS = frozenset({"shortcuts"})
 
 
 @dataclass(frozen=True)
@@ -372,11 +377,20 @@ def attention_section(results: Results) -> str:
     ) + table(summary)
 
 
+def shortcuts_section(results: Results) -> str:
+    """The shortcut check's known-answer test ("" when it did not run)."""
+    # Imported here: report.shortcut builds on this module's table helpers.
+    from gradsum.report.shortcut import shortcut_section
+
+    return shortcut_section(results)
+
+
 _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
     "findings": findings_section,
     "configuration": configuration_section,
     "models": models_section,
     "trust": trust_section,
+    "shortcuts": shortcuts_section,
     "profiles": profiles_section,
     "comparisons": comparisons_section,
     "attention": attention_section,
@@ -391,13 +405,19 @@ FIGURES_FIRST = frozenset({"findings"})
 
 def render_html(results: Results, plots: Sequence[Plot]) -> str:
     """The whole report page for a results folder and its rendered plots."""
-    nav = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title in SECTIONS)
+    texts = {key: _SECTION_TEXT[key](results) for key, _ in SECTIONS}
+    present = [
+        (key, title)
+        for key, title in SECTIONS
+        if key not in OPTIONAL_SECTIONS or texts[key] or any(p.section == key for p in plots)
+    ]
+    nav = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title in present)
     sections = []
-    for key, title in SECTIONS:
+    for key, title in present:
         shown = [p for p in plots if p.section == key]
         figures = "".join(figure(p) for p in shown if not p.folded)
         folded = [figure(p) for p in shown if p.folded]
-        text = _SECTION_TEXT[key](results)
+        text = texts[key]
         if key == "overlays" and not shown:
             text = _paragraph("No sample overlays were saved for this run.")
         gallery = f'<div class="gallery">{figures}</div>' if figures else ""

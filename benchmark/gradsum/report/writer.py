@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from gradsum.progress import Heartbeat
-from gradsum.report import plots
+from gradsum.report import plots, shortcut
 from gradsum.report.findings import SERIES, best_methods, headline_profiles, models_by_task
 from gradsum.report.html import Plot, render_html, verdict_labels
 from gradsum.report.results import (
@@ -163,7 +163,7 @@ def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -
             )
         )
     pending += _attention_plots(results)
-    return pending + _trust_plots(results)
+    return pending + _trust_plots(results) + _shortcut_plots(results)
 
 
 def _model_names(table: pd.DataFrame | None) -> list[str]:
@@ -199,6 +199,38 @@ def _trust_plots(results: Results) -> list[PendingPlot]:
             )
             for model in _model_names(table)
         ]
+    return pending
+
+
+def _shortcut_plots(results: Results) -> list[PendingPlot]:
+    """The Shortcuts section's figures: detection and series per method, fine-tuning when a model was tuned."""
+    tables = shortcut.shortcut_tables(results)
+    if tables is None:
+        return []
+    pending = [
+        PendingPlot(
+            "shortcuts",
+            "shortcut_detection",
+            "each model's causal pull of the tint (x) against each method's cue mass share (y), 95% CIs; "
+            "a method follows the known answer when the points rise left to right",
+            lambda: shortcut.detection_figure(tables),
+        ),
+        PendingPlot(
+            "shortcuts",
+            "shortcut_series",
+            "cue mass share by rho per series (band: the series' fair model's 95% CI)",
+            lambda: shortcut.series_figure(tables),
+        ),
+    ]
+    if not tables.finetune.empty:
+        pending.append(
+            PendingPlot(
+                "shortcuts",
+                "shortcut_finetune",
+                "before and after relevance-guided fine-tuning: seeds as dots, mean with 95% t interval",
+                lambda: shortcut.finetune_figure(tables),
+            )
+        )
     return pending
 
 
