@@ -131,3 +131,22 @@ def test_the_trust_config_runs_every_check_at_a_small_size(tmp_path: Path) -> No
     sanity = pd.read_csv(folder / "sanity.csv")
     assert {"cascading", "independent"} <= set(sanity["mode"])
     assert set(pd.read_csv(folder / "sanity_data.csv")["block"]) == {"pilotnet_shuffled"}
+
+
+@pytest.mark.parametrize("decorrelated", [False, True])
+def test_the_default_checks_leave_out_those_the_truth_set_cannot_run(
+    tmp_path: Path, decorrelated: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gradsum.pipeline.evaluate import supported_checks
+    from gradsum.truthsets import open_truthset
+    from gradsum.truthsets.synthetic import generate
+
+    root = generate(tmp_path / "set", count=6, size=(32, 64), decorrelated=decorrelated)
+    with caplog.at_level("INFO", logger="gradsum.pipeline.evaluate"):
+        kept = supported_checks(("causal", "shortcut", "localisation"), open_truthset(root, "test"))
+    if decorrelated:
+        assert kept == ("causal", "shortcut", "localisation")
+    else:
+        # the set has no test_decorrelated split: the shortcut check says so instead of failing the run
+        assert kept == ("causal", "localisation")
+        assert "check shortcut left out" in caplog.text and "test_decorrelated" in caplog.text

@@ -194,3 +194,15 @@ class Check(Protocol):
 
 
 CHECKS: Registry[Callable[[], Check]] = Registry("trust check")
+
+
+def unavailable(name: str, truthset: TruthSet) -> str | None:
+    """Why check `name` cannot run on `truthset` (None: it can).
+
+    A check that needs something only some truth sets have (the shortcut check: a renderer that repaints
+    the sky tint, and the tint splits) says so in an optional `unavailable(truthset)` method; the others run
+    on any labelled set.
+    """
+    check = CHECKS.get(name, "check")()
+    reason: Callable[[TruthSet], str | None] | None = getattr(check, "unavailable", None)
+    return None if reason is None else reason(truthset)

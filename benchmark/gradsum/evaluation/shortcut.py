@@ -743,6 +743,16 @@ class ShortcutCheck:
         "rank-correlate each method's sky mass with the pull across models"
     )
 
+    def unavailable(self, truthset: TruthSet) -> str | None:
+        """Why the check cannot run on `truthset` with its default options (None: it can)."""
+        try:
+            tint_flipper(truthset)
+            for split in error_splits(ShortcutOptions()):
+                tint_split(truthset, split)
+        except TruthSetError as error:
+            return str(error)
+        return None
+
     def run(self, context: EvaluationContext) -> CheckResult:
         """Tables shortcut_models, _methods, _detection, _onset, _finetune, _finetune_methods; summary."""
         options = ShortcutOptions.from_mapping(context.options.get(self.name, {}))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gradsum.errors import ResultsError
-from gradsum.evaluation.base import CHECKS
+from gradsum.evaluation.base import CHECKS, unavailable
 from gradsum.evaluation.trust import run_checks
 from gradsum.fileio import atomic_directory
 from gradsum.pipeline.config import RunConfig, config_from_dict
@@ -24,6 +24,7 @@ from gradsum.pipeline.inputs import check_names, ensure_model, open_configured
 from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
 from gradsum.report import write_report
 from gradsum.report.results import MANIFEST, read_manifest
+from gradsum.truthsets import TruthSet
 from gradsum.utils import default_device
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,17 @@ def results_config(folder: Path, manifest: dict[str, Any]) -> RunConfig:
     return config_from_dict(recorded, f"{folder / MANIFEST}: config")
 
 
+def supported_checks(names: Sequence[str], truthset: TruthSet) -> tuple[str, ...]:
+    """The checks of `names` that can run on `truthset`; each left out is logged with its reason."""
+    kept = []
+    for name in names:
+        if (reason := unavailable(name, truthset)) is None:
+            kept.append(name)
+        else:
+            log.info("check %s left out: %s", name, reason)
+    return tuple(kept)
+
+
 def evaluate(
     results: str | Path,
     checks: Sequence[str] | None = None,
@@ -45,7 +57,7 @@ def evaluate(
     options: dict[str, dict[str, Any]] | None = None,
     device: str | None = None,
 ) -> Path:
-    """Run `checks` (default: every registered check) on a results folder; returns the folder.
+    """Run `checks` (default: every registered check the truth set supports) on a results folder.
 
     The folder's earlier trust tables are replaced by this evaluation's, so checks from two
     evaluations are never mixed in one trust table.
@@ -66,6 +78,9 @@ def evaluate(
     check_names(config)
     device = device or config.device or default_device()
     truthset = open_configured(config)
+    if checks is None:
+        settings = dataclasses.replace(settings, checks=supported_checks(settings.checks, truthset))
+        config = dataclasses.replace(config, evaluation=settings)
     count = len(truthset) if config.truthset.limit is None else min(config.truthset.limit, len(truthset))
     models = [
         ensure_model(entry, config, Path(config.truthset.path), device, train=False)

@@ -11,7 +11,8 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", metavar="RESULTS", help="a results folder written by `gradsum run`")
     parser.add_argument(
         "--checks",
-        help="comma-separated checks (default: all): causal, sanity, perturbation, localisation, granularity",
+        help="comma-separated checks (default: every one the truth set supports): causal, sanity, "
+        "perturbation, localisation, granularity, breakdown, shortcut",
     )
     parser.add_argument("--images", type=int, help="evaluate the first N images of the split (default 200)")
     parser.add_argument("--device", help="cpu or cuda")
