@@ -32,6 +32,7 @@ from gradsum.models.finetune import (
     relevance_loss,
     relevance_map,
     rollout_relevance,
+    scene_indices,
 )
 
 SIZE = (32, 64)
@@ -237,9 +238,10 @@ def test_finetuning_writes_a_new_model_and_leaves_the_base_untouched(
     record = json.loads((out / "card.json").read_text())["finetune"]
     assert record["base_weights_sha256"] == sha256_file(base / "model.safetensors")
     assert record["samples"] == 4 and record["steps"] == 2 and record["foreground_ids"] == [7]
-    # scenes are named by their Cityscapes-style frame stems: the first four files of the train split
-    frames = sorted((truthset / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))[:4]
-    assert record["scene_ids"] == [p.name.removesuffix("_leftImg8bit.png") for p in frames]
+    # scenes are named by their Cityscapes-style frame stems: the four train files seed 0 draws
+    frames = sorted((truthset / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))
+    drawn = sorted(np.random.default_rng(0).choice(len(frames), size=4, replace=False))
+    assert record["scene_ids"] == [frames[i].name.removesuffix("_leftImg8bit.png") for i in drawn]
     assert record == card.finetune and card.metrics == {}
     tuned, loaded_card = load_model(out)
     original, _ = load_model(base)
@@ -288,3 +290,12 @@ def test_the_command_runs_end_to_end_and_refuses_bad_weights(
     assert card.finetune["weights"] == {"background": 1.0, "foreground": 1.0, "relevance": 1.0, "keep": 0.0}
     assert card.finetune["foreground"] == ["road", "sidewalk"] and card.finetune["foreground_ids"] == [7, 8]
     assert len(card.finetune["scene_ids"]) == 3
+
+
+def test_each_seed_draws_its_own_scenes() -> None:
+    drawn = {seed: scene_indices(5, 40, seed) for seed in range(3)}
+    for seed, indices in drawn.items():
+        assert indices == sorted(np.random.default_rng(seed).choice(40, size=5, replace=False))
+        assert len(set(indices)) == 5 and all(0 <= i < 40 for i in indices)
+    assert len({tuple(v) for v in drawn.values()}) == 3
+    assert scene_indices(40, 40, 7) == list(range(40))

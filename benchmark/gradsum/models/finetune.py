@@ -11,7 +11,7 @@ and min-max normalised per image. The math is the attribution package's own (`at
 `fastcam`, `normalise`), applied to tensors that keep their graph.
 
 `finetune_model` applies the loss to a saved model: foreground masks from named Cityscapes classes on the
-first K scenes of a split, AdamW for a number of steps, and a new checkpoint folder whose card records
+K scenes of a split drawn by the seed, AdamW for a number of steps, and a new checkpoint folder whose card records
 what was done (`ModelCard.finetune`); the base folder is only read.
 """
 
@@ -260,22 +260,34 @@ def foreground_masks(labels: Sequence[np.ndarray], ids: Sequence[int], size: tup
     )
 
 
+def scene_indices(count: int, available: int, seed: int) -> list[int]:
+    """`count` distinct scene indices of `available`, drawn by `seed` and sorted: each seed its own scenes,
+    so seeds of a fine-tuning vary the data as a new sample of K labelled scenes would."""
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(available, size=count, replace=False))
+
+
 def finetune_data(
-    truthset: TruthSet, count: int, ids: Sequence[int], size: tuple[int, int], device: str | torch.device
+    truthset: TruthSet,
+    count: int,
+    ids: Sequence[int],
+    size: tuple[int, int],
+    device: str | torch.device,
+    seed: int = 0,
 ) -> FinetuneData:
-    """The first `count` scenes of `truthset` as model input and foreground masks on `device`."""
+    """`count` scenes of `truthset` drawn by `seed` (`scene_indices`) as model input and foreground masks."""
     if not 1 <= count <= len(truthset):
         raise TrainingError(
             f"samples={count}: must lie in 1..{len(truthset)}, the scenes in split {truthset.split!r}"
         )
-    scenes = [truthset[index] for index in range(count)]
+    indices = scene_indices(count, len(truthset), seed)
+    scenes = [truthset[index] for index in indices]
     masks = foreground_masks([scene.labels for scene in scenes], ids, size)
     if masks.sum().item() == 0:
-        raise TrainingError(f"foreground: the classes {list(ids)} cover no pixel of the first {count} scenes")
+        raise TrainingError(f"foreground: the classes {list(ids)} cover no pixel of the {count} scenes drawn")
     return FinetuneData(
         images=model_input([scene.image for scene in scenes], size, device),
         masks=masks.to(device),
-        ids=[sample_id(scene.meta, index) for index, scene in enumerate(scenes)],
+        ids=[sample_id(scene.meta, index) for index, scene in zip(indices, scenes, strict=True)],
     )
 
 
@@ -329,7 +341,7 @@ def finetune_model(
 ) -> ModelCard:
     """Fine-tune the model at `base` so its relevance moves onto the `foreground` classes; write it at `out`.
 
-    The first `samples` scenes of `split` are used; each step takes a seeded random batch of them. The
+    `samples` scenes of `split` drawn by `seed` are used; each step takes a seeded random batch of them. The
     base folder is only read. The new card keeps the base's spec and training record, drops its metrics
     (they describe other weights) and records the fine-tuning in `finetune`.
     """
@@ -345,7 +357,7 @@ def finetune_model(
     model, card = load_model(source, run_device)
     original = frozen_copy(model)
     size = card.model_spec().img_size
-    data = finetune_data(open_truthset(truthset, split), samples, classes, size, run_device)
+    data = finetune_data(open_truthset(truthset, split), samples, classes, size, run_device, seed)
     started = time.perf_counter()
     history = optimise(model, original, data, card.task, schedule)
     record = {

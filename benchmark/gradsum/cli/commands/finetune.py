@@ -14,7 +14,7 @@ def _add(parser: argparse.ArgumentParser) -> None:
         "--foreground", required=True, help="comma-separated Cityscapes classes the relevance should cover"
     )
     parser.add_argument("--out", required=True, help="new model folder (must differ from --model)")
-    parser.add_argument("--samples", type=int, default=50, help="K: the first K scenes of the split")
+    parser.add_argument("--samples", type=int, default=50, help="K: scenes of the split, drawn by --seed")
     parser.add_argument(
         "--weights",
         help="loss weights as four numbers background,foreground,relevance,keep (default: RobustViT's)",
