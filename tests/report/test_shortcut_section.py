@@ -39,6 +39,7 @@ from gradsum.report.shortcut import (
     method_verdicts,
     models_table,
     series_figure,
+    shortcut_findings,
     shortcut_section,
     shortcut_tables,
     t_interval,
@@ -428,3 +429,23 @@ def test_write_report_embeds_the_section_and_its_figures(tmp_path: Path) -> None
     for stem in ("shortcut_detection", "shortcut_series", "shortcut_finetune"):
         assert (folder / "plots" / f"{stem}.png").stat().st_size > 0
     assert load_results(folder).checks[MODELS_TABLE]["model"].tolist() == _models()["model"].tolist()
+
+
+def test_the_findings_lead_with_the_shortcut_answers(tmp_path: Path) -> None:
+    folder = write_results(tmp_path / "run", models={"vit_rho0": ("vit", ("gradcam",))})
+    for name, frame in _checks().items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["trust_tables"] = sorted(_checks())
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    results = load_results(folder)
+    answers = shortcut_findings(results)
+    tables = shortcut_tables(results)
+    assert tables is not None
+    verdicts, _ = method_verdicts(tables, results.trust)
+    assert answers[0] == "Planted shortcut: " + detection_sentence(tables, verdicts, "sky")
+    assert answers[1:] == [outcome.sentence for outcome in finetune_outcomes(tables)]
+    page = write_report(folder).read_text()
+    lead = page[page.index('<section id="findings">') : page.index('<section id="trust">')]
+    assert "Planted shortcut: Sky mass follows the causal pull for" in lead and 'href="#shortcuts"' in lead
+    assert shortcut_findings(load_results(write_results(tmp_path / "plain"))) == []

@@ -341,6 +341,13 @@ def findings_section(results: Results) -> str:
         if rows
         else _paragraph("No two models share a task and a method: the run asks no comparison question.")
     )
+    # Imported here: report.shortcut builds on this module's table helpers.
+    from gradsum.report.shortcut import shortcut_findings
+
+    known = "".join(_paragraph(answer) for answer in shortcut_findings(results))
+    questions = (
+        f'<div class="finding">{known}<a href="#shortcuts">Shortcuts</a></div>' if known else ""
+    ) + questions
     best = best_methods(results)
     chosen = "; ".join(f"{model}: {method}" for model, method in best.items())
     basis = (

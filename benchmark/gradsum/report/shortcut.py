@@ -450,6 +450,17 @@ def shortcut_section(results: Results) -> str:
     return "".join(parts)
 
 
+def shortcut_findings(results: Results) -> list[str]:
+    """The shortcut test's answers for the report's lead: which methods see the planted shortcut, and what
+    fine-tuning did (nothing when the check did not run)."""
+    tables = shortcut_tables(results)
+    if tables is None:
+        return []
+    verdicts, _ = method_verdicts(tables, results.trust)
+    answers = [f"Planted shortcut: {detection_sentence(tables, verdicts, cue_class(results))}"]
+    return answers + [outcome.sentence for outcome in finetune_outcomes(tables)]
+
+
 # Figures ------------------------------------------------------------------------------------------------
 
 
