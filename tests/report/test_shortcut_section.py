@@ -449,3 +449,27 @@ def test_the_findings_lead_with_the_shortcut_answers(tmp_path: Path) -> None:
     lead = page[page.index('<section id="findings">') : page.index('<section id="trust">')]
     assert "Planted shortcut: Sky mass follows the causal pull for" in lead and 'href="#shortcuts"' in lead
     assert shortcut_findings(load_results(write_results(tmp_path / "plain"))) == []
+
+
+def test_the_finetune_table_shows_the_causal_profile_before_and_after() -> None:
+    checks = _checks()
+    # erasure |Δ| of sky and road (the default cue and foreground) for the base and its fine-tunes; car is
+    # neither, and a flip-rate row is another effect: both left out
+    erasure = [("vit_rho99", "sky", 0.30), ("vit_rho99", "road", 0.10), ("vit_rho99", "car", 0.5)]
+    erasure += [(m, "sky", 0.1 + 0.02 * i) for i, m in enumerate(FINETUNED)]
+    erasure += [(m, "road", 0.2 + 0.01 * i) for i, m in enumerate(FINETUNED)]
+    causal = pd.DataFrame(erasure, columns=["model", "class", "mean"]).assign(effect="abs_delta")
+    checks["causal_profiles"] = pd.concat(
+        [causal, causal.head(1).assign(effect="flip_rate", mean=9.0)], ignore_index=True
+    )
+    found = shortcut_tables(_results(checks))
+    assert found is not None
+    frame = finetune_table(found).set_index("quantity")
+    assert frame.loc["erasure |Δ| · sky", "before"] == "0.300"
+    assert frame.loc["erasure |Δ| · sky", "after [95% t CI]"] == t_interval([0.1, 0.12, 0.14]).text()
+    assert frame.loc["erasure |Δ| · road", "after [95% t CI]"] == t_interval([0.2, 0.21, 0.22]).text()
+    assert not any("car" in q for q in frame.index)
+    order = list(frame.index)
+    assert (
+        order.index("gap recovered") < order.index("erasure |Δ| · road") < order.index("cue mass · gradcam")
+    )

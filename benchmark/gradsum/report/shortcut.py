@@ -9,6 +9,7 @@ section and its figures exist only when the check ran.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,14 @@ QUANTITY_LABELS = {
 #: The model-level quantities the fine-tuning figure draws (every one is in its table).
 FIGURE_QUANTITIES = ("r2_decorrelated", "r2_in_distribution", "pull")
 GAP_RECOVERED = "gap recovered"
+#: The fine-tuning table's label of a class's causal erasure effect.
+ERASURE_LABEL = "erasure |Δ|"
+
+
+#: Columns of `ShortcutTables.erasure`.
+ERASURE_COLUMNS = ["model", "class", "mean"]
+#: The causal profile's effect the fine-tuning table shows before and after.
+ERASURE_EFFECT = "abs_delta"
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,9 @@ class ShortcutTables:
     onset: pd.DataFrame
     finetune: pd.DataFrame
     finetune_methods: pd.DataFrame
+    #: the causal check's erasure effect (mean |output change|) of the cue and foreground classes per model:
+    #: columns model, class, mean (empty when the causal check did not run)
+    erasure: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=ERASURE_COLUMNS))
 
     @property
     def series(self) -> list[str]:
@@ -106,15 +118,25 @@ def shortcut_tables(results: Results) -> ShortcutTables | None:
     """The shortcut tables of a results folder; None when the check did not run or measured no model."""
     if any(name not in results.checks for name in REQUIRED) or results.checks[MODELS_TABLE].empty:
         return None
-    names = (
-        MODELS_TABLE,
-        METHODS_TABLE,
-        DETECTION_TABLE,
-        ONSET_TABLE,
-        FINETUNE_TABLE,
-        FINETUNE_METHODS_TABLE,
+    return ShortcutTables(
+        models=_checked(results, MODELS_TABLE),
+        methods=_checked(results, METHODS_TABLE),
+        detection=_checked(results, DETECTION_TABLE),
+        onset=_checked(results, ONSET_TABLE),
+        finetune=_checked(results, FINETUNE_TABLE),
+        finetune_methods=_checked(results, FINETUNE_METHODS_TABLE),
+        erasure=erasure_effects(results),
     )
-    return ShortcutTables(*(_checked(results, name) for name in names))
+
+
+def erasure_effects(results: Results) -> pd.DataFrame:
+    """The causal profile (erasure |output change|) of the cue and foreground classes, per model."""
+    profiles = results.checks.get("causal_profiles")
+    if profiles is None or profiles.empty:
+        return pd.DataFrame(columns=ERASURE_COLUMNS)
+    classes = [cue_class(results), *foreground_classes(results)]
+    chosen = profiles[(profiles["effect"] == ERASURE_EFFECT) & profiles["class"].isin(classes)]
+    return chosen[ERASURE_COLUMNS].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -295,6 +317,7 @@ def finetune_long(tables: ShortcutTables) -> pd.DataFrame:
             }
         )
     )
+    parts += _erasure_parts(tables)
     methods = tables.finetune_methods
     parts += [
         pd.DataFrame(
@@ -312,10 +335,32 @@ def finetune_long(tables: ShortcutTables) -> pd.DataFrame:
     return long.astype({"base": str, "model": str, "before": float, "after": float})
 
 
+def _erasure_parts(tables: ShortcutTables) -> list[pd.DataFrame]:
+    """Before/after rows of each class's erasure effect: the causal profile, measured without attribution."""
+    effect = tables.erasure.set_index(["model", "class"])["mean"].astype(float)
+    parts = []
+    for name in sorted(tables.erasure["class"].astype(str).unique()):
+        pairs = tables.finetune[["base", "model"]].astype(str)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "base": pairs["base"],
+                    "model": pairs["model"],
+                    "quantity": f"{ERASURE_LABEL} · {name}",
+                    "before": [effect.get((base, name), math.nan) for base in pairs["base"]],
+                    "after": [effect.get((model, name), math.nan) for model in pairs["model"]],
+                }
+            )
+        )
+    return parts
+
+
 def _quantities(long: pd.DataFrame) -> list[str]:
-    """Quantities in table order: the model's, gap recovered, then each method's masses by method."""
+    """Quantities in table order: the model's, gap recovered, erasure effects, then each method's masses."""
     fixed = [QUANTITY_LABELS[stem] for stem in FINETUNE_FIGURES] + [GAP_RECOVERED]
-    return fixed + sorted(set(long["quantity"]) - set(fixed), key=lambda q: (q.split(" · ", 1)[1], q))
+    rest = set(long["quantity"]) - set(fixed)
+    erasure = sorted(q for q in rest if q.startswith(ERASURE_LABEL))
+    return fixed + erasure + sorted(rest - set(erasure), key=lambda q: (q.split(" · ", 1)[1], q))
 
 
 def finetune_table(tables: ShortcutTables) -> pd.DataFrame:
@@ -392,12 +437,22 @@ def finetune_outcomes(tables: ShortcutTables) -> list[FinetuneOutcome]:
     return outcomes
 
 
-def cue_class(results: Results) -> str:
-    """The class the check measured mass on: the run's `evaluation.options.shortcut.cue`, else the default."""
+def _options(results: Results) -> dict[str, Any]:
+    """The run's `evaluation.options.shortcut` ({} when absent)."""
     options: Any = results.manifest.get("config")
     for key in ("evaluation", "options", "shortcut"):
         options = options.get(key) if isinstance(options, dict) else None
-    return str(options["cue"]) if isinstance(options, dict) and "cue" in options else ShortcutOptions.cue
+    return options if isinstance(options, dict) else {}
+
+
+def cue_class(results: Results) -> str:
+    """The class the check measured mass on: the run's `evaluation.options.shortcut.cue`, else the default."""
+    return str(_options(results).get("cue", ShortcutOptions.cue))
+
+
+def foreground_classes(results: Results) -> tuple[str, ...]:
+    """The classes the check summed as foreground: the run's option, else the check's default."""
+    return tuple(str(name) for name in _options(results).get("foreground", ShortcutOptions.foreground))
 
 
 def _lead(tables: ShortcutTables, cue: str, from_trust: bool) -> str:
