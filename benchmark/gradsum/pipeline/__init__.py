@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from gradsum.pipeline.config import (
+    FinetuneConfig,
     GenerateConfig,
     MethodConfig,
     ModelConfig,
     RunConfig,
+    TrainingSetConfig,
     TruthSetConfig,
     config_from_dict,
     default_config,
@@ -17,10 +19,12 @@ from gradsum.pipeline.config import (
 from gradsum.pipeline.run import run
 
 __all__ = [
+    "FinetuneConfig",
     "GenerateConfig",
     "MethodConfig",
     "ModelConfig",
     "RunConfig",
+    "TrainingSetConfig",
     "TruthSetConfig",
     "config_from_dict",
     "default_config",
