@@ -473,3 +473,20 @@ def test_the_finetune_table_shows_the_causal_profile_before_and_after() -> None:
     assert (
         order.index("gap recovered") < order.index("erasure |Δ| · road") < order.index("cue mass · gradcam")
     )
+
+
+def test_a_clean_base_is_judged_on_harm_alone_and_all_passing_reads_plainly() -> None:
+    checks = _checks()
+    checks[FINETUNE_TABLE] = checks[FINETUNE_TABLE].assign(gap_recovered=NAN)
+    found = shortcut_tables(_results(checks))
+    assert found is not None
+    (outcome,) = finetune_outcomes(found)
+    assert not outcome.has_gap
+    assert outcome.sentence == (
+        "vit_rho99 (no gap to a clean model to recover): fine-tuning (3 seeds) moved R² decorrelated 0.100 → "
+        "0.550 [0.426, 0.674]; in-distribution R² changed by -0.010 [-0.022, 0.002] (no fall beyond 0.02)."
+    )
+    verdicts = {method: "pass" for method in found.detection["method"]}
+    assert detection_sentence(found, verdicts, "sky").startswith(
+        "Sky mass follows the causal pull for gradcam, rollout (pass: 2 of 2). Null explainer(s) passing"
+    )

@@ -263,10 +263,8 @@ def detection_sentence(tables: ShortcutTables, verdicts: dict[str, str], cue: st
     real = tables.real_methods
     passing = [m for m in real if verdicts[m] == PASS]
     failing = [m for m in real if verdicts[m] == FAIL]
-    text = (
-        f"{cue.capitalize()} mass follows the causal pull for {_names(passing)} "
-        f"(pass: {len(passing)} of {len(real)}); it does not for {_names(failing)} (fail)."
-    )
+    text = f"{cue.capitalize()} mass follows the causal pull for {_names(passing)} (pass: {len(passing)} of {len(real)})"
+    text += f"; it does not for {_names(failing)} (fail)." if failing else "."
     nulls = sorted(tables.detection.loc[tables.detection["null"], "method"].astype(str))
     lucky = [m for m in nulls if verdicts[m] == PASS]
     if lucky:
@@ -405,10 +403,22 @@ class FinetuneOutcome:
         return self.in_distribution_change.mean >= -R2_TOLERANCE
 
     @property
+    def has_gap(self) -> bool:
+        """Whether the base had a decorrelated-R² gap to a clean model to recover (not so for the clean one)."""
+        return math.isfinite(self.recovered.mean)
+
+    @property
     def sentence(self) -> str:
         """The finding in words, with its numbers."""
         half = "at least" if self.recovers_half else "less than"
         kept = "no fall beyond" if self.keeps_in_distribution else "a fall beyond"
+        if not self.has_gap:
+            # a model without the shortcut: the question is only whether fine-tuning hurts it
+            return (
+                f"{self.base} (no gap to a clean model to recover): fine-tuning ({self.seeds} seeds) moved "
+                f"R² decorrelated {self.decorrelated_before.text()} → {self.decorrelated_after.text()}; "
+                f"in-distribution R² changed by {self.in_distribution_change.text()} ({kept} {R2_TOLERANCE})."
+            )
         return (
             f"{self.base}: fine-tuning ({self.seeds} seeds) recovered {self.recovered.text(2)} of the "
             f"decorrelated-R² gap (R² decorrelated {self.decorrelated_before.text()} → "
