@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import stats
 from torch import nn
 
 from gradsum.errors import GradSUMError, SpecError
@@ -24,6 +23,7 @@ from gradsum.evaluation.shortcut import (
     SUMMARY_COLUMNS,
     ShortcutCheck,
     ShortcutOptions,
+    permutation_p_value,
     series_members,
     shortcut_predictions,
 )
@@ -306,8 +306,9 @@ def test_detection_ranks_models_by_pull_and_onset_finds_the_smallest_rho(
         result.tables["shortcut_methods"].query("method == @SKY_MAP").set_index("model")["cue_mass_share"]
     )
     pulls = result.tables["shortcut_models"].set_index("model")["pull"]
-    expected = stats.spearmanr(masses[list(SERIES)], pulls[list(SERIES)], alternative="greater").pvalue
-    assert sky["p_value"] == pytest.approx(expected)
+    assert masses[list(SERIES)].rank().tolist() == pulls[list(SERIES)].rank().tolist()
+    # every pairing of the models enumerated: the exact one-sided p of a perfect rank order is 1/n!
+    assert sky["p_value"] == pytest.approx(1 / math.factorial(len(SERIES)))
     # a constant sky share across models has no ranking
     uniform = detection.loc[UNIFORM.label]
     assert uniform["null"] and math.isnan(uniform["spearman"]) and math.isnan(uniform["spearman_ci_low"])
@@ -405,3 +406,12 @@ def test_no_steering_model_gives_empty_tables_and_unknown_classes_are_refused(
     context = _context(train, obstacle, options={"shortcut": {"foreground": ["road", "lane"]}})
     with pytest.raises(SpecError, match=r"class\(es\) lane not in the truth set"):
         ShortcutCheck().run(context)
+
+
+def test_the_permutation_p_value_is_exact_for_few_models() -> None:
+    x, y = np.array([0.244, 0.248, 0.254, 0.259]), np.array([0.0, 0.001, 0.004, 0.010])
+    # 4 models in perfect order: 1 of the 24 pairings reaches ρ = 1; reversed, all 24 reach ρ ≥ -1
+    assert permutation_p_value(x, y, np.random.default_rng(0)) == pytest.approx(1 / 24)
+    assert permutation_p_value(x, -y, np.random.default_rng(0)) == pytest.approx(1.0)
+    # one swap (ρ = 0.8): the identity and the 3 adjacent swaps reach 0.8, so 4 of 24
+    assert permutation_p_value(x, y[[1, 0, 2, 3]], np.random.default_rng(0)) == pytest.approx(4 / 24)
