@@ -396,6 +396,9 @@ def test_series_figure_draws_each_series_against_rho(tables: ShortcutTables) -> 
     assert list(vit.get_xdata()) == [0, 1, 2, 3]
     assert list(vit.get_ydata()) == pytest.approx([_cue_mass("gradcam", p) for p in (0.01, 0.10, 0.20, 0.40)])
     assert list(lines["pilotnet"].get_xdata()) == [0, 2]  # rho 0 and 0.9 on the shared axis
+    # one legend for the figure names every series, whichever panels draw it
+    (legend,) = fig.legends
+    assert sorted(t.get_text() for t in legend.get_texts()) == sorted(_models()["series"].unique())
     assert plots.figure_bytes(fig, "png").startswith(b"\x89PNG")
 
 

@@ -551,6 +551,16 @@ def _errors(values: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
     return np.nan_to_num(np.clip(np.vstack([v - low.to_numpy(float), high.to_numpy(float) - v]), 0, None))
 
 
+def _legend(fig: Figure, axes: Sequence[Axes]) -> None:
+    """One legend for the figure with every series drawn in any panel (a method may skip a series)."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(text, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), fontsize=7, loc="upper right")
+
+
 def detection_points(tables: ShortcutTables, method: str) -> pd.DataFrame:
     """The detection figure's points for one method: each model's pull and cue mass share with their CIs."""
     pull = tables.models[["model", "pull", "pull_ci_low", "pull_ci_high"]]
@@ -604,8 +614,7 @@ def detection_figure(tables: ShortcutTables) -> Figure:
         ax.set_ylabel("cue mass share", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    if axes:
-        axes[0].legend(fontsize=6, loc="best")
+    _legend(fig, axes)
     fig.suptitle("Does the cue mass follow the causal pull? (labels: rho)", fontsize=10)
     return fig
 
@@ -655,8 +664,7 @@ def series_figure(tables: ShortcutTables) -> Figure:
         ax.set_title(method, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    if axes:
-        axes[0].legend(fontsize=6, loc="best")
+    _legend(fig, axes)
     fig.suptitle("Cue mass share by rho (band: the fair model's 95% CI)", fontsize=10)
     return fig
 
