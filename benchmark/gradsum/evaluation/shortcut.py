@@ -40,7 +40,7 @@ from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import TruthSet, open_truthset, truthset_kind
 from gradsum.truthsets.base import Sample, sample_id
 from gradsum.truthsets.labels import ClassTable
-from gradsum.truthsets.synthetic.writer import TINT_SOURCE
+from gradsum.truthsets.synthetic.writer import AGREEING_SPLIT, DECORRELATED_SPLIT, TINT_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +180,9 @@ class ShortcutOptions:
     #: the classes a method should look at instead (their mass shares are summed per image)
     foreground: tuple[str, ...] = ("road",)
     #: the tint split whose tint disagrees with the steering sign everywhere
-    against: str = "test_decorrelated"
+    against: str = DECORRELATED_SPLIT
     #: the tint split whose tint agrees with the steering sign everywhere
-    agreeing: str = "test_agreeing"
+    agreeing: str = AGREEING_SPLIT
     #: the first scenes of the tint splits the errors use (None: all)
     error_images: int | None = None
 

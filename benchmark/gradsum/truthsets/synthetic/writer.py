@@ -42,7 +42,9 @@ _CHUNK = 250
 #: re-rendered with the sky tint set to disagree (test_decorrelated) or agree (test_agreeing) with the
 #: steering sign in every scene. Same scenes, so the two differ from test and from each other only in sky
 #: pixels, and a model's error gap between them is the tint's effect alone, scene by scene.
-TINT_SPLITS: dict[str, bool] = {"test_decorrelated": False, "test_agreeing": True}
+DECORRELATED_SPLIT = "test_decorrelated"
+AGREEING_SPLIT = "test_agreeing"
+TINT_SPLITS: dict[str, bool] = {DECORRELATED_SPLIT: False, AGREEING_SPLIT: True}
 TINT_SOURCE = "test"
 
 
