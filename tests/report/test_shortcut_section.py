@@ -417,13 +417,19 @@ def test_finetune_figure_pairs_seeds_before_and_after(tables: ShortcutTables) ->
     assert plots.figure_bytes(fig, "png").startswith(b"\x89PNG")
 
 
-def test_write_report_embeds_the_section_and_its_figures(tmp_path: Path) -> None:
-    folder = write_results(tmp_path / "run", models={"vit_rho0": ("vit", ("gradcam",))})
+def _results_folder(folder: Path) -> Path:
+    """A results folder of one model with the shortcut tables written and listed as its manifest would."""
+    write_results(folder, models={"vit_rho0": ("vit", ("gradcam",))})
     for name, frame in _checks().items():
         frame.to_csv(folder / f"{name}.csv", index=False)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["trust_tables"] = sorted(_checks())
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_write_report_embeds_the_section_and_its_figures(tmp_path: Path) -> None:
+    folder = _results_folder(tmp_path / "run")
     page = write_report(folder).read_text()
     section = page[page.index('<section id="shortcuts">') : page.index('<section id="profiles">')]
     assert 'href="#shortcuts"' in page and "<h2>Shortcuts</h2>" in section
@@ -435,12 +441,7 @@ def test_write_report_embeds_the_section_and_its_figures(tmp_path: Path) -> None
 
 
 def test_the_findings_lead_with_the_shortcut_answers(tmp_path: Path) -> None:
-    folder = write_results(tmp_path / "run", models={"vit_rho0": ("vit", ("gradcam",))})
-    for name, frame in _checks().items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["trust_tables"] = sorted(_checks())
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    folder = _results_folder(tmp_path / "run")
     results = load_results(folder)
     answers = shortcut_findings(results)
     tables = shortcut_tables(results)
