@@ -231,7 +231,22 @@ def causal_profiles(effects: pd.DataFrame, n_resamples: int = 1000, seed: int = 
 
 
 def gradsum_rows(context: EvaluationContext) -> pd.DataFrame:
-    """per_image rows of every planned method (null explainers included) of every model on the images."""
+    """per_image rows of every planned method (null explainers included) of every model on the images.
+
+    Computed once per context (kept in `context.cache`): the causal and shortcut checks both read them,
+    and each pass re-reads every evaluated image.
+    """
+    if GRADSUM_ROWS not in context.cache:
+        context.cache[GRADSUM_ROWS] = _gradsum_rows(context)
+    rows: pd.DataFrame = context.cache[GRADSUM_ROWS]
+    return rows
+
+
+#: `context.cache` key of `gradsum_rows`.
+GRADSUM_ROWS = "gradsum_rows"
+
+
+def _gradsum_rows(context: EvaluationContext) -> pd.DataFrame:
     frames = []
     for ids, images, labels, _ in context.batches():
         label_tensor = torch.from_numpy(np.stack(labels).astype(np.int64)).to(context.device)
