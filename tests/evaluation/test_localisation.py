@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from torch import Tensor, nn
 
-from gradsum.evaluation.base import CHECKS, EvaluationContext, PlannedMethod
+from gradsum.evaluation.base import CHANCE, CHECKS, EvaluationContext, PlannedMethod
 from gradsum.evaluation.localisation import (
     LocalisationCheck,
     mass_accuracy,
@@ -159,7 +159,7 @@ class Mean(nn.Module):
 def _context(truthset: CauseTruthSet) -> BrightMapContext:
     plan = (
         PlannedMethod("bright", "bright"),
-        PlannedMethod("null:uniform", "uniform", normalise="sum", null=True),
+        PlannedMethod("null:uniform", "uniform", normalise="sum", role=CHANCE),
     )
     return BrightMapContext(
         truthset,

@@ -10,7 +10,7 @@ from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostReleva
 from torch import Tensor, nn
 
 from gradsum.errors import SpecError
-from gradsum.evaluation.base import CHECKS, EvaluationContext, PlannedMethod
+from gradsum.evaluation.base import CHANCE, CHECKS, EvaluationContext, PlannedMethod
 from gradsum.evaluation.imputation import FastNoisyLinearImputer
 from gradsum.evaluation.perturbation import (
     ORDERS,
@@ -65,8 +65,8 @@ class PerfectMapContext(EvaluationContext):
 
 PLAN = (
     PlannedMethod("perfect", "perfect"),
-    PlannedMethod("null:random", "random", normalise="minmax", null=True),
-    PlannedMethod("null:uniform", "uniform", normalise="sum", null=True),
+    PlannedMethod("null:random", "random", normalise="minmax", role=CHANCE),
+    PlannedMethod("null:uniform", "uniform", normalise="sum", role=CHANCE),
 )
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from gradsum.errors import GradSUMError, SpecError
 from gradsum.evaluation import CHECKS
-from gradsum.evaluation.base import CheckResult, EvaluationContext, PlannedMethod
+from gradsum.evaluation.base import CHANCE, CheckResult, EvaluationContext, PlannedMethod
 from gradsum.evaluation.shortcut import (
     DETECTION_COLUMNS,
     FINETUNE_COLUMNS,
@@ -41,7 +41,7 @@ BOTTOM = 4
 #: between the warm and the cool sky's red − blue, so a tint reader steers right on warm, left on cool
 MIDPOINT = -70 / 255
 SKY_MAP = "skyweight"
-UNIFORM = PlannedMethod("null:uniform", "uniform", normalise="sum", null=True)
+UNIFORM = PlannedMethod("null:uniform", "uniform", normalise="sum", role=CHANCE)
 #: model → (tint reader gain k (None: the oracle), rho, sky weight of the planted maps)
 SERIES: dict[str, tuple[float | None, float, float]] = {
     "fair": (None, 0.0, 1.0),

@@ -2,7 +2,8 @@
 
 `run_checks(context, ["causal", "sanity"])` is the Python API behind `gradsum evaluate` and the
 evaluation stage of `gradsum run`: each named check runs once on the same images, and the trust table
-takes every check's figures against the thresholds and the null explainers (`verdicts`).
+takes every check's figures against chance and the confounds, paired on the same images (`verdicts`);
+the recommendations name, per model, the method to use or say that none is shown better than chance.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
-from gradsum.evaluation.verdicts import trust_table
+from gradsum.evaluation.verdicts import recommend, trust_table
 
 log = logging.getLogger(__name__)
 
 #: The trust table's file stem in a results folder (`trust.csv`).
 TRUST_TABLE = "trust"
+#: The per-model recommendation's file stem (`recommendations.csv`).
+RECOMMENDATIONS = "recommendations"
 
 
 @dataclass
@@ -33,7 +36,7 @@ class TrustReport:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every table to write, by file stem: the trust table first, then each check's own."""
-        tables = {TRUST_TABLE: self.trust}
+        tables = {TRUST_TABLE: self.trust, RECOMMENDATIONS: recommend(self.trust)}
         for result in self.results.values():
             tables.update(result.tables)
         return tables
@@ -49,5 +52,5 @@ def run_checks(context: EvaluationContext, checks: Sequence[str]) -> TrustReport
         results[name] = factory().run(context)
         seconds[name] = round(time.perf_counter() - start, 2)
         log.info("trust check %s done in %.1f s", name, seconds[name])
-    nulls = sorted({m.label for methods in context.plan.values() for m in methods if m.null})
-    return TrustReport(results, trust_table(results, nulls), seconds)
+    roles = {m.label: m.role for methods in context.plan.values() for m in methods}
+    return TrustReport(results, trust_table(results, roles, context.n_resamples, context.seed), seconds)

@@ -1,110 +1,507 @@
-"""Verdicts: each check's figures taken against thresholds and the null explainers, on intervals.
+"""Verdicts: each check's figures taken against chance and the confounds, paired on the same images.
 
-A method passes a criterion on a model only where its confidence interval lies beyond the criterion's
-threshold (if it has one) and beyond the interval of every null explainer run on the same model and
-images. A missing figure (NaN: a flat profile, no cause mask) never passes. Null explainers are judged
-the same way against the other null explainers, so a test can check that they fail.
+The rule, for one criterion of one check on one model (α = `ALPHA`, one-sided):
+
+- Image counts are drawn once per model (a multinomial bootstrap over the model's evaluated images) and
+  every method, control and null is scored on the same counts, so each comparison is paired: the bound
+  is the α-quantile of (method − null) over the resamples, not two intervals side by side.
+- The null explainers have roles (`gradsum.evaluation.base`): *chance* (random, uniform) and *confound*
+  (class-area prior, positional prior) **gate**; the *heuristic* (Sobel edges) gets its own figure, "adds
+  over an edge detector", and gates nothing. A criterion with a threshold (the value chance gives where
+  no map can stand for it: concordance 0.5, lift 1, a normalised drop 0) is a further bar.
+- **pass**: the lower bound of (method − null) is above 0 for every gating null, and the lower bound of
+  (method − threshold) above 0.
+- **fail**: the method is not better than chance: the upper bound of (method − a chance null), or of
+  (method − threshold), is at or below 0 (or the figure is undefined: no image gave a value).
+- **inconclusive**: neither (including a gating null whose figure is undefined: it cannot be beaten).
+- **uninformative**: a gating null itself passes the criterion on this model (judged by the same rule
+  against the other gating nulls). The check then cannot tell an explainer from a prior there: every row
+  of that model gets "uninformative" for the criterion, and nothing passes it.
+
+Every row also carries its margin over the best gating null (the one with the best figure) with a paired
+two-sided CI, so methods can be ranked where none passes. A criterion decided across models
+(`over == MODELS`, the shortcut check) reads its permutation p over models: pass where p < α, fail where
+p ≥ 0.5 (no stronger than a random pairing of models), inconclusive between.
+
+The overall verdict of a row: fail if a criterion fails; pass if every informative criterion passes and
+at least one is informative; uninformative if none is informative; inconclusive otherwise.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from gradsum.evaluation.base import CheckResult, Criterion
+from gradsum.evaluation.base import (
+    CHANCE,
+    GATING_ROLES,
+    HEURISTIC,
+    IMAGES,
+    METHOD,
+    NULL_ROLES,
+    CheckResult,
+    Criterion,
+)
 from gradsum.evaluation.erasure import OUT_OF_DOMAIN
 
-PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
-#: Columns of `trust.csv` before the check-specific figures.
-TRUST_KEY_COLUMNS = ("model", "method", "null", "verdict", "failed", "summary")
+PASS, FAIL, INCONCLUSIVE, UNINFORMATIVE = "pass", "fail", "inconclusive", "uninformative"
+OUTCOMES = (PASS, FAIL, INCONCLUSIVE, UNINFORMATIVE)
+#: The outcome of a criterion that did not run on a row (no figure for that model × method).
+NOT_RUN = "not run"
+#: One-sided level of every paired comparison (and 1 − 2α the level of the two-sided intervals shown).
+ALPHA = 0.05
+#: `{key}_heuristic`: the paired comparison with the heuristic null (Sobel edges).
+ADDS, ADDS_NOT, ADDS_UNCLEAR = "adds", "no", "unclear"
+#: Columns of `trust.csv` before the criteria's and the checks' own figures.
+TRUST_KEY_COLUMNS = ("model", "method", "role", "null", "verdict", "failed", "summary")
+#: Columns of `recommendations.csv`: one row per model.
+RECOMMENDATION_COLUMNS = ("model", "method", "passed", "sentence")
+#: One plain sentence per outcome (the trust table's `{key}_reason` starts with it).
+MEANINGS = {
+    PASS: "better than chance and than every confound, paired on the same images",
+    FAIL: "not better than chance",
+    INCONCLUSIVE: "not shown better than every gating null, nor shown no better than chance",
+    UNINFORMATIVE: "a null explainer passes this criterion on this model, so it cannot tell an explainer "
+    "from a prior here",
+    NOT_RUN: "the check did not run for this method",
+}
 
 
 @dataclass(frozen=True)
-class Bar:
-    """What a figure had to beat: the threshold and the best null explainer, with their values."""
+class Resampled:
+    """One row's figure on one criterion: the point value and its value on every bootstrap resample."""
 
-    value: float
-    source: str
+    point: float
+    draws: np.ndarray
 
-
-def _interval(row: Mapping[str, object], column: str) -> tuple[float, float, float]:
-    def number(key: str) -> float:
-        value = row.get(key)
-        return float(value) if isinstance(value, int | float) else math.nan
-
-    return number(column), number(f"{column}_ci_low"), number(f"{column}_ci_high")
+    @property
+    def defined(self) -> bool:
+        return math.isfinite(self.point) and bool(np.isfinite(self.draws).any())
 
 
-def _bars(criterion: Criterion, nulls: Sequence[Mapping[str, object]], method: str) -> list[Bar]:
-    """The values the method's interval must clear: the threshold and each other null's far CI end."""
-    bars = [] if criterion.threshold is None else [Bar(criterion.threshold, "threshold")]
-    for null in nulls:
-        if null["method"] == method:
+@dataclass(frozen=True)
+class Comparison:
+    """(row − reference) in the better direction: the point and the one-sided α bounds."""
+
+    point: float
+    lower: float
+    upper: float
+    low: float
+    high: float
+
+
+def image_counts(images: Sequence[str], n_resamples: int, seed: int, model: str) -> np.ndarray:
+    """(n_resamples, n_images) multinomial counts drawn once per model: every figure of the model reuses them."""
+    rng = np.random.default_rng([seed, zlib.crc32(f"verdict\0{model}".encode())])
+    n = len(images)
+    if n == 0:
+        return np.zeros((n_resamples, 0))
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
+
+
+def _weighted_mean(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per resample Σ count·value / Σ count over the images where the value is finite."""
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (counts @ np.where(finite, values, 0.0)) / (counts @ finite.astype(float))
+
+
+def resample_figure(
+    criterion: Criterion, rows: pd.DataFrame, images: Sequence[str], counts: np.ndarray
+) -> Resampled:
+    """The criterion's figure for one model × method from its per-image rows, on every resample.
+
+    The figure is the mean over images of `criterion.column`, or mean(column) / mean(denominator) over the
+    images where both are finite.
+    """
+    aligned = rows.set_index("image").reindex(list(images))
+    values = aligned[criterion.column].to_numpy(float)
+    ones = np.ones((1, len(images)))
+    if criterion.denominator is None:
+        point = _weighted_mean(ones, values)[0]
+        return Resampled(float(point), _weighted_mean(counts, values))
+    denominator = aligned[criterion.denominator].to_numpy(float)
+    both = np.isfinite(values) & np.isfinite(denominator)
+    values, denominator = np.where(both, values, np.nan), np.where(both, denominator, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = _weighted_mean(ones, values)[0] / _weighted_mean(ones, denominator)[0]
+        draws = _weighted_mean(counts, values) / _weighted_mean(counts, denominator)
+    return Resampled(float(point), draws)
+
+
+def compare(criterion: Criterion, row: Resampled, reference: Resampled | float) -> Comparison:
+    """(row − reference), signed so that positive is better, with one-sided α and two-sided bounds."""
+    sign = 1.0 if criterion.higher_is_better else -1.0
+    if isinstance(reference, Resampled):
+        point, draws = row.point - reference.point, row.draws - reference.draws
+    else:
+        point, draws = row.point - reference, row.draws - reference
+    point, draws = sign * point, sign * draws
+    finite = draws[np.isfinite(draws)]
+    if not math.isfinite(point) or finite.size == 0:
+        nan = math.nan
+        return Comparison(nan, nan, nan, nan, nan)
+    lower, upper, low, high = np.quantile(finite, [ALPHA, 1 - ALPHA, ALPHA / 2, 1 - ALPHA / 2])
+    return Comparison(float(point), float(lower), float(upper), float(low), float(high))
+
+
+def decide(
+    criterion: Criterion,
+    row: Resampled,
+    gating: Mapping[str, tuple[str, Resampled]],
+) -> tuple[str, str]:
+    """(outcome, reason) of one row against the gating nulls (label → (role, figure)) and the threshold."""
+    if not row.defined:
+        return FAIL, "the figure is undefined on these images"
+    bars: list[tuple[str, str, Comparison]] = []
+    if criterion.threshold is not None:
+        bars.append(("threshold", CHANCE, compare(criterion, row, criterion.threshold)))
+    if criterion.against_nulls:
+        bars += [(label, role, compare(criterion, row, figure)) for label, (role, figure) in gating.items()]
+    for label, role, bar in bars:
+        if role == CHANCE and math.isfinite(bar.upper) and bar.upper <= 0:
+            return FAIL, f"not better than {_name(label, criterion)} (upper bound {bar.upper:+.3g})"
+    if not bars:
+        return INCONCLUSIVE, "nothing to compare with: no threshold and no other gating null"
+    undefined = [label for label, _, bar in bars if not math.isfinite(bar.lower)]
+    if undefined:
+        return INCONCLUSIVE, f"{', '.join(undefined)}: figure undefined, so it cannot be beaten"
+    short = [(label, bar) for label, _, bar in bars if bar.lower <= 0]
+    if short:
+        label, bar = min(short, key=lambda item: item[1].lower)
+        return INCONCLUSIVE, f"not shown better than {_name(label, criterion)} (lower bound {bar.lower:+.3g})"
+    return PASS, "beats " + ", ".join(_name(label, criterion) for label, _, _ in bars)
+
+
+def _name(label: str, criterion: Criterion) -> str:
+    return f"the threshold {criterion.threshold:g}" if label == "threshold" else label
+
+
+def _model_level(criterion: Criterion, record: Mapping[str, object]) -> tuple[str, str]:
+    """The decision of an `over == MODELS` criterion from its permutation p over models."""
+    p = _number(record, f"{criterion.column}_p")
+    if not math.isfinite(p):
+        return FAIL, "undefined: the map is the same for every model"
+    if p < ALPHA:
+        return PASS, f"permutation p over models {p:.3g} < {ALPHA}"
+    if p >= 0.5:
+        return FAIL, f"permutation p over models {p:.3g}: no stronger than a random pairing of models"
+    return INCONCLUSIVE, f"permutation p over models {p:.3g}"
+
+
+def _number(record: Mapping[str, object], key: str) -> float:
+    value = record.get(key)
+    return float(value) if isinstance(value, int | float | np.floating) else math.nan
+
+
+def _criterion_columns(
+    criterion: Criterion,
+    figure: Resampled,
+    outcome: str,
+    reason: str,
+    gating: Mapping[str, tuple[str, Resampled]],
+    heuristic: Mapping[str, Resampled],
+) -> dict[str, object]:
+    """The trust-table columns of one criterion for one row: figure, margin, heuristic column, verdict."""
+    key = criterion.key
+    finite = figure.draws[np.isfinite(figure.draws)]
+    low, high = (
+        (float(v) for v in np.quantile(finite, [ALPHA / 2, 1 - ALPHA / 2]))
+        if finite.size
+        else (math.nan,) * 2
+    )
+    columns: dict[str, object] = {
+        key: figure.point,
+        f"{key}_ci_low": low,
+        f"{key}_ci_high": high,
+    }
+    others = {label: f for label, (_, f) in gating.items() if f.defined}
+    best = max(others, key=lambda label: compare(criterion, others[label], 0.0).point, default=None)
+    margin = compare(criterion, figure, others[best]) if best is not None else Comparison(*(math.nan,) * 5)
+    columns.update(
+        {
+            f"{key}_margin": margin.point,
+            f"{key}_margin_ci_low": margin.low,
+            f"{key}_margin_ci_high": margin.high,
+            f"{key}_margin_null": best or "",
+        }
+    )
+    over = next(iter(heuristic.values()), None)
+    if over is not None and over.defined:
+        edge = compare(criterion, figure, over)
+        adds = ADDS if edge.lower > 0 else ADDS_NOT if edge.upper <= 0 else ADDS_UNCLEAR
+        columns.update(
+            {
+                f"{key}_over_heuristic": edge.point,
+                f"{key}_over_heuristic_ci_low": edge.low,
+                f"{key}_over_heuristic_ci_high": edge.high,
+                f"{key}_heuristic": adds,
+            }
+        )
+    columns[f"{key}_verdict"] = outcome
+    columns[f"{key}_reason"] = f"{MEANINGS[outcome]}: {reason}"
+    return columns
+
+
+def _judge_model(
+    criterion: Criterion,
+    per_image: pd.DataFrame,
+    roles: Mapping[str, str],
+    images: Sequence[str],
+    counts: np.ndarray,
+) -> dict[str, dict[str, object]]:
+    """method → the criterion's columns, for one model's per-image rows."""
+    figures = {
+        str(method): resample_figure(criterion, rows, images, counts)
+        for method, rows in per_image.groupby("method", sort=True)
+    }
+    gating = {m: (roles[m], f) for m, f in figures.items() if roles.get(m) in GATING_ROLES}
+    heuristic = {m: f for m, f in figures.items() if roles.get(m) == HEURISTIC}
+    decided = {}
+    for method, figure in figures.items():
+        others = {label: bar for label, bar in gating.items() if label != method}
+        decided[method] = decide(criterion, figure, others)
+    prior_passes = [m for m in gating if decided[m][0] == PASS]
+    columns = {}
+    for method, figure in figures.items():
+        outcome, reason = decided[method]
+        if prior_passes and criterion.against_nulls:
+            outcome, reason = UNINFORMATIVE, f"{', '.join(prior_passes)} passes ({reason})"
+        others = {label: bar for label, bar in gating.items() if label != method}
+        columns[method] = _criterion_columns(criterion, figure, outcome, reason, others, heuristic)
+    return columns
+
+
+def _image_order(results: Mapping[str, CheckResult]) -> dict[str, list[str]]:
+    """model → the sorted union of the images any check scored it on (the counts' index)."""
+    images: dict[str, set[str]] = {}
+    for result in results.values():
+        if result.per_image is None or result.per_image.empty:
             continue
-        _, low, high = _interval(null, criterion.column)
-        edge = high if criterion.higher_is_better else low
-        if math.isfinite(edge):
-            bars.append(Bar(edge, str(null["method"])))
-    return bars
+        for model, rows in result.per_image.groupby("model", sort=False):
+            images.setdefault(str(model), set()).update(rows["image"].astype(str))
+    return {model: sorted(found) for model, found in images.items()}
 
 
-def judge(criterion: Criterion, row: Mapping[str, object], nulls: Sequence[Mapping[str, object]]) -> str:
-    """`pass` or `fail` for one model × method row on one criterion."""
-    _, low, high = _interval(row, criterion.column)
-    edge = low if criterion.higher_is_better else high
-    if not math.isfinite(edge):
+def criterion_table(
+    results: Mapping[str, CheckResult], roles: Mapping[str, str], n_resamples: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """model, method and every criterion's columns (`_criterion_columns`), one row per model × method."""
+    order = _image_order(results)
+    counts = {model: image_counts(images, n_resamples, seed, model) for model, images in order.items()}
+    rows: dict[tuple[str, str], dict[str, object]] = {}
+    for result in results.values():
+        for criterion in result.criteria:
+            if criterion.over == IMAGES:
+                _image_criterion(criterion, result, roles, order, counts, rows)
+            else:
+                _models_criterion(criterion, result, rows)
+    return pd.DataFrame([{"model": m, "method": k, **v} for (m, k), v in sorted(rows.items())])
+
+
+def _image_criterion(
+    criterion: Criterion,
+    result: CheckResult,
+    roles: Mapping[str, str],
+    order: Mapping[str, list[str]],
+    counts: Mapping[str, np.ndarray],
+    rows: dict[tuple[str, str], dict[str, object]],
+) -> None:
+    if result.per_image is None or result.per_image.empty:
+        return
+    frame = result.per_image.assign(image=result.per_image["image"].astype(str))
+    for model, per_model in frame.groupby("model", sort=True):
+        judged = _judge_model(criterion, per_model, roles, order[str(model)], counts[str(model)])
+        for method, columns in judged.items():
+            rows.setdefault((str(model), method), {}).update(columns)
+
+
+def _models_criterion(
+    criterion: Criterion, result: CheckResult, rows: dict[tuple[str, str], dict[str, object]]
+) -> None:
+    key = criterion.key
+    for record in result.summary.to_dict("records"):
+        outcome, reason = _model_level(criterion, record)
+        rows.setdefault((str(record["model"]), str(record["method"])), {}).update(
+            {
+                key: _number(record, criterion.column),
+                f"{key}_ci_low": _number(record, f"{criterion.column}_ci_low"),
+                f"{key}_ci_high": _number(record, f"{criterion.column}_ci_high"),
+                f"{key}_verdict": outcome,
+                f"{key}_reason": f"{MEANINGS[outcome]}: {reason}",
+            }
+        )
+
+
+def overall(outcomes: Sequence[str]) -> str:
+    """A row's verdict from its criteria's outcomes (see the module docstring)."""
+    ran = [o for o in outcomes if o != NOT_RUN]
+    informative = [o for o in ran if o != UNINFORMATIVE]
+    if FAIL in informative:
         return FAIL
-    for bar in _bars(criterion, nulls, str(row["method"])):
-        beaten = edge > bar.value if criterion.higher_is_better else edge < bar.value
-        if not beaten:
-            return FAIL
-    return PASS
+    if not informative:
+        return UNINFORMATIVE if ran else NOT_RUN
+    return PASS if all(o == PASS for o in informative) else INCONCLUSIVE
 
 
-def trust_table(results: Mapping[str, CheckResult], null_methods: Sequence[str]) -> pd.DataFrame:
-    """One row per model × method: every check's figures, a verdict per criterion and a one-line verdict.
+def trust_table(
+    results: Mapping[str, CheckResult],
+    roles: Mapping[str, str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per model × method: every criterion's verdict, margin and sentence, then each check's figures.
 
-    `null_methods` are the method labels of the null explainers.
+    `roles` maps each method label to its role (`gradsum.evaluation.base.ROLES`; missing: a method).
     """
     summaries = [r.summary for r in results.values() if not r.summary.empty]
-    if not summaries:
-        return pd.DataFrame(columns=list(TRUST_KEY_COLUMNS))
-    merged = summaries[0]
-    for summary in summaries[1:]:
-        merged = merged.merge(summary, on=["model", "method"], how="outer")
-    merged = merged.sort_values(["model", "method"], ignore_index=True)
     criteria = [c for r in results.values() for c in r.criteria]
-    records = merged.to_dict("records")
+    if not summaries and not criteria:
+        return pd.DataFrame(columns=list(TRUST_KEY_COLUMNS))
+    judged = criterion_table(results, roles, n_resamples, seed)
+    merged = judged if not judged.empty else pd.DataFrame(columns=["model", "method"])
+    for summary in summaries:
+        # a check's own columns never overwrite the verdict's recomputed figures of the same name
+        extra = [c for c in summary.columns if c in ("model", "method") or c not in merged.columns]
+        merged = merged.merge(summary[extra], on=["model", "method"], how="outer")
+    merged = merged.sort_values(["model", "method"], ignore_index=True)
     rows = []
-    for record in records:
-        nulls = [r for r in records if r["model"] == record["model"] and r["method"] in null_methods]
-        outcome = {c.check: judge(c, record, nulls) for c in criteria}
-        failed = [check for check, verdict in outcome.items() if verdict == FAIL]
+    for record in merged.to_dict("records"):
+        role = roles.get(str(record["method"]), METHOD)
+        outcome = {c.key: _outcome(record, c) for c in criteria}
         rows.append(
             {
                 "model": record["model"],
                 "method": record["method"],
-                "null": record["method"] in null_methods,
-                "verdict": PASS if criteria and not failed else FAIL,
-                "failed": ", ".join(failed),
+                "role": role,
+                "null": role in NULL_ROLES,
+                "verdict": overall(list(outcome.values())),
+                "failed": ", ".join(k for k, o in outcome.items() if o == FAIL),
                 "summary": _summary(criteria, record, outcome),
-                **{f"{check}_verdict": verdict for check, verdict in outcome.items()},
                 **{k: v for k, v in record.items() if k not in ("model", "method")},
+                **{f"{k}_verdict": o for k, o in outcome.items()},
             }
         )
     return pd.DataFrame(rows)
 
 
+def _outcome(record: Mapping[str, object], criterion: Criterion) -> str:
+    value = record.get(f"{criterion.key}_verdict")
+    return value if isinstance(value, str) and value in OUTCOMES else NOT_RUN
+
+
 def _summary(criteria: Sequence[Criterion], row: Mapping[str, object], outcome: Mapping[str, str]) -> str:
-    """A one-line verdict: each criterion's figure with its interval and its outcome."""
+    """A one-line verdict: each criterion's figure with its interval, its margin and its outcome."""
     parts = []
     if row.get("domain") == OUT_OF_DOMAIN:
         parts.append("causal erasure out-of-domain (filled, not re-rendered)")
     for criterion in criteria:
-        value, low, high = _interval(row, criterion.column)
+        key = criterion.key
+        value, low, high = (_number(row, f"{key}{s}") for s in ("", "_ci_low", "_ci_high"))
         figure = "—" if not math.isfinite(value) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
-        parts.append(f"{criterion.check} {criterion.column} {figure} {outcome[criterion.check]}")
+        margin = _number(row, f"{key}_margin")
+        if math.isfinite(margin):
+            lo, hi = _number(row, f"{key}_margin_ci_low"), _number(row, f"{key}_margin_ci_high")
+            figure += f", margin {margin:+.2f} [{lo:+.2f}, {hi:+.2f}] over {row.get(f'{key}_margin_null')}"
+        parts.append(f"{key} {figure}: {outcome[key]}")
     return "; ".join(parts)
+
+
+def recommend(trust: pd.DataFrame) -> pd.DataFrame:
+    """One line per model: the method to use (most criteria passed, none failed; ties by the summed margin
+    lower bounds), or that no method is shown better than chance and the confounds there.
+
+    Controls and nulls are never recommended.
+    """
+    rows = []
+    if trust.empty:
+        return pd.DataFrame(columns=list(RECOMMENDATION_COLUMNS))
+    keys = [c[: -len("_verdict")] for c in trust.columns if c.endswith("_verdict")]
+    for model, group in trust.groupby("model", sort=True):
+        methods = group[group["role"].astype(str) == METHOD]
+        best, passed = _best(methods, keys)
+        if best is None:
+            sentence = (
+                f"For {model}, no method is shown better than chance and the confounds here"
+                + _best_margins(methods, keys)
+            )
+            rows.append({"model": model, "method": "", "passed": 0, "sentence": sentence})
+            continue
+        margins = _margins(best, keys)
+        rows.append(
+            {
+                "model": model,
+                "method": best["method"],
+                "passed": passed,
+                "sentence": f"For {model}, use {best['method']} (passes {', '.join(passed_keys(best, keys))}; "
+                f"margins {margins})",
+            }
+        )
+    return pd.DataFrame(rows, columns=list(RECOMMENDATION_COLUMNS))
+
+
+def passed_keys(row: Mapping[str, object], keys: Sequence[str]) -> list[str]:
+    """The criteria `row` passes."""
+    return [k for k in keys if row.get(f"{k}_verdict") == PASS]
+
+
+def _margin_low(row: Mapping[str, object], keys: Sequence[str]) -> float:
+    values = [_number(row, f"{k}_margin_ci_low") for k in keys]
+    return float(sum(v for v in values if math.isfinite(v)))
+
+
+def _best(methods: pd.DataFrame, keys: Sequence[str]) -> tuple[dict[str, object] | None, int]:
+    candidates = []
+    for record in methods.to_dict("records"):
+        if any(record.get(f"{k}_verdict") == FAIL for k in keys):
+            continue
+        passed = len(passed_keys(record, keys))
+        if passed:
+            candidates.append((passed, _margin_low(record, keys), str(record["method"]), record))
+    if not candidates:
+        return None, 0
+    passed, _, _, record = max(candidates, key=lambda c: (c[0], c[1], c[2]))
+    return record, passed
+
+
+def _margins(row: Mapping[str, object], keys: Sequence[str]) -> str:
+    parts = []
+    for key in keys:
+        margin = _number(row, f"{key}_margin")
+        if math.isfinite(margin):
+            low, high = _number(row, f"{key}_margin_ci_low"), _number(row, f"{key}_margin_ci_high")
+            parts.append(f"{key} {margin:+.2f} [{low:+.2f}, {high:+.2f}]")
+    return ", ".join(parts) if parts else "none measured"
+
+
+def _best_margins(methods: pd.DataFrame, keys: Sequence[str]) -> str:
+    """The closing "; closest: METHOD (margins ...)": of the methods that fail no criterion (else of all),
+    the one with the highest summed margin lower bounds."""
+    if methods.empty:
+        return "."
+    records = methods.to_dict("records")
+    standing = [r for r in records if not any(r.get(f"{k}_verdict") == FAIL for k in keys)]
+    records = standing or records
+    closest = max(records, key=lambda r: (_margin_low(r, keys), str(r["method"])))
+    return f"; closest: {closest['method']} (margins {_margins(closest, keys)})."
+
+
+__all__ = [
+    "ADDS",
+    "ALPHA",
+    "FAIL",
+    "INCONCLUSIVE",
+    "OUTCOMES",
+    "PASS",
+    "UNINFORMATIVE",
+    "compare",
+    "decide",
+    "overall",
+    "recommend",
+    "trust_table",
+]
