@@ -177,16 +177,22 @@ def test_the_check_is_registered_with_its_criterion(checked: tuple[EvaluationCon
     for name, expected in columns.items():
         assert list(result.tables[name].columns) == list(expected), name
     assert list(result.summary.columns) == list(SUMMARY_COLUMNS)
-    assert [(c.check, c.column, c.threshold, c.higher_is_better) for c in result.criteria] == [
-        ("shortcut", "shortcut_detection", 0.0, True)
+    # the claim is about models: the permutation p over models decides, not the image bootstrap
+    assert [(c.check, c.column, c.over, c.higher_is_better) for c in result.criteria] == [
+        ("shortcut", "shortcut_detection", "models", True)
     ]
     # steering models only, every planned method (the null included)
     assert set(result.summary["model"]) == set(SERIES)
     assert len(result.summary) == len(SERIES) * 2
     detection = result.tables["shortcut_detection"].set_index("method")
     # each model's row repeats its method's detection figures (NaN for the uniform map)
-    for suffix in ("", "_ci_low", "_ci_high"):
-        expected = result.summary["method"].map(detection[f"spearman{suffix}"])
+    for suffix, column in (
+        ("", "spearman"),
+        ("_ci_low", "spearman_ci_low"),
+        ("_ci_high", "spearman_ci_high"),
+        ("_p", "p_value"),
+    ):
+        expected = result.summary["method"].map(detection[column])
         np.testing.assert_array_equal(result.summary[f"shortcut_detection{suffix}"], expected)
 
 

@@ -99,9 +99,13 @@ SUMMARY_COLUMNS = (
 
 #: (model, method label, metric) → per-image scores of every batch
 Scores = dict[tuple[str, str, str], list[float]]
+#: model → the ids of the images scored, in the order of its `Scores` lists
+ScoredImages = dict[str, list[str]]
 
 
-def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores) -> None:
+def _score_model(
+    context: EvaluationContext, model: LoadedModel, scores: Scores, scored: ScoredImages
+) -> None:
     """Add every planned method's per-image scores on the images of `model` that have a cause mask."""
     for ids, images, labels, chunk in context.batches():
         masks = [context.truthset.cause_mask(i, model.task) for i in chunk]
@@ -109,6 +113,7 @@ def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores)
         present = {b: np.asarray(masks[b], dtype=bool) for b in kept}
         if not kept:
             continue
+        scored.setdefault(model.name, []).extend(ids[b] for b in kept)
         batch = context.model_input(model, [images[b] for b in kept])
         label_tensor = torch.from_numpy(np.stack([labels[b] for b in kept])).to(context.device)
         for method in context.plan.get(model.name, ()):
@@ -129,6 +134,24 @@ def _score_model(context: EvaluationContext, model: LoadedModel, scores: Scores)
                         per_image[metric][row] = float(value)
             for metric, values in per_image.items():
                 scores[(model.name, method.label, metric)].extend(values)
+
+
+def _per_image(context: EvaluationContext, scores: Scores, scored: ScoredImages) -> pd.DataFrame:
+    """model, method, image and each metric per image: what the verdict resamples."""
+    frames = []
+    for model in context.models:
+        for method in context.plan.get(model.name, ()):
+            if (model.name, method.label, LOCALISATION_METRICS.names()[0]) not in scores:
+                continue
+            columns = {m: scores[(model.name, method.label, m)] for m in LOCALISATION_METRICS.names()}
+            frames.append(
+                pd.DataFrame(
+                    {"model": model.name, "method": method.label, "image": scored[model.name], **columns}
+                )
+            )
+    if not frames:
+        return pd.DataFrame(columns=["model", "method", "image", *LOCALISATION_METRICS.names()])
+    return pd.concat(frames, ignore_index=True)
 
 
 def _tables(context: EvaluationContext, scores: Scores) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -153,6 +176,17 @@ def _tables(context: EvaluationContext, scores: Scores) -> tuple[pd.DataFrame, p
     )
 
 
+#: The verdict's figure: relevance mass accuracy on the cause masks, against the gating nulls (the uniform
+#: map scores the masks' area share; the positional prior, the mean mask of the training split, is the
+#: confound a position-only map reaches).
+LOCALISATION_CRITERION = Criterion(
+    "localisation",
+    "mass_accuracy",
+    higher_is_better=True,
+    text="relevance mass accuracy on the cause masks, paired against the chance and confound nulls",
+)
+
+
 class LocalisationCheck:
     """Mass accuracy, rank accuracy and pointing game of every planned method on the cause masks."""
 
@@ -163,6 +197,7 @@ class LocalisationCheck:
         """Per model × method × metric: mean and bootstrap interval over the images that have a mask."""
         declared = context.truthset.causes
         scores: Scores = defaultdict(list)
+        scored: ScoredImages = {}
         for model in context.models:
             if model.task not in declared:
                 log.warning(
@@ -171,21 +206,17 @@ class LocalisationCheck:
                     model.name,
                 )
                 continue
-            _score_model(context, model, scores)
+            _score_model(context, model, scores, scored)
         table, summary = _tables(context, scores)
         if summary.empty:
             log.warning("localisation: no evaluated image has a cause mask; no figures, no verdicts")
             return CheckResult(tables={"localisation": table}, summary=summary)
-        criterion = Criterion(
-            self.name,
-            "mass_accuracy",
-            higher_is_better=True,
-            text=(
-                "relevance mass accuracy on the cause masks above every null explainer "
-                "(the uniform map scores the masks' area share)"
-            ),
+        return CheckResult(
+            tables={"localisation": table},
+            summary=summary,
+            criteria=[LOCALISATION_CRITERION],
+            per_image=_per_image(context, scores, scored),
         )
-        return CheckResult(tables={"localisation": table}, summary=summary, criteria=[criterion])
 
 
 CHECKS.add("localisation", LocalisationCheck)

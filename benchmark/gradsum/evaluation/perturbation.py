@@ -234,14 +234,20 @@ Curves = dict[tuple[str, str, str, str], list[np.ndarray]]
 
 
 def _perturb_model(
-    context: EvaluationContext, model: LoadedModel, options: PerturbationOptions, curves: Curves
+    context: EvaluationContext,
+    model: LoadedModel,
+    options: PerturbationOptions,
+    curves: Curves,
+    scored: dict[str, list[str]],
 ) -> None:
-    """Add the curves of every planned method of `model` over the context's images to `curves`."""
+    """Add the curves of every planned method of `model` over the context's images to `curves` (and the
+    images' ids, in curve order, to `scored[model.name]`)."""
     task = TASK_MEASURES.get(model.task, "task")
     target = resolve_target(context.targets.get(model.task), model.task)
     all_labels = _labels(context.truthset, model.task)
     measures = [m for m in task.measures if all_labels is not None or not m.needs_labels]
     for ids, images, labels, chunk in context.batches():
+        scored.setdefault(model.name, []).extend(ids)
         batch = context.model_input(model, images)
         original = model.predict(batch)
         signs = target.signs(original).cpu()
@@ -277,12 +283,13 @@ def _interval_columns(name: str, values: np.ndarray, rng: np.random.Generator, n
 
 
 def _tables(
-    context: EvaluationContext, curves: Curves, fractions: Sequence[float]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The curve table, the AUC table and the summary from the per-image curves."""
+    context: EvaluationContext, curves: Curves, fractions: Sequence[float], scored: Mapping[str, list[str]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The curve table, the AUC table, the summary and the headline measure's per-image ROAD gap."""
     rng = np.random.default_rng(context.seed)
     xs = [0.0, *fractions]
     curve_rows, auc_rows, summary_rows = [], [], []
+    per_image: list[pd.DataFrame] = []
     for model in context.models:
         task = TASK_MEASURES.get(model.task, "task")
         for method in context.plan.get(model.name, ()):
@@ -314,11 +321,31 @@ def _tables(
                 auc_rows.append(row)
                 if measure.name == task.headline:
                     summary_rows.append({k: row[k] for k in SUMMARY_COLUMNS})
+                    gaps = {"image": scored[model.name], "road_gap": figures["road_gap"]}
+                    per_image.append(pd.DataFrame({"model": model.name, "method": method.label, **gaps}))
     return (
         pd.DataFrame(curve_rows, columns=list(CURVE_COLUMNS)),
         pd.DataFrame(auc_rows, columns=list(AUC_COLUMNS)),
         pd.DataFrame(summary_rows, columns=list(SUMMARY_COLUMNS)),
+        pd.concat(per_image, ignore_index=True)
+        if per_image
+        else pd.DataFrame(columns=["model", "method", "image", "road_gap"]),
     )
+
+
+#: The verdict's figure: the ROAD gap per image (0 is chance: a map that orders pixels at random moves
+#: the output alike under both removal orders).
+PERTURBATION_CRITERION = Criterion(
+    "perturbation",
+    "road_gap",
+    higher_is_better=True,
+    threshold=0.0,
+    text=(
+        "ROAD gap above 0 and above the gating nulls, paired: imputing the map's most relevant pixels first "
+        "moves the output more than imputing its least relevant first (steering |Δy|, obstacle the explained "
+        "logit)"
+    ),
+)
 
 
 class PerturbationCheck:
@@ -339,24 +366,15 @@ class PerturbationCheck:
             indices = indices[: options.max_images]
         subset = replace(context, indices=indices)
         curves: Curves = defaultdict(list)
+        scored: dict[str, list[str]] = {}
         for model in context.models:
-            _perturb_model(subset, model, options, curves)
-        curve_table, auc_table, summary = _tables(subset, curves, options.fractions)
-        criterion = Criterion(
-            self.name,
-            "road_gap",
-            higher_is_better=True,
-            threshold=0.0,
-            text=(
-                "ROAD gap above 0 and above every null explainer: imputing the map's most relevant pixels "
-                "first moves the output more than imputing its least relevant first "
-                "(steering |Δy|, obstacle the explained logit)"
-            ),
-        )
+            _perturb_model(subset, model, options, curves, scored)
+        curve_table, auc_table, summary, per_image = _tables(subset, curves, options.fractions, scored)
         return CheckResult(
             tables={"perturbation": curve_table, "perturbation_auc": auc_table},
             summary=summary,
-            criteria=[criterion],
+            criteria=[PERTURBATION_CRITERION],
+            per_image=per_image,
         )
 
 

@@ -34,7 +34,7 @@ from scipy import stats
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS, check_columns, mean_ci
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.evaluation.agreement import rank_correlations
-from gradsum.evaluation.base import CHECKS, CheckResult, Criterion, EvaluationContext
+from gradsum.evaluation.base import CHECKS, MODELS, CheckResult, Criterion, EvaluationContext
 from gradsum.evaluation.causal import gradsum_rows
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import TruthSet, open_truthset, truthset_kind
@@ -151,17 +151,24 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 IMAGE_SHARE_COLUMNS = ("model", "method", "image", "cue_mass_share", "foreground_mass_share", "cue_score")
 
 #: The verdict-deciding figure: does the method's cue mass follow the measured pull across models?
+#: The claim is about models (does the mass follow the pull from model to model?), so the verdict reads
+#: the permutation p over pairings of the models; the image-bootstrap CI is a secondary figure.
 DETECTION_CRITERION = Criterion(
     "shortcut",
     "shortcut_detection",
     higher_is_better=True,
-    threshold=0.0,
+    over=MODELS,
     text="Spearman correlation over the steering models between the method's mean mass share on the "
     "shortcut cue (sky) and the measured pull of the tint (output change when only the sky tint flips), "
-    "with a bootstrap CI over images",
+    "decided by its one-sided permutation p over pairings of the models (image-bootstrap CI beside it)",
 )
 #: Columns of the check's summary (the trust table's shortcut columns), in order.
-SUMMARY_COLUMNS = ("model", "method", *_with_ci(DETECTION_CRITERION.column))
+SUMMARY_COLUMNS = (
+    "model",
+    "method",
+    *_with_ci(DETECTION_CRITERION.column),
+    f"{DETECTION_CRITERION.column}_p",
+)
 
 
 @runtime_checkable
@@ -736,7 +743,8 @@ def finetune_method_table(methods: pd.DataFrame, described: Mapping[str, SeriesM
 
 def summary_table(methods: pd.DataFrame, detection: pd.DataFrame) -> pd.DataFrame:
     """Per steering model × method: the method's detection Spearman and interval, as verdicts read it."""
-    figures = detection.rename(columns=dict(zip(_with_ci("spearman"), SUMMARY_COLUMNS[2:], strict=True)))
+    names = [*_with_ci("spearman"), "p_value"]
+    figures = detection.rename(columns=dict(zip(names, SUMMARY_COLUMNS[2:], strict=True)))
     merged = methods[["model", "method"]].merge(figures, on="method", how="left")
     return merged[list(SUMMARY_COLUMNS)].reset_index(drop=True)
 
