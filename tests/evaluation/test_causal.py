@@ -6,19 +6,22 @@ import pytest
 import torch
 from torch import nn
 
-from gradsum.errors import UnknownNameError
+from gradsum.errors import SpecError, UnknownNameError
 from gradsum.evaluation import CHECKS
-from gradsum.evaluation.base import EvaluationContext, PlannedMethod
+from gradsum.evaluation.base import IMAGES, EvaluationContext, PlannedMethod
 from gradsum.evaluation.causal import (
     CAUSAL_EFFECT_COLUMNS,
     CAUSAL_PROFILE_COLUMNS,
     SUMMARY_COLUMNS,
     CausalCheck,
+    CausalOptions,
     cached_causal_effects,
     causal_effects,
     causal_profiles,
 )
+from gradsum.evaluation.concordance import CAUSAL_PER_IMAGE_COLUMNS
 from gradsum.evaluation.erasure import IN_DOMAIN, OUT_OF_DOMAIN
+from gradsum.evaluation.materiality import MATERIALITY, MATERIALITY_COLUMNS
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
 from gradsum.models import build_model
 from gradsum.models.loaded import LoadedModel
@@ -94,6 +97,8 @@ def test_mean_fill_effects_match_the_hand_computation() -> None:
     assert len(effects) == 2 * 3 * 2  # images × classes × models
     assert (effects["domain"] == OUT_OF_DOMAIN).all()
     assert (effects["pixels"] == 8).all() and np.allclose(effects["area_share"], 1 / 3)
+    # an array truth set renders no placebo: nothing to subtract, and no forward pass for it
+    assert effects[["placebo_output", "placebo_abs_delta"]].isna().all().all()
     # Erasing the road fills it with the mean outside, (0, 127.5, 127.5) → (0, 128, 128): no red left.
     # Erasing vegetation or sky fills two columns with (128, 0, 128): red rises by 2·128 / (6·255).
     expected = {"road": -1 / 3, "vegetation": 128 / 765, "sky": 128 / 765}
@@ -139,8 +144,14 @@ def test_a_model_reading_only_the_road_ranks_road_first_in_domain(synthetic: Syn
         direct = float(erased[WINDOW][..., 1].astype(np.float64).mean() / 255)
         assert row.erased_output == pytest.approx(direct, abs=1e-6)
         assert row.abs_delta > 0.05  # grey road → green terrain
+        placebo = synthetic.placebo(index, "road").image
+        direct = float(placebo[WINDOW][..., 1].astype(np.float64).mean() / 255)
+        assert row.placebo_output == pytest.approx(direct, abs=1e-6)
+        assert row.placebo_abs_delta == pytest.approx(abs(direct - row.output), abs=1e-6)
+    assert (road["placebo_abs_delta"] < road["abs_delta"]).all()  # texture moves it less than erasure
     others = effects[effects["class"] != "road"]
     assert others["abs_delta"].max() < 1e-6  # nothing else reaches the window
+    assert others["placebo_abs_delta"].max() < 1e-6
     profile = causal_profiles(effects, n_resamples=50, seed=0)
     ranked = profile[profile["effect"] == "abs_delta"].sort_values("mean", ascending=False)
     assert ranked["class"].iloc[0] == "road"
@@ -165,7 +176,7 @@ def test_causal_check_runs_every_planned_method_on_a_tiny_model(synthetic: Synth
     check = CHECKS.get("causal")()
     assert isinstance(check, CausalCheck) and check.name == "causal"
     result = check.run(context)
-    assert set(result.tables) == {"causal_effects", "causal_profiles", "agreement"}
+    assert set(result.tables) == {"causal_effects", "causal_profiles", "causal_materiality", "agreement"}
     effects = result.tables["causal_effects"]
     present = sum(
         len(set(np.unique(synthetic[i].labels).tolist()) - set(ignored_cityscapes_ids())) for i in range(6)
@@ -175,18 +186,104 @@ def test_causal_check_runs_every_planned_method_on_a_tiny_model(synthetic: Synth
     assert (effects["domain"] == IN_DOMAIN).all()
     assert cached_causal_effects(context) is effects  # computed once, shared with other checks
     assert effects.loc[effects["task"] == "obstacle", "flip"].isin([0.0, 1.0]).all()
+    assert effects["placebo_abs_delta"].notna().all()  # the synthetic set renders every placebo
     agreement = result.tables["agreement"]
     assert len(agreement) == len(models) * len(plan)
     assert (agreement["n_images"] == 6).all() and (agreement["domain"] == IN_DOMAIN).all()
-    # the uniform map ranks no class above another: no correlation, never a pass
+    # the uniform map ranks no class above another: no correlation
     uniform = agreement[agreement["method"] == "null:uniform"]
     assert uniform["spearman"].isna().all() and uniform["spearman_ci_low"].isna().all()
-    assert list(result.summary.columns) == list(SUMMARY_COLUMNS)
+    materiality = result.tables["causal_materiality"]
+    assert list(materiality.columns) == list(MATERIALITY_COLUMNS)
+    assert len(materiality) == len(effects.groupby(["model", "class"]))
+    assert set(materiality["margin"]) == {MATERIALITY["steering"], MATERIALITY["obstacle"]}
+    per_image = result.per_image
+    assert per_image is not None and list(per_image.columns) == list(CAUSAL_PER_IMAGE_COLUMNS)
+    assert len(per_image) == len(models) * len(plan) * 6
+    summary = result.summary
+    assert list(summary.columns) == list(SUMMARY_COLUMNS) and len(summary) == len(models) * len(plan)
+    # the uniform map's mass is its area: a lift of 1 wherever the model has a material class
+    lift = summary.loc[summary["method"] == "null:uniform", "causal_lift"].dropna()
+    assert lift.to_numpy() == pytest.approx(np.ones(len(lift)))
+    # the secondary density Spearman is the agreement table's, kept beside the new figures
     pd.testing.assert_series_equal(
-        result.summary["agreement"], agreement["spearman"], check_names=False, check_index=False
+        summary["density_spearman"], agreement["spearman"], check_names=False, check_index=False
     )
-    assert [c.column for c in result.criteria] == ["agreement"]
-    assert result.criteria[0].threshold == 0.0 and result.criteria[0].higher_is_better
+    assert [(c.key, c.column, c.denominator, c.threshold, c.over) for c in result.criteria] == [
+        ("causal", "concordance", None, 0.5, IMAGES),
+        ("causal_lift", "material_mass", "material_area", 1.0, IMAGES),
+    ]
+
+
+def _window_context(synthetic: SyntheticTruthSet, **kwargs: object) -> EvaluationContext:
+    model = _loaded("window", WindowGreen(), "steering", SIZE)
+    plan = [PlannedMethod("gradient", "gradient"), PlannedMethod("uniform", "uniform", normalise="sum")]
+    return EvaluationContext(
+        truthset=synthetic,
+        indices=range(len(synthetic)),
+        models=[model],
+        plan={model.name: plan},
+        targets={},
+        batch_size=4,
+        n_resamples=200,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_concordance_of_a_window_model_by_hand(synthetic: SyntheticTruthSet) -> None:
+    result = CausalCheck().run(_window_context(synthetic))
+    materiality = result.tables["causal_materiality"].set_index("class")
+    # only road reaches the window; every other class moves the output by nothing, as does its placebo
+    assert materiality.index[materiality["material"]].tolist() == ["road"]
+    assert (materiality.drop(index="road")[["effect", "placebo", "excess"]].abs().max() < 1e-6).all()
+    assert materiality.loc["road", "excess_ci_low"] > MATERIALITY["steering"]
+    per_image = result.per_image
+    assert per_image is not None
+    gradient = per_image[per_image["method"] == "gradient"]
+    # the gradient lives in the window, on road only: road outweighs every other class, every image
+    assert (gradient["concordance"] == 1.0).all()
+    # the uniform map weighs classes by area: road against each other present class, ties half
+    expected, road_area = [], []
+    ignored = set(ignored_cityscapes_ids())
+    for index in range(len(synthetic)):
+        labels = synthetic[index].labels
+        counts = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True), strict=True)}
+        road = counts.pop(7)
+        others = [n for c, n in counts.items() if c not in ignored]
+        expected.append(np.mean([1.0 if road > n else 0.5 if road == n else 0.0 for n in others]))
+        road_area.append(road / (road + sum(others)))
+    uniform = per_image[per_image["method"] == "uniform"]
+    assert uniform["concordance"].to_numpy() == pytest.approx(expected)
+    assert uniform["material_area"].to_numpy() == pytest.approx(road_area)
+    assert uniform["material_mass"].to_numpy() == pytest.approx(road_area)
+    summary = result.summary.set_index("method")
+    assert summary.loc["uniform", "causal_lift"] == pytest.approx(1.0)
+    assert summary.loc["uniform", "concordance"] == pytest.approx(np.mean(expected))
+    assert summary.loc["gradient", "causal_lift"] == pytest.approx(1 / np.mean(road_area))
+    assert (summary["n_material"] == 1).all() and (summary["material_classes"] == "road").all()
+    assert (summary["domain"] == IN_DOMAIN).all()
+
+
+def test_a_margin_above_the_road_effect_leaves_nothing_material(synthetic: SyntheticTruthSet) -> None:
+    context = _window_context(synthetic, options={"causal": {"materiality": {"steering": 10.0}}})
+    result = CausalCheck().run(context)
+    assert not result.tables["causal_materiality"]["material"].any()
+    assert (result.tables["causal_materiality"]["margin"] == 10.0).all()
+    assert result.per_image is not None
+    assert result.per_image[["concordance", "material_mass", "material_area"]].isna().all().all()
+    assert (result.summary["n_material"] == 0).all() and result.summary["causal_lift"].isna().all()
+
+
+def test_causal_options_are_checked() -> None:
+    assert CausalOptions.from_mapping({}) == CausalOptions("inpaint", MATERIALITY)
+    chosen = CausalOptions.from_mapping({"filler": "mean", "materiality": {"steering": 0.05}})
+    assert chosen == CausalOptions("mean", {"steering": 0.05, "obstacle": 0.5})
+    with pytest.raises(SpecError, match=r"unknown option.*margin; valid: filler, materiality"):
+        CausalOptions.from_mapping({"margin": 0.1})
+    with pytest.raises(SpecError, match=r"unknown task.*lane"):
+        CausalOptions.from_mapping({"materiality": {"lane": 0.1}})
+    with pytest.raises(UnknownNameError, match="filler"):
+        CausalOptions.from_mapping({"filler": "smudge"})
 
 
 def test_unknown_filler_is_refused_before_any_work() -> None:

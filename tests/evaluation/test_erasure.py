@@ -12,8 +12,10 @@ from gradsum.evaluation.erasure import (
     IN_DOMAIN,
     INPAINT_RADIUS,
     OUT_OF_DOMAIN,
+    InDomainPlacebo,
     erasable_classes,
     erased_sample,
+    placebo_sample,
 )
 from gradsum.truthsets import ArrayTruthSet, open_truthset
 from gradsum.truthsets.synthetic import generate
@@ -76,6 +78,8 @@ def test_a_real_truth_set_is_filled_out_of_domain() -> None:
     labels = np.where(mask, 26, 7).astype(np.uint8)  # a car on the road
     truthset = ArrayTruthSet(image[None], labels[None])
     assert erasable_classes(truthset) is None
+    # a fill of the class's own pixels would be an erasure: a real truth set has no placebo
+    assert not isinstance(truthset, InDomainPlacebo) and placebo_sample(truthset, 0, "car") is None
     erased, domain = erased_sample(truthset, 0, "car", "inpaint")
     assert domain == OUT_OF_DOMAIN
     np.testing.assert_array_equal(erased, ERASERS.get("inpaint")(image, mask))
@@ -94,3 +98,12 @@ def test_the_synthetic_set_erases_in_domain_by_re_rendering(tmp_path: Path) -> N
         np.testing.assert_array_equal(erased, truthset.erase(1, cls).image)  # type: ignore[attr-defined]
     with pytest.raises(GradSUMError, match="cannot erase"):
         erased_sample(truthset, 1, "bus", "mean")
+
+
+def test_the_synthetic_set_renders_the_placebo_in_domain(tmp_path: Path) -> None:
+    truthset = open_truthset(generate(tmp_path / "set", count=4, size=(64, 128)), "train")
+    assert isinstance(truthset, InDomainPlacebo)
+    placebo = placebo_sample(truthset, 1, "road")
+    assert placebo is not None
+    np.testing.assert_array_equal(placebo, truthset.placebo(1, "road").image)
+    assert (placebo != truthset[1].image).any()

@@ -1,5 +1,10 @@
 """Agreement of a method's GradSUM class profile with the causal (erasure) profile of the same model.
 
+Secondary, kept for one release (the `agreement` table and the causal check's `density_spearman`
+column): it correlates a density (the mean map value of a class) with a total (the output change when
+the whole class is erased), over every class however immaterial, so it decides no verdict. The causal
+check's verdicts come from `gradsum.evaluation.concordance` (per image, class masses, material classes).
+
 Per model × method: Spearman and Kendall (tau-b) rank correlations over the classes both profiles have,
 between the mean GradSUM score per class and the mean |output change| when the class is erased, each
 mean taken over the evaluated images that contain the class. Confidence intervals resample the images
@@ -153,7 +158,7 @@ def _class_means(values: np.ndarray) -> np.ndarray:
         return np.asarray(np.nanmean(values, axis=0), dtype=float)
 
 
-def _ties(values: np.ndarray) -> np.ndarray:
+def tie_rounded(values: np.ndarray) -> np.ndarray:
     """Each row rounded to `TIE_DIGITS` relative to its largest magnitude, so float noise ties."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rows without a finite value
@@ -172,7 +177,7 @@ def rank_correlations(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape[-1] == 0:
         return np.full(x.shape[:-1], np.nan), np.full(x.shape[:-1], np.nan)
-    x, y = _ties(x), _ties(y)
+    x, y = tie_rounded(x), tie_rounded(y)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = np.where(keep, x, np.nan), np.where(keep, y, np.nan)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):

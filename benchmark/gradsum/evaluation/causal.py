@@ -1,16 +1,23 @@
 """The causal referee: erase one class from an image and measure how much each model's output moves.
 
 No attribution method is involved. For every evaluated image and every class present in it, the image
-is erased once (in-domain by the truth set's renderer, else by a fill; see `erasure`) and every model
-reads the original and the erased image. A model × class profile of the output changes is the causal
-profile; the `causal` check measures how well each method's GradSUM profile agrees with it.
+is erased once (in-domain by the truth set's renderer, else by a fill; see `erasure`) and, where the
+truth set can render one, given a placebo (the class's texture redrawn, nothing else); every model reads
+the original, the erased and the placebo image. A class is material for a model when its erasure moves
+the output more than its placebo by a margin fixed in advance (`materiality`).
+
+The `causal` check scores each method per image against that referee in like units (`concordance`):
+whether the method's class masses order the classes as their erasure effects do, and how much of its
+mass lies on the material classes against their area (the lift). The old Spearman of class densities
+against effects (`agreement`) is kept as a secondary column, `density_spearman`, for one release.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,9 +25,23 @@ import torch
 
 from gradsum.aggregation.profiles import check_columns, mean_ci, per_image_frame
 from gradsum.aggregation.scores import class_scores
+from gradsum.errors import SpecError
 from gradsum.evaluation.agreement import agreement_table
 from gradsum.evaluation.base import CHECKS, CheckResult, Criterion, EvaluationContext
-from gradsum.evaluation.erasure import DEFAULT_FILLER, ERASERS, erasable_classes, erased_sample
+from gradsum.evaluation.concordance import causal_figures, causal_per_image
+from gradsum.evaluation.erasure import (
+    DEFAULT_FILLER,
+    ERASERS,
+    erasable_classes,
+    erased_sample,
+    placebo_sample,
+)
+from gradsum.evaluation.materiality import (
+    MATERIALITY,
+    material_classes,
+    materiality_margins,
+    materiality_table,
+)
 from gradsum.models.loaded import LoadedModel
 from gradsum.registry import Registry
 from gradsum.truthsets.base import Sample
@@ -40,6 +61,8 @@ CAUSAL_EFFECT_COLUMNS = (
     "delta",
     "abs_delta",
     "flip",
+    "placebo_output",
+    "placebo_abs_delta",
     "domain",
 )
 #: Columns of `causal_profiles.csv`: one row per model × class × effect.
@@ -57,17 +80,18 @@ CAUSAL_PROFILE_COLUMNS = (
 )
 #: Profile effect → the effect column it averages (the flip rate is the mean of the 0/1 flips).
 PROFILE_EFFECTS = {"abs_delta": "abs_delta", "delta": "delta", "flip_rate": "flip"}
-#: Columns of the check's summary (the trust table's causal columns), in order.
+#: Columns of the check's summary (the trust table's causal columns), in order. `density_spearman` (and
+#: its CI) is the old agreement figure, secondary for one release: it decides no verdict.
 SUMMARY_COLUMNS = (
     "model",
     "method",
-    "agreement",
-    "agreement_ci_low",
-    "agreement_ci_high",
-    "cause_mass_share",
-    "cause_mass_share_ci_low",
-    "cause_mass_share_ci_high",
-    "cause_lift",
+    "concordance",
+    "causal_lift",
+    "n_material",
+    "material_classes",
+    "density_spearman",
+    "density_spearman_ci_low",
+    "density_spearman_ci_high",
     "domain",
 )
 
@@ -133,10 +157,12 @@ def _chunks(cases: list[_Erasure], size: int) -> Iterator[list[_Erasure]]:
 
 
 def causal_effects(context: EvaluationContext, filler: str = DEFAULT_FILLER) -> pd.DataFrame:
-    """Output change of every model when each present class of each evaluated image is erased.
+    """Output change of every model when each present class of each evaluated image is erased, and when
+    it is only re-textured (its placebo; NaN where the truth set cannot render one).
 
-    Each image × class is erased once and read by every model, the erased images in batches of the
-    context's batch size. `filler` names the `ERASERS` entry used where the truth set cannot re-render.
+    Each image × class is erased (and re-textured) once and read by every model, the rendered images in
+    batches of the context's batch size. `filler` names the `ERASERS` entry used where the truth set
+    cannot re-render.
     """
     ERASERS.get(filler, "filler")
     for model in context.models:
@@ -156,32 +182,56 @@ def causal_effects(context: EvaluationContext, filler: str = DEFAULT_FILLER) -> 
                 )
                 for case in chunk
             ]
-            erased_images = [image for image, _ in erased]
+            placebos = _placebo_images(context, chunk)
             for model in context.models:
                 before = originals[model.name][[case.position for case in chunk]]
-                after = _predict(context, model, erased_images)
-                flips = DECISION_FLIPS.get(model.task)(before, after)
-                for case, (_, domain), old, new, flip in zip(
-                    chunk, erased, before, after, flips, strict=True
-                ):
-                    rows.append(
-                        {
-                            "model": model.name,
-                            "task": model.task,
-                            "image": case.image,
-                            "class": case.name,
-                            "class_id": case.class_id,
-                            "pixels": case.pixels,
-                            "area_share": case.area_share,
-                            "output": old,
-                            "erased_output": new,
-                            "delta": new - old,
-                            "abs_delta": abs(new - old),
-                            "flip": flip,
-                            "domain": domain,
-                        }
-                    )
+                after = _predict(context, model, [image for image, _ in erased])
+                placebo = (
+                    np.full(len(chunk), np.nan) if placebos is None else _predict(context, model, placebos)
+                )
+                rows.extend(_effect_rows(model, chunk, [d for _, d in erased], before, after, placebo))
     return pd.DataFrame(rows, columns=list(CAUSAL_EFFECT_COLUMNS))
+
+
+def _placebo_images(context: EvaluationContext, chunk: Sequence[_Erasure]) -> list[np.ndarray] | None:
+    """The placebo of every erasure of a chunk; None when the truth set renders no placebo."""
+    images = [placebo_sample(context.truthset, case.index, case.name) for case in chunk]
+    present = [image for image in images if image is not None]
+    # a truth set renders placebos for all of its classes or for none (the renderer is per set)
+    return present if len(present) == len(images) and present else None
+
+
+def _effect_rows(
+    model: LoadedModel,
+    chunk: Sequence[_Erasure],
+    domains: Sequence[str],
+    before: np.ndarray,
+    after: np.ndarray,
+    placebo: np.ndarray,
+) -> list[dict[str, object]]:
+    flips = DECISION_FLIPS.get(model.task)(before, after)
+    return [
+        {
+            "model": model.name,
+            "task": model.task,
+            "image": case.image,
+            "class": case.name,
+            "class_id": case.class_id,
+            "pixels": case.pixels,
+            "area_share": case.area_share,
+            "output": old,
+            "erased_output": new,
+            "delta": new - old,
+            "abs_delta": abs(new - old),
+            "flip": flip,
+            "placebo_output": sham,
+            "placebo_abs_delta": abs(sham - old),
+            "domain": domain,
+        }
+        for case, domain, old, new, flip, sham in zip(
+            chunk, domains, before, after, flips, placebo, strict=True
+        )
+    ]
 
 
 def cached_causal_effects(context: EvaluationContext, filler: str = DEFAULT_FILLER) -> pd.DataFrame:
@@ -259,43 +309,97 @@ def _gradsum_rows(context: EvaluationContext) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-#: The verdict-deciding figure: rank agreement of the method's profile with the causal profile.
-AGREEMENT_CRITERION = Criterion(
+#: Primary criterion: per-image pair concordance of class masses with the referee's material effects.
+CONCORDANCE_CRITERION = Criterion(
     "causal",
-    "agreement",
+    "concordance",
     higher_is_better=True,
-    threshold=0.0,
-    text="Spearman correlation over classes between the method's GradSUM profile and the causal profile "
-    "(mean |output change| when the class is erased), with a bootstrap CI over images",
+    threshold=0.5,
+    name="causal",
+    text="per image, over the class pairs whose erasure effects the referee separates by more than the "
+    "task's margin (immaterial classes tied at 0), the fraction the method's class masses order the same "
+    "way (ties 0.5, chance 0.5), averaged over images",
+)
+#: Companion criterion: the mass on the material classes against their area (the uniform map's is 1).
+LIFT_CRITERION = Criterion(
+    "causal",
+    "material_mass",
+    higher_is_better=True,
+    threshold=1.0,
+    name="causal_lift",
+    denominator="material_area",
+    text="mean over images of the map's mass share on the model's material classes divided by the mean "
+    "of their area share (1: no more mass than area, the uniform map)",
 )
 
 
-class CausalCheck:
-    """Causal erasure profiles and each method's agreement with them."""
+@dataclass(frozen=True)
+class CausalOptions:
+    """The check's options (run config `evaluation.options.causal`)."""
 
-    name = AGREEMENT_CRITERION.check
-    description = "erase each class, measure each model's output change, and rank-correlate with the profiles"
+    #: the `ERASERS` entry used where the truth set cannot re-render
+    filler: str = DEFAULT_FILLER
+    #: task → materiality margin (`materiality.MATERIALITY`, overridden per task)
+    materiality: Mapping[str, float] = field(default_factory=lambda: dict(MATERIALITY))
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> CausalOptions:
+        """Options from a config mapping; unknown keys, fillers and tasks are errors."""
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise SpecError(
+                f"options.causal: unknown option(s) {', '.join(map(str, unknown))}; valid: {', '.join(sorted(valid))}"
+            )
+        filler = str(options.get("filler", DEFAULT_FILLER))
+        ERASERS.get(filler, "options.causal.filler")
+        return cls(filler=filler, materiality=materiality_margins(options.get("materiality")))
+
+
+class CausalCheck:
+    """Causal erasure profiles, the referee's material classes, and each method's concordance with them."""
+
+    name = CONCORDANCE_CRITERION.check
+    description = (
+        "erase and re-texture each class, call classes material by a fixed margin, and score each "
+        "method's class masses per image against the erasure effects"
+    )
 
     def run(self, context: EvaluationContext) -> CheckResult:
-        """Tables causal_effects, causal_profiles, agreement; summary per model × method."""
-        filler = str(context.options.get(self.name, {}).get("filler", DEFAULT_FILLER))
-        effects = cached_causal_effects(context, filler)
-        profile_table = causal_profiles(effects, context.n_resamples, context.seed)
-        agreement = agreement_table(
-            gradsum_rows(context), effects, context.truthset.causes, context.n_resamples, context.seed
-        )
-        summary = agreement.rename(
-            columns={
-                "spearman": "agreement",
-                "spearman_ci_low": "agreement_ci_low",
-                "spearman_ci_high": "agreement_ci_high",
-            }
-        )[list(SUMMARY_COLUMNS)]
+        """Tables causal_effects, causal_profiles, causal_materiality, agreement (secondary); per-image
+        concordance and material shares; summary per model × method (`SUMMARY_COLUMNS`)."""
+        options = CausalOptions.from_mapping(context.options.get(self.name, {}))
+        effects = cached_causal_effects(context, options.filler)
+        materiality = materiality_table(effects, options.materiality, context.n_resamples, context.seed)
+        material = material_classes(materiality)
+        rows = gradsum_rows(context)
+        per_image = causal_per_image(rows, effects, material, options.materiality)
+        agreement = agreement_table(rows, effects, context.truthset.causes, context.n_resamples, context.seed)
         return CheckResult(
-            tables={"causal_effects": effects, "causal_profiles": profile_table, "agreement": agreement},
-            summary=summary.reset_index(drop=True),
-            criteria=[AGREEMENT_CRITERION],
+            tables={
+                "causal_effects": effects,
+                "causal_profiles": causal_profiles(effects, context.n_resamples, context.seed),
+                "causal_materiality": materiality,
+                "agreement": agreement,
+            },
+            summary=_summary(causal_figures(per_image, material), agreement),
+            criteria=[CONCORDANCE_CRITERION, LIFT_CRITERION],
+            per_image=per_image,
         )
+
+
+def _summary(figures: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
+    """The concordance figures beside the secondary density Spearman and the erasure domain."""
+    density = agreement.rename(
+        columns={
+            "spearman": "density_spearman",
+            "spearman_ci_low": "density_spearman_ci_low",
+            "spearman_ci_high": "density_spearman_ci_high",
+        }
+    )
+    columns = ["model", "method", "density_spearman", "density_spearman_ci_low", "density_spearman_ci_high"]
+    merged = figures.merge(density[[*columns, "domain"]], on=["model", "method"], how="outer")
+    return merged.sort_values(["model", "method"], ignore_index=True)[list(SUMMARY_COLUMNS)]
 
 
 CHECKS.add(CausalCheck.name, CausalCheck)

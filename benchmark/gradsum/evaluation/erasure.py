@@ -4,6 +4,10 @@ A truth set that can re-render a scene without a class (the synthetic set's `era
 Real truth sets have no renderer, so the class's pixels are filled by one of `ERASERS` (mean colour,
 heavy blur, OpenCV inpainting): the model then sees an image unlike any it was trained on, and every
 figure measured on it is flagged out-of-domain.
+
+A truth set that can also re-render a class with only its texture changed (the synthetic set's
+`placebo`) gives the erasure a placebo: the output change that merely repainting the class's pixels
+causes, which the causal referee subtracts before calling a class material. Real truth sets have none.
 """
 
 from __future__ import annotations
@@ -46,6 +50,13 @@ class InDomainEraser(Protocol):
     ERASURE: Mapping[str, str]
 
     def erase(self, index: int, cls: str, donor: int | None = None) -> Sample: ...
+
+
+@runtime_checkable
+class InDomainPlacebo(Protocol):
+    """A truth set that re-renders a sample with only one class's texture redrawn (the synthetic set)."""
+
+    def placebo(self, index: int, cls: str) -> Sample: ...
 
 
 def _check(image: np.ndarray, mask: np.ndarray) -> None:
@@ -122,3 +133,11 @@ def erased_sample(
     if not mask.any():
         raise GradSUMError(f"cls={cls!r}: absent from sample {index} of {truthset.root}, nothing to erase")
     return fill(original.image, mask), OUT_OF_DOMAIN
+
+
+def placebo_sample(truthset: TruthSet, index: int, cls: str) -> np.ndarray | None:
+    """Image `index` with class `cls`'s texture redrawn in-domain; None when the truth set cannot render
+    one (real truth sets: a fill of the class's own pixels would be an erasure, not a placebo)."""
+    if not isinstance(truthset, InDomainPlacebo):
+        return None
+    return truthset.placebo(index, cls).image

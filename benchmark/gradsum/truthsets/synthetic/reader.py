@@ -24,6 +24,7 @@ from gradsum.truthsets.synthetic.render import (
     Rendered,
     ego_lane_mask,
     erase_params,
+    placebo_params,
     render,
     render_counterfactual,
 )
@@ -209,6 +210,13 @@ class SyntheticTruthSet(TruthSet):
         used = donor_index if donor_params is not None else None
         erasure: dict[str, Any] = {"cls": cls, "how": sc.ERASURE[cls], "donor": used}
         return self._rendered_sample(index, rendered, erase=erasure)
+
+    def placebo(self, index: int, cls: str) -> Sample:
+        """Sample `index` re-rendered with only class `cls`'s texture noise redrawn (`placebo_params`):
+        same geometry, labels, colours and targets; the in-domain placebo of `erase(index, cls)`.
+        `meta["placebo"]` holds `{cls}`."""
+        rendered = render(placebo_params(self.scene(index), cls))
+        return self._rendered_sample(index, rendered, placebo={"cls": cls})
 
     def flip_tint(self, index: int) -> Sample:
         """Sample `index` with the sky repainted in the opposite tint (`scene.opposite_tint`): only sky

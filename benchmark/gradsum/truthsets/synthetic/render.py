@@ -8,6 +8,7 @@ only on what covers it: re-rendering with one class removed changes that class's
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -361,6 +362,23 @@ def erase_params(params: SceneParams, cls: str, donor_params: SceneParams | None
         class_texture_seeds={**params.class_texture_seeds, cls: donor_seed},
         **changes,
     )
+
+
+def placebo_params(params: SceneParams, cls: str) -> SceneParams:
+    """Parameters with only `cls`'s texture noise redrawn: the in-domain placebo of erasing `cls`.
+
+    Geometry, labels and palette stay, so the placebo changes the class's pixels without changing what
+    the scene shows: a model's output change under it is the effect of texture alone, which the causal
+    referee subtracts from the erasure effect. The new seed is derived from the
+    scene's texture seed and the class name (deterministic), and differs from the one the class used.
+    """
+    if cls not in sc.CLASSES:
+        raise GradSUMError(f"placebo cls={cls!r}: not a rendered class; valid: {', '.join(sc.CLASSES)}")
+    current = params.class_texture_seeds.get(cls, params.texture_seed)
+    seed = zlib.crc32(f"{params.texture_seed}\0placebo\0{cls}".encode())
+    if seed == current:
+        seed = (seed + 1) % 2**32
+    return params.replace(class_texture_seeds={**params.class_texture_seeds, cls: seed})
 
 
 def render_counterfactual(
