@@ -17,6 +17,7 @@ from gradsum.truthsets.layout import MANIFEST
 from gradsum.truthsets.synthetic import SyntheticTruthSet, generate, render
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.render import IDS
+from gradsum.truthsets.synthetic.sensitivity import label_sensitivity_mask
 from gradsum.truthsets.synthetic.writer import encode_png
 
 SIZE = (64, 128)
@@ -113,10 +114,15 @@ def test_cause_masks(train: SyntheticTruthSet) -> None:
     near = (np.arange(h) + 0.5) > sc.HORIZON * h + sc.FOCAL * w * sc.CAMERA_HEIGHT / sc.LOOK_AHEAD
     for index in range(len(train)):
         sample, record = train[index], train.record(index)
+        # steering: the pixels the label's latents move (test_synthetic_sensitivity); the near ego-lane
+        # road, the mask before, is the plausibility mask
         steering = train.cause_mask(index, "steering")
-        assert steering is not None and steering.dtype == bool and steering.any()
-        assert np.all(sample.labels[steering] == IDS["road"])
-        assert not steering[~near].any()
+        assert steering is not None and steering.dtype == bool
+        assert np.array_equal(steering, label_sensitivity_mask(train.scene(index)))
+        plausible = train.plausibility_mask(index, "steering")
+        assert plausible is not None and plausible.any()
+        assert np.all(sample.labels[plausible] == IDS["road"])
+        assert not plausible[~near].any()
         obstacle = train.cause_mask(index, "obstacle")
         if record["targets"]["obstacle"] == 0.0:
             assert obstacle is None

@@ -8,6 +8,7 @@ model × method, the figures the trust table shows.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,11 +18,24 @@ import pandas as pd
 import torch
 from torch import nn
 
+from gradsum.errors import GradSUMError
 from gradsum.models.inputs import model_input
 from gradsum.models.loaded import LoadedModel
 from gradsum.registry import Registry
 from gradsum.truthsets import TruthSet
 from gradsum.truthsets.base import Sample, sample_id
+
+#: A method's role in the verdicts. `method`: an attribution method under test. `control`: a known-answer
+#: explainer (an oracle built from the referee, or one deliberately mismatched to another model, task or
+#: image): judged like a method, never recommended. The null explainers' roles: `chance` (they know
+#: nothing: random, uniform) and `confound` (they know what the metric may reward without any model:
+#: class area, position) gate every verdict; `heuristic` (an edge detector) is a column of its own, "adds
+#: over an edge detector", and gates nothing.
+METHOD, CONTROL, CHANCE, CONFOUND, HEURISTIC = "method", "control", "chance", "confound", "heuristic"
+ROLES = (METHOD, CONTROL, CHANCE, CONFOUND, HEURISTIC)
+NULL_ROLES = (CHANCE, CONFOUND, HEURISTIC)
+#: The null roles a method must beat to pass.
+GATING_ROLES = (CHANCE, CONFOUND)
 
 
 @dataclass(frozen=True)
@@ -35,8 +49,26 @@ class PlannedMethod:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: post-processing steps on the method's grid (None: the method's default)
     postprocess: tuple[str, ...] | None = None
-    #: a null explainer (see `gradsum.evaluation.nulls`): verdicts of real methods are taken against it
-    null: bool = False
+    #: the method's role in the verdicts (`ROLES`): null explainers (`gradsum.evaluation.nulls`) and
+    #: known-answer controls (`gradsum.evaluation.controls`) are computed beside the methods under test
+    role: str = METHOD
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(
+                f"PlannedMethod {self.label!r}: role={self.role!r} unknown; valid: {', '.join(ROLES)}"
+            )
+
+    @property
+    def null(self) -> bool:
+        """A null explainer: it knows nothing of the model (chance, confound or heuristic)."""
+        return self.role in NULL_ROLES
+
+    @property
+    def model_free(self) -> bool:
+        """Its maps are no function of the model's weights (nulls and controls): randomising the model
+        cannot change them, so the sanity check leaves them out."""
+        return self.role != METHOD
 
 
 @dataclass
@@ -98,16 +130,24 @@ class EvaluationContext:
         batch: torch.Tensor,
         labels: torch.Tensor,
         ids: Sequence[str] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """(B, H, W) maps of `method` at the model's input size; `labels` (B,h,w) feed the class-area prior.
+        """(B, H, W) maps of `method` at the model's input size.
 
-        With the images' `ids`, maps are computed once per image and reused by every later check (up to
-        `map_cache_bytes`): the checks of one evaluation read the same images with the same methods.
+        `labels` (B,h,w) are the images' Cityscapes ids and `indices` their indices into `truthset`: the
+        model-free maps (`MODEL_FREE_MAPS`: the class-area and positional priors, the known-answer
+        controls) are read from them, the truth set and the causal referee. The controls need the images'
+        `ids` or `indices` (either is looked up from the other, `image_indices`; pass both where the
+        caller has them). With the images' `ids`, maps are computed once per image and reused by every
+        later check (up to `map_cache_bytes`): the checks of one evaluation read the same images with the
+        same methods.
         """
         keys = [(model.name, method.label, image) for image in ids] if ids is not None else None
         if keys is not None and all(key in self._maps for key in keys):
             return torch.stack([self._maps[key] for key in keys]).to(batch.device)
-        maps = planned_maps(model, method, batch, labels, self.targets.get(model.task))
+        maps = planned_maps(
+            model, method, batch, labels, self.targets.get(model.task), context=self, ids=ids, indices=indices
+        )
         if ids is not None:
             self.remember(model.name, method.label, ids, maps)
         return maps
@@ -122,6 +162,79 @@ class EvaluationContext:
             self._cached_bytes += size
 
 
+#: A model-free map: (context, model, planned method, labels (B,h,w) Cityscapes ids, image ids, dataset
+#: indices, map size (H, W)) → (B, H, W) maps, before the planned normalisation. Ids and indices are
+#: None where the caller did not give them; a map that needs them gets them with `images_of`.
+ModelFreeMaps = Callable[
+    [
+        EvaluationContext,
+        LoadedModel,
+        PlannedMethod,
+        torch.Tensor,
+        Sequence[str] | None,
+        Sequence[int] | None,
+        tuple[int, int],
+    ],
+    torch.Tensor,
+]
+#: Method name → its maps, for every planned method that is no attribution method: they are read from the
+#: labels, the truth set or the causal referee, not from the model's weights. Filled on import by
+#: `gradsum.evaluation.nulls` (priors) and `gradsum.evaluation.controls` (known-answer controls).
+MODEL_FREE_MAPS: Registry[ModelFreeMaps] = Registry("model-free map")
+#: `context.cache` key of the evaluated images' id → index into the truth set (`image_indices`).
+IMAGE_INDICES = "image_indices"
+
+
+def image_indices(context: EvaluationContext) -> Mapping[str, int]:
+    """Id → index into `context.truthset` of every evaluated image, found once per context.
+
+    An id is a function of the sample's metadata (`sample_id`), so this reads every evaluated sample once;
+    callers that have the indices at hand (every `batches()` loop) pass them to `maps` instead.
+    """
+    if IMAGE_INDICES not in context.cache:
+        context.cache[IMAGE_INDICES] = {
+            image: index
+            for ids, _, chunk in context.sample_batches()
+            for image, index in zip(ids, chunk, strict=True)
+        }
+    table: Mapping[str, int] = context.cache[IMAGE_INDICES]
+    return table
+
+
+def images_of(
+    context: EvaluationContext, ids: Sequence[str] | None, indices: Sequence[int] | None, method: str
+) -> tuple[list[str], list[int]]:
+    """The batch's image ids and dataset indices, the one missing looked up from the other
+    (`image_indices`); a model-free map of `method` that needs them and gets neither is an error."""
+    if ids is not None and indices is not None:
+        return list(ids), list(indices)
+    if ids is not None:
+        table = image_indices(context)
+        missing = [image for image in ids if image not in table]
+        if missing:
+            raise GradSUMError(
+                f"images {', '.join(missing[:3])} are not among the evaluated images (context.indices): "
+                f"pass their indices to EvaluationContext.maps"
+            )
+        return list(ids), [table[image] for image in ids]
+    if indices is not None:
+        by_index = {index: image for image, index in image_indices(context).items()}
+        return [by_index[index] for index in indices], list(indices)
+    raise GradSUMError(
+        f"model-free map {method!r} is read per image: call EvaluationContext.maps with the images' ids"
+    )
+
+
+#: The modules that fill `MODEL_FREE_MAPS` on import. They import this one, so they are imported when maps
+#: are asked for, not at the top.
+_MODEL_FREE_MODULES = ("gradsum.evaluation.nulls", "gradsum.evaluation.controls")
+
+
+def _load_model_free_maps() -> None:
+    for name in _MODEL_FREE_MODULES:
+        importlib.import_module(name)
+
+
 def planned_maps(
     model: LoadedModel,
     method: PlannedMethod,
@@ -129,15 +242,36 @@ def planned_maps(
     labels: torch.Tensor,
     target: str | None,
     module: nn.Module | None = None,
+    *,
+    context: EvaluationContext | None = None,
+    ids: Sequence[str] | None = None,
+    indices: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Maps of one planned method on `module` (default: the model's own), null explainers included."""
+    """Maps of one planned method on `module` (default: the model's own), nulls and controls included.
+
+    A model-free method (`MODEL_FREE_MAPS`) is read from `labels`, the `context`'s truth set and its causal
+    referee, so it needs the context (and, for the per-image controls, the images' `ids` or `indices`);
+    since no module enters it, asking for it on a `module` (a randomised copy) is an error.
+    """
     from gradsum.attribution import attribute
     from gradsum.attribution.normalise import normalise
-    from gradsum.evaluation.nulls import CLASS_AREA, class_area_maps
 
+    _load_model_free_maps()
+    if module is not None and method.model_free:
+        raise GradSUMError(
+            f"planned method {method.label!r} (role {method.role}) is model-free: its maps are no function "
+            f"of a module, so they are not computed on a randomised copy; leave it out (`method.model_free`)"
+        )
     size = (int(batch.shape[-2]), int(batch.shape[-1]))
-    if method.method == CLASS_AREA:
-        return normalise(class_area_maps(labels.to(batch.device), size), method.normalise)
+    if method.method in MODEL_FREE_MAPS:
+        if context is None:
+            raise GradSUMError(
+                f"planned method {method.label!r}: {method.method!r} is read from the truth set and the "
+                f"causal referee, not the model; call EvaluationContext.maps"
+            )
+        compute = MODEL_FREE_MAPS.get(method.method)
+        maps = compute(context, model, method, labels.to(batch.device), ids, indices, size)
+        return normalise(maps.to(batch.device), method.normalise)
     result = attribute(
         module if module is not None else model.module,
         batch,
@@ -152,20 +286,40 @@ def planned_maps(
     return result.maps
 
 
+#: How a criterion's figure is resampled. `images`: the figure is the mean over images of the check's
+#: per-image column (or a ratio of two such means), so the verdict draws image counts once per model and
+#: scores every method and null on the same counts (a paired test). `models`: the figure is one value per
+#: method across models (the shortcut check), decided by its permutation p over models (`{column}_p`).
+IMAGES, MODELS = "images", "models"
+
+
 @dataclass(frozen=True)
 class Criterion:
-    """One figure of a check's summary that decides verdicts.
+    """One figure of a check that decides verdicts (`gradsum.evaluation.verdicts` takes the decision).
 
-    The summary holds `column`, `column_ci_low` and `column_ci_high` per model × method. A method passes
-    the criterion when its interval lies beyond `threshold` (if any) and beyond every null explainer's
-    interval on the same model, in the better direction.
+    For `over == IMAGES` the check's `per_image` table holds `column` (and `denominator`, when the figure
+    is mean(column) / mean(denominator)) per model × method × image; the verdict recomputes the figure
+    and its interval on bootstrap image counts drawn once per model. For `over == MODELS` the summary
+    holds `column` and `{column}_p`.
     """
 
     check: str
     column: str
     higher_is_better: bool = True
+    #: the value chance gives where no null explainer can stand for it (e.g. a normalised drop of 0)
     threshold: float | None = None
     text: str = ""
+    #: the verdict's column stem in the trust table (default: the check's name)
+    name: str = ""
+    denominator: str | None = None
+    #: whether the gating null explainers are a bar (False: the threshold alone is chance)
+    against_nulls: bool = True
+    over: str = IMAGES
+
+    @property
+    def key(self) -> str:
+        """The stem of this criterion's verdict columns (`{key}_verdict`, `{key}_margin`, ...)."""
+        return self.name or self.check
 
 
 @dataclass
@@ -180,6 +334,8 @@ class CheckResult:
     tables: dict[str, pd.DataFrame]
     summary: pd.DataFrame
     criteria: list[Criterion] = field(default_factory=list)
+    #: model, method, image and each `IMAGES` criterion's per-image column(s) (NaN: undefined there)
+    per_image: pd.DataFrame | None = None
     #: name → matplotlib Figure, saved under plots/ and shown in the report
     figures: dict[str, Any] = field(default_factory=dict)
 

@@ -28,6 +28,7 @@ from gradsum.truthsets.synthetic.render import (
     render,
     render_counterfactual,
 )
+from gradsum.truthsets.synthetic.sensitivity import label_sensitivity_mask
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION, KIND, TINT_SPLITS, frame_id
 
 #: The rendered classes, mapped onto themselves in the Cityscapes scheme.
@@ -96,17 +97,43 @@ class SyntheticTruthSet(TruthSet):
     def cause_mask(self, index: int, task: str) -> np.ndarray | None:
         """(H, W) bool: the pixels that cause the target; None for an obstacle negative.
 
-        steering: the road pixels of the ego lane up to the pursuit look-ahead `scene.LOOK_AHEAD`;
-        obstacle: the pixels of the obstacle instance(s) (`obstacle_instances` of the scene JSON).
+        steering: the pixels whose rendering changes when curvature, heading or offset move a little
+        (`sensitivity.label_sensitivity_mask`), wherever the lane geometry is drawn; obstacle: the pixels
+        of the obstacle instance(s) (`obstacle_instances` of the scene JSON). Kept per index, since the
+        steering mask re-renders the scene seven times and localisation and the positional prior both
+        read it.
         """
-        if task not in _CAUSE_MASKS:
-            raise TruthSetError(f"cause_mask task={task!r}: unknown; valid: {', '.join(_CAUSE_MASKS)}")
+        return self._mask(_CAUSE_MASKS, "cause_mask", index, task)
+
+    def plausibility_mask(self, index: int, task: str) -> np.ndarray | None:
+        """(H, W) bool: where a driver would look, not what the label is a function of.
+
+        steering: the road pixels of the ego lane up to the pursuit look-ahead `scene.LOOK_AHEAD` (the
+        cause mask before it was the label's sensitivity); obstacle: the same as `cause_mask`.
+        """
+        return self._mask(_PLAUSIBILITY_MASKS, "plausibility_mask", index, task)
+
+    @cached_property
+    def _masks(self) -> dict[tuple[str, int, str], np.ndarray | None]:
+        return {}
+
+    def _mask(self, masks: _MaskTable, kind: str, index: int, task: str) -> np.ndarray | None:
+        if task not in masks:
+            raise TruthSetError(f"{kind} task={task!r}: unknown; valid: {', '.join(masks)}")
         frame = self.frame(index)
-        return _CAUSE_MASKS[task](
-            self.record(index),
-            lambda: read_label_ids(frame.label_ids(self.root)),
-            lambda: self._instances(frame),
-        )
+        key = (kind, index % self._count, task)
+        if key not in self._masks:
+            mask = masks[task](
+                self.record(index),
+                lambda: read_label_ids(frame.label_ids(self.root)),
+                lambda: self._instances(frame),
+            )
+            if len(self._masks) >= _MASKS_KEPT:
+                return mask
+            self._masks[key] = mask
+        kept = self._masks[key]
+        # a copy: a caller that edits its mask must not edit every later caller's
+        return None if kept is None else kept.copy()
 
     def label_map(self, index: int) -> np.ndarray:
         return read_label_ids(self.frame(index).label_ids(self.root))
@@ -244,6 +271,12 @@ class SyntheticTruthSet(TruthSet):
 def _steering_cause(
     record: dict[str, Any], labels: Callable[[], np.ndarray], instances: Callable[[], np.ndarray]
 ) -> np.ndarray:
+    return label_sensitivity_mask(sc.SceneParams.from_dict(record["parameters"]))
+
+
+def _steering_plausibility(
+    record: dict[str, Any], labels: Callable[[], np.ndarray], instances: Callable[[], np.ndarray]
+) -> np.ndarray:
     params = sc.SceneParams.from_dict(record["parameters"])
     return ego_lane_mask(params, sc.LOOK_AHEAD) & (labels() == IDS["road"])
 
@@ -255,10 +288,16 @@ def _obstacle_cause(
     return np.isin(instances(), obstacles) if obstacles else None
 
 
-#: task → the cause mask of a scene, from its JSON record and (lazily read) label and instance maps
-_CAUSE_MASKS: dict[
+#: task → a mask of a scene, from its JSON record and (lazily read) label and instance maps
+_MaskTable = dict[
     str, Callable[[dict[str, Any], Callable[[], np.ndarray], Callable[[], np.ndarray]], np.ndarray | None]
-] = {"steering": _steering_cause, "obstacle": _obstacle_cause}
+]
+#: task → the cause mask: the pixels the target is a function of
+_CAUSE_MASKS: _MaskTable = {"steering": _steering_cause, "obstacle": _obstacle_cause}
+#: task → the plausibility mask: where a driver would look (the obstacle's instances are both)
+_PLAUSIBILITY_MASKS: _MaskTable = {"steering": _steering_plausibility, "obstacle": _obstacle_cause}
+#: masks kept per reader (96×192 bool masks: about 18 KiB each, so at most ~75 MiB)
+_MASKS_KEPT = 4096
 
 
 def _detect(root: Path) -> bool:
