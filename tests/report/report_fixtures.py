@@ -10,6 +10,8 @@ import pandas as pd
 
 from gradsum.aggregation import COMPARISON_COLUMNS, PER_IMAGE_COLUMNS
 from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
+from gradsum.evaluation.base import CHANCE, CONFOUND, CONTROL, HEURISTIC, METHOD, CheckResult, Criterion
+from gradsum.evaluation.verdicts import recommend, trust_table
 from gradsum.fileio import sha256_file
 from gradsum.truthsets.labels import CITYSCAPES
 
@@ -178,5 +180,106 @@ def write_results(
         "finished": "2026-01-01T00:01:00",
         "files": files,
     }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+#: The trust fixture's roles: three methods under test, a known-answer control and the four kinds of null.
+TRUST_ROLES = {
+    "gradcam": METHOD,
+    "gradrollout": METHOD,
+    "saliency": METHOD,
+    "oracle": CONTROL,
+    "null:random": CHANCE,
+    "null:uniform": CHANCE,
+    "null:class_area": CONFOUND,
+    "null:sobel": HEURISTIC,
+}
+#: model → method → mean causal figure per image. On pilotnet the nulls sit at chance (0.5, the threshold):
+#: gradcam passes, gradrollout fails (below chance), saliency is inconclusive (0.52 and noisy), the oracle
+#: passes. On vit the class-area prior beats chance, so every row there is uninformative.
+CAUSAL_MEANS = {
+    "pilotnet": {
+        "gradcam": 0.8,
+        "gradrollout": 0.45,
+        "saliency": 0.52,
+        "oracle": 0.95,
+        "null:random": 0.5,
+        "null:uniform": 0.5,
+        "null:class_area": 0.5,
+        "null:sobel": 0.6,
+    },
+    "vit": {
+        "gradcam": 0.75,
+        "gradrollout": 0.85,
+        "oracle": 0.95,
+        "null:random": 0.5,
+        "null:uniform": 0.5,
+        "null:class_area": 0.7,
+        "null:sobel": 0.6,
+    },
+}
+#: Localisation (no threshold) on pilotnet alone: every method and the oracle beat the nulls at 0.3; on vit
+#: the criterion did not run.
+LOCALISATION_MEANS = {"gradcam": 0.7, "gradrollout": 0.6, "saliency": 0.5, "oracle": 0.9}
+TRUST_IMAGES = 40
+
+
+def _criterion_rows(means: dict[str, dict[str, float]], column: str) -> pd.DataFrame:
+    """Per-image rows: the mean plus a shared ±0.05 alternation (so paired differences are exact), and a
+    ±0.3 one of its own for saliency (so its interval straddles the nulls')."""
+    rows = []
+    for model, methods in means.items():
+        for method, mean in methods.items():
+            for i in range(TRUST_IMAGES):
+                noise = 0.3 * (-1) ** (i // 2) if method == "saliency" else 0.0
+                rows.append((model, method, f"{i:04d}", mean + 0.05 * (-1) ** i + noise))
+    return pd.DataFrame(rows, columns=["model", "method", "image", column])
+
+
+def trust_results() -> dict[str, CheckResult]:
+    """Two hand-made checks as `run_checks` would return them: causal (threshold 0.5) and localisation."""
+    causal = _criterion_rows(CAUSAL_MEANS, "causal")
+    localisation = _criterion_rows(
+        {"pilotnet": {**LOCALISATION_MEANS, **{m: 0.3 for m in TRUST_ROLES if m.startswith("null:")}}},
+        "localisation",
+    )
+
+    def summary(rows: pd.DataFrame, column: str, own: str) -> pd.DataFrame:
+        means = rows.groupby(["model", "method"], as_index=False)[column].mean()
+        return means.rename(columns={column: own}).assign(
+            **{f"{own}_ci_low": means[column] - 0.1, f"{own}_ci_high": means[column] + 0.1}
+        )
+
+    return {
+        "causal": CheckResult(
+            {},
+            summary(causal, "causal", "density_spearman"),
+            [Criterion("causal", "causal", threshold=0.5)],
+            causal,
+        ),
+        "localisation": CheckResult(
+            {},
+            summary(localisation, "localisation", "mass_accuracy"),
+            [Criterion("localisation", "localisation")],
+            localisation,
+        ),
+    }
+
+
+def trust_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trust, recommendations) as the trust layer writes them, from `trust_results`."""
+    trust = trust_table(trust_results(), TRUST_ROLES, n_resamples=200)
+    return trust, recommend(trust)
+
+
+def add_trust_tables(folder: Path, trust: pd.DataFrame, recommendations: pd.DataFrame) -> Path:
+    """Write trust.csv and recommendations.csv into a results folder and list them in its manifest."""
+    trust.to_csv(folder / "trust.csv", index=False)
+    recommendations.to_csv(folder / "recommendations.csv", index=False)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["trust_tables"] = ["recommendations", "trust"]
+    for name in ("trust.csv", "recommendations.csv"):
+        manifest["files"][name] = sha256_file(folder / name)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder

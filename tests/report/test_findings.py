@@ -1,13 +1,13 @@
-"""Findings: questions from the tables, answers quoting comparisons.csv, the best-verdict method per model."""
+"""Findings: questions from the tables, answers quoting comparisons.csv, the recommended method per model."""
 
 from __future__ import annotations
 
-import math
+from html import escape
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_fixtures import comparisons_table, write_results
+from report_fixtures import Models, add_trust_tables, comparisons_table, trust_tables, write_results
 
 from gradsum.report import load_results
 from gradsum.report.findings import (
@@ -69,42 +69,62 @@ def test_only_meaningful_comparisons_reach_the_page(two_tasks: Results) -> None:
     assert "vit/gradrollout" in page and "0.31" not in page
 
 
-def _trust(rows: list[tuple[str, str, bool, str, str, str, float]]) -> pd.DataFrame:
-    columns = [
-        "model",
-        "method",
-        "null",
-        "causal_verdict",
-        "sanity_verdict",
-        "localisation_verdict",
-        "agreement",
-    ]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.assign(verdict="fail", failed="", summary="")
-
-
-def _results(trust: pd.DataFrame | None) -> Results:
-    methods = {"m1": ("gradcam", "a", "b"), "m2": ("gradcam", "x"), "m3": ("saliency", "gradcam")}
+def _results(trust: pd.DataFrame | None, recommended: pd.DataFrame | None = None) -> Results:
+    """Profiles of every method of the trust fixture (its control and nulls too), and its trust table."""
+    methods = {
+        "pilotnet": ("gradcam", "gradrollout", "saliency", "oracle", "null:class_area"),
+        "vit": ("gradcam", "gradrollout", "oracle", "null:class_area", "null:random"),
+        "untested": ("saliency", "gradcam"),
+    }
     profiles = pd.DataFrame(
         [(m, k, "road", 7, 0.5, 0.4, 0.6) for m, ks in methods.items() for k in ks],
         columns=["model", "method", "class", "class_id", "score_mean", "score_ci_low", "score_ci_high"],
     )
-    return Results(path=Path("."), manifest={}, per_image=pd.DataFrame(), profiles=profiles, trust=trust)
-
-
-def test_best_method_passes_most_checks_then_agrees_most_with_the_causal_profile() -> None:
-    nan = math.nan
-    trust = _trust(
-        [
-            ("m1", "gradcam", False, "pass", "fail", "fail", 0.9),  # 1 pass
-            ("m1", "a", False, "pass", "pass", "fail", 0.3),  # 2 passes
-            ("m1", "b", False, "fail", "pass", "pass", 0.7),  # 2 passes, higher agreement: best
-            ("m1", "null:class_area", True, "pass", "pass", "pass", 1.0),  # a null explainer never wins
-            ("m2", "gradcam", False, "fail", "pass", "fail", 0.1),  # 1 pass, agreement 0.1: best
-            ("m2", "x", False, "pass", "fail", "fail", nan),  # 1 pass, no agreement
-        ]
+    return Results(
+        path=Path("."),
+        manifest={},
+        per_image=pd.DataFrame(),
+        profiles=profiles,
+        trust=trust,
+        recommendations=recommended,
     )
-    assert best_methods(_results(trust)) == {"m1": "b", "m2": "gradcam", "m3": "gradcam"}
-    assert best_methods(_results(None)) == {"m1": "gradcam", "m2": "gradcam", "m3": "gradcam"}
-    headline = headline_profiles(_results(trust), ["m1", "m2"])
-    assert list(headline[SERIES]) == ["m1 · b", "m1 · gradcam", "m2 · gradcam"]
+
+
+def test_best_method_is_the_recommended_one_else_the_best_margins_never_a_control_or_null() -> None:
+    trust, recommended = trust_tables()
+    # pilotnet: gradcam is recommended. vit: none is; by the summed margin lower bounds the oracle (+0.25)
+    # and the class-area prior (+0.20) lead gradrollout (+0.15), but neither may stand for the model.
+    # untested: no trust rows, so GradCAM.
+    best = best_methods(_results(trust, recommended))
+    assert best == {"pilotnet": "gradcam", "vit": "gradrollout", "untested": "gradcam"}
+    assert best_methods(_results(None)) == {"pilotnet": "gradcam", "vit": "gradcam", "untested": "gradcam"}
+    headline = headline_profiles(_results(trust, recommended), ["pilotnet", "vit"])
+    assert list(headline[SERIES]) == ["pilotnet · gradcam", "vit · gradrollout", "vit · gradcam"]
+
+
+def test_best_method_follows_recommendations_csv_but_not_to_a_control() -> None:
+    trust, recommended = trust_tables()
+    edited = recommended.assign(method=["saliency", "oracle"])
+    # saliency is no stronger than gradcam on the margins: the file, not the ranking, chose it; the oracle
+    # is a control, so vit falls back to the best margins among the methods under test
+    assert best_methods(_results(trust, edited)) == {
+        "pilotnet": "saliency",
+        "vit": "gradrollout",
+        "untested": "gradcam",
+    }
+
+
+def test_findings_state_each_models_recommendation(tmp_path: Path) -> None:
+    trust, recommended = trust_tables()
+    models: Models = {
+        "pilotnet": ("pilotnet", ("gradcam", "gradrollout")),
+        "vit": ("vit", ("gradcam", "gradrollout")),
+    }
+    results = load_results(
+        add_trust_tables(write_results(tmp_path / "run", models=models), trust, recommended)
+    )
+    section = findings_section(results)
+    for sentence in recommended["sentence"]:
+        assert f'<p class="recommendation">{escape(sentence)}</p>' in section
+    assert "pilotnet: gradcam; vit: gradrollout" in section
+    assert 'pilotnet · gradcam: <span class="pass">pass</span>' in section

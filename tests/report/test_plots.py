@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
@@ -67,6 +69,35 @@ def test_grouped_profile_bars_follow_cityscapes_order_and_colours(results_dir: P
             pytest.approx(plots.class_color(CITYSCAPES.by_name[c].id)) for c in drawn
         ]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == series
+
+
+def _heights(ax: Axes, series: str) -> list[float]:
+    (container,) = [c for c in ax.containers if isinstance(c, BarContainer) and c.get_label() == series]
+    return [bar.get_height() for bar in container]
+
+
+@pytest.mark.parametrize("size", ["single", "double"])
+def test_headline_draws_the_score_and_beside_it_the_scale_free_lift(results_dir: Path, size: str) -> None:
+    profiles = load_results(results_dir).profiles
+    rows = profiles[profiles["method"] == "gradcam"]
+    fig = plots.headline_figure(rows, "model", size=size, title="steering")
+    FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    score, lift = fig.axes
+    assert fig.get_size_inches()[0] == pytest.approx(plots.COLUMN_WIDTHS[size])
+    for model in ("pilotnet", "vit", "hybrid"):
+        expected = rows[rows["model"] == model].set_index("class").loc[CITYSCAPES_ORDER]
+        assert _heights(score, model) == pytest.approx(list(expected["score_mean"]))
+        assert _heights(lift, model) == pytest.approx(list(expected["lift"]))
+    assert [t.get_text() for t in lift.get_xticklabels()] == CITYSCAPES_ORDER
+    assert lift.get_ylabel() == "lift (mass share ÷ area share)" and score.get_ylabel() == "GradSUM score"
+    (even,) = [line for line in lift.get_lines() if line.get_linestyle() == "--"]
+    assert np.asarray(even.get_ydata()).tolist() == [plots.EVEN_LIFT, plots.EVEN_LIFT]
+    # a double column sets the panels side by side, a single column stacks them
+    left, right = score.get_position(), lift.get_position()
+    assert (right.x0 > left.x1) if size == "double" else (right.y1 < left.y0)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["pilotnet", "vit", "hybrid"]
+    assert score.get_title() == "steering"
 
 
 def test_grouped_profile_figure_names_a_bad_size_or_group(results_dir: Path) -> None:

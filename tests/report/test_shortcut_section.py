@@ -38,6 +38,7 @@ from gradsum.report.shortcut import (
     finetune_table,
     method_verdicts,
     models_table,
+    permutation_outcome,
     series_figure,
     shortcut_findings,
     shortcut_section,
@@ -271,35 +272,51 @@ def test_models_table_rows(tables: ShortcutTables) -> None:
     assert list(frame.index[:2]) == ["pilotnet_rho0", "pilotnet_rho90"]  # by series, then rho
 
 
-def test_verdicts_from_the_interval_when_the_trust_table_has_none(tables: ShortcutTables) -> None:
+def test_verdicts_from_the_permutation_p_when_the_trust_table_has_none(tables: ShortcutTables) -> None:
     verdicts, from_trust = method_verdicts(tables, None)
     assert not from_trust
-    assert verdicts == {"gradcam": "pass", "rollout": "fail", "null:random": "fail"}
+    # DETECTION_ROWS' p: gradcam 0.01 < α, rollout 0.45 between α and 0.5, null:random 0.5
+    assert verdicts == {"gradcam": "pass", "rollout": "inconclusive", "null:random": "fail"}
     sentence = detection_sentence(tables, verdicts, "sky")
     assert sentence == (
-        "Sky mass follows the causal pull for gradcam (pass: 1 of 2); it does not for rollout (fail)."
+        "Sky mass follows the causal pull for gradcam (pass: 1 of 2); it is not shown either way for rollout "
+        "(inconclusive)."
     )
 
 
+def test_the_permutation_rule_at_its_edges() -> None:
+    outcomes = [permutation_outcome(p) for p in (0.0, 0.049, 0.05, 0.4999, 0.5, 1.0, NAN)]
+    assert outcomes == ["pass", "pass", "inconclusive", "inconclusive", "fail", "fail", "fail"]
+
+
 def test_verdicts_come_from_the_trust_table_when_it_has_them(tables: ShortcutTables) -> None:
-    # The trust verdict also weighs the null explainers, so it may differ from the interval against 0.
+    # The trust table's outcome wins over the detection table's p; a method's model rows combine as a
+    # row's criteria do (a fail wins); rows where the check did not run are left out.
     trust = pd.DataFrame(
         [
-            ("vit_rho0", "gradcam", False, "fail"),
+            ("vit_rho0", "gradcam", False, "pass"),
             ("vit_rho90", "gradcam", False, "fail"),
-            ("vit_rho0", "rollout", False, "pass"),
+            ("vit_rho0", "rollout", False, "uninformative"),
+            ("vit_rho90", "rollout", False, "not run"),
             ("vit_rho0", "null:random", True, "pass"),
         ],
         columns=["model", "method", "null", "shortcut_verdict"],
     )
     verdicts, from_trust = method_verdicts(tables, trust)
     assert from_trust
-    assert verdicts == {"gradcam": "fail", "rollout": "pass", "null:random": "pass"}
+    assert verdicts == {"gradcam": "fail", "rollout": "uninformative", "null:random": "pass"}
     sentence = detection_sentence(tables, verdicts, "sky")
-    assert "for rollout (pass: 1 of 2); it does not for gradcam (fail)" in sentence
+    assert sentence.startswith(
+        "Sky mass follows the causal pull for no method (pass: 0 of 2); it does not for gradcam (fail); "
+        "the check cannot tell for rollout (uninformative)."
+    )
     assert "Null explainer(s) passing as well" in sentence and "null:random" in sentence
     page = shortcut_section(_results(_checks(), trust))
-    assert "the trust table&#x27;s shortcut verdict" in page
+    assert "the trust table&#x27;s shortcut verdict" in page and "p &lt; 0.05" in page
+    assert '<span class="uninformative">uninformative</span>' in page
+    # a trust table that judged none of the methods: the detection table's p decides
+    unjudged = trust.assign(shortcut_verdict="not run")
+    assert method_verdicts(tables, unjudged) == (method_verdicts(tables, None)[0], False)
 
 
 def test_detection_table_order_onset_and_verdict(tables: ShortcutTables) -> None:
@@ -312,7 +329,8 @@ def test_detection_table_order_onset_and_verdict(tables: ShortcutTables) -> None
     assert row["Spearman ρ with pull [95% CI]"] == "0.60 [0.20, 0.90]"
     assert row["verdict"] == "pass"
     assert (
-        frame.set_index("method").loc["rollout", ["first rho detected (vit)", "verdict"]] == ["—", "fail"]
+        frame.set_index("method").loc["rollout", ["first rho detected (vit)", "verdict"]]
+        == ["—", "inconclusive"]
     ).all()
 
 
@@ -434,7 +452,7 @@ def test_write_report_embeds_the_section_and_its_figures(tmp_path: Path) -> None
     section = page[page.index('<section id="shortcuts">') : page.index('<section id="profiles">')]
     assert 'href="#shortcuts"' in page and "<h2>Shortcuts</h2>" in section
     assert section.count('src="data:image/') == 3
-    assert "rollout (fail)" in section  # the CSV round trip keeps the flags and the verdicts
+    assert "rollout (inconclusive)" in section  # the CSV round trip keeps the flags and the p values
     for stem in ("shortcut_detection", "shortcut_series", "shortcut_finetune"):
         assert (folder / "plots" / f"{stem}.png").stat().st_size > 0
     assert load_results(folder).checks[MODELS_TABLE]["model"].tolist() == _models()["model"].tolist()

@@ -1,9 +1,10 @@
 """The paper set of a results folder: column-sized figures (PDF, SVG, PNG) and LaTeX tables.
 
 The figures are the report's profile figures drawn for print: the headline figure per task (each
-model's best-verdict profile), every model × method profile, and every comparison the report shows
-(same task; the same method across models or the same model across methods). They are drawn under
-seaborn's "paper" context and "ticks" style at a journal's single (3.5 in) or double column width.
+model's recommended profile: its GradSUM score and its scale-free lift), every model × method profile,
+and every comparison the report shows (same task; the same method across models or the same model
+across methods). They are drawn under seaborn's "paper" context and "ticks" style at a journal's single
+(3.5 in) or double column width.
 
 Fonts: PDF embeds TrueType (Type 42) fonts, which journals accept (Type 3 is often refused) and which
 keep the text selectable. SVG draws glyphs as paths (`svg.fonttype = "path"`): an SVG is used on
@@ -110,11 +111,15 @@ def _grouped(rows: pd.DataFrame, title: str | None, size: str) -> Figure:
     return plots.grouped_profile_figure(rows, SERIES, size=size, title=title)
 
 
+def _headline(rows: pd.DataFrame, title: str, size: str) -> Figure:
+    return plots.headline_figure(rows, SERIES, size=size, title=title)
+
+
 def paper_figures(results: Results) -> list[PaperFigure]:
     """Every figure of the paper set: headline per task, each profile, each shown comparison."""
     profiles = results.profiles
     figures = [
-        PaperFigure(f"headline_{slug(task)}", partial(_grouped, headline_profiles(results, models), task))
+        PaperFigure(f"headline_{slug(task)}", partial(_headline, headline_profiles(results, models), task))
         for task, models in models_by_task(results).items()
     ]
     combos = profiles[["model", "method"]].drop_duplicates().itertuples(index=False, name=None)

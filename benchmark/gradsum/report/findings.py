@@ -2,18 +2,21 @@
 
 A question is a pair of models on the same task under the same method ("does the ViT look at the scene
 like PilotNet?"); its answer is the profile Spearman ρ with its CI and the classes whose paired test
-differs, read from comparisons.csv. The headline profile of each model comes from the method with the
-best trust verdict for that model (`best_methods`), GradCAM kept beside it when another method wins.
+differs, read from comparisons.csv. The headline profile of each model comes from the method the trust
+verdicts recommend for that model (`best_methods`), GradCAM kept beside it when another method wins.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from gradsum.aggregation.compare import combo_label
+from gradsum.evaluation.base import METHOD
+from gradsum.evaluation.verdicts import RECOMMENDATION_COLUMNS, recommend
 from gradsum.report.plots import class_order, label
 from gradsum.report.results import Results
 
@@ -139,45 +142,83 @@ def findings(results: Results) -> list[Finding]:
     return sorted(found, key=lambda f: f.task)
 
 
-def _passes(trust: pd.DataFrame) -> pd.Series:
-    verdicts = [c for c in trust.columns if c.endswith("_verdict")]
-    return (trust[verdicts].astype(str) == "pass").sum(axis=1)
+def recommendations(results: Results) -> pd.DataFrame:
+    """One row per model (`RECOMMENDATION_COLUMNS`; `method` "" where none is recommended): recommendations.csv,
+    else recomputed from the trust table (a folder written before that file existed); empty without either."""
+    table = results.recommendations
+    if table is None and results.trust is not None and not results.trust.empty:
+        table = recommend(results.trust)
+    if table is None or table.empty:
+        return pd.DataFrame(columns=list(RECOMMENDATION_COLUMNS))
+    # a CSV round trip reads the "" of a model without a recommendation as NaN
+    return table.assign(
+        model=table["model"].astype(str), method=table["method"].fillna("").astype(str)
+    ).reset_index(drop=True)
+
+
+def margin_floor(row: Mapping[str, object], keys: Sequence[str]) -> float:
+    """The sum of a row's margin lower bounds over the best gating null, over the criteria that have one.
+
+    The ranking `verdicts.recommend` uses where no method passes: how far every margin is sure to reach.
+    """
+    lows = [row.get(f"{key}_margin_ci_low") for key in keys]
+    values = [float(v) for v in lows if isinstance(v, int | float) and math.isfinite(v)]
+    return sum(values) if values else -math.inf
+
+
+def criterion_keys(trust: pd.DataFrame) -> list[str]:
+    """The trust table's criterion keys: the stems of its `{key}_verdict` columns that carry a figure."""
+    stems = [c.removesuffix("_verdict") for c in trust.columns if c.endswith("_verdict")]
+    return [key for key in stems if key in trust.columns]
+
+
+def _methods_under_test(trust: pd.DataFrame, model: str, methods: Sequence[str]) -> pd.DataFrame:
+    """The trust rows of `model` for the profiled `methods` whose role is a method under test."""
+    return trust[
+        (trust["model"].astype(str) == model)
+        & (trust["role"].astype(str) == METHOD)
+        & trust["method"].astype(str).isin(methods)
+    ]
+
+
+def _closest(rows: pd.DataFrame, keys: Sequence[str]) -> str | None:
+    """The method with the best margin floor (then GradCAM, then by name); None without rows."""
+    records = rows.to_dict("records")
+    ranked = sorted(
+        records,
+        key=lambda r: (-margin_floor(r, keys), str(r["method"]) != REFERENCE_METHOD, str(r["method"])),
+    )
+    return str(ranked[0]["method"]) if ranked else None
 
 
 def best_methods(results: Results) -> dict[str, str]:
-    """Each model's method with the best trust verdict: most checks passed, ties broken by causal agreement
-    (then GradCAM, then name). Without trust rows for a model: GradCAM, else its first profiled method."""
+    """Each model's method for the headline: the one the trust verdicts recommend (recommendations.csv);
+    where none is recommended, the profiled method under test with the largest summed margin lower bounds;
+    without trust rows for the model, GradCAM, else its first profiled method. Never a control or a null."""
     profiled = results.profiles[["model", "method"]].drop_duplicates()
+    table = recommendations(results)
+    recommended = dict(zip(table["model"], table["method"], strict=True))
     trust = results.trust
+    if trust is None or trust.empty:
+        trust = pd.DataFrame(columns=["model", "method", "role"])
+    # a control or a null may be profiled too: it stands for a model only where nothing else was profiled
+    others = set(trust.loc[trust["role"].astype(str) != METHOD, "method"].astype(str))
     best = {}
     for model, rows in profiled.groupby("model", sort=False):
-        methods = list(rows["method"])
+        name, profiled_methods = str(model), list(map(str, rows["method"]))
+        methods = [m for m in profiled_methods if m not in others] or profiled_methods
         fallback = REFERENCE_METHOD if REFERENCE_METHOD in methods else methods[0]
-        if trust is None or trust.empty:
-            best[str(model)] = fallback
+        candidates = _methods_under_test(trust, name, methods)
+        if recommended.get(name) in set(candidates["method"].astype(str)):
+            best[name] = recommended[name]
             continue
-        real = ~trust["null"].astype(str).str.lower().isin(("true", "1"))
-        scored = trust[real & (trust["model"] == model) & trust["method"].isin(methods)]
-        if scored.empty:
-            best[str(model)] = fallback
-            continue
-        agreement = (
-            scored["agreement"] if "agreement" in scored.columns else pd.Series(float("nan"), scored.index)
-        )
-        ranked = scored.assign(
-            passes=_passes(scored),
-            agreement_rank=agreement.astype(float).fillna(-math.inf),
-            not_reference=scored["method"] != REFERENCE_METHOD,
-        ).sort_values(
-            ["passes", "agreement_rank", "not_reference", "method"], ascending=[False, False, True, True]
-        )
-        best[str(model)] = str(ranked.iloc[0]["method"])
+        best[name] = _closest(candidates, criterion_keys(trust)) or fallback
     return best
 
 
 def headline_profiles(results: Results, models: list[str]) -> pd.DataFrame:
-    """The headline rows of `models`: each one's best-verdict profile, then its GradCAM profile when GradCAM
-    is not the best, with a `series` column ("model · method") naming each."""
+    """The headline rows of `models`: each one's recommended profile (`best_methods`), then its GradCAM profile
+    when GradCAM is not that one, with a `series` column ("model · method") naming each."""
     profiles, best = results.profiles, best_methods(results)
     parts = []
     for model in models:

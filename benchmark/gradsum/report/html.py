@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -13,7 +14,15 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from gradsum.report.findings import best_methods, findings, meaningful_comparisons
+from gradsum.evaluation.base import CHANCE, CONFOUND, CONTROL, HEURISTIC, METHOD, ROLES
+from gradsum.evaluation.verdicts import ALPHA, FAIL, MEANINGS, NOT_RUN, OUTCOMES
+from gradsum.report.findings import (
+    best_methods,
+    criterion_keys,
+    findings,
+    meaningful_comparisons,
+    recommendations,
+)
 from gradsum.report.plots import label
 from gradsum.report.results import Results
 
@@ -30,7 +39,10 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 .agrees { color: #176317; font-weight: bold; } .disagrees { color: #a11; font-weight: bold; }
 .finding { border-left: 4px solid #a11; padding-left: 0.8em; }
 .pass { color: #176317; font-weight: bold; } .fail { color: #a11; font-weight: bold; }
-tr.null td { color: #777; }
+.inconclusive { color: #8a5a00; font-weight: bold; } .uninformative { color: #666; font-style: italic; }
+.not-run { color: #999; } span[title] { text-decoration: underline dotted; cursor: help; }
+tr.null td { color: #777; } tr.control td { background: #f3f6fa; }
+.recommendation { margin: 0.2em 0; font-weight: 500; }
 nav a { margin-right: 1em; } .scroll { overflow-x: auto; max-width: 100%; }
 .findings td { white-space: normal; vertical-align: top; } .findings td:first-child { font-weight: bold; }
 #findings figure { flex: 1 1 420px; } #findings figure img { max-height: 44vh; }
@@ -175,8 +187,195 @@ def _with_ci(row: Any, column: str) -> str:
     return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
+#: How the trust table names each role: controls have a known answer, nulls know nothing of the model.
+ROLE_LABELS = {
+    METHOD: "method under test",
+    CONTROL: "known-answer control",
+    CHANCE: "null: chance",
+    CONFOUND: "null: confound",
+    HEURISTIC: "null: edge heuristic",
+}
+#: The outcomes in the order they are counted and explained.
+SHOWN_OUTCOMES = (*OUTCOMES, NOT_RUN)
+#: The level of the two-sided intervals the verdicts write (their α/2 and 1 − α/2 quantiles).
+LEVEL = f"{1 - ALPHA:.0%}"
+#: A criterion decided across models fails at a permutation p at or above this: no stronger than a random
+#: pairing of the models (`verdicts._model_level`).
+NO_STRONGER_THAN_RANDOM = 0.5
+
+
+def outcome_class(outcome: str) -> str:
+    """The CSS class of a verdict outcome ("" for anything else, such as "not evaluated")."""
+    return "not-run" if outcome == NOT_RUN else outcome if outcome in OUTCOMES else ""
+
+
+def verdict_span(text: str, outcome: str, title: str = "") -> str:
+    """`text` coloured as `outcome`, with `title` (the reason) as its tooltip."""
+    css = outcome_class(outcome)
+    attributes = (f' class="{css}"' if css else "") + (f' title="{escape(title)}"' if title else "")
+    return f"<span{attributes}>{escape(text)}</span>"
+
+
+def _flag(value: object) -> bool:
+    # a CSV round trip may leave a yes/no column as text
+    return str(value).lower() in ("true", "1", "1.0")
+
+
+def _text(value: object) -> str:
+    """A table cell that may be NaN after a CSV round trip, as text ("" for none)."""
+    return value if isinstance(value, str) else ""
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _interval(record: Mapping[str, Any], stem: str, sign: str = "") -> str:
+    """ "value [low, high]" of `stem` and its `_ci_low` / `_ci_high` columns ("—" without a value)."""
+    value, low, high = (_number(record.get(f"{stem}{s}")) for s in ("", "_ci_low", "_ci_high"))
+    if not math.isfinite(value):
+        return "—"
+    return f"{value:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
+
+
+def _nulls_by_role(trust: pd.DataFrame) -> dict[str, list[str]]:
+    """role → the null explainers of that role in the trust table, by name."""
+    return {
+        role: sorted(set(trust.loc[trust["role"].astype(str) == role, "method"].astype(str)))
+        for role in (CHANCE, CONFOUND, HEURISTIC)
+    }
+
+
+def _named(methods: Sequence[str]) -> str:
+    return ", ".join(methods) if methods else "none in this run"
+
+
+def trust_rule(trust: pd.DataFrame) -> str:
+    """The verdict rule in a few lines, naming this run's nulls by role, then the four outcomes."""
+    nulls = _nulls_by_role(trust)
+    text = _paragraph(
+        f"How a verdict is reached. Each criterion's figure is shown with its {LEVEL} bootstrap interval over "
+        "the model's evaluated images; every method, known-answer control and null explainer is scored on "
+        f"the same resampled images, so each comparison is paired, one-sided at α = {ALPHA:g}. The chance "
+        f"nulls ({_named(nulls[CHANCE])}) and the confounds ({_named(nulls[CONFOUND])}) gate: a method passes "
+        "a criterion only where it beats every one of them, and the criterion's chance threshold where it "
+        f"has one. The edge heuristic ({_named(nulls[HEURISTIC])}) gates nothing: its column says whether a "
+        "method adds over an edge detector. The margin is the figure minus the best gating null's, with its "
+        f"paired {LEVEL} interval. A criterion decided across models (the shortcut check) reads its "
+        f"permutation p over models: pass where p < {ALPHA:g}, fail where "
+        f"p ≥ {NO_STRONGER_THAN_RANDOM:g}, inconclusive between. "
+        "Known-answer controls are judged like methods and never recommended; null explainers are greyed."
+    )
+    outcomes = "".join(
+        f"<li>{verdict_span(outcome, outcome)}: {escape(MEANINGS[outcome])}</li>" for outcome in OUTCOMES
+    )
+    overall = _paragraph(
+        "A row's verdict: fail if a criterion fails; pass if every informative criterion passes; "
+        "uninformative if none is informative; inconclusive otherwise. Hover over a verdict for its reason."
+    )
+    return f"{text}<ul>{outcomes}</ul>{overall}"
+
+
+def outcome_counts(trust: pd.DataFrame, role: str) -> dict[str, int]:
+    """How many model × method rows of `role` reached each overall verdict: every outcome, 0 where none
+    did ("not run" only where some row has it)."""
+    verdicts = trust.loc[trust["role"].astype(str) == role, "verdict"].astype(str)
+    counts = {outcome: int((verdicts == outcome).sum()) for outcome in SHOWN_OUTCOMES}
+    if not counts[NOT_RUN]:
+        del counts[NOT_RUN]
+    return counts
+
+
+def _counts_sentence(trust: pd.DataFrame) -> str:
+    """Each outcome counted for the methods under test and the controls: an uninformative row is no failure."""
+    parts = []
+    for role, name in ((METHOD, "Methods under test"), (CONTROL, "Known-answer controls")):
+        counts = outcome_counts(trust, role)
+        total = sum(counts.values())
+        if total:
+            each = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+            parts.append(f"{name}, {total} model × method rows: {each}.")
+    return _paragraph(" ".join(parts)) if parts else ""
+
+
+def recommendation_lines(results: Results) -> str:
+    """One line per model: the method to use, or that none is shown better than chance and the confounds."""
+    table = recommendations(results)
+    return "".join(_paragraph(str(sentence), "recommendation") for sentence in table["sentence"])
+
+
+def _role_order(role: str) -> int:
+    return ROLES.index(role) if role in ROLES else len(ROLES)
+
+
+def _criterion_head(trust: pd.DataFrame, key: str) -> list[str]:
+    heads = [f"figure [{LEVEL} CI]", f"margin over the best null [{LEVEL} CI]", "verdict"]
+    return heads + (["adds over edges"] if f"{key}_heuristic" in trust.columns else [])
+
+
+def _criterion_cells(trust: pd.DataFrame, record: Mapping[str, Any], key: str) -> list[str]:
+    """One criterion's cells of a row: figure [CI], margin [CI] over the null, verdict, heuristic."""
+    margin = _interval(record, f"{key}_margin", "+")
+    null = _text(record.get(f"{key}_margin_null"))
+    outcome = _text(record.get(f"{key}_verdict")) or NOT_RUN
+    reason = _text(record.get(f"{key}_reason")) or MEANINGS.get(outcome, "")
+    cells = [
+        escape(_interval(record, key)),
+        escape(f"{margin} over {null}" if margin != "—" and null else margin),
+        verdict_span(outcome, outcome, reason),
+    ]
+    if f"{key}_heuristic" in trust.columns:
+        adds = _text(record.get(f"{key}_heuristic"))
+        over = _interval(record, f"{key}_over_heuristic", "+")
+        tip = f"figure minus the edge detector's: {over}"
+        cells.append(verdict_span(adds, "", tip) if adds else "—")
+    return cells
+
+
+def trust_grid(trust: pd.DataFrame) -> str:
+    """The trust table: per model, methods, controls, then nulls; per criterion its figure, margin and
+    verdict (the reason as a tooltip); controls labelled, nulls greyed with their role."""
+    keys = criterion_keys(trust)
+    first = "".join(f'<th rowspan="2">{h}</th>' for h in ("model", "method", "role", "verdict"))
+    first += "".join(f'<th colspan="{len(_criterion_head(trust, k))}">{escape(k)}</th>' for k in keys)
+    second = "".join(f"<th>{escape(h)}</th>" for k in keys for h in _criterion_head(trust, k))
+    records = sorted(
+        trust.to_dict("records"),
+        key=lambda r: (str(r["model"]), _role_order(str(r["role"])), str(r["method"])),
+    )
+    rows = []
+    for record in records:
+        role, verdict = str(record["role"]), str(record["verdict"])
+        cells = [
+            escape(str(record["model"])),
+            escape(str(record["method"])),
+            escape(ROLE_LABELS.get(role, role)),
+            verdict_span(verdict, verdict, _text(record.get("summary"))),
+        ]
+        cells += [cell for key in keys for cell in _criterion_cells(trust, record, key)]
+        css = " class=null" if _flag(record.get("null")) else " class=control" if role == CONTROL else ""
+        rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = f"<thead><tr>{first}</tr><tr>{second}</tr></thead>"
+    return _scroll(f"<table>{head}<tbody>{''.join(rows)}</tbody></table>")
+
+
+def own_figures(trust: pd.DataFrame) -> pd.DataFrame:
+    """model, method and each check's own figures ("value [CI]"): those beside the criteria's figures."""
+    keys = criterion_keys(trust)
+    derived = {f"{key}{s}" for key in keys for s in ("", "_margin", "_over_heuristic")}
+    columns = [c for c in _figure_columns(trust) if c not in derived]
+    records = trust.sort_values(["model", "method"]).to_dict("records")
+    return pd.DataFrame(
+        [
+            {"model": r["model"], "method": r["method"], **{c: _interval(r, c) for c in columns}}
+            for r in records
+        ],
+        columns=["model", "method", *columns],
+    )
+
+
 def trust_section(results: Results) -> str:
-    """The trust table: every check's figure with its CI, a verdict per check, and the overall verdict."""
+    """The rule, the count of each outcome, one recommendation per model, then the trust table."""
     trust = results.trust
     if trust is None or trust.empty:
         text = _paragraph(
@@ -184,31 +383,20 @@ def trust_section(results: Results) -> str:
             "(run `gradsum evaluate RESULTS`)."
         )
         return text + ground_truth_section(results)
-    figures = _figure_columns(trust)
-    verdicts = [c for c in trust.columns if c.endswith("_verdict")]
-    head = "".join(
-        f"<th>{escape(h)}</th>" for h in ("model", "method", "verdict", *figures, *verdicts, "summary")
+    own = own_figures(trust)
+    folded = (
+        f"<details><summary>each check's own figures</summary>{table(own)}</details>"
+        if len(own.columns) > 2
+        else ""
     )
-    rows = []
-    for row in trust.sort_values(["null", "model", "method"]).itertuples(index=False):
-        null = str(row.null).lower() in ("true", "1")
-        cells = [escape(str(row.model)), escape(str(row.method))]
-        cells.append(f'<span class="{row.verdict}">{escape(str(row.verdict))}</span>')
-        cells += [_with_ci(row, c) for c in figures]
-        cells += [f'<span class="{getattr(row, c)}">{escape(str(getattr(row, c)))}</span>' for c in verdicts]
-        cells.append(escape(str(row.summary)))
-        rows.append(
-            f"<tr{' class=null' if null else ''}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-        )
-    real = trust[~trust["null"].astype(str).str.lower().isin(("true", "1"))]
-    passed = real[real["verdict"] == "pass"]
-    lead = _paragraph(
-        f"{len(passed)} of {len(real)} model × method profiles pass every trust check. A method passes a "
-        "check only where its 95% interval clears the check's threshold and every null explainer's "
-        "interval (random, uniform, Sobel edges, class-area prior; greyed rows) on the same images."
+    return (
+        trust_rule(trust)
+        + _counts_sentence(trust)
+        + recommendation_lines(results)
+        + trust_grid(trust)
+        + folded
+        + ground_truth_section(results)
     )
-    body = _scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    return lead + body + ground_truth_section(results)
 
 
 def ground_truth_section(results: Results) -> str:
@@ -272,14 +460,20 @@ def profiles_section(results: Results) -> str:
     ) + table(grid)
 
 
+def verdict_label(row: Mapping[str, Any]) -> str:
+    """A trust row's overall verdict in words: "pass", "fail: <criteria>", "inconclusive", "uninformative"."""
+    verdict = str(row["verdict"])
+    failed = _text(row.get("failed"))
+    return f"{verdict}: {failed}" if verdict == FAIL and failed else verdict
+
+
 def verdict_labels(results: Results) -> dict[str, str]:
-    """ "model · method" → "trusted" or "fails: <checks>" from the trust table ("not evaluated" without one)."""
+    """ "model · method" → its trust verdict (`verdict_label`); "not evaluated" without a trust row."""
     runs = (results.profiles["model"] + " · " + results.profiles["method"]).unique()
     labels = dict.fromkeys(runs, "not evaluated")
     if results.trust is not None:
-        for row in results.trust.itertuples(index=False):
-            failed = str(row.failed) if isinstance(row.failed, str) else ""
-            labels[f"{row.model} · {row.method}"] = "trusted" if row.verdict == "pass" else f"fails: {failed}"
+        for row in results.trust.to_dict("records"):
+            labels[f"{row['model']} · {row['method']}"] = verdict_label(row)
     return labels
 
 
@@ -351,19 +545,24 @@ def findings_section(results: Results) -> str:
     best = best_methods(results)
     chosen = "; ".join(f"{model}: {method}" for model, method in best.items())
     basis = (
-        "the method passing most trust checks, ties broken by causal agreement"
+        "the method the trust verdicts recommend; where none is recommended, the method under test with the "
+        "largest summed margin lower bounds over the best gating null"
         if results.trust is not None and not results.trust.empty
         else "no trust checks ran, so GradCAM where it ran"
     )
-    return questions + _paragraph(
-        f"The figure shows each model's profile from its best method ({basis}): {chosen}. "
-        "GradCAM stays beside it where another method won."
+    return (
+        questions
+        + _paragraph(
+            f"The figure shows each model's profile from its recommended method ({basis}): {chosen}. "
+            "GradCAM stays beside it where another method was chosen."
+        )
+        + recommendation_lines(results)
     )
 
 
 def _verdict_span(name: str, verdict: str) -> str:
-    css = "pass" if verdict == "trusted" else "fail" if verdict.startswith("fails") else ""
-    return f'{escape(name)}: <span class="{css}">{escape(verdict)}</span>'
+    outcome = verdict.split(":", 1)[0]
+    return f"{escape(name)}: {verdict_span(verdict, outcome)}"
 
 
 def attention_section(results: Results) -> str:

@@ -118,6 +118,54 @@ def _class_ids(table: pd.DataFrame) -> dict[str, int]:
     return {str(c): int(i) for c, i in zip(table["class"], table["class_id"], strict=True)}
 
 
+def _check_grouped(profiles: pd.DataFrame, group: str, size: str) -> None:
+    if size not in COLUMN_WIDTHS:
+        raise ResultsError(
+            f"grouped profile figure: size must be one of {sorted(COLUMN_WIDTHS)}, not {size!r}"
+        )
+    if group not in profiles.columns:
+        raise ResultsError(f"profiles: no column {group!r} to group the profile bars by")
+    if profiles.empty:
+        raise ResultsError("profiles: no rows to draw a grouped profile figure from")
+
+
+def _grouped_bars(ax: Axes, profiles: pd.DataFrame, group: str, measure: str, fontsize: int) -> list[str]:
+    """One bar per `group` value in each class (Cityscapes order and colours, hatch per series, CI
+    whiskers) on `ax`; returns the series in order of first appearance."""
+    mean, low, high = MEASURES[measure]
+    order, ids = class_order(profiles), _class_ids(profiles)
+    series = list(dict.fromkeys(profiles[group].astype(str)))
+    step = 0.8 / len(series)
+    for i, name in enumerate(series):
+        rows = profiles[profiles[group].astype(str) == name].set_index("class").reindex(order)
+        present = rows[mean].notna().to_numpy()
+        x = np.arange(len(order))[present] - 0.4 + step * (i + 0.5)
+        values = rows[mean].to_numpy(float)[present]
+        colors = [class_color(ids[c]) for c in rows.index[present]]
+        hatch = HATCHES[i % len(HATCHES)]
+        ax.bar(x, values, step, color=colors, edgecolor="black", linewidth=0.4, hatch=hatch, label=name)
+        errors = _ci_errors(values, rows[low][present], rows[high][present])
+        ax.errorbar(x, values, yerr=errors, fmt="none", ecolor="black", elinewidth=0.6, capsize=1)
+    ax.set_xticks(np.arange(len(order)), order, rotation=60, ha="right", fontsize=fontsize)
+    ax.tick_params(axis="y", labelsize=fontsize)
+    ax.set_ylabel(MEASURE_LABELS[measure], fontsize=fontsize + 1)
+    ax.grid(axis="y", alpha=0.3)
+    return series
+
+
+def _series_legend(fig: Figure, series: Sequence[str], fontsize: int) -> None:
+    handles = [
+        Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)], label=name)
+        for i, name in enumerate(series)
+    ]
+    # Above the axes, not over them: the bars fill the axes' height in every class.
+    fig.legend(handles=handles, loc="outside upper center", fontsize=fontsize - 1, ncol=min(len(series), 3))
+
+
+def _fontsize(size: str) -> int:
+    return 7 if size == "double" else 6
+
+
 def grouped_profile_figure(
     profiles: pd.DataFrame,
     group: str = "model",
@@ -133,44 +181,44 @@ def grouped_profile_figure(
     order of first appearance. Bars take their class's Cityscapes colour, series differ by hatch (legend),
     and whiskers show the measure's CI. `size` is the paper column width: "single" or "double".
     """
-    if size not in COLUMN_WIDTHS:
-        raise ResultsError(
-            f"grouped profile figure: size must be one of {sorted(COLUMN_WIDTHS)}, not {size!r}"
-        )
-    if group not in profiles.columns:
-        raise ResultsError(f"profiles: no column {group!r} to group the profile bars by")
-    if profiles.empty:
-        raise ResultsError("profiles: no rows to draw a grouped profile figure from")
-    mean, low, high = MEASURES[measure]
-    order, ids = class_order(profiles), _class_ids(profiles)
-    series = list(dict.fromkeys(profiles[group].astype(str)))
-    width = COLUMN_WIDTHS[size]
+    _check_grouped(profiles, group, size)
+    width, fontsize = COLUMN_WIDTHS[size], _fontsize(size)
     fig = Figure(figsize=(width, 0.45 * width if size == "double" else 0.75 * width), layout="constrained")
     ax = fig.add_subplot()
-    step = 0.8 / len(series)
-    fontsize = 7 if size == "double" else 6
-    for i, name in enumerate(series):
-        rows = profiles[profiles[group].astype(str) == name].set_index("class").reindex(order)
-        present = rows[mean].notna().to_numpy()
-        x = np.arange(len(order))[present] - 0.4 + step * (i + 0.5)
-        values = rows[mean].to_numpy(float)[present]
-        colors = [class_color(ids[c]) for c in rows.index[present]]
-        hatch = HATCHES[i % len(HATCHES)]
-        ax.bar(x, values, step, color=colors, edgecolor="black", linewidth=0.4, hatch=hatch, label=name)
-        errors = _ci_errors(values, rows[low][present], rows[high][present])
-        ax.errorbar(x, values, yerr=errors, fmt="none", ecolor="black", elinewidth=0.6, capsize=1)
-    ax.set_xticks(np.arange(len(order)), order, rotation=60, ha="right", fontsize=fontsize)
-    ax.tick_params(axis="y", labelsize=fontsize)
-    ax.set_ylabel(MEASURE_LABELS[measure], fontsize=fontsize + 1)
-    ax.grid(axis="y", alpha=0.3)
-    handles = [
-        Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)], label=name)
-        for i, name in enumerate(series)
-    ]
-    # Above the axes, not over them: the bars fill the axes' height in every class.
-    fig.legend(handles=handles, loc="outside upper center", fontsize=fontsize - 1, ncol=min(len(series), 3))
+    series = _grouped_bars(ax, profiles, group, measure, fontsize)
+    _series_legend(fig, series, fontsize)
     if title:
         ax.set_title(title, fontsize=fontsize + 2)
+    return fig
+
+
+#: The lift at which a class holds the attribution mass its area gives it (mass share = area share).
+EVEN_LIFT = 1.0
+
+
+def headline_figure(
+    profiles: pd.DataFrame, group: str = "model", *, size: str = "double", title: str | None = None
+) -> Figure:
+    """The headline: the GradSUM score profile and, beside it, the lift (mass share ÷ area share) profile.
+
+    The score's scale depends on the method's maps; the lift is scale-free (1: the class holds the mass
+    share its area gives it, marked by a dashed line), so profiles of different methods share its axis.
+    At a double column the panels sit side by side; a single column stacks them.
+    """
+    _check_grouped(profiles, group, size)
+    width, fontsize = COLUMN_WIDTHS[size], _fontsize(size)
+    shape, height = ((1, 2), 0.45 * width) if size == "double" else ((2, 1), 1.3 * width)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    score, lift = fig.subplots(*shape, squeeze=True)
+    series = _grouped_bars(score, profiles, group, "score", fontsize)
+    _grouped_bars(lift, profiles, group, "lift", fontsize)
+    lift.axhline(EVEN_LIFT, color="black", linestyle="--", linewidth=0.6)
+    lift.set_ylabel("lift (mass share ÷ area share)", fontsize=fontsize + 1)
+    _series_legend(fig, series, fontsize)
+    # Panel titles, not a suptitle: constrained layout stacks a suptitle under the outside legend.
+    if title:
+        score.set_title(title, fontsize=fontsize + 2)
+    lift.set_title("scale-free: the same for every method", fontsize=fontsize + 1)
     return fig
 
 

@@ -25,8 +25,8 @@ from gradsum.aggregation import (
 from gradsum.errors import ResultsError
 from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
 from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS
-from gradsum.evaluation.trust import TRUST_TABLE
-from gradsum.evaluation.verdicts import TRUST_KEY_COLUMNS
+from gradsum.evaluation.trust import RECOMMENDATIONS, TRUST_TABLE
+from gradsum.evaluation.verdicts import RECOMMENDATION_COLUMNS, TRUST_KEY_COLUMNS
 from gradsum.fileio import read_json_object, sha256_file
 from gradsum.truthsets.layout import MANIFEST
 
@@ -57,7 +57,10 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("attention_profiles", ("attention_profiles.csv",), LAYER_PROFILE_COLUMNS),
     TableSpec("ground_truth", ("ground_truth.csv",), GROUND_TRUTH_COLUMNS),
     TableSpec("trust", (f"{TRUST_TABLE}.csv",), TRUST_KEY_COLUMNS),
+    TableSpec("recommendations", (f"{RECOMMENDATIONS}.csv",), RECOMMENDATION_COLUMNS),
 )
+#: The trust layer's tables read as `Results` fields of their own, not into `Results.checks`.
+_OWN_FIELDS = (TRUST_TABLE, RECOMMENDATIONS)
 
 #: Columns read as text whatever they look like (image ids such as "0001" must stay strings).
 _TEXT_COLUMNS = {"model": str, "method": str, "image": str, "class": str, "a": str, "b": str}
@@ -76,6 +79,8 @@ class Results:
     attention_profiles: pd.DataFrame | None = None
     ground_truth: pd.DataFrame | None = None
     trust: pd.DataFrame | None = None
+    #: one line per model: the method to use, or that none is shown better than chance (`verdicts.recommend`)
+    recommendations: pd.DataFrame | None = None
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: every other table of the trust layer, by file stem (those the manifest lists in `trust_tables`)
     checks: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -195,13 +200,14 @@ def read_results(path: str | Path, manifest: dict[str, Any]) -> Results:
 
 
 def read_check_tables(folder: Path, manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """The trust layer's tables that the manifest lists (`trust_tables`), the trust table aside."""
+    """The trust layer's tables that the manifest lists (`trust_tables`), the trust and recommendation
+    tables aside (fields of their own)."""
     names = manifest.get("trust_tables", [])
     if not isinstance(names, list):
         raise ResultsError(f"{folder / MANIFEST}: field 'trust_tables' must be a list of table names")
     tables = {}
     for name in map(str, names):
-        if name == TRUST_TABLE:
+        if name in _OWN_FIELDS:
             continue
         path = folder / f"{name}.csv"
         if not path.is_file():

@@ -38,7 +38,15 @@ from gradsum.evaluation.shortcut import (
     TABLE_COLUMNS,
     ShortcutOptions,
 )
-from gradsum.report.html import _paragraph, _scroll, _with_ci, table
+from gradsum.evaluation.verdicts import ALPHA, FAIL, INCONCLUSIVE, OUTCOMES, PASS, UNINFORMATIVE, overall
+from gradsum.report.html import (
+    NO_STRONGER_THAN_RANDOM,
+    _paragraph,
+    _scroll,
+    _with_ci,
+    table,
+    verdict_span,
+)
 from gradsum.report.results import Results
 
 #: The tables without which there is no section (fine-tuning is optional).
@@ -49,7 +57,6 @@ FLAGS = ("null", "finetuned", "detected")
 RECOVERY_TARGET = 0.5
 #: ... and the in-distribution R² falls by no more than this.
 R2_TOLERANCE = 0.02
-PASS, FAIL = "pass", "fail"
 VERDICT_COLUMN = f"{DETECTION_CRITERION.check}_verdict"
 #: How the fine-tuning figures are labelled (keys: the check's FINETUNE_FIGURES and FINETUNE_METHOD_FIGURES).
 QUANTITY_LABELS = {
@@ -170,21 +177,33 @@ def t_interval(values: Sequence[float] | pd.Series, confidence: float = CONFIDEN
     return Interval(mean, mean - half, mean + half, len(x))
 
 
-def method_verdicts(tables: ShortcutTables, trust: pd.DataFrame | None) -> tuple[dict[str, str], bool]:
-    """Each detection method's verdict and whether it came from the trust table.
+def permutation_outcome(p: float) -> str:
+    """The shortcut criterion's outcome from its permutation p over models (the rule of
+    `verdicts._model_level`): pass where p < α, fail where p ≥ 0.5 or undefined, inconclusive between."""
+    if not math.isfinite(p) or p >= NO_STRONGER_THAN_RANDOM:
+        return FAIL
+    return PASS if p < ALPHA else INCONCLUSIVE
 
-    The trust table's `shortcut_verdict` judges the Spearman interval against 0 and the null explainers;
-    every model row of a method repeats the same figure, so a method passes when all its judged rows pass.
-    Without that column the verdict is the interval against 0 alone.
+
+def method_verdicts(tables: ShortcutTables, trust: pd.DataFrame | None) -> tuple[dict[str, str], bool]:
+    """Each detection method's outcome (pass, fail, inconclusive, uninformative) and whether it came from
+    the trust table.
+
+    The trust table's `shortcut_verdict` decides the criterion by the permutation p over models; every
+    model row of a method repeats it, so a method's rows are combined as a row's criteria are (`overall`:
+    a fail wins). Without that column, or for a method it does not judge, the detection table's own
+    permutation p is read by the same rule.
     """
-    methods = list(tables.detection["method"].astype(str))
-    if trust is not None and VERDICT_COLUMN in trust.columns:
-        judged = trust[trust[VERDICT_COLUMN].isin((PASS, FAIL))]
-        outcome = judged.groupby(judged["method"].astype(str))[VERDICT_COLUMN].agg(lambda v: set(v) == {PASS})
-        if not outcome.empty:
-            return {m: PASS if outcome.get(m, False) else FAIL for m in methods}, True
-    low = dict(zip(tables.detection["method"].astype(str), tables.detection["spearman_ci_low"], strict=True))
-    return {m: PASS if float(low[m]) > 0 else FAIL for m in methods}, False
+    detection = tables.detection
+    methods = list(detection["method"].astype(str))
+    own = {m: permutation_outcome(float(p)) for m, p in zip(methods, detection["p_value"], strict=True)}
+    if trust is None or VERDICT_COLUMN not in trust.columns:
+        return own, False
+    judged = trust[trust[VERDICT_COLUMN].isin(OUTCOMES)]
+    if judged.empty:
+        return own, False
+    outcomes = judged.groupby(judged["method"].astype(str))[VERDICT_COLUMN].agg(lambda v: overall(list(v)))
+    return {m: str(outcomes[m]) if m in outcomes.index else own[m] for m in methods}, True
 
 
 def _rho(value: float) -> str:
@@ -259,12 +278,20 @@ def _names(methods: Sequence[str]) -> str:
 
 
 def detection_sentence(tables: ShortcutTables, verdicts: dict[str, str], cue: str) -> str:
-    """Which real methods pass and which fail, and any null explainer that passes (a broken check)."""
+    """Which real methods pass, fail and stay inconclusive, and any null explainer that passes (a broken check)."""
     real = tables.real_methods
     passing = [m for m in real if verdicts[m] == PASS]
-    failing = [m for m in real if verdicts[m] == FAIL]
     text = f"{cue.capitalize()} mass follows the causal pull for {_names(passing)} (pass: {len(passing)} of {len(real)})"
-    text += f"; it does not for {_names(failing)} (fail)." if failing else "."
+    others = (
+        (FAIL, "it does not for {} (fail)"),
+        (INCONCLUSIVE, "it is not shown either way for {} (inconclusive)"),
+        (UNINFORMATIVE, "the check cannot tell for {} (uninformative)"),
+    )
+    for outcome, words in others:
+        named = [m for m in real if verdicts[m] == outcome]
+        if named:
+            text += "; " + words.format(_names(named))
+    text += "."
     nulls = sorted(tables.detection.loc[tables.detection["null"], "method"].astype(str))
     lucky = [m for m in nulls if verdicts[m] == PASS]
     if lucky:
@@ -279,9 +306,7 @@ def _verdict_table(frame: pd.DataFrame) -> str:
     rows = []
     for record in frame.to_dict("records"):
         cells = [
-            f'<span class="{escape(str(record[c]))}">{escape(str(record[c]))}</span>'
-            if c == "verdict"
-            else escape(str(record[c]))
+            verdict_span(str(record[c]), str(record[c])) if c == "verdict" else escape(str(record[c]))
             for c in shown
         ]
         css = " class=null" if record["null"] else ""
@@ -467,10 +492,10 @@ def foreground_classes(results: Results) -> tuple[str, ...]:
 
 def _lead(tables: ShortcutTables, cue: str, from_trust: bool) -> str:
     rhos = ", ".join(_rho(r) for r in sorted(tables.models["rho"].dropna().unique()))
-    verdict = (
-        "the trust table's shortcut verdict: the interval above 0 and above every null explainer's"
+    source = (
+        "the trust table's shortcut verdict"
         if from_trust
-        else "the trust table has no shortcut verdict here, so: the interval above 0"
+        else "the trust table has no shortcut verdict here, so the detection table's p"
     )
     return _paragraph(
         "A test with a known answer. Each series is one model spec trained on synthetic sets whose sky tint "
@@ -480,8 +505,10 @@ def _lead(tables: ShortcutTables, cue: str, from_trust: bool) -> str:
         "flipped, and the pull is the mean steering change toward the new tint's side (0: the tint is "
         "ignored). R² on scenes whose tint agrees with the steering sign against scenes where it disagrees "
         f"shows what each model learned. A method passes when its mass share on the cue class ({cue}) "
-        "follows the pull across models: the Spearman ρ between per-model cue mass and pull, with its 95% "
-        f"interval ({verdict})."
+        "follows the pull across models: the Spearman ρ between per-model cue mass and pull, decided by its "
+        f"one-sided permutation p over pairings of the models: pass where p < {ALPHA:g}, fail where "
+        f"p ≥ {NO_STRONGER_THAN_RANDOM:g} (no stronger than a random pairing), inconclusive between "
+        f"({source})."
     )
 
 

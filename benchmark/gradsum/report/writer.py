@@ -81,7 +81,8 @@ def hybrid_panel(methods: list[str]) -> list[tuple[str, str]]:
 
 
 def headline_plots(results: Results) -> list[PendingPlot]:
-    """The paper figure per task: each model's best-verdict profile (GradCAM beside it when another won)."""
+    """The paper figure per task: each model's recommended profile (GradCAM beside it when another was
+    chosen), its GradSUM score and, beside it, its lift, which every method shares a scale on."""
     best = best_methods(results)
     pending = []
     for task, models in models_by_task(results).items():
@@ -91,8 +92,10 @@ def headline_plots(results: Results) -> list[PendingPlot]:
             PendingPlot(
                 "findings",
                 f"headline_{slug(task)}",
-                f"{task}: per-class profiles, each model from its best-verdict method ({names})",
-                lambda r=rows, t=task: plots.grouped_profile_figure(r, SERIES, title=t),  # type: ignore[misc]
+                f"{task}: per-class profiles, each model from its recommended method ({names}); "
+                "left the GradSUM score, right the lift (mass share ÷ area share; 1, dashed: mass in "
+                "proportion to area), on one scale for every method",
+                lambda r=rows, t=task: plots.headline_figure(r, SERIES, title=t),  # type: ignore[misc]
             )
         )
     return pending
