@@ -145,9 +145,10 @@ class BrightMapContext(EvaluationContext):
         batch: Tensor,
         labels: Tensor,
         ids: Sequence[str] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> Tensor:
         if method.method != "bright":
-            return super().maps(model, method, batch, labels, ids)
+            return super().maps(model, method, batch, labels, ids, indices)
         return (batch.mean(1) > 0.5).float()
 
 

@@ -55,9 +55,10 @@ class PerfectMapContext(EvaluationContext):
         batch: Tensor,
         labels: Tensor,
         ids: Sequence[str] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> Tensor:
         if method.method != "perfect":
-            return super().maps(model, method, batch, labels, ids)
+            return super().maps(model, method, batch, labels, ids, indices)
         maps = torch.zeros(batch.shape[0], *batch.shape[-2:])
         maps[:, ROWS, COLS] = 1.0
         return maps

@@ -100,12 +100,13 @@ def instance_masks(cause: np.ndarray, labels: np.ndarray, instances: np.ndarray)
 
     The class is the majority class id under the cause mask; distractors are the pixels of every other
     instance of that class (an instance id the cause mask touches is never a distractor). A cause mask
-    over stuff (the ego-lane road of steering) has no instance.
+    over stuff (steering's: mostly road, sidewalk and terrain, with the odd car or pole edge) has no
+    instance: the majority class must itself be a thing the mask covers.
     """
     covered = np.unique(instances[cause])
-    if not (covered >= INSTANCE_SCALE).any():
-        return None
     class_id = int(np.bincount(labels[cause]).argmax())
+    if not ((covered >= INSTANCE_SCALE) & (covered // INSTANCE_SCALE == class_id)).any():
+        return None
     distractors = (
         (instances >= INSTANCE_SCALE)
         & (instances // INSTANCE_SCALE == class_id)
@@ -265,7 +266,7 @@ def breakdown_rows(context: EvaluationContext) -> tuple[pd.DataFrame, pd.DataFra
             group_of = dict(zip(batch.ids, groups[model.task], strict=True))
             inputs = context.model_input(model, batch.images)
             for planned in context.plan.get(model.name, ()):
-                maps = context.maps(model, planned, inputs, batch.labels, batch.ids).detach()
+                maps = context.maps(model, planned, inputs, batch.labels, batch.ids, batch.chunk).detach()
                 instance_rows += _instance_rows(model, planned.label, maps, batch, found[model.task])
                 scores = class_scores(maps, batch.labels, resolution=context.resolution)
                 frame = per_image_frame(scores, batch.ids, model.name, planned.label)

@@ -298,12 +298,12 @@ GRADSUM_ROWS = "gradsum_rows"
 
 def _gradsum_rows(context: EvaluationContext) -> pd.DataFrame:
     frames = []
-    for ids, images, labels, _ in context.batches():
+    for ids, images, labels, indices in context.batches():
         label_tensor = torch.from_numpy(np.stack(labels).astype(np.int64)).to(context.device)
         for model in context.models:
             batch = context.model_input(model, images)
             for planned in context.plan.get(model.name, ()):
-                maps = context.maps(model, planned, batch, label_tensor, ids).detach()
+                maps = context.maps(model, planned, batch, label_tensor, ids, indices).detach()
                 scores = class_scores(maps, label_tensor, resolution=context.resolution)
                 frames.append(per_image_frame(scores, ids, model.name, planned.label))
     return pd.concat(frames, ignore_index=True)

@@ -118,7 +118,9 @@ def _score_model(
         label_tensor = torch.from_numpy(np.stack([labels[b] for b in kept])).to(context.device)
         for method in context.plan.get(model.name, ()):
             maps = (
-                context.maps(model, method, batch, label_tensor, [ids[b] for b in kept])
+                context.maps(
+                    model, method, batch, label_tensor, [ids[b] for b in kept], [chunk[b] for b in kept]
+                )
                 .detach()
                 .float()
                 .cpu()

@@ -258,7 +258,7 @@ def _perturb_model(
         )
         label_tensor = torch.from_numpy(np.stack(labels)).to(context.device)
         for method in context.plan.get(model.name, ()):
-            maps = context.maps(model, method, batch, label_tensor, ids).detach()
+            maps = context.maps(model, method, batch, label_tensor, ids, chunk).detach()
             per_image = [
                 road_inputs(batch[b], maps[b], options.fractions, options.noise, seed=_image_seed(context, i))
                 for b, i in enumerate(chunk)
