@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from captum.attr import GuidedBackprop
 from torch import Tensor, nn
 
 from gradsum.attribution import attribute
@@ -80,12 +81,72 @@ def test_integrated_gradients_are_complete(cnn: nn.Module, images: Tensor) -> No
     assert torch.allclose(grid.sum((1, 2)), change, rtol=0.02, atol=1e-4)
 
 
-def test_guided_backprop_gates_relu_modules_only(cnn: nn.Module, top_left: nn.Module, images: Tensor) -> None:
-    # the conftest CNN uses ELU: captum gates nothing and guided backprop is the saliency map
+class TwoUnitNet(nn.Module):
+    """y = Σ_pixels w2 · ELU(W1 x) with 1×1 convolutions: two hidden units per pixel, the second one read
+    with a negative weight. W1 = [[1, 0, -1], [0.5, 1, 0]], w2 = [2, -1.5]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        hidden = nn.Conv2d(3, 2, 1, bias=False)
+        self.features = nn.Sequential(hidden, nn.ELU())
+        self.head = nn.Conv2d(2, 1, 1, bias=False)
+        with torch.no_grad():
+            hidden.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.5, 1.0, 0.0]])[:, :, None, None])
+            self.head.weight.copy_(torch.tensor([2.0, -1.5])[None, :, None, None])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x)).sum((2, 3))
+
+
+class FunctionalELU(nn.Module):
+    """A CNN that applies its activation as a function inside `forward`: no module to hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1))
+        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(F.elu(self.features(x)))
+
+
+def test_guided_backprop_gates_elu_by_hand(images: Tensor) -> None:
+    """Per pixel the gradient reaching the ELU is w2 ⊙ ELU'(h): unit 1 passes 2·ELU'(h1) ≥ 0, unit 2's
+    −1.5·ELU'(h2) < 0 is stopped. So the input gradient is 2·ELU'(h1)·W1[0] and its |·| sum over the
+    channels 4·ELU'(h1), with h1 = red − blue."""
+    model = TwoUnitNet().eval()
+    guided = attribute(model, images, "guided_backprop", target="output", normalise="raw").grid
+    h1 = images[:, 0] - images[:, 2]
+    assert (h1 < 0).any() and (h1 > 0).any()
+    expected = 4.0 * torch.where(h1 > 0, torch.ones_like(h1), torch.exp(h1))
+    torch.testing.assert_close(guided, expected, rtol=1e-5, atol=1e-6)
+    # saliency lets the negative unit through: |2·ELU'(h1)·W1[0] − 1.5·ELU'(h2)·W1[1]| summed differs
+    saliency = attribute(model, images, "saliency", target="output", normalise="raw").grid
+    assert (saliency - guided).abs().max() > 0.1
+
+
+# captum warns that it sets hooks and that the input did not require gradients
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_guided_backprop_differs_from_saliency_on_elu_and_matches_captum_on_relu(
+    cnn: nn.Module, top_left: nn.Module, images: Tensor
+) -> None:
+    # the conftest CNN uses ELU: captum's guided backprop would gate nothing and equal saliency
     elu_gb = attribute(cnn, images, "guided_backprop", normalise="raw").grid
-    assert torch.allclose(elu_gb, attribute(cnn, images, "saliency", normalise="raw").grid)
-    relu_gb = attribute(top_left, images, "guided_backprop", normalise="raw").grid
-    assert not torch.allclose(relu_gb, attribute(top_left, images, "saliency", normalise="raw").grid)
+    assert (elu_gb - attribute(cnn, images, "saliency", normalise="raw").grid).abs().max() > 1e-4
+    # on an all-ReLU model the gating is captum's own
+    relu_gb = attribute(top_left, images, "guided_backprop", target="output", normalise="raw").grid
+    captum = GuidedBackprop(top_left).attribute(images, target=0).abs().sum(1)
+    torch.testing.assert_close(relu_gb, captum)
+    assert sum(len(getattr(m, t, {})) for m in top_left.modules() for t in HOOK_TABLES) == 0
+
+
+@pytest.mark.parametrize("method", ["guided_backprop", "guided_gradcam"])
+def test_guided_methods_refuse_functional_activations(method: str, images: Tensor) -> None:
+    model = FunctionalELU()
+    model(images)  # materialise the lazy layer
+    with pytest.raises(AttributionError, match=r"calls torch\.nn\.functional\.elu \(in <model>\) outside"):
+        attribute(model.eval(), images, method, layer="features.0")
+    assert sum(len(getattr(m, t, {})) for m in model.modules() for t in HOOK_TABLES) == 0
 
 
 @pytest.mark.parametrize("name", ["top_left", "hybrid"])

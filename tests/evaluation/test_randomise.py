@@ -8,8 +8,11 @@ from torch import nn
 
 from gradsum.errors import UnknownNameError
 from gradsum.evaluation.randomise import (
+    NORM_WEIGHT_STD,
     RAW_PARAMETER_STD,
+    cascade_names,
     cascading,
+    depth_to,
     independent,
     randomisation_blocks,
     randomised,
@@ -166,3 +169,48 @@ def test_cascading_grows_from_the_top_and_independent_takes_one_block(pilotnet: 
 def test_unknown_block_names_the_valid_ones(pilotnet: nn.Module) -> None:
     with pytest.raises(UnknownNameError, match=r"'head\.9'.*valid: head\.7"):
         randomised(pilotnet, ["head.9"])
+
+
+def test_a_randomised_layernorm_is_a_random_affine_map_not_the_identity(vit: nn.Module) -> None:
+    """`reset_parameters` alone sets a LayerNorm to the identity affine map, which randomises nothing."""
+    copy = randomised(vit, ["norm"], seed=0)
+    norm = copy.get_submodule("norm")
+    assert isinstance(norm, nn.LayerNorm)
+    assert norm.weight.mean().item() == pytest.approx(1.0, abs=3 * NORM_WEIGHT_STD / 4)
+    assert norm.weight.std().item() == pytest.approx(NORM_WEIGHT_STD, rel=0.5)
+    assert norm.bias.std().item() == pytest.approx(NORM_WEIGHT_STD, rel=0.5)
+    # the layer's function changed: its output differs from the identity-affine LayerNorm's
+    tokens = torch.randn(2, 5, norm.normalized_shape[0], generator=torch.Generator().manual_seed(0))
+    identity = nn.functional.layer_norm(tokens, norm.normalized_shape, eps=norm.eps)
+    expected = identity * norm.weight + norm.bias
+    with torch.no_grad():
+        torch.testing.assert_close(norm(tokens), expected)
+        assert (norm(tokens) - identity).abs().mean() > 0.2
+        # and the model's output changes with it
+        images = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(1))
+        assert not torch.allclose(copy(images), vit(images))
+
+
+def test_a_randomised_batchnorm_draws_its_affine_and_resets_its_statistics(pilotnet: nn.Module) -> None:
+    norm = randomised(pilotnet, ["features.4"], seed=0).get_submodule("features.4.1")
+    assert isinstance(norm, nn.BatchNorm2d)
+    mean, variance = norm.running_mean, norm.running_var
+    assert mean is not None and variance is not None
+    assert torch.equal(mean, torch.zeros_like(mean)) and torch.equal(variance, torch.ones_like(variance))
+    assert norm.weight.std().item() == pytest.approx(NORM_WEIGHT_STD, rel=0.5)
+    assert not torch.equal(norm.weight, torch.ones_like(norm.weight))
+
+
+def test_depth_to_counts_the_blocks_at_and_above_a_layer(pilotnet: nn.Module, vit: nn.Module) -> None:
+    assert depth_to(pilotnet, ["features.4"]) == 5
+    # a module inside a block: its block; a parameter-free module: down to the block above it
+    assert depth_to(pilotnet, ["features.2.0"]) == 7
+    assert depth_to(pilotnet, ["head.0"]) == 4
+    # a container holding several blocks: its deepest; several layers: the deepest of them
+    assert depth_to(pilotnet, ["features"]) == 9
+    assert depth_to(pilotnet, ["head.3", "features.3"]) == 6
+    assert depth_to(vit, ["blocks.1.norm1"]) == 3
+    assert depth_to(vit, ["blocks.0.attn.qkv"]) == 4
+    assert cascade_names(vit, 2) == ["head", "norm"]
+    with pytest.raises(UnknownNameError, match=r"no module 'features\.9'"):
+        depth_to(pilotnet, ["features.9"])

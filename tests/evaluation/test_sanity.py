@@ -1,21 +1,34 @@
-"""The sanity check on an untrained PilotNet: step 0 is the model itself, nulls fail, gradients change."""
+"""The calibrated sanity check on untrained PilotNets: the curve, the drop's terms, depths, model-free methods."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from gradsum.errors import SpecError, UnknownNameError
-from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext, PlannedMethod
+from gradsum.evaluation.base import CHECKS, CONTROL, CheckResult, EvaluationContext, PlannedMethod
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
+from gradsum.evaluation.randomise import cascade_names
 from gradsum.evaluation.sanity import (
+    PER_IMAGE_COLUMNS,
     PROFILE_SPEARMAN,
-    SANITY_THRESHOLD,
+    SANITY_CRITERION,
+    SEED_TWIN,
+    SELF,
+    SUMMARY_COLUMNS,
+    BatchMaps,
     SanityCheck,
     SanityOptions,
+    Source,
+    Sources,
+    calibration,
     cascading_figure,
     data_randomisation,
+    method_depth,
 )
 from gradsum.evaluation.similarity import SIMILARITIES
 from gradsum.models import build_model
@@ -26,7 +39,19 @@ from gradsum.truthsets.synthetic.render import IDS
 SIZE = (64, 128)
 GRADCAM = PlannedMethod("gradcam", "gradcam")
 SALIENCY = PlannedMethod("saliency", "saliency")
-NULL_LABELS = {method.label for method in NULL_EXPLAINERS}
+#: a known-answer control: model-free by its role, so the check leaves it out like the nulls
+CONTROL_METHOD = PlannedMethod("control:saliency", "saliency", role=CONTROL)
+PILOTNET_BLOCKS = [
+    "head.7",
+    "head.5",
+    "head.3",
+    "head.1",
+    "features.4",
+    "features.3",
+    "features.2",
+    "features.1",
+    "features.0",
+]
 
 
 def loaded(name: str, seed: int) -> LoadedModel:
@@ -54,9 +79,15 @@ def context(
 
 
 @pytest.fixture(scope="module")
-def result() -> CheckResult:
-    methods = (GRADCAM, SALIENCY, *NULL_EXPLAINERS)
-    return CHECKS.get("sanity")().run(context([loaded("pilot", 0)], methods, {"independent": True}))
+def twin() -> LoadedModel:
+    return loaded("pilot_seed1", 1)
+
+
+@pytest.fixture(scope="module")
+def result(twin: LoadedModel) -> CheckResult:
+    methods = (GRADCAM, SALIENCY, CONTROL_METHOD, *NULL_EXPLAINERS)
+    options = {"blocks": 3, "independent": True, "twins": {"pilot": twin}}
+    return CHECKS.get("sanity")().run(context([loaded("pilot", 0)], methods, options))
 
 
 def test_step_zero_is_the_model_against_itself(result: CheckResult) -> None:
@@ -68,68 +99,169 @@ def test_step_zero_is_the_model_against_itself(result: CheckResult) -> None:
     assert set(first["n_images"]) == {6}
 
 
-def test_steps_name_the_top_three_blocks_in_cascade_order(result: CheckResult) -> None:
+def test_steps_name_the_top_blocks_in_cascade_order(result: CheckResult) -> None:
     table = result.tables["sanity"]
     for mode in ("cascading", "independent"):
         steps = table[table["mode"] == mode][["step", "block"]].drop_duplicates().sort_values("step")
         assert steps["step"].tolist() == [0, 1, 2, 3]
         assert steps["block"].tolist() == ["original", "head.7", "head.5", "head.3"]
-    expected_rows = len(NULL_EXPLAINERS) + 2
-    assert len(table) == expected_rows * 2 * 4 * (len(SIMILARITIES) + 1)
+    # two methods × two modes × four steps × (the map similarities and the profile Spearman)
+    assert len(table) == 2 * 2 * 4 * (len(SIMILARITIES) + 1)
 
 
-def test_null_explainers_fail_and_gradcam_changes(result: CheckResult) -> None:
+def test_model_free_methods_leave_every_table(result: CheckResult) -> None:
+    """Nulls and controls: no randomisation can change their maps, so they are no part of the check."""
+    assert set(result.tables["sanity"]["method"]) == {"gradcam", "saliency"}
+    assert set(result.summary["method"]) == {"gradcam", "saliency"}
+    assert result.per_image is not None
+    assert set(result.per_image["method"]) == {"gradcam", "saliency"}
+
+
+def test_summary_and_per_image_hold_the_drop_and_its_terms(result: CheckResult) -> None:
+    assert tuple(result.summary.columns) == SUMMARY_COLUMNS
+    per_image = result.per_image
+    assert per_image is not None and tuple(per_image.columns) == PER_IMAGE_COLUMNS
+    assert len(per_image) == 2 * 6
+    for _, row in result.summary.iterrows():
+        rows = per_image[per_image["method"] == row["method"]]
+        # the point figure is the ratio of the per-image means the verdict resamples
+        ratio = rows["sanity_drop_num"].mean() / rows["sanity_drop_den"].mean()
+        assert row["sanity_drop"] == pytest.approx(ratio)
+        np.testing.assert_allclose(
+            rows["sanity_drop_num"].mean(), row["sanity_ceiling"] - row["sanity_randomised"], atol=1e-12
+        )
+        np.testing.assert_allclose(
+            rows["sanity_drop_den"].mean(), row["sanity_ceiling"] - row["sanity_floor"], atol=1e-12
+        )
+        assert row["sanity_ceiling_source"] == SEED_TWIN
+        assert row["sanity_images"] == 6
+        # two untrained PilotNets of different seeds: their maps are alike only in part
+        assert -1.0 < row["sanity_ceiling"] < 1.0
     summary = result.summary.set_index("method")
-    assert set(summary["sanity_blocks"]) == {3}
-    # the null explainers ignore the model: their maps survive randomisation (uniform: constant maps)
-    for label in NULL_LABELS:
-        assert summary.loc[label, "sanity_similarity"] == pytest.approx(1.0)
-        assert summary.loc[label, "sanity_similarity_ci_high"] >= SANITY_THRESHOLD
-    assert summary.loc["gradcam", "sanity_similarity"] < 0.99
-    (criterion,) = result.criteria
-    assert (criterion.column, criterion.higher_is_better, criterion.threshold) == (
-        "sanity_similarity",
-        False,
-        SANITY_THRESHOLD,
+    assert (summary.loc["gradcam", "sanity_depth"], summary.loc["gradcam", "sanity_depth_block"]) == (
+        5,
+        "features.4",
+    )
+    assert (summary.loc["saliency", "sanity_depth"], summary.loc["saliency", "sanity_depth_block"]) == (
+        9,
+        "features.0",
     )
 
 
-def test_saliency_differs_on_the_fully_randomised_model() -> None:
+def test_floor_of_a_varying_map_is_below_one(result: CheckResult) -> None:
+    """Two independent re-initialisations give different maps: the floor is no identity."""
+    floors = result.summary.set_index("method")[["sanity_floor", "sanity_floor_signed"]]
+    assert (floors.abs() < 0.99).all().all()
     model = loaded("pilot", 0)
-    result = SanityCheck().run(context([model], (SALIENCY,), {"blocks": "all"}))
-    table = result.tables["sanity"]
-    rows = table[table["similarity"] == "spearman_abs"]
-    assert rows["block"].iloc[-1] == "features.0" and rows["step"].max() == 9
-    assert rows["value"].iloc[-1] < 0.9
-    assert result.summary["sanity_blocks"].tolist() == [9]
+    chosen = calibration(model.module, SALIENCY, seed=0, twin=False)
+    assert chosen.randomised.blocks == chosen.second.blocks and chosen.randomised.seed != chosen.second.seed
+    batch = torch.rand(2, 3, *SIZE, generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(2, *SIZE, dtype=torch.int64)
+    maps = BatchMaps(model, SALIENCY, batch, labels, "direction", Sources(model))
+    first, second = maps.raw(chosen.randomised), maps.raw(chosen.second)
+    assert first.std() > 0 and not torch.allclose(first, second)
+    assert (maps.ordering("spearman_abs", chosen.randomised, chosen.second) < 0.99).all()
+
+
+def test_the_criterion_is_the_normalised_drop_above_zero() -> None:
+    criterion = SANITY_CRITERION
+    assert (criterion.column, criterion.denominator, criterion.key) == (
+        "sanity_drop_num",
+        "sanity_drop_den",
+        "sanity",
+    )
+    assert criterion.higher_is_better and criterion.threshold == 0.0 and not criterion.against_nulls
+
+
+def test_without_a_twin_the_ceiling_is_the_model_itself_and_a_warning_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="gradsum.evaluation.sanity"):
+        result = SanityCheck().run(context([loaded("pilot", 0)], (SALIENCY,), {"blocks": 1}))
+    assert "no seed twin" in caplog.text and "uncalibrated" in caplog.text
+    row = result.summary.iloc[0]
+    assert row["sanity_ceiling_source"] == SELF
+    assert row["sanity_ceiling"] == 1.0 and row["sanity_ceiling_signed"] == 1.0
+    assert row["sanity_drop"] == pytest.approx((1 - row["sanity_randomised"]) / (1 - row["sanity_floor"]))
+
+
+def test_depth_reaches_the_layer_a_method_reads() -> None:
+    module = loaded("pilot", 0).module
+    assert cascade_names(module) == PILOTNET_BLOCKS
+    middle = PlannedMethod("gradcam_middle", "gradcam", layer="features.2")
+    # a CAM at a middle stage: randomised down to its stage, the two stages below it stay trained
+    assert method_depth(module, middle) == tuple(PILOTNET_BLOCKS[:7])
+    # a layer inside a stage counts as its stage; a parameter-free layer (the flatten) as the block above
+    assert method_depth(module, PlannedMethod("x", "gradcam", layer="features.2.2"))[-1] == "features.2"
+    assert method_depth(module, PlannedMethod("x", "gradcam", layer="head.0"))[-1] == "head.1"
+    # gradients and guided GradCAM read every layer: the full cascade
+    assert method_depth(module, SALIENCY) == tuple(PILOTNET_BLOCKS)
+    assert method_depth(module, PlannedMethod("gg", "guided_gradcam")) == tuple(PILOTNET_BLOCKS)
+    copy = Sources(loaded("pilot", 0)).module(calibration(module, middle, 0, False).randomised)
+    # parameters: an untrained model's BatchNorm statistics already hold their reset values
+    trained, randomised = dict(module.named_parameters()), dict(copy.named_parameters())
+    for name in trained:
+        changed = not torch.equal(trained[name], randomised[name])
+        assert changed == name.startswith(("head.", "features.4", "features.3", "features.2")), name
+
+
+def test_depth_on_a_vit_stops_at_the_cam_layer_and_rollout_takes_all() -> None:
+    vit = build_model("vit", (32, 64), patch_size=16, embed_dim=16, depth=3, num_heads=2)
+    assert method_depth(vit, GRADCAM) == ("head", "norm", "blocks.2")
+    assert method_depth(vit, PlannedMethod("rollout", "gradrollout")) == tuple(cascade_names(vit))
 
 
 def test_data_randomisation_compares_each_model_with_its_twin() -> None:
-    model, twin = loaded("pilot", 0), loaded("pilot_shuffled", 1)
-    ctx = context([model], (SALIENCY, NULL_EXPLAINERS[1]), {"blocks": 1, "shuffled": {"pilot": twin}})
-    table = data_randomisation(ctx, {"pilot": twin})
+    model, shuffled = loaded("pilot", 0), loaded("pilot_shuffled", 1)
+    ctx = context([model], (SALIENCY, NULL_EXPLAINERS[1]), {"blocks": 1, "shuffled": {"pilot": shuffled}})
+    table = data_randomisation(ctx, {"pilot": shuffled})
     assert set(table["mode"]) == {"data"} and set(table["block"]) == {"pilot_shuffled"}
     values = table[table["similarity"] == "spearman_abs"].set_index("method")["value"]
-    assert values["null:uniform"] == 1.0 and values["saliency"] < 0.9
+    assert list(values.index) == ["saliency"] and values["saliency"] < 0.9
     assert "sanity_data" in SanityCheck().run(ctx).tables
     with pytest.raises(SpecError, match="shuffled: no evaluated model other"):
-        data_randomisation(ctx, {"other": twin})
+        data_randomisation(ctx, {"other": shuffled})
 
 
-def test_figure_plots_blocks_in_cascade_order_with_nulls_dashed(result: CheckResult) -> None:
-    figure = result.figures["sanity_pilot"]
-    assert figure is not None
+def test_twins_must_name_evaluated_models_of_the_same_input() -> None:
+    model = loaded("pilot", 0)
+    ctx = context([model], (SALIENCY,), {"blocks": 1, "twins": {"other": loaded("x", 1)}})
+    with pytest.raises(SpecError, match=r"options\.sanity\.twins: no evaluated model other"):
+        SanityCheck().run(ctx)
+    torch.manual_seed(1)
+    small = LoadedModel("small", build_model("pilotnet", (66, 200)), {}, "steering", (66, 200))
+    ctx = context([model], (SALIENCY,), {"blocks": 1, "twins": {"pilot": small}})
+    with pytest.raises(SpecError, match=r"twins\.pilot: twin small is steering at \(66, 200\)"):
+        SanityCheck().run(ctx)
+
+
+def test_figure_plots_blocks_in_cascade_order(result: CheckResult) -> None:
+    assert result.figures["sanity_pilot"] is not None
     redrawn = cascading_figure(result.tables["sanity"], "pilot")
     abs_panel, signed_panel = redrawn.axes
     ticks = [label.get_text() for label in abs_panel.get_xticklabels()]
     assert ticks == ["original", "head.7", "head.5", "head.3"]
-    styles = {line.get_label(): line.get_linestyle() for line in signed_panel.get_lines()}
-    assert {styles[label] for label in NULL_LABELS} == {"--"}
-    assert styles["gradcam"] == "-"
+    assert {line.get_label() for line in signed_panel.get_lines()} == {"gradcam", "saliency"}
+
+
+def test_figure_still_draws_an_earlier_table_with_nulls_dashed() -> None:
+    rows = [
+        {"model": "m", "method": method, "null": null, "mode": "cascading", "step": step, "block": block}
+        | {"similarity": similarity, "value": 1.0 - step / 2, "ci_low": 0.0, "ci_high": 1.0, "n_images": 2}
+        for method, null in (("gradcam", False), ("null:random", True))
+        for step, block in ((0, "original"), (1, "head"))
+        for similarity in ("spearman_abs", "spearman")
+    ]
+    styles = {
+        line.get_label(): line.get_linestyle()
+        for line in cascading_figure(pd.DataFrame(rows), "m").axes[0].get_lines()
+    }
+    assert styles == {"gradcam": "-", "null:random": "--"}
 
 
 def test_options_are_checked() -> None:
-    assert SanityOptions.from_options({}).blocks == 3
+    assert SanityOptions.from_options({}).blocks is None
+    assert SanityOptions.from_options({"blocks": 3}).blocks == 3
     assert SanityOptions.from_options({"blocks": "all"}).blocks is None
     with pytest.raises(SpecError, match=r"options\.sanity\.blocks"):
         SanityOptions.from_options({"blocks": 0})
@@ -137,31 +269,26 @@ def test_options_are_checked() -> None:
         SanityOptions.from_options({"depth": 2})
 
 
-def test_images_and_similarities_narrow_the_check() -> None:
-    options = {"images": 2, "similarities": ["spearman_abs"]}
-    table = CHECKS.get("sanity")().run(context([loaded("pilot", 0)], (GRADCAM,), options)).tables["sanity"]
-    assert set(table["similarity"]) == {"spearman_abs", PROFILE_SPEARMAN}
+def test_images_and_similarities_narrow_the_curve() -> None:
+    options = {"blocks": 2, "images": 2, "similarities": ["ssim"]}
+    result = CHECKS.get("sanity")().run(context([loaded("pilot", 0)], (GRADCAM,), options))
+    table = result.tables["sanity"]
+    assert set(table["similarity"]) == {"ssim", PROFILE_SPEARMAN}
     assert (table["n_images"] == 2).all()
-    with pytest.raises(SpecError, match="must include 'spearman_abs'"):
-        SanityOptions.from_options({"similarities": ["ssim"]})
+    # the drop reads its own similarities whatever the curve shows
+    assert np.isfinite(result.summary[["sanity_drop", "sanity_drop_signed"]].to_numpy(float)).all()
+    assert result.per_image is not None and len(result.per_image) == 2
     with pytest.raises(UnknownNameError, match="valid: hog, spearman, spearman_abs, ssim"):
         SanityOptions.from_options({"similarities": ["spearman_abs", "pearson"]})
     with pytest.raises(SpecError, match=r"options\.sanity\.images"):
         SanityOptions.from_options({"images": 0})
 
 
-def test_null_explainers_give_the_same_maps_on_a_randomised_model() -> None:
-    """The premise of reusing a null's original maps for every randomised variant."""
-    from gradsum.evaluation.base import planned_maps
-    from gradsum.evaluation.randomise import cascading
-
+def test_sources_make_each_randomised_copy_once() -> None:
     model = loaded("pilot", 0)
-    rng = np.random.default_rng(1)
-    batch = torch.from_numpy(rng.random((3, 3, *SIZE), dtype=np.float32))
-    labels = torch.from_numpy(
-        rng.choice(np.array(sorted(set(IDS.values())), dtype=np.uint8), size=(3, *SIZE))
-    )
-    _, randomised = list(cascading(model.module, None, seed=0))[-1]
-    for null in NULL_EXPLAINERS:
-        original = planned_maps(model, null, batch, labels, "direction")
-        assert torch.equal(original, planned_maps(model, null, batch, labels, "direction", module=randomised))
+    sources = Sources(model)
+    source = Source(("head.7",), 0)
+    assert sources.module(source) is sources.module(Source(("head.7",), 0))
+    assert sources.module(Source()) is model.module
+    with pytest.raises(Exception, match="no seed twin"):
+        sources.module(Source(twin=True))

@@ -13,9 +13,14 @@ from gradsum.evaluation.similarity import (
     HOG_PARAMETERS,
     SIMILARITIES,
     SSIM_DATA_RANGE,
+    absolute_ranks,
     class_profile,
     image_class_scores,
+    normalised_drop,
+    ordering_similarity,
     profile_spearman,
+    ranks,
+    row_correlation,
 )
 
 
@@ -102,3 +107,51 @@ def test_constant_profiles_are_identical() -> None:
     labels = torch.tensor([[[7, 7], [26, 23]]])
     uniform = image_class_scores(torch.ones(1, 2, 2), labels)
     assert profile_spearman(uniform, uniform * 3) == (1.0, 1.0, 1.0)
+
+
+#: two images of four pixels each (B=2, H=1, W=4): the trained model's map, two re-initialisations and
+#: the seed twin's map, with no ties in |map| so that Spearman is 1 − 6 Σd² / (n (n² − 1)) = 1 − Σd² / 10
+TRAINED = np.array([[[1.0, -4.0, 3.0, 2.0]], [[1.0, 2.0, 3.0, 4.0]]])
+RANDOMISED = np.array([[[4.0, 3.0, -2.0, 1.0]], [[1.0, 2.0, 3.0, 4.0]]])
+SECOND = np.array([[[-1.0, 2.0, 4.0, 3.0]], [[4.0, 3.0, 2.0, 1.0]]])
+TWIN = np.array([[[2.0, 4.0, 3.0, 1.0]], [[1.0, 2.0, 4.0, 3.0]]])
+
+
+def absolute_ordering(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return ordering_similarity(absolute_ranks(a), absolute_ranks(b))
+
+
+def test_normalised_drop_by_hand_on_tiny_maps() -> None:
+    # image 0, ranks of |map|: trained 1 4 3 2, randomised 4 3 2 1, second 1 2 4 3, twin 2 4 3 1
+    # randomised: d = -3 1 1 1, Σd² = 12, ρ = -0.2; floor: d = 3 1 -2 -2, Σd² = 18, ρ = -0.8;
+    # ceiling: d = -1 0 0 1, Σd² = 2, ρ = 0.8. Image 1: ρ = 1 (same map), -1 (reversed), 0.8.
+    randomised = absolute_ordering(TRAINED, RANDOMISED)
+    floor = absolute_ordering(RANDOMISED, SECOND)
+    ceiling = absolute_ordering(TRAINED, TWIN)
+    np.testing.assert_allclose(randomised, [-0.2, 1.0])
+    np.testing.assert_allclose(floor, [-0.8, -1.0])
+    np.testing.assert_allclose(ceiling, [0.8, 0.8])
+    # numerators 0.8 + 0.2 = 1.0 and 0.8 − 1 = −0.2; denominators 1.6 and 1.8: (0.8 / 2) / (3.4 / 2)
+    assert normalised_drop(randomised, floor, ceiling) == pytest.approx(0.4 / 1.7)
+    # image 0 alone: 1.0 / 1.6
+    assert normalised_drop(randomised[:1], floor[:1], ceiling[:1]) == pytest.approx(0.625)
+    # signed ranks of image 0: trained 2 1 4 3, randomised 4 3 1 2: d = -2 -2 3 1, Σd² = 18
+    signed = ordering_similarity(ranks(TRAINED), ranks(RANDOMISED))
+    assert signed[0] == pytest.approx(-0.8)
+
+
+def test_normalised_drop_skips_undefined_images_and_refuses_a_ceiling_below_the_floor() -> None:
+    randomised, floor, ceiling = np.array([0.2, np.nan]), np.array([0.1, 0.0]), np.array([0.9, 1.0])
+    assert normalised_drop(randomised, floor, ceiling) == pytest.approx(0.7 / 0.8)
+    # a twin no more alike than two random models: the measure cannot calibrate the drop
+    assert np.isnan(normalised_drop(np.array([0.3]), np.array([0.5]), np.array([0.4])))
+    assert np.isnan(normalised_drop(np.array([np.nan]), np.array([0.0]), np.array([1.0])))
+
+
+def test_constant_maps_share_no_ordering_in_the_drop() -> None:
+    """Two re-initialisations that both flatten a map kept no common structure: 0, not the curve's 1."""
+    zeros, varying = np.zeros((1, 1, 4)), TRAINED[:1]
+    assert absolute_ordering(zeros, zeros * 2)[0] == 0.0
+    assert absolute_ordering(zeros, varying)[0] == 0.0
+    assert SIMILARITIES.get("spearman_abs")(zeros, zeros)[0] == 1.0
+    np.testing.assert_allclose(row_correlation(zeros[:, 0], zeros[:, 0], both_constant=0.5), [0.5])

@@ -8,7 +8,7 @@ image i's target, not against the sign of their own output. Pixel maps
 (B, 3, H, W) become (B, H, W) by a per-method channel reduction:
 
 - `abs_sum` (saliency, SmoothGrad family, guided backprop, guided GradCAM): magnitude maps, where the
-  sign of a gradient through ReLU-gated or squared paths carries no meaning;
+  sign of a gradient through gated or squared paths carries no meaning;
 - `signed_sum` (gradient, input × gradient, integrated gradients): the sum over channels keeps
   completeness (integrated gradients sum to f(x) − f(black)), and signed maps show what lowers the target.
 """
@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
+from captum._utils.common import _register_backward_hook
 from captum.attr import (
     GuidedBackprop,
     GuidedGradCam,
@@ -31,6 +33,7 @@ from captum.attr import (
     Saliency,
 )
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from gradsum.attribution.base import FAMILIES, Method, register_method
 from gradsum.attribution.layers import resolve_layer
@@ -215,24 +218,166 @@ class VarGradMethod(NoiseTunnelMethod):
     absolute = False
 
 
-@register_method("guided_backprop")
-class GuidedBackpropMethod(CaptumMethod):
-    """Springenberg et al. 2015 via captum, which gates the backward of `nn.ReLU` modules only.
+#: The elementwise activation modules whose backward guided backprop gates. Springenberg et al. gate the
+#: ReLUs of an all-ReLU net; read as "no negative gradient flows back through a nonlinearity", the rule
+#: applies to every rectifier-like activation a model uses (ELU in PilotNet, GELU in ViT MLPs). Squashing
+#: gates (sigmoid, tanh) are left out: they scale a path rather than rectify it, and gating a model's
+#: output squash would zero every negatively signed target.
+GATED_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Softplus,
+)
 
-    Models whose activations are ELU (PilotNet), GELU (ViT MLPs) or functional ReLUs get no gating
-    there, so on a model without `nn.ReLU` modules the map equals the saliency map.
+#: The functional forms of those activations, by the name an error shows. A backward hook needs a module,
+#: so a model that calls one outside a gated module (e.g. `F.elu` inside its own `forward`) cannot be
+#: guided: it is refused.
+FUNCTIONAL_ACTIVATIONS: dict[Callable[..., Any], str] = {
+    **{
+        getattr(F, name): f"torch.nn.functional.{name}"
+        for name in (
+            "relu",
+            "relu_",
+            "relu6",
+            "leaky_relu",
+            "leaky_relu_",
+            "prelu",
+            "rrelu",
+            "rrelu_",
+            "elu",
+            "elu_",
+            "celu",
+            "celu_",
+            "selu",
+            "selu_",
+            "gelu",
+            "silu",
+            "mish",
+            "hardswish",
+            "softplus",
+        )
+    },
+    **{getattr(torch, name): f"torch.{name}" for name in ("relu", "relu_", "selu", "celu", "prelu", "rrelu")},
+    **{getattr(Tensor, name): f"Tensor.{name}" for name in ("relu", "relu_")},
+}
+
+
+class _ActivationProbe(TorchFunctionMode):
+    """Records the functional activations a forward pass calls outside a gated activation module.
+
+    Forward hooks on every module keep the stack of modules being run, so a call is attributed to the
+    innermost module that made it.
     """
 
-    description = "guided backprop (captum; gates nn.ReLU modules only, else equals saliency), |·| summed"
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, nn.Module]] = []
+        self.ungated: dict[str, str] = {}
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        if func in FUNCTIONAL_ACTIVATIONS and not any(
+            isinstance(m, GATED_ACTIVATIONS) for _, m in self.stack
+        ):
+            where = self.stack[-1][0] if self.stack else ""
+            self.ungated.setdefault(FUNCTIONAL_ACTIVATIONS[func], where or "<model>")
+        return func(*args, **(kwargs or {}))
+
+    @contextmanager
+    def watching(self, model: nn.Module) -> Iterator[None]:
+        """Keep the module stack of `model` while the block runs; every hook is removed after."""
+
+        def enter(path: str) -> Callable[..., None]:
+            return lambda module, _inputs: self.stack.append((path, module))
+
+        def leave(_module: nn.Module, _inputs: Any, _output: Any) -> None:
+            self.stack.pop()
+
+        handles = []
+        try:
+            for path, module in model.named_modules():
+                handles.append(module.register_forward_pre_hook(enter(path)))
+                handles.append(module.register_forward_hook(leave))
+            with self:
+                yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def refuse_ungated_activations(model: nn.Module, run: Callable[[], object]) -> None:
+    """Raise when `run` (a forward pass of `model`) calls an activation that guided backprop cannot gate."""
+    probe = _ActivationProbe()
+    with torch.no_grad(), probe.watching(model):
+        run()
+    if probe.ungated:
+        calls = ", ".join(f"{func} (in {where})" for func, where in sorted(probe.ungated.items()))
+        gated = ", ".join(f"nn.{kind.__name__}" for kind in GATED_ACTIVATIONS)
+        raise AttributionError(
+            f"guided backprop: the model calls {calls} outside an activation module, whose backward cannot be "
+            f"gated; guided backprop gates only these modules: {gated}"
+        )
+
+
+class ActivationGuidedBackprop(GuidedBackprop):
+    """Captum's guided backprop gating every `GATED_ACTIVATIONS` module, not only `nn.ReLU`.
+
+    Each activation's gradient with respect to its input (after the activation's own derivative) is
+    clamped at 0, as captum does for ReLU: only positive gradients pass back through a nonlinearity.
+    """
+
+    def _register_hooks(self, module: nn.Module) -> None:
+        if isinstance(module, GATED_ACTIVATIONS):
+            self.backward_hooks.extend(_register_backward_hook(module, self._backward_hook, self))
+
+
+def _guarded(scalar: ScalarModel, images: Tensor, signs: Tensor) -> None:
+    """Refuse a model with functional activations, probing one image's forward pass."""
+    refuse_ungated_activations(scalar.model, lambda: scalar(images[:1], signs[:1]))
+
+
+@register_method("guided_backprop")
+class GuidedBackpropMethod(CaptumMethod):
+    """Springenberg et al. 2015: the input gradient with every activation's backward gated at 0.
+
+    Captum's `GuidedBackprop` gates `nn.ReLU` modules only, so on PilotNet (ELU) or a ViT (GELU) it would
+    equal the saliency map; `ActivationGuidedBackprop` gates every activation module of
+    `GATED_ACTIVATIONS`, and a model that calls an activation functionally is refused.
+    """
+
+    description = (
+        "guided backprop: every activation module's backward gated at 0 (captum, extended), |·| summed"
+    )
 
     def pixels(self, scalar: ScalarModel, images: Tensor, signs: Tensor, layer: str | None) -> Tensor:
         """Guided-backprop input gradient."""
-        return GuidedBackprop(scalar).attribute(images, target=None, additional_forward_args=(signs,))
+        _guarded(scalar, images, signs)
+        return ActivationGuidedBackprop(scalar).attribute(
+            images, target=None, additional_forward_args=(signs,)
+        )
 
 
 @register_method("guided_gradcam")
 class GuidedGradCamMethod(CaptumMethod):
-    """Selvaraju et al. 2017 via captum: guided backprop × GradCAM (ReLU'd, nearest-upsampled)."""
+    """Selvaraju et al. 2017 via captum: guided backprop × GradCAM (ReLU'd, nearest-upsampled).
+
+    The guided-backprop factor is `ActivationGuidedBackprop`, the one `guided_backprop` computes.
+    """
 
     description = "guided GradCAM (captum) on a 4-D conv layer: CNN stage or hybrid tokenizer, |·| summed"
     applies_to = frozenset({"cnn", "hybrid"})
@@ -244,7 +389,10 @@ class GuidedGradCamMethod(CaptumMethod):
         """Guided backprop times the layer's GradCAM upsampled to the input."""
         model = scalar.model
         module = model.get_submodule(conv_layer_path(model, layer))
-        return GuidedGradCam(scalar, module).attribute(images, target=None, additional_forward_args=(signs,))
+        _guarded(scalar, images, signs)
+        method = GuidedGradCam(scalar, module)
+        method.guided_backprop = ActivationGuidedBackprop(scalar)
+        return method.attribute(images, target=None, additional_forward_args=(signs,))
 
 
 def conv_layer_path(model: nn.Module, layer: str | None) -> str:

@@ -8,7 +8,8 @@ by dropping the copy. `cascading` randomises the top k blocks cumulatively, `ind
 
 Modules are re-initialised by their own `reset_parameters` (the layers' own initialisers, as in the
 paper); parameters that no module initialises (timm's `cls_token` and `pos_embed`) are re-drawn from a
-truncated normal of std `RAW_PARAMETER_STD`. Each block draws from its own seed, derived from the
+truncated normal of std `RAW_PARAMETER_STD`. Normalisation layers (`NORM_LAYERS`) initialise to the
+identity affine map, so their gain and shift are then drawn at random (`NORM_WEIGHT_STD`). Each block draws from its own seed, derived from the
 run's seed and the block name, so a block gets the same weights in every cascade step and in the
 independent mode, and the global random state is left as it was.
 """
@@ -32,6 +33,22 @@ from gradsum.registry import Registry
 #: parameter: the class token is drawn at the same scale instead of timm's near-zero 1e-6, so that a
 #: randomised class token is random, not close to a constant
 RAW_PARAMETER_STD = 0.02
+
+#: Normalisation layers whose own initialiser is the identity affine map (gain 1, shift 0). Adebayo et al.
+#: re-initialise each layer from its own initialiser, which for a learned layer draws a random function.
+#: For a norm layer it draws none: it only erases the trained affine, itself close to the identity (trained
+#: LayerNorm gains sit near 1), so a "randomised" transformer norm would compute nearly what it did. What
+#: the paper means by randomising a layer, a function unrelated to the trained one, is kept by drawing the
+#: gain from N(1, NORM_WEIGHT_STD²) and the shift from N(0, NORM_WEIGHT_STD²): each feature is rescaled
+#: by a random factor (about 2% flip sign) and shifted by up to about half the normalised feature's spread,
+#: while the output keeps the unit scale that the layers above expect.
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+NORM_WEIGHT_STD = 0.5
 
 #: modules whose children are blocks of their own (a CNN's stage list, a ViT's `blocks`)
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
@@ -129,6 +146,17 @@ def block_seed(seed: int, name: str) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
 
 
+def _randomise_norm(module: nn.Module) -> None:
+    """A norm layer's affine drawn at random after its reset (see `NORM_LAYERS`); running statistics keep
+    their reset values (mean 0, variance 1)."""
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    with torch.no_grad():
+        if isinstance(weight, torch.Tensor):
+            nn.init.normal_(weight, mean=1.0, std=NORM_WEIGHT_STD)
+        if isinstance(bias, torch.Tensor):
+            nn.init.normal_(bias, mean=0.0, std=NORM_WEIGHT_STD)
+
+
 def _reinitialise(model: nn.Module, block: Block) -> None:
     raw = [model.get_parameter(path) for path in block.parameters]
     for path in block.modules:
@@ -136,6 +164,8 @@ def _reinitialise(model: nn.Module, block: Block) -> None:
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
+                if isinstance(module, NORM_LAYERS):
+                    _randomise_norm(module)
             else:
                 raw += list(module.parameters(recurse=False))
     with torch.no_grad():
@@ -162,14 +192,53 @@ def randomised(model: nn.Module, blocks: Sequence[str], seed: int = 0) -> nn.Mod
     return copied
 
 
+def _is_within(path: str, ancestor: str) -> bool:
+    return ancestor == "" or path == ancestor or path.startswith(f"{ancestor}.")
+
+
+def depth_to(model: nn.Module, paths: Sequence[str]) -> int:
+    """How many top blocks a cascade randomises down to and including the layers at `paths`.
+
+    A block counts when it holds one of the layers, lies inside one, or sits above it in the forward pass,
+    taken as the models' definition order (`named_modules`): true of every family here (timm ViTs and
+    `ConvRegressor` define their modules input first). The depth reaches the deepest such block, so a layer
+    in a parameter-free module (a Flatten) is randomised from the output down to the block above it.
+    """
+    order = {name: index for index, (name, _) in enumerate(model.named_modules())}
+    unknown = [path for path in paths if path not in order]
+    if unknown:
+        raise UnknownNameError(f"layer: {type(model).__name__} has no module {', '.join(map(repr, unknown))}")
+    blocks = randomisation_blocks(model)
+    deepest = -1
+    for index, block in enumerate(blocks):
+        for path in paths:
+            above = any(
+                _is_within(path, module) or _is_within(module, path) or order[module] > order[path]
+                for module in block.modules
+            )
+            if above:
+                deepest = index
+    if deepest < 0:
+        raise UnknownNameError(
+            f"layer: no randomisation block of {type(model).__name__} is at or above {', '.join(paths)}"
+        )
+    return deepest + 1
+
+
 def _top(model: nn.Module, depth: int | None) -> list[Block]:
     blocks = randomisation_blocks(model)
     return blocks if depth is None else blocks[:depth]
 
 
+def cascade_names(model: nn.Module, depth: int | None = None) -> list[str]:
+    """The names of the top `depth` blocks (None: every block), output first: what cascade step k randomises
+    is the first k of them."""
+    return [block.name for block in _top(model, depth)]
+
+
 def cascading(model: nn.Module, depth: int | None = None, seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
     """(block, copy with the top k blocks randomised) for k = 1 … `depth` (None: every block)."""
-    names = [block.name for block in _top(model, depth)]
+    names = cascade_names(model, depth)
     for k, name in enumerate(names, start=1):
         yield name, randomised(model, names[:k], seed)
 

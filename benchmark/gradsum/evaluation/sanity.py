@@ -1,15 +1,33 @@
-"""Sanity checks (Adebayo et al. 2018): do the maps change when the model they explain is destroyed?
+"""Sanity checks (Adebayo et al. 2018), calibrated: do the maps change more when the model they explain
+is destroyed than when it is merely retrained?
 
 Model randomisation re-initialises the model's blocks from the output down (`randomise.cascading`,
-cumulative; optionally `randomise.independent`, one block at a time) and compares every planned
-method's maps on the randomised copy with its maps on the trained model. Data randomisation compares
-each model's maps with those of its twin trained on permuted labels (`gradsum train --shuffle-labels`).
-A map that stays alike explains the input, not the model. Null explainers know nothing of the model, so
-their maps never change and they fail the check by design.
+cumulative; optionally `randomise.independent`, one block at a time) and compares every planned method's
+maps on each randomised copy with its maps on the trained model: `sanity.csv`, the curve Adebayo et al.
+draw, one row per model × method × mode × step × similarity with the mean over the images and its
+bootstrap CI (`profile_spearman` rows: the Spearman of the two class profiles with its Fisher-z CI).
+Step 0 is the trained model compared with itself. Data randomisation (`sanity_data.csv`) compares each
+model's maps with those of its twin trained on permuted labels (`gradsum train --shuffle-labels`).
 
-`sanity.csv` holds one row per model × method × mode × step × similarity, with the mean over the
-images and its bootstrap CI (`profile_spearman` rows: the Spearman of the two class profiles with its
-Fisher-z CI). Step 0 is the trained model compared with itself.
+The verdict reads a calibrated figure (Hedström et al. 2023 argue that MPRT's raw similarity needs a
+reference), per image and on the Spearman correlation of |map|, the signed Spearman beside it:
+
+- `randomised`: the trained model's map against the map after cascading re-initialisation down to and
+  including the layer the method reads (`method_depth`: a CAM's layer; every block for a method that reads
+  the input or every block, such as gradients, rollout and LRP);
+- `floor`: the maps of two independent re-initialisations of those blocks (seeds s and s + 1) against each
+  other: what maps of a destroyed function share by structure alone (upsampling grids, input edges);
+- `ceiling`: the trained model's map against its seed twin's (same spec and data, training seed + 1;
+  `options.sanity.twins`); without a twin, the model against itself (1), and the verdict is uncalibrated.
+
+The normalised drop mean(ceiling − randomised) / mean(ceiling − floor) passes above 0: the map changed more
+when the function was destroyed than when the model was retrained. Rank similarities here take constant
+maps as sharing no ordering (`similarity.ordering_similarity`). Maps are compared raw, before
+normalisation: min–max rescaling of a signed map reorders |map|. The class profiles (`profile_spearman`)
+are those of the normalised maps GradSUM scores.
+
+Model-free planned methods (null explainers, known-answer controls) are left out of every table: their
+maps are no function of the weights, so no randomisation can change them.
 """
 
 from __future__ import annotations
@@ -29,6 +47,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from gradsum.aggregation import mean_ci
+from gradsum.attribution import METHODS
+from gradsum.attribution.adapters import family
+from gradsum.attribution.layers import resolve_layer
+from gradsum.attribution.normalise import normalise
 from gradsum.errors import GradSUMError, SpecError
 from gradsum.evaluation.base import (
     CHECKS,
@@ -38,37 +60,44 @@ from gradsum.evaluation.base import (
     PlannedMethod,
     planned_maps,
 )
-from gradsum.evaluation.randomise import cascading, independent
+from gradsum.evaluation.randomise import cascade_names, depth_to, randomised
 from gradsum.evaluation.similarity import (
     PROFILE_SPEARMAN,
     SIMILARITIES,
     image_class_scores,
+    normalised_drop,
+    ordering_similarity,
     profile_spearman,
 )
 from gradsum.models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-#: A method whose maps keep a rank correlation of 0.5 or more with the trained model's maps after the
-#: layers that compute the output were re-initialised does not explain the model (Adebayo et al.: maps
-#: that survive randomisation are input features, e.g. edges); below 0.5 most of the map's ordering went
-#: with the weights. Verdicts compare the CI's upper end with it.
-SANITY_THRESHOLD = 0.5
-
-#: blocks randomised by default: the run's fast setting (the `trust` config randomises every block)
-DEFAULT_BLOCKS = 3
+#: blocks on the cascading curve by default: every block (None), the curve Adebayo et al. draw
+DEFAULT_BLOCKS: int | None = None
 
 CASCADING, INDEPENDENT, DATA = "cascading", "independent", "data"
 #: the block name of step 0, the trained model compared with itself
 ORIGINAL = "original"
-#: the similarity the verdict reads (the paper's headline measure)
-VERDICT_SIMILARITY = "spearman_abs"
+#: the similarity the verdict reads (the paper's headline measure), and its signed companion
+VERDICT_SIMILARITY, SIGNED_SIMILARITY = "spearman_abs", "spearman"
+#: the drop's similarities → the suffix of their summary columns
+DROP_SIMILARITIES = {VERDICT_SIMILARITY: "", SIGNED_SIMILARITY: "_signed"}
+#: the floor's second re-initialisation draws from the run's seed plus this (every block's own seed
+#: derives from it, so the two copies share no draw)
+FLOOR_SEED_OFFSET = 1
+#: where the ceiling comes from: the seed twin, or the model against itself (1.0, uncalibrated)
+SEED_TWIN, SELF = "seed twin", "self"
+#: methods that name a layer yet also read every layer below it (guided GradCAM multiplies by guided
+#: backprop's input gradient): randomised down to the input, like the gradient methods
+READS_EVERY_LAYER = frozenset({"guided_gradcam"})
+#: the three similarities of a drop, each per image
+RANDOMISED, FLOOR, CEILING = "randomised", "floor", "ceiling"
 
 #: Columns of `sanity.csv` (and `sanity_data.csv`, where `block` names the shuffled-label twin), in order.
 SANITY_COLUMNS = (
     "model",
     "method",
-    "null",
     "mode",
     "step",
     "block",
@@ -78,50 +107,57 @@ SANITY_COLUMNS = (
     "ci_high",
     "n_images",
 )
-#: Columns of the check's summary, in order.
+#: Columns of the check's summary, in order: the drop and its three terms (|map| Spearman, then signed),
+#: where the ceiling came from, and the depth the verdict randomises (blocks, the deepest one's name).
 SUMMARY_COLUMNS = (
     "model",
     "method",
-    "sanity_similarity",
-    "sanity_similarity_ci_low",
-    "sanity_similarity_ci_high",
-    "sanity_blocks",
+    *(
+        f"sanity_{term}{suffix}"
+        for suffix in DROP_SIMILARITIES.values()
+        for term in ("drop", RANDOMISED, FLOOR, CEILING)
+    ),
+    "sanity_ceiling_source",
+    "sanity_depth",
+    "sanity_depth_block",
+    "sanity_images",
 )
+#: Columns of the check's per-image table: the drop's numerator and denominator (|map| Spearman).
+PER_IMAGE_COLUMNS = ("model", "method", "image", "sanity_drop_num", "sanity_drop_den")
 
 SANITY_CRITERION = Criterion(
     "sanity",
-    "sanity_similarity",
-    higher_is_better=False,
-    threshold=SANITY_THRESHOLD,
-    text="Spearman |map| after cascading randomisation of the top k blocks",
+    "sanity_drop_num",
+    higher_is_better=True,
+    threshold=0.0,
+    text=(
+        "normalised drop of Spearman |map| under cascading randomisation down to the method's layer, "
+        "(ceiling − randomised) / (ceiling − floor): seed twin as ceiling, two random draws as floor"
+    ),
+    name="sanity",
+    denominator="sanity_drop_den",
+    # 0 is the chance bar itself: a map that changes no more than under retraining
+    against_nulls=False,
 )
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One model the maps are compared on; `module` None is the trained model itself (step 0)."""
-
-    mode: str
-    step: int
-    block: str
-    module: nn.Module | None
 
 
 @dataclass(frozen=True)
 class SanityOptions:
-    """`context.options["sanity"]`: blocks (int or "all"), independent (bool), shuffled (name → twin),
-    images (the first N evaluated images; None: all), similarities (names of `SIMILARITIES`)."""
+    """`context.options["sanity"]`: blocks (int or "all": the cascading curve), independent (bool),
+    shuffled (name → shuffled-label twin), twins (name → seed twin, the ceiling), images (the first N
+    evaluated images; None: all), similarities (names of `SIMILARITIES` on the curve)."""
 
     blocks: int | None = DEFAULT_BLOCKS
     independent: bool = False
     shuffled: Mapping[str, LoadedModel] = field(default_factory=dict)
+    twins: Mapping[str, LoadedModel] = field(default_factory=dict)
     images: int | None = None
     similarities: tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SanityOptions:
         """Validated options; an unknown key or a bad value names the option."""
-        valid = ("blocks", "independent", "shuffled", "images", "similarities")
+        valid = ("blocks", "independent", "shuffled", "twins", "images", "similarities")
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise SpecError(f"options.sanity: unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
@@ -136,12 +172,92 @@ class SanityOptions:
         names = tuple(options.get("similarities") or SIMILARITIES.names())
         for name in names:
             SIMILARITIES.get(name, "options.sanity.similarities")
-        if VERDICT_SIMILARITY not in names:
-            raise SpecError(
-                f"options.sanity.similarities: must include {VERDICT_SIMILARITY!r}, the verdict's measure"
-            )
         shuffled = dict(options.get("shuffled") or {})
-        return cls(blocks, bool(options.get("independent", False)), shuffled, images, names)
+        twins = dict(options.get("twins") or {})
+        return cls(blocks, bool(options.get("independent", False)), shuffled, twins, images, names)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A model the maps are computed on: the trained model (no blocks), a copy with `blocks`
+    re-initialised from `seed`, or the seed twin."""
+
+    blocks: tuple[str, ...] = ()
+    seed: int = 0
+    twin: bool = False
+
+
+TRAINED = Source()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the curve: maps on `source` against the trained model's (step 0: the model itself)."""
+
+    mode: str
+    step: int
+    block: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One method's drop: the blocks it randomises, the two copies that make the floor, the ceiling's
+    source (None: the model against itself)."""
+
+    depth: tuple[str, ...]
+    randomised: Source
+    second: Source
+    ceiling: Source | None
+
+
+class Sources:
+    """The modules behind `Source`s of one model, each randomised copy made once."""
+
+    def __init__(self, model: LoadedModel, twin: LoadedModel | None = None) -> None:
+        self.model, self.twin = model, twin
+        self._copies: dict[Source, nn.Module] = {}
+
+    def module(self, source: Source) -> nn.Module:
+        """The module maps on `source` are computed with."""
+        if source.twin:
+            if self.twin is None:
+                raise GradSUMError(f"model: {self.model.name} has no seed twin")
+            return self.twin.module
+        if not source.blocks:
+            return self.model.module
+        if source not in self._copies:
+            self._copies[source] = randomised(self.model.module, source.blocks, source.seed)
+        return self._copies[source]
+
+
+def read_layers(model: nn.Module, method: PlannedMethod) -> tuple[str, ...] | None:
+    """The module paths of the layer `method` reads, resolved as `attribute` resolves it; None for a
+    method that reads the input or every block (gradients, rollout, LRP, guided GradCAM)."""
+    cls = METHODS.get(method.method, "method")
+    if not cls.uses_layer or method.method in READS_EVERY_LAYER:
+        return None
+    layer = method.layer if method.layer is not None else cls.default_layer.get(family(model))
+    return resolve_layer(model, layer).paths
+
+
+def method_depth(model: nn.Module, method: PlannedMethod) -> tuple[str, ...]:
+    """The blocks, output first, that the drop randomises for `method`: down to and including the layer
+    it reads, or every block."""
+    names = cascade_names(model)
+    paths = read_layers(model, method)
+    return tuple(names if paths is None else names[: depth_to(model, paths)])
+
+
+def calibration(model: nn.Module, method: PlannedMethod, seed: int, twin: bool) -> Calibration:
+    """The sources of `method`'s drop on `model` with the run's `seed`."""
+    depth = method_depth(model, method)
+    return Calibration(
+        depth,
+        Source(depth, seed),
+        Source(depth, seed + FLOOR_SEED_OFFSET),
+        Source(twin=True) if twin else None,
+    )
 
 
 def _rng(seed: int, *key: object) -> np.random.Generator:
@@ -152,59 +268,141 @@ def _label_tensor(labels: Sequence[np.ndarray], device: torch.device) -> torch.T
     return torch.from_numpy(np.stack(labels).astype(np.int64)).to(device)
 
 
-def _describe(maps: torch.Tensor, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named similarities' descriptors of a batch of maps, computed once per map batch."""
-    array = maps.detach().cpu().double().numpy()
-    return {name: SIMILARITIES.get(name).describe(array) for name in names}
+class BatchMaps:
+    """One batch's raw maps of one method on each source, and their descriptors, each computed once."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        method: PlannedMethod,
+        batch: torch.Tensor,
+        labels: torch.Tensor,
+        target: str | None,
+        sources: Sources,
+    ) -> None:
+        self.model, self.batch, self.labels, self.target, self.sources = model, batch, labels, target, sources
+        # raw maps: min–max or sum normalisation of a signed map would reorder |map|
+        self.method = dataclasses.replace(method, normalise="raw")
+        self.normalisation = method.normalise
+        self._maps: dict[Source, torch.Tensor] = {}
+        self._described: dict[tuple[Source, str], np.ndarray] = {}
+        self._scores: dict[Source, np.ndarray] = {}
+
+    def raw(self, source: Source) -> torch.Tensor:
+        """(B, H, W) maps on `source`, before normalisation."""
+        if source not in self._maps:
+            module = self.sources.module(source)
+            self._maps[source] = planned_maps(
+                self.model, self.method, self.batch, self.labels, self.target, module=module
+            )
+        return self._maps[source]
+
+    def described(self, source: Source, name: str) -> np.ndarray:
+        """Similarity `name`'s descriptors of the maps on `source`."""
+        if (source, name) not in self._described:
+            array = self.raw(source).detach().cpu().double().numpy()
+            self._described[(source, name)] = SIMILARITIES.get(name).describe(array)
+        return self._described[(source, name)]
+
+    def similarity(self, name: str, first: Source, second: Source) -> np.ndarray:
+        """Per-image similarity `name` of the maps on two sources (the curve's convention)."""
+        return SIMILARITIES.get(name).compare(self.described(first, name), self.described(second, name))
+
+    def ordering(self, name: str, first: Source, second: Source | None) -> np.ndarray:
+        """Per-image rank similarity `name` for the drop (constant maps share no ordering); None: the
+        trained model against itself, 1."""
+        if second is None:
+            return np.ones(self.batch.shape[0])
+        return ordering_similarity(self.described(first, name), self.described(second, name))
+
+    def class_scores(self, source: Source, resolution: str) -> np.ndarray:
+        """(B, C) GradSUM scores of the normalised maps on `source`, as the run scores them."""
+        if source not in self._scores:
+            maps = normalise(self.raw(source), self.normalisation)
+            self._scores[source] = image_class_scores(maps, self.labels, resolution)
+        return self._scores[source]
 
 
-def compare_variants(
+@dataclass
+class Collected:
+    """Per-image values gathered over the batches of one model."""
+
+    #: (variant index, method, similarity) → per-image values, one array per batch
+    values: dict[tuple[int, str, str], list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))
+    #: (variant index or -1 for the trained model, method) → per-image class scores
+    scores: dict[tuple[int, str], list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))
+    #: (method, similarity, term) → per-image drop terms
+    terms: dict[tuple[str, str, str], list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))
+    #: method → image ids, in the order of `terms`
+    ids: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+
+def tested_methods(context: EvaluationContext, model: LoadedModel) -> list[PlannedMethod]:
+    """The planned methods whose maps depend on the weights (null explainers and controls left out)."""
+    return [method for method in context.plan.get(model.name, ()) if not method.model_free]
+
+
+def collect(
     context: EvaluationContext,
     model: LoadedModel,
+    sources: Sources,
     variants: Sequence[Variant],
-    similarities: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """`sanity.csv` rows: every planned method's maps on each variant against its maps on `model`."""
-    names = list(similarities or SIMILARITIES.names())
-    methods: Sequence[PlannedMethod] = context.plan.get(model.name, ())
+    calibrations: Mapping[str, Calibration],
+    similarities: Sequence[str],
+) -> Collected:
+    """One pass over the images: each method's curve similarities and, where calibrated, its drop terms."""
+    methods = tested_methods(context, model)
     target = context.targets.get(model.task)
-    values: dict[tuple[int, str, str], list[np.ndarray]] = defaultdict(list)
-    # per (variant index, method) the per-image class scores; index -1 holds the trained model's
-    scores: dict[tuple[int, str], list[np.ndarray]] = defaultdict(list)
+    found = Collected()
     for ids, images, labels, _ in context.batches():
         batch = context.model_input(model, images)
         label_tensor = _label_tensor(labels, batch.device)
         for method in methods:
-            original = context.maps(model, method, batch, label_tensor, ids)
-            scores[(-1, method.label)].append(image_class_scores(original, label_tensor, context.resolution))
-            described = _describe(original, names)
+            maps = BatchMaps(model, method, batch, label_tensor, target, sources)
+            found.scores[(-1, method.label)].append(maps.class_scores(TRAINED, context.resolution))
             for index, variant in enumerate(variants):
-                if variant.module is None or method.null:
-                    # a null explainer knows nothing of the model: a randomised copy gives it the same maps
-                    maps, descriptors = original, described
-                else:
-                    maps = planned_maps(model, method, batch, label_tensor, target, module=variant.module)
-                    descriptors = _describe(maps, names)
-                scores[(index, method.label)].append(
-                    image_class_scores(maps, label_tensor, context.resolution)
+                found.scores[(index, method.label)].append(
+                    maps.class_scores(variant.source, context.resolution)
                 )
-                for name in names:
-                    values[(index, method.label, name)].append(
-                        SIMILARITIES.get(name).compare(described[name], descriptors[name])
+                for name in similarities:
+                    found.values[(index, method.label, name)].append(
+                        maps.similarity(name, TRAINED, variant.source)
                     )
+            chosen = calibrations.get(method.label)
+            if chosen is None:
+                continue
+            found.ids[method.label] += list(ids)
+            for name in DROP_SIMILARITIES:
+                terms = {
+                    RANDOMISED: maps.ordering(name, TRAINED, chosen.randomised),
+                    FLOOR: maps.ordering(name, chosen.randomised, chosen.second),
+                    CEILING: maps.ordering(name, TRAINED, chosen.ceiling),
+                }
+                for term, values in terms.items():
+                    found.terms[(method.label, name, term)].append(values)
+    return found
+
+
+def curve_rows(
+    context: EvaluationContext,
+    model: LoadedModel,
+    variants: Sequence[Variant],
+    found: Collected,
+    similarities: Sequence[str],
+) -> pd.DataFrame:
+    """`sanity.csv` rows (or `sanity_data.csv`) of one model from its collected values."""
     rows = []
     for index, variant in enumerate(variants):
-        for method in methods:
+        for method in tested_methods(context, model):
             base = {
                 "model": model.name,
                 "method": method.label,
-                "null": method.null,
                 "mode": variant.mode,
                 "step": variant.step,
                 "block": variant.block,
             }
-            for name in names:
-                per_image = np.concatenate(values[(index, method.label, name)])
+            for name in similarities:
+                per_image = np.concatenate(found.values[(index, method.label, name)])
                 rng = _rng(context.seed, model.name, method.label, variant.mode, variant.step, name)
                 mean, low, high = mean_ci(per_image, rng, context.n_resamples)
                 n_images = int(np.isfinite(per_image).sum())
@@ -218,80 +416,141 @@ def compare_variants(
                         "n_images": n_images,
                     }
                 )
-            trained = np.concatenate(scores[(-1, method.label)])
-            rho, low, high = profile_spearman(trained, np.concatenate(scores[(index, method.label)]))
+            trained = np.concatenate(found.scores[(-1, method.label)])
+            rho, low, high = profile_spearman(trained, np.concatenate(found.scores[(index, method.label)]))
             profile = {"similarity": PROFILE_SPEARMAN, "value": rho, "ci_low": low, "ci_high": high}
             rows.append({**base, **profile, "n_images": len(trained)})
     return pd.DataFrame(rows, columns=list(SANITY_COLUMNS))
 
 
-def model_randomisation(
-    context: EvaluationContext,
-    model: LoadedModel,
-    blocks: int | None = DEFAULT_BLOCKS,
-    with_independent: bool = False,
-    similarities: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """`sanity.csv` rows of one model: cascading over the top `blocks` (None: all), optionally independent."""
-    variants = [Variant(CASCADING, 0, ORIGINAL, None)]
+def curve_variants(model: nn.Module, blocks: int | None, with_independent: bool, seed: int) -> list[Variant]:
+    """The curve's points: step 0, then the cascade over the top `blocks` (None: all), optionally the
+    blocks one at a time."""
+    names = cascade_names(model, blocks)
+    variants = [Variant(CASCADING, 0, ORIGINAL, TRAINED)]
     variants += [
-        Variant(CASCADING, step, name, module)
-        for step, (name, module) in enumerate(cascading(model.module, blocks, context.seed), start=1)
+        Variant(CASCADING, step, name, Source(tuple(names[:step]), seed))
+        for step, name in enumerate(names, start=1)
     ]
     if with_independent:
-        variants.append(Variant(INDEPENDENT, 0, ORIGINAL, None))
+        variants.append(Variant(INDEPENDENT, 0, ORIGINAL, TRAINED))
         variants += [
-            Variant(INDEPENDENT, step, name, module)
-            for step, (name, module) in enumerate(independent(model.module, blocks, context.seed), start=1)
+            Variant(INDEPENDENT, step, name, Source((name,), seed))
+            for step, name in enumerate(names, start=1)
         ]
-    logger.info("sanity: %s, randomising %s", model.name, ", ".join(v.block for v in variants if v.step))
-    return compare_variants(context, model, variants, similarities)
+    return variants
+
+
+@dataclass(frozen=True)
+class ModelSanity:
+    """One model's part of the check: curve rows, summary rows and per-image drop rows."""
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    per_image: pd.DataFrame
+
+
+def drop_summary(
+    model: LoadedModel, calibrations: Mapping[str, Calibration], found: Collected
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary rows, per-image rows) of one model's drops."""
+    summary, per_image = [], []
+    for label, chosen in calibrations.items():
+        row: dict[str, Any] = {"model": model.name, "method": label}
+        for name, suffix in DROP_SIMILARITIES.items():
+            terms = {
+                term: np.concatenate(found.terms[(label, name, term)])
+                for term in (RANDOMISED, FLOOR, CEILING)
+            }
+            row[f"sanity_drop{suffix}"] = normalised_drop(terms[RANDOMISED], terms[FLOOR], terms[CEILING])
+            for term, values in terms.items():
+                row[f"sanity_{term}{suffix}"] = (
+                    float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+                )
+            if name == VERDICT_SIMILARITY:
+                numerator, denominator = terms[CEILING] - terms[RANDOMISED], terms[CEILING] - terms[FLOOR]
+                row["sanity_images"] = int(np.isfinite(numerator + denominator).sum())
+                per_image.append(
+                    pd.DataFrame(
+                        {
+                            "model": model.name,
+                            "method": label,
+                            "image": found.ids[label],
+                            "sanity_drop_num": numerator,
+                            "sanity_drop_den": denominator,
+                        }
+                    )
+                )
+        row["sanity_ceiling_source"] = SELF if chosen.ceiling is None else SEED_TWIN
+        row["sanity_depth"] = len(chosen.depth)
+        row["sanity_depth_block"] = chosen.depth[-1]
+        summary.append(row)
+    return pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS)), _concat(per_image, PER_IMAGE_COLUMNS)
+
+
+def model_sanity(
+    context: EvaluationContext, model: LoadedModel, options: SanityOptions, twin: LoadedModel | None = None
+) -> ModelSanity:
+    """One model's curve (cascading over `options.blocks`, optionally independent) and each method's drop."""
+    if twin is None:
+        logger.warning(
+            "sanity: %s has no seed twin (evaluation.seed_twins): the ceiling is the model against itself "
+            "(1.0), so its sanity verdicts are uncalibrated",
+            model.name,
+        )
+    variants = curve_variants(model.module, options.blocks, options.independent, context.seed)
+    calibrations = {
+        method.label: calibration(model.module, method, context.seed, twin is not None)
+        for method in tested_methods(context, model)
+    }
+    depths = ", ".join(f"{label} {len(c.depth)} ({c.depth[-1]})" for label, c in calibrations.items())
+    curve = len(cascade_names(model.module, options.blocks))
+    logger.info("sanity: %s, curve over %d blocks; drop depths: %s", model.name, curve, depths)
+    sources = Sources(model, twin)
+    found = collect(context, model, sources, variants, calibrations, options.similarities)
+    table = curve_rows(context, model, variants, found, options.similarities)
+    summary, per_image = drop_summary(model, calibrations, found)
+    return ModelSanity(table, summary, per_image)
+
+
+def checked_twins(
+    context: EvaluationContext, twins: Mapping[str, LoadedModel], option: str
+) -> dict[str, LoadedModel]:
+    """`twins` (model name → twin), each naming an evaluated model of the twin's task and input size."""
+    models = {model.name: model for model in context.models}
+    stray = sorted(set(twins) - set(models))
+    if stray:
+        raise SpecError(
+            f"options.sanity.{option}: no evaluated model {', '.join(stray)}; models: {', '.join(models)}"
+        )
+    for name, twin in twins.items():
+        model = models[name]
+        if (twin.task, tuple(twin.img_size)) != (model.task, tuple(model.img_size)):
+            raise SpecError(
+                f"options.sanity.{option}.{name}: twin {twin.name} is {twin.task} at {twin.img_size}, "
+                f"the model is {model.task} at {model.img_size}"
+            )
+    return dict(twins)
 
 
 def data_randomisation(context: EvaluationContext, shuffled: Mapping[str, LoadedModel]) -> pd.DataFrame:
     """`sanity_data.csv`: each model's maps against its twin's, trained on permuted labels (mode `data`)."""
     models = {model.name: model for model in context.models}
-    stray = sorted(set(shuffled) - set(models))
-    if stray:
-        raise SpecError(
-            f"options.sanity.shuffled: no evaluated model {', '.join(stray)}; models: {', '.join(models)}"
-        )
     frames = []
-    for name, twin in shuffled.items():
+    names = SIMILARITIES.names()
+    for name, twin in checked_twins(context, shuffled, "shuffled").items():
         model = models[name]
-        if (twin.task, tuple(twin.img_size)) != (model.task, tuple(model.img_size)):
-            raise SpecError(
-                f"options.sanity.shuffled.{name}: twin {twin.name} is {twin.task} at {twin.img_size}, "
-                f"the model is {model.task} at {model.img_size}"
-            )
-        frames.append(compare_variants(context, model, [Variant(DATA, 1, twin.name, twin.module)]))
-    return _concat(frames)
+        variants = [Variant(DATA, 1, twin.name, Source(twin=True))]
+        found = collect(context, model, Sources(model, twin), variants, {}, names)
+        frames.append(curve_rows(context, model, variants, found, names))
+    return _concat(frames, SANITY_COLUMNS)
 
 
-def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+def _concat(frames: Sequence[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:
     frames = [frame for frame in frames if not frame.empty]
     if not frames:
-        return pd.DataFrame(columns=list(SANITY_COLUMNS))
+        return pd.DataFrame(columns=list(columns))
     return pd.concat(frames, ignore_index=True)
-
-
-def sanity_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model × method: Spearman |map| at the last cascading step, the figure the verdict reads."""
-    rows = table[(table["mode"] == CASCADING) & (table["similarity"] == VERDICT_SIMILARITY)]
-    summary = []
-    for (model, method), group in rows.groupby(["model", "method"], sort=True):
-        last = group.loc[group["step"].idxmax()]
-        summary.append(
-            {
-                "model": model,
-                "method": method,
-                "sanity_similarity": last["value"],
-                "sanity_similarity_ci_low": last["ci_low"],
-                "sanity_similarity_ci_high": last["ci_high"],
-                "sanity_blocks": int(last["step"]),
-            }
-        )
-    return pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS))
 
 
 #: the two panels of the cascading figure: similarity → title
@@ -304,8 +563,8 @@ _PANELS = {
 def cascading_figure(table: pd.DataFrame, model: str) -> Figure:
     """Adebayo et al.'s cascading plot for one model: similarity to the original map per randomised block.
 
-    x: the blocks in cascade order ("original" first); one line per method with its CI band, null
-    explainers dashed grey; the dotted line is `SANITY_THRESHOLD`.
+    x: the blocks in cascade order ("original" first); one line per method with its CI band (tables
+    written before model-free methods left the check mark their null explainers, drawn dashed grey).
     """
     rows = table[(table["model"] == model) & (table["mode"] == CASCADING)]
     if rows.empty:
@@ -316,7 +575,7 @@ def cascading_figure(table: pd.DataFrame, model: str) -> Figure:
     for axis, (similarity, title) in zip(axes, _PANELS.items(), strict=True):
         for method, group in rows[rows["similarity"] == similarity].groupby("method", sort=True):
             group = group.sort_values("step")
-            null = bool(group["null"].iloc[0])
+            null = "null" in group and bool(group["null"].iloc[0])
             style: dict[str, Any] = (
                 {"color": "grey", "linestyle": "--", "linewidth": 1.0}
                 if null
@@ -326,7 +585,6 @@ def cascading_figure(table: pd.DataFrame, model: str) -> Figure:
             axis.fill_between(
                 group["step"], group["ci_low"], group["ci_high"], color=line.get_color(), alpha=0.12
             )
-        axis.axhline(SANITY_THRESHOLD, color="black", linestyle=":", linewidth=0.8)
         axis.set_xticks(ticks["step"].tolist(), ticks["block"].tolist(), rotation=45, ha="right")
         axis.set_title(title)
         axis.set_xlabel("randomised block (cascading, from the output)")
@@ -340,28 +598,32 @@ def cascading_figure(table: pd.DataFrame, model: str) -> Figure:
 
 
 class SanityCheck:
-    """Model (and, given shuffled-label twins, data) randomisation sanity checks."""
+    """Model randomisation (the cascading curve and the calibrated drop) and, given shuffled-label twins,
+    data randomisation."""
 
     name = "sanity"
-    description = "maps must change when the model's top blocks are re-initialised (Adebayo et al. 2018)"
+    description = (
+        "maps must change more when the model is re-initialised down to the method's layer than when it is "
+        "retrained with another seed (Adebayo et al. 2018, calibrated)"
+    )
 
     def run(self, context: EvaluationContext) -> CheckResult:
-        """Tables `sanity` (and `sanity_data`), the summary per model × method, one figure per model."""
+        """Tables `sanity` (and `sanity_data`), the drop per model × method and its per-image terms, one
+        figure per model."""
         options = SanityOptions.from_options(context.options.get("sanity", {}))
         if options.images is not None:
             # the same context (and map cache) on its first images
             context = dataclasses.replace(context, indices=context.indices[: options.images])
-        table = _concat(
-            [
-                model_randomisation(context, m, options.blocks, options.independent, options.similarities)
-                for m in context.models
-            ]
-        )
+        twins = checked_twins(context, options.twins, "twins")
+        parts = [model_sanity(context, m, options, twins.get(m.name)) for m in context.models]
+        table = _concat([part.table for part in parts], SANITY_COLUMNS)
         tables = {"sanity": table}
         if options.shuffled:
             tables["sanity_data"] = data_randomisation(context, options.shuffled)
         figures = {f"sanity_{name}": cascading_figure(table, name) for name in table["model"].unique()}
-        return CheckResult(tables, sanity_summary(table), [SANITY_CRITERION], figures)
+        summary = _concat([part.summary for part in parts], SUMMARY_COLUMNS)
+        per_image = _concat([part.per_image for part in parts], PER_IMAGE_COLUMNS)
+        return CheckResult(tables, summary, [SANITY_CRITERION], per_image=per_image, figures=figures)
 
 
 CHECKS.add("sanity", SanityCheck)

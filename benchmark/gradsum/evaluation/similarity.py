@@ -11,7 +11,9 @@ Map measures take two (B, H, W) arrays and return one value per image (1 = ident
 
 A constant map (the uniform null explainer, or a map that randomisation flattened) ranks nothing, so
 rank and Pearson correlations are undefined for it. Two constant maps are taken as identical (1), a
-constant map against a varying one as sharing no structure (0).
+constant map against a varying one as sharing no structure (0). The sanity check's calibrated drop takes
+two constant maps as sharing no ordering either (`ORDERING`, 0): two randomised copies that both flatten a
+map have not kept a common structure, and counting them as identical would put the floor at the ceiling.
 
 `profile_spearman` compares what GradSUM reports: the Spearman correlation over classes between the
 class profiles (per-class means of the GradSUM score over the images) of the two sets of maps.
@@ -70,15 +72,20 @@ def _pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def row_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation of matching rows of (B, ...) arrays, with this module's constant-map convention."""
+#: what two constant maps score: identical (the map measures) or sharing no ordering (the sanity drop)
+IDENTICAL, ORDERING = 1.0, 0.0
+
+
+def row_correlation(x: np.ndarray, y: np.ndarray, both_constant: float = IDENTICAL) -> np.ndarray:
+    """Pearson correlation of matching rows of (B, ...) arrays, with this module's constant-map convention
+    (`both_constant`: the value of two constant rows)."""
     x, y = x.reshape(len(x), -1), y.reshape(len(y), -1)
     # a constant row is found exactly by its range; its centred values may carry rounding residue
     x_constant, y_constant = np.ptp(x, axis=1) == 0, np.ptp(y, axis=1) == 0
     x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
-    r = np.where(x_constant | y_constant, np.where(x_constant & y_constant, 1.0, 0.0), r)
+    r = np.where(x_constant | y_constant, np.where(x_constant & y_constant, both_constant, 0.0), r)
     return np.clip(r, -1.0, 1.0)
 
 
@@ -113,6 +120,29 @@ SIMILARITIES.add("spearman_abs", MapSimilarity(absolute_ranks, row_correlation))
 SIMILARITIES.add("spearman", MapSimilarity(ranks, row_correlation))
 SIMILARITIES.add("ssim", MapSimilarity(scaled, _ssim))
 SIMILARITIES.add("hog", MapSimilarity(hog_descriptors, row_correlation))
+
+
+def ordering_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image Pearson of two rank descriptors (`ranks`, `absolute_ranks`), constant maps sharing no
+    ordering (`ORDERING`): the similarity of the sanity check's calibrated drop."""
+    return row_correlation(a, b, both_constant=ORDERING)
+
+
+def normalised_drop(randomised: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> float:
+    """(mean(ceiling − randomised)) / (mean(ceiling − floor)) over the images where all three are defined.
+
+    1: the maps of the randomised model are as unlike the trained model's as two unrelated random models'
+    maps are unlike each other; 0: they changed no more than under retraining with another seed. NaN where
+    the ceiling does not lie above the floor on average (the measure cannot tell a trained model from a
+    destroyed one) or no image is defined.
+    """
+    values = np.stack([np.asarray(v, dtype=np.float64) for v in (randomised, floor, ceiling)])
+    defined = np.isfinite(values).all(axis=0)
+    r, f, c = values[:, defined]
+    span = float(np.mean(c - f)) if defined.any() else float("nan")
+    if not span > 0:
+        return float("nan")
+    return float(np.mean(c - r)) / span
 
 
 def image_class_scores(maps: torch.Tensor, labels: torch.Tensor, resolution: str = "label") -> np.ndarray:

@@ -145,6 +145,9 @@ class EvaluationConfig:
     bootstrap_resamples: int = 1000
     #: models that get a twin trained on permuted labels (`<name>_shuffled`) for data randomisation
     shuffled_labels: tuple[str, ...] = ()
+    #: models that get a twin trained with the spec's training seed + 1 (`<name>_seed1`): the ceiling of
+    #: the sanity check's drop (how much a map changes when the model is merely retrained)
+    seed_twins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,17 +194,9 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
     for index, entry in enumerate(config.models):
         if entry.finetune is not None:
             check_finetune(entry, entry.finetune, names[:index], f"{source}.models[{entry.name}]")
-    finetuned = {m.name: m.finetune.base for m in config.models if m.finetune is not None}
-    for i, twin in enumerate(config.evaluation.shuffled_labels):
-        where = f"{source}.evaluation.shuffled_labels[{i}]"
-        if twin not in names:
-            raise SpecError(f"{where}: unknown model {twin!r}; valid: {', '.join(names)}")
-        if twin in finetuned:
-            # the twin is a model trained on permuted labels; a fine-tune has no training of its own
-            raise SpecError(
-                f"{where}: {twin!r} is fine-tuned from {finetuned[twin]!r}, not trained, so it has no "
-                "shuffled-label twin; name a trained model"
-            )
+    _check_twins(config, source, "shuffled_labels", "shuffled-label twin")
+    # a seed twin overrides the spec's training seed, so it needs a spec even where its folder exists
+    _check_twins(config, source, "seed_twins", "seed twin", needs_spec=True)
     for i, method in enumerate(config.methods):
         for model in method.models or ():
             if model not in names:
@@ -209,6 +204,27 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
                     f"{source}.methods[{i}].models: unknown model {model!r}; valid: {', '.join(names)}"
                 )
     return config
+
+
+def _check_twins(config: RunConfig, source: str, name: str, what: str, needs_spec: bool = False) -> None:
+    """Each model named in `evaluation.<name>` is one of the run's trained models (with a spec when
+    `needs_spec`)."""
+    entries = {m.name: m for m in config.models}
+    for i, twin in enumerate(getattr(config.evaluation, name)):
+        where = f"{source}.evaluation.{name}[{i}]"
+        entry = entries.get(twin)
+        if entry is None:
+            raise SpecError(f"{where}: unknown model {twin!r}; valid: {', '.join(entries)}")
+        if entry.finetune is not None:
+            # a twin is trained like the model; a fine-tune has no training of its own
+            raise SpecError(
+                f"{where}: {twin!r} is fine-tuned from {entry.finetune.base!r}, not trained, so it has no "
+                f"{what}; name a trained model"
+            )
+        if needs_spec and entry.spec is None:
+            raise SpecError(
+                f"{where}: {twin!r} has no spec to train its {what} from; name a model with a spec"
+            )
 
 
 #: ModelConfig fields that say how to train from scratch; a fine-tune inherits its base's instead

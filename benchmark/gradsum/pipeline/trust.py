@@ -6,13 +6,14 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
+from gradsum.errors import SpecError
 from gradsum.evaluation.base import EvaluationContext, PlannedMethod
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
 from gradsum.evaluation.trust import TrustReport
 from gradsum.fileio import atomic_write_text
 from gradsum.models.loaded import LoadedModel
-from gradsum.pipeline.config import RunConfig
-from gradsum.pipeline.inputs import ensure_model, methods_for
+from gradsum.pipeline.config import ModelConfig, RunConfig
+from gradsum.pipeline.inputs import configured_spec, ensure_model, methods_for
 from gradsum.truthsets import TruthSet
 
 
@@ -48,6 +49,34 @@ def shuffled_twins(
     return twins
 
 
+#: A seed twin trains with its model's training seed plus this, into `<name><SEED_SUFFIX>`.
+SEED_OFFSET = 1
+SEED_SUFFIX = f"_seed{SEED_OFFSET}"
+
+
+def seed_twin_entry(entry: ModelConfig) -> ModelConfig:
+    """The entry of `entry`'s seed twin: the same spec, overrides and training set, the training seed + 1,
+    in its own folder (`<models_dir>/<name>_seed1`)."""
+    spec = configured_spec(entry)
+    if spec is None:
+        raise SpecError(f"evaluation.seed_twins: models[{entry.name}] has no spec to train a seed twin from")
+    train = {**entry.overrides.get("train", {}), "seed": spec.train.seed + SEED_OFFSET}
+    overrides = {**entry.overrides, "train": train}
+    return dataclasses.replace(entry, name=f"{entry.name}{SEED_SUFFIX}", checkpoint=None, overrides=overrides)
+
+
+def seed_twins(
+    config: RunConfig, truthset_root: Path, device: str, train: bool = True
+) -> dict[str, LoadedModel]:
+    """Each `evaluation.seed_twins` model's twin trained with another seed, trained when missing (as
+    `shuffled_twins`): the sanity check's ceiling."""
+    entries = {entry.name: entry for entry in config.models}
+    return {
+        name: ensure_model(seed_twin_entry(entries[name]), config, truthset_root, device, train=train)
+        for name in config.evaluation.seed_twins
+    }
+
+
 def evaluation_context(
     config: RunConfig,
     truthset: TruthSet,
@@ -55,12 +84,19 @@ def evaluation_context(
     device: str,
     count: int,
     twins: Mapping[str, LoadedModel] | None = None,
+    seeds: Mapping[str, LoadedModel] | None = None,
 ) -> EvaluationContext:
-    """The context every check reads: the first `evaluation.images` of the `count` profiled images."""
+    """The context every check reads: the first `evaluation.images` of the `count` profiled images.
+
+    `twins` (shuffled-label twins, `shuffled_twins`) and `seeds` (seed twins, `seed_twins`) reach the
+    sanity check as its `shuffled` and `twins` options.
+    """
     settings = config.evaluation
     options = {name: dict(values) for name, values in settings.options.items()}
     if twins:
         options.setdefault("sanity", {})["shuffled"] = dict(twins)
+    if seeds:
+        options.setdefault("sanity", {})["twins"] = dict(seeds)
     return EvaluationContext(
         truthset=truthset,
         indices=range(min(settings.images, count)),
