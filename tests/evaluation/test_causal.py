@@ -211,6 +211,7 @@ def test_causal_check_runs_every_planned_method_on_a_tiny_model(synthetic: Synth
     )
     assert [(c.key, c.column, c.denominator, c.threshold, c.over) for c in result.criteria] == [
         ("causal", "concordance", None, 0.5, IMAGES),
+        ("causal_image", "image_concordance", None, 0.5, IMAGES),
         ("causal_lift", "material_mass", "material_area", 1.0, IMAGES),
     ]
 

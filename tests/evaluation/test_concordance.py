@@ -12,6 +12,7 @@ from gradsum.evaluation.concordance import (
     FIGURE_COLUMNS,
     causal_figures,
     causal_per_image,
+    image_concordance,
     pair_concordance,
     referee_effects,
 )
@@ -163,3 +164,20 @@ def test_models_without_effects_get_no_rows() -> None:
     both = pd.concat([gradsum, gradsum.assign(model="other")], ignore_index=True)
     table = causal_per_image(both, effects, MATERIAL, MATERIALITY)
     assert set(table["model"]) == {"m"} and len(table) == 4
+
+
+def test_image_concordance_follows_the_effect_shares_from_image_to_image() -> None:
+    # three images, classes (road, sky); road material; effects and shares by hand:
+    # image 0: road 0.6, sky 0.2 → road share 0.75; image 1: road 0.1, sky 0.1 → 0.5; image 2: no road
+    effects = np.array([[0.6, 0.2], [0.1, 0.1], [np.nan, 0.3]])
+    material = np.array([True, False])
+    # a map whose road share is higher in image 0 than in image 1 agrees; the reverse disagrees
+    agreeing = np.array([[0.9, 0.1], [0.4, 0.6], [np.nan, 1.0]])
+    reversed_ = np.array([[0.3, 0.7], [0.4, 0.6], [np.nan, 1.0]])
+    tied = np.array([[0.4, 0.6], [0.4, 0.6], [np.nan, 1.0]])
+    # one separated pair (images 0 and 1: |0.6 - 0.1| > 0.02); image 2 holds no road: NaN
+    np.testing.assert_allclose(image_concordance(effects, agreeing, material, 0.02), [1.0, 1.0, np.nan])
+    np.testing.assert_allclose(image_concordance(effects, reversed_, material, 0.02), [0.0, 0.0, np.nan])
+    np.testing.assert_allclose(image_concordance(effects, tied, material, 0.02), [0.5, 0.5, np.nan])
+    # a margin above the effect gap separates nothing
+    assert np.isnan(image_concordance(effects, agreeing, material, 0.6)).all()

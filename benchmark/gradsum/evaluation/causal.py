@@ -86,6 +86,7 @@ SUMMARY_COLUMNS = (
     "model",
     "method",
     "concordance",
+    "image_concordance",
     "causal_lift",
     "n_material",
     "material_classes",
@@ -320,6 +321,18 @@ CONCORDANCE_CRITERION = Criterion(
     "task's margin (immaterial classes tied at 0), the fraction the method's class masses order the same "
     "way (ties 0.5, chance 0.5), averaged over images",
 )
+#: Image criterion: does the map follow the referee from image to image (a class ranking that ignores the
+#: image, like an oracle built for another image, scores chance)?
+IMAGE_CRITERION = Criterion(
+    "causal",
+    "image_concordance",
+    higher_is_better=True,
+    threshold=0.5,
+    name="causal_image",
+    text="per image, over (material class, other image) pairs whose erasure effects differ by more than "
+    "the task's margin, the fraction the method's mass shares order the two images as the referee's effect "
+    "shares do (ties 0.5, chance 0.5), averaged over images",
+)
 #: Companion criterion: the mass on the material classes against their area (the uniform map's is 1).
 LIFT_CRITERION = Criterion(
     "causal",
@@ -383,7 +396,7 @@ class CausalCheck:
                 "agreement": agreement,
             },
             summary=_summary(causal_figures(per_image, material), agreement),
-            criteria=[CONCORDANCE_CRITERION, LIFT_CRITERION],
+            criteria=[CONCORDANCE_CRITERION, IMAGE_CRITERION, LIFT_CRITERION],
             per_image=per_image,
         )
 

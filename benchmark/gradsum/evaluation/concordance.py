@@ -9,6 +9,12 @@ class's pixels), not its density. Per model × method × image:
   pairs of the image whose e differ by more than the task's margin δ (the pairs the referee separates),
   the fraction the method orders the same way by mass, a method tie counting one half. NaN where the
   referee separates no pair. Chance is 0.5; the uniform map (mass = area) is a legitimate null.
+- `image_concordance`: does the map follow the referee from image to image? For each material class c of
+  this image and each other evaluated image holding c whose effect of c differs from this one's by more
+  than δ, whether the method's mass share of c orders the two images as the referee's effect share does
+  (c's share of the image's summed erasure effects: like units, both per-image shares). A class ranking
+  that is the same on every image (a map built for another image, or for no image) scores chance here
+  even where it orders the classes of every image right. NaN where no such pair exists.
 - `material_mass` and `material_area`: the mass share and the area share summed over the image's
   material classes (NaN where it has none). The lift mean(material_mass) / mean(material_area) is 1
   for the uniform map.
@@ -30,9 +36,25 @@ from gradsum.evaluation.materiality import margin_of
 log = logging.getLogger(__name__)
 
 #: Columns of the causal check's per-image figures: one row per model × method × image.
-CAUSAL_PER_IMAGE_COLUMNS = ("model", "method", "image", "concordance", "material_mass", "material_area")
+CAUSAL_PER_IMAGE_COLUMNS = (
+    "model",
+    "method",
+    "image",
+    "concordance",
+    "image_concordance",
+    "material_mass",
+    "material_area",
+)
 #: Columns of the per model × method figures (`causal_figures`).
-FIGURE_COLUMNS = ("model", "method", "concordance", "causal_lift", "n_material", "material_classes")
+FIGURE_COLUMNS = (
+    "model",
+    "method",
+    "concordance",
+    "image_concordance",
+    "causal_lift",
+    "n_material",
+    "material_classes",
+)
 #: The causal-effect columns read here (a subset of `causal.CAUSAL_EFFECT_COLUMNS`).
 EFFECT_COLUMNS = ("model", "task", "image", "class", "abs_delta")
 
@@ -61,6 +83,31 @@ def pair_concordance(effects: np.ndarray, mass: np.ndarray, margin: float) -> np
     agreement = (1.0 + np.sign(np.nan_to_num(gap)) * np.sign(np.nan_to_num(order))) / 2.0
     pairs = separated.sum(axis=1)
     total = np.where(separated, agreement, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, total / pairs, np.nan)
+
+
+def image_concordance(
+    effects: np.ndarray, mass: np.ndarray, material: np.ndarray, margin: float
+) -> np.ndarray:
+    """(I,) per image: over (material class c, other image j) pairs whose |Δ| of c differs by more than
+    `margin`, the fraction `mass` (mass shares) orders the two images as the effect shares do (a tie in
+    mass counts 0.5, a tie in effect share is not separated); NaN where no pair exists.
+
+    `effects` (I, C) are the raw |Δ erase| (NaN: absent), `material` (C,) bool.
+    """
+    effects, mass = np.asarray(effects, dtype=float), np.round(np.asarray(mass, dtype=float), 12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = effects / np.nansum(effects, axis=1, keepdims=True)
+    total, pairs = np.zeros(effects.shape[0]), np.zeros(effects.shape[0])
+    for c in np.flatnonzero(np.asarray(material, dtype=bool)):
+        e, s, m = effects[:, c], shares[:, c], mass[:, c]
+        gap, order = s[:, None] - s[None, :], m[:, None] - m[None, :]
+        with np.errstate(invalid="ignore"):
+            separated = (np.abs(e[:, None] - e[None, :]) > margin) & (gap != 0) & np.isfinite(gap + order)
+        agreement = (1.0 + np.sign(np.nan_to_num(gap)) * np.sign(np.nan_to_num(order))) / 2.0
+        total += np.where(separated, agreement, 0.0).sum(axis=1)
+        pairs += separated.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, total / pairs, np.nan)
 
@@ -125,6 +172,7 @@ def _per_image(
             "method": method,
             "image": images,
             "concordance": pair_concordance(referee_effects(change, is_material), mass, margin),
+            "image_concordance": image_concordance(change, mass, is_material, margin),
             "material_mass": material_mass,
             "material_area": material_area,
         },
@@ -151,6 +199,7 @@ def causal_figures(per_image: pd.DataFrame, material: Mapping[str, Sequence[str]
                 "model": model,
                 "method": method,
                 "concordance": _mean(group["concordance"].to_numpy(float)),
+                "image_concordance": _mean(group["image_concordance"].to_numpy(float)),
                 "causal_lift": _ratio_of_means(
                     group["material_mass"].to_numpy(float), group["material_area"].to_numpy(float)
                 ),
