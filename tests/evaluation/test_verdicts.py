@@ -193,6 +193,12 @@ def test_ratio_figures_are_ratios_of_means_on_each_resample() -> None:
     figure = resample_figure(criterion, rows, ["a", "b", "c"], counts)
     assert figure.point == pytest.approx(0.8 / 0.2)  # image c has no mass: left out of both means
     assert figure.draws == pytest.approx([4.0, 2.0, 6.0])
+    # a denominator that is not positive on a resample makes that resample undefined, not sign-flipped
+    rows = pd.DataFrame({"image": ["a", "b"], "mass": [0.2, 0.6], "area": [0.1, -0.3]})
+    counts = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    figure = resample_figure(criterion, rows, ["a", "b"], counts)
+    assert np.isnan(figure.point)
+    assert figure.draws[0] == pytest.approx(2.0) and np.isnan(figure.draws[1:]).all()
 
 
 def test_counts_are_drawn_once_per_model_and_reproducible() -> None:

@@ -54,15 +54,19 @@ def test_evaluate_adds_the_trust_tables_and_keeps_the_profiles(plain: Path, tmp_
     for name in ["per_image.parquet", "profiles.csv"]:
         assert after[name] == before[name]
     trust = pd.read_csv(folder / "trust.csv")
-    assert {"gradcam", "null:random", "null:uniform", "null:sobel", "null:class_area"} == set(trust["method"])
+    nulls = {"null:random", "null:uniform", "null:sobel", "null:class_area", "null:positional_prior"}
+    controls = {f"control:{c}" for c in ("oracle", "other_model", "other_task", "other_image", "cause_mask")}
+    assert {"gradcam"} | nulls | controls == set(trust["method"])
     assert {"causal_verdict", "localisation_verdict"} <= set(trust.columns)
     assert "sanity_verdict" not in trust.columns
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["config"]["evaluation"]["checks"] == ["causal", "localisation"]
     assert set(manifest["trust_tables"]) == {
         "trust",
+        "recommendations",
         "causal_effects",
         "causal_profiles",
+        "causal_materiality",
         "agreement",
         "localisation",
     }

@@ -173,10 +173,14 @@ def test_every_profile_carries_a_trust_verdict(results: Path) -> None:
     judged = set(trust[["model", "method"]].itertuples(index=False, name=None))
     # the split's parts are profiles of the split method; every configured method has its row
     assert {(m, k) for m, k in profiled if "/" not in k} <= judged
-    assert {"causal_verdict", "sanity_verdict", "localisation_verdict"} <= set(trust.columns)
+    assert {"causal_verdict", "causal_image_verdict", "sanity_verdict", "localisation_verdict"} <= set(
+        trust.columns
+    )
     for name in [
         "causal_profiles.csv",
         "causal_effects.csv",
+        "causal_materiality.csv",
+        "recommendations.csv",
         "agreement.csv",
         "sanity.csv",
         "localisation.csv",
@@ -194,10 +198,34 @@ def test_every_profile_carries_a_trust_verdict(results: Path) -> None:
     assert page.index('id="trust"') < page.index('id="profiles"') < page.index('id="configuration"')
 
 
-def test_random_and_uniform_maps_fail_every_check(results: Path) -> None:
+def test_no_null_or_mismatched_control_passes_and_every_model_gets_a_recommendation(results: Path) -> None:
     trust = pd.read_csv(results / "trust.csv")
-    nulls = trust[trust["method"].isin(["null:random", "null:uniform"])]
-    assert len(nulls) == 4  # two models × two null maps
-    verdicts = nulls[[c for c in trust.columns if c.endswith("_verdict")]]
-    assert (verdicts == "fail").all().all(), nulls[["model", "method", "failed"]]
-    assert (nulls["verdict"] == "fail").all()
+    verdict_columns = [c for c in trust.columns if c.endswith("_verdict")]
+    gating = trust[trust["role"].isin(["chance", "confound"])]
+    assert set(gating["method"]) == {
+        "null:random",
+        "null:uniform",
+        "null:class_area",
+        "null:positional_prior",
+    }
+    assert len(gating) == 2 * 4  # two models × four gating nulls
+    # a gating null never passes: where one would, the criterion is uninformative for every row instead
+    assert not (gating[verdict_columns] == "pass").any().any(), gating[["model", "method", "summary"]]
+    # the nulls and controls know nothing of the weights: the sanity check leaves them out
+    assert (trust.loc[trust["role"] != "method", "sanity_verdict"] == "not run").all()
+    controls = trust[trust["role"] == "control"]
+    assert set(controls["method"]) == {
+        "control:oracle",
+        "control:other_model",
+        "control:other_task",
+        "control:other_image",
+        "control:cause_mask",
+    }
+    mismatched = controls[controls["method"].isin(["control:other_image", "control:other_model"])]
+    assert not (mismatched["causal_image_verdict"] == "pass").any()
+    lines = pd.read_csv(results / "recommendations.csv", keep_default_na=False)
+    assert set(lines["model"]) == {"pilotnet", "hybrid"}
+    for line in lines.itertuples(index=False):
+        named = f"For {line.model}, use {line.method} (" if line.method else f"For {line.model}, no method"
+        assert line.sentence.startswith(named)
+        assert not str(line.method).startswith(("control:", "null:"))

@@ -53,7 +53,7 @@ PASS, FAIL, INCONCLUSIVE, UNINFORMATIVE = "pass", "fail", "inconclusive", "uninf
 OUTCOMES = (PASS, FAIL, INCONCLUSIVE, UNINFORMATIVE)
 #: The outcome of a criterion that did not run on a row (no figure for that model × method).
 NOT_RUN = "not run"
-#: One-sided level of every paired comparison (and 1 − 2α the level of the two-sided intervals shown).
+#: One-sided level of every paired comparison; the two-sided intervals shown are at 1 − α (95 %).
 ALPHA = 0.05
 #: `{key}_heuristic`: the paired comparison with the heuristic null (Sobel edges).
 ADDS, ADDS_NOT, ADDS_UNCLEAR = "adds", "no", "unclear"
@@ -129,9 +129,17 @@ def resample_figure(
     both = np.isfinite(values) & np.isfinite(denominator)
     values, denominator = np.where(both, values, np.nan), np.where(both, denominator, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        point = _weighted_mean(ones, values)[0] / _weighted_mean(ones, denominator)[0]
-        draws = _weighted_mean(counts, values) / _weighted_mean(counts, denominator)
+        point = _ratio(_weighted_mean(ones, values), _weighted_mean(ones, denominator))[0]
+        draws = _ratio(_weighted_mean(counts, values), _weighted_mean(counts, denominator))
     return Resampled(float(point), draws)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, undefined (NaN) where the denominator is not positive: a ratio figure's
+    scale (an area, a ceiling − floor gap) that vanishes or turns over says nothing, and must not flip
+    the figure's sign."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
 def compare(criterion: Criterion, row: Resampled, reference: Resampled | float) -> Comparison:

@@ -134,8 +134,11 @@ class EvaluationConfig:
     checks: tuple[str, ...] = DEFAULT_CHECKS
     #: the first this many images of the split are evaluated (every check sees the same images)
     images: int = 200
-    #: run the null explainers (random, uniform, Sobel, class-area prior) beside every method
+    #: run the null explainers (random, uniform, Sobel, class-area and positional priors) beside every method
     nulls: bool = True
+    #: run the known-answer controls (the causal oracle, oracles for another model, task or image, the
+    #: cause mask) beside every method: they show on each model what a check can and cannot tell
+    controls: bool = True
     #: per-check options, e.g. {sanity: {blocks: 3}, causal: {filler: inpaint}}
     options: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {

@@ -21,7 +21,7 @@ from gradsum.evaluation.trust import run_checks
 from gradsum.fileio import atomic_directory
 from gradsum.pipeline.config import RunConfig, config_from_dict
 from gradsum.pipeline.inputs import check_names, ensure_model, open_configured
-from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
+from gradsum.pipeline.trust import evaluation_context, seed_twins, shuffled_twins, write_trust_tables
 from gradsum.report import write_report
 from gradsum.report.results import MANIFEST, read_manifest
 from gradsum.truthsets import TruthSet
@@ -87,7 +87,9 @@ def evaluate(
         for entry in config.models
     ]
     twins = shuffled_twins(config, Path(config.truthset.path), device, train=False)
-    report = run_checks(evaluation_context(config, truthset, models, device, count, twins), settings.checks)
+    seeds = seed_twins(config, Path(config.truthset.path), device, train=False)
+    context = evaluation_context(config, truthset, models, device, count, twins, seeds)
+    report = run_checks(context, settings.checks)
     earlier = {str(name) for name in manifest.get("trust_tables", [])}
     with atomic_directory(folder, overwrite=True) as staging:
         shutil.copytree(folder, staging, dirs_exist_ok=True)

@@ -31,7 +31,7 @@ from gradsum.pipeline.shards import (
     open_work_folder,
     run_fingerprint,
 )
-from gradsum.pipeline.trust import evaluation_context, shuffled_twins, write_trust_tables
+from gradsum.pipeline.trust import evaluation_context, seed_twins, shuffled_twins, write_trust_tables
 from gradsum.report import write_report
 from gradsum.report.results import REPORT
 from gradsum.utils import default_device, seed_everything
@@ -92,6 +92,7 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
         )
         checks = config.evaluation.checks if world.leader else ()
         twins = shuffled_twins(config, truthset_root, device) if checks else {}
+        seeds = seed_twins(config, truthset_root, device) if checks else {}
 
     plan = ShardPlan(count, config.shard_size)
     fingerprint = run_fingerprint(config, truthset, models, plan, device)
@@ -99,7 +100,7 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
         world,
         lambda: open_work_folder(target_dir, fingerprint, fresh=fresh and world.leader),
     )
-    evaluation = evaluation_context(config, truthset, models, device, count, twins) if checks else None
+    evaluation = evaluation_context(config, truthset, models, device, count, twins, seeds) if checks else None
     profiler = ShardProfiler(config, models, device, evaluation)
     with stage("attribution and aggregation"):
         seconds = attribute_shards(world, work, plan, truthset, profiler, progress)

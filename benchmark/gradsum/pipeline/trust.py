@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gradsum.errors import SpecError
 from gradsum.evaluation.base import EvaluationContext, PlannedMethod
+from gradsum.evaluation.controls import CONTROL_EXPLAINERS
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
 from gradsum.evaluation.trust import TrustReport
 from gradsum.fileio import atomic_write_text
@@ -18,7 +19,8 @@ from gradsum.truthsets import TruthSet
 
 
 def planned_methods(model: LoadedModel, config: RunConfig) -> list[PlannedMethod]:
-    """The run's methods for `model` as the checks call them, the null explainers after them."""
+    """The run's methods for `model` as the checks call them, the known-answer controls and the null
+    explainers after them."""
     planned = [
         PlannedMethod(
             m.name,
@@ -30,7 +32,9 @@ def planned_methods(model: LoadedModel, config: RunConfig) -> list[PlannedMethod
         )
         for m in methods_for(model, config.methods)
     ]
-    return planned + list(NULL_EXPLAINERS) if config.evaluation.nulls else planned
+    nulls = list(NULL_EXPLAINERS) if config.evaluation.nulls else []
+    controls = list(CONTROL_EXPLAINERS) if config.evaluation.controls else []
+    return planned + controls + nulls
 
 
 #: The suffix of a shuffled-label twin's model name and checkpoint folder.
