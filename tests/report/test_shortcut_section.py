@@ -24,6 +24,7 @@ from gradsum.evaluation.shortcut import (
     ONSET_TABLE,
     TABLE_COLUMNS,
 )
+from gradsum.evaluation.verdicts import permutation_outcome
 from gradsum.report import load_results, plots, write_report
 from gradsum.report.html import render_html
 from gradsum.report.results import Results
@@ -38,7 +39,6 @@ from gradsum.report.shortcut import (
     finetune_table,
     method_verdicts,
     models_table,
-    permutation_outcome,
     series_figure,
     shortcut_findings,
     shortcut_section,
@@ -285,7 +285,7 @@ def test_verdicts_from_the_permutation_p_when_the_trust_table_has_none(tables: S
 
 
 def test_the_permutation_rule_at_its_edges() -> None:
-    outcomes = [permutation_outcome(p) for p in (0.0, 0.049, 0.05, 0.4999, 0.5, 1.0, NAN)]
+    outcomes = [permutation_outcome(p)[0] for p in (0.0, 0.049, 0.05, 0.4999, 0.5, 1.0, NAN)]
     assert outcomes == ["pass", "pass", "inconclusive", "inconclusive", "fail", "fail", "fail"]
 
 

@@ -55,6 +55,8 @@ OUTCOMES = (PASS, FAIL, INCONCLUSIVE, UNINFORMATIVE)
 NOT_RUN = "not run"
 #: One-sided level of every paired comparison; the two-sided intervals shown are at 1 − α (95 %).
 ALPHA = 0.05
+#: A permutation p over models at or above this is no stronger than a random pairing of the models.
+NO_STRONGER_THAN_RANDOM = 0.5
 #: `{key}_heuristic`: the paired comparison with the heuristic null (Sobel edges).
 ADDS, ADDS_NOT, ADDS_UNCLEAR = "adds", "no", "unclear"
 #: Columns of `trust.csv` before the criteria's and the checks' own figures.
@@ -190,14 +192,13 @@ def _name(label: str, criterion: Criterion) -> str:
     return f"the threshold {criterion.threshold:g}" if label == "threshold" else label
 
 
-def _model_level(criterion: Criterion, record: Mapping[str, object]) -> tuple[str, str]:
-    """The decision of an `over == MODELS` criterion from its permutation p over models."""
-    p = _number(record, f"{criterion.column}_p")
+def permutation_outcome(p: float) -> tuple[str, str]:
+    """(outcome, reason) of a criterion decided across models by its one-sided permutation p."""
     if not math.isfinite(p):
         return FAIL, "undefined: the map is the same for every model"
     if p < ALPHA:
         return PASS, f"permutation p over models {p:.3g} < {ALPHA}"
-    if p >= 0.5:
+    if p >= NO_STRONGER_THAN_RANDOM:
         return FAIL, f"permutation p over models {p:.3g}: no stronger than a random pairing of models"
     return INCONCLUSIVE, f"permutation p over models {p:.3g}"
 
@@ -334,7 +335,7 @@ def _models_criterion(
 ) -> None:
     key = criterion.key
     for record in result.summary.to_dict("records"):
-        outcome, reason = _model_level(criterion, record)
+        outcome, reason = permutation_outcome(_number(record, f"{criterion.column}_p"))
         rows.setdefault((str(record["model"]), str(record["method"])), {}).update(
             {
                 key: _number(record, criterion.column),
@@ -458,9 +459,12 @@ def passed_keys(row: Mapping[str, object], keys: Sequence[str]) -> list[str]:
     return [k for k in keys if row.get(f"{k}_verdict") == PASS]
 
 
-def _margin_low(row: Mapping[str, object], keys: Sequence[str]) -> float:
+def margin_floor(row: Mapping[str, object], keys: Sequence[str]) -> float:
+    """The sum of a row's margin lower bounds over the criteria that have one (-inf where none has): how
+    far every margin over the best gating null is sure to reach, the ranking where no method passes."""
     values = [_number(row, f"{k}_margin_ci_low") for k in keys]
-    return float(sum(v for v in values if math.isfinite(v)))
+    finite = [v for v in values if math.isfinite(v)]
+    return float(sum(finite)) if finite else -math.inf
 
 
 def _best(methods: pd.DataFrame, keys: Sequence[str]) -> tuple[dict[str, object] | None, int]:
@@ -470,7 +474,7 @@ def _best(methods: pd.DataFrame, keys: Sequence[str]) -> tuple[dict[str, object]
             continue
         passed = len(passed_keys(record, keys))
         if passed:
-            candidates.append((passed, _margin_low(record, keys), str(record["method"]), record))
+            candidates.append((passed, margin_floor(record, keys), str(record["method"]), record))
     if not candidates:
         return None, 0
     passed, _, _, record = max(candidates, key=lambda c: (c[0], c[1], c[2]))
@@ -495,7 +499,7 @@ def _best_margins(methods: pd.DataFrame, keys: Sequence[str]) -> str:
     records = methods.to_dict("records")
     standing = [r for r in records if not any(r.get(f"{k}_verdict") == FAIL for k in keys)]
     records = standing or records
-    closest = max(records, key=lambda r: (_margin_low(r, keys), str(r["method"])))
+    closest = max(records, key=lambda r: (margin_floor(r, keys), str(r["method"])))
     return f"; closest: {closest['method']} (margins {_margins(closest, keys)})."
 
 
@@ -504,12 +508,15 @@ __all__ = [
     "ALPHA",
     "FAIL",
     "INCONCLUSIVE",
+    "NO_STRONGER_THAN_RANDOM",
     "OUTCOMES",
     "PASS",
     "UNINFORMATIVE",
     "compare",
     "decide",
+    "margin_floor",
     "overall",
+    "permutation_outcome",
     "recommend",
     "trust_table",
 ]

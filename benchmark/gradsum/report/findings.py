@@ -9,14 +9,14 @@ verdicts recommend for that model (`best_methods`), GradCAM kept beside it when 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from gradsum.aggregation.compare import combo_label
 from gradsum.evaluation.base import METHOD
-from gradsum.evaluation.verdicts import RECOMMENDATION_COLUMNS, recommend
+from gradsum.evaluation.verdicts import RECOMMENDATION_COLUMNS, margin_floor, recommend
 from gradsum.report.plots import class_order, label
 from gradsum.report.results import Results
 
@@ -154,16 +154,6 @@ def recommendations(results: Results) -> pd.DataFrame:
     return table.assign(
         model=table["model"].astype(str), method=table["method"].fillna("").astype(str)
     ).reset_index(drop=True)
-
-
-def margin_floor(row: Mapping[str, object], keys: Sequence[str]) -> float:
-    """The sum of a row's margin lower bounds over the best gating null, over the criteria that have one.
-
-    The ranking `verdicts.recommend` uses where no method passes: how far every margin is sure to reach.
-    """
-    lows = [row.get(f"{key}_margin_ci_low") for key in keys]
-    values = [float(v) for v in lows if isinstance(v, int | float) and math.isfinite(v)]
-    return sum(values) if values else -math.inf
 
 
 def criterion_keys(trust: pd.DataFrame) -> list[str]:

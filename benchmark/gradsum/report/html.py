@@ -15,7 +15,7 @@ import pandas as pd
 from PIL import Image
 
 from gradsum.evaluation.base import CHANCE, CONFOUND, CONTROL, HEURISTIC, METHOD, ROLES
-from gradsum.evaluation.verdicts import ALPHA, FAIL, MEANINGS, NOT_RUN, OUTCOMES
+from gradsum.evaluation.verdicts import ALPHA, FAIL, MEANINGS, NO_STRONGER_THAN_RANDOM, NOT_RUN, OUTCOMES
 from gradsum.report.findings import (
     best_methods,
     criterion_keys,
@@ -199,11 +199,10 @@ ROLE_LABELS = {
 SHOWN_OUTCOMES = (*OUTCOMES, NOT_RUN)
 #: The level of the two-sided intervals the verdicts write (their α/2 and 1 − α/2 quantiles).
 LEVEL = f"{1 - ALPHA:.0%}"
+
+
 #: A criterion decided across models fails at a permutation p at or above this: no stronger than a random
 #: pairing of the models (`verdicts._model_level`).
-NO_STRONGER_THAN_RANDOM = 0.5
-
-
 def outcome_class(outcome: str) -> str:
     """The CSS class of a verdict outcome ("" for anything else, such as "not evaluated")."""
     return "not-run" if outcome == NOT_RUN else outcome if outcome in OUTCOMES else ""

@@ -38,9 +38,18 @@ from gradsum.evaluation.shortcut import (
     TABLE_COLUMNS,
     ShortcutOptions,
 )
-from gradsum.evaluation.verdicts import ALPHA, FAIL, INCONCLUSIVE, OUTCOMES, PASS, UNINFORMATIVE, overall
-from gradsum.report.html import (
+from gradsum.evaluation.verdicts import (
+    ALPHA,
+    FAIL,
+    INCONCLUSIVE,
     NO_STRONGER_THAN_RANDOM,
+    OUTCOMES,
+    PASS,
+    UNINFORMATIVE,
+    overall,
+    permutation_outcome,
+)
+from gradsum.report.html import (
     _paragraph,
     _scroll,
     _with_ci,
@@ -177,14 +186,6 @@ def t_interval(values: Sequence[float] | pd.Series, confidence: float = CONFIDEN
     return Interval(mean, mean - half, mean + half, len(x))
 
 
-def permutation_outcome(p: float) -> str:
-    """The shortcut criterion's outcome from its permutation p over models (the rule of
-    `verdicts._model_level`): pass where p < α, fail where p ≥ 0.5 or undefined, inconclusive between."""
-    if not math.isfinite(p) or p >= NO_STRONGER_THAN_RANDOM:
-        return FAIL
-    return PASS if p < ALPHA else INCONCLUSIVE
-
-
 def method_verdicts(tables: ShortcutTables, trust: pd.DataFrame | None) -> tuple[dict[str, str], bool]:
     """Each detection method's outcome (pass, fail, inconclusive, uninformative) and whether it came from
     the trust table.
@@ -196,7 +197,7 @@ def method_verdicts(tables: ShortcutTables, trust: pd.DataFrame | None) -> tuple
     """
     detection = tables.detection
     methods = list(detection["method"].astype(str))
-    own = {m: permutation_outcome(float(p)) for m, p in zip(methods, detection["p_value"], strict=True)}
+    own = {m: permutation_outcome(float(p))[0] for m, p in zip(methods, detection["p_value"], strict=True)}
     if trust is None or VERDICT_COLUMN not in trust.columns:
         return own, False
     judged = trust[trust[VERDICT_COLUMN].isin(OUTCOMES)]
