@@ -1,8 +1,12 @@
 """Trust-check cost: each registered check's seconds as a ratio to one attribution pass on the same images.
 
 One attribution pass computes every planned map (GradCAM and the null explainers, as the default run
-plans them) once for every evaluated image and model, reading the images included: the work profiling
-those images costs. Each check then runs once on a fresh context (no cache shared, so the granularity
+plans them; the known-answer controls left out, since they are read from the causal referee's effects)
+once for every evaluated image and model, reading the images included: the work profiling those images
+costs. The checks run with the controls planned, as the default run does, so the causal check's ratio
+includes the placebo re-renders (one more render and forward per erased class) and the controls' maps.
+The verdict (`trust_table` over every check's result, one shared set of bootstrap counts per model) is
+timed on its own. Each check then runs once on a fresh context (no cache shared, so the granularity
 sweep pays for its own causal effects) with the default run's options. The models are untrained
 default architectures (the cost does not depend on the weights); the images are the test split of a
 synthetic truth set generated into a temporary folder, so every check has its causes and cause masks.
@@ -26,11 +30,13 @@ import torch
 
 from gradsum.bench import BenchSuite, timeit
 from gradsum.evaluation import CHECKS, CheckResult, EvaluationContext
+from gradsum.evaluation.base import CONTROL
 from gradsum.evaluation.causal import DEFAULT_FILLER, CausalCheck
 from gradsum.evaluation.granularity import LAYERS, GranularityCheck, GranularityOptions
 from gradsum.evaluation.localisation import LocalisationCheck
 from gradsum.evaluation.perturbation import ORDERS, PerturbationCheck, PerturbationOptions, road_inputs
 from gradsum.evaluation.sanity import SanityCheck, SanityOptions
+from gradsum.evaluation.verdicts import trust_table
 from gradsum.models import model_family
 from gradsum.models.checkpoints import card_for
 from gradsum.models.loaded import LoadedModel
@@ -130,9 +136,14 @@ SETTINGS: Registry[Settings] = Registry("check settings")
 
 def _causal(context: EvaluationContext, result: CheckResult) -> dict[str, Any]:
     # every model reads the same erased images, so an erasure is one image × class
-    erasures = result.tables["causal_effects"].drop_duplicates(["image", "class_id"])
+    effects = result.tables["causal_effects"]
+    erasures = effects.drop_duplicates(["image", "class_id"])
     return {
         "images": len(context.indices),
+        # each erased image × class is also re-rendered with its texture redrawn: the materiality placebo
+        "placebos": int(
+            effects.dropna(subset=["placebo_output"]).drop_duplicates(["image", "class_id"]).shape[0]
+        ),
         "filler": context.options.get(CausalCheck.name, {}).get("filler", DEFAULT_FILLER),
         "erasures": len(erasures),
         "erasure_domains": {str(k): int(v) for k, v in erasures["domain"].value_counts().items()},
@@ -230,12 +241,14 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int) -> Timing:
     return Timing(seconds, min(cpu[warmup:]))
 
 
-def _time_check(name: str, fresh: Callable[[], EvaluationContext]) -> tuple[Timing, dict[str, Any]]:
-    """Timing of one run of check `name` on a fresh context, and its settings."""
+def _time_check(
+    name: str, fresh: Callable[[], EvaluationContext]
+) -> tuple[Timing, dict[str, Any], CheckResult]:
+    """Timing of one run of check `name` on a fresh context, its settings and its result."""
     context = fresh()
     results: list[CheckResult] = []
     timing = measure(lambda: results.append(CHECKS.get(name)().run(context)), repeats=1, warmup=0)
-    return timing, _settings(name, context, results[0])
+    return timing, _settings(name, context, results[0]), results[0]
 
 
 def _road(context: EvaluationContext) -> dict[str, Any]:
@@ -296,16 +309,23 @@ def _run(quick: bool, device: str) -> dict[str, Any]:
             return evaluation_context(config, truthset, models, device, len(truthset))
 
         context = fresh()
+        unit_plan = {name: [m for m in plan if m.role != CONTROL] for name, plan in context.plan.items()}
+        unit_context = dataclasses.replace(context, plan=unit_plan)
         maps: list[int] = []
-        unit = measure(lambda: maps.append(attribution_pass(context)), repeats=scale.repeats, warmup=1)
+        unit = measure(lambda: maps.append(attribution_pass(unit_context)), repeats=scale.repeats, warmup=1)
         checks: dict[str, Any] = {}
+        results: dict[str, CheckResult] = {}
         for name in CHECKS.names():
             if name in scale.skipped:
                 checks[name] = {"skipped": scale.skipped[name]}
                 continue
-            timing, settings = _time_check(name, fresh)
+            timing, settings, results[name] = _time_check(name, fresh)
             checks[name] = {**timing.ratios(unit), **settings}
-        road = _road(context)
+        roles = {m.label: m.role for plan in context.plan.values() for m in plan}
+        verdict = measure(
+            lambda: trust_table(results, roles, context.n_resamples, context.seed), repeats=1, warmup=0
+        )
+        road = _road(unit_context)
     perturbation = checks.get(PerturbationCheck.name, {})
     if "seconds" in perturbation:
         road.update(_imputation_share(road, perturbation, len(models)))
@@ -324,6 +344,7 @@ def _run(quick: bool, device: str) -> dict[str, Any]:
             "image reading included",
         },
         "checks": checks,
+        "verdicts": {**verdict.ratios(unit), "criteria": sum(len(r.criteria) for r in results.values())},
         "check_timing": "wall and CPU: one run each on a fresh context (no shared cache), "
         "after the attribution pass",
         "option_changes": {name: dict(values) for name, values in scale.options.items()},
