@@ -152,11 +152,13 @@ def test_a_null_with_an_undefined_figure_cannot_be_beaten_and_is_never_silently_
     assert table.loc["chance_like", "check_verdict"] == FAIL
 
 
-def test_an_undefined_method_figure_fails() -> None:
+def test_an_undefined_method_figure_is_inconclusive_not_a_fail() -> None:
+    # fail means "shown no better than chance": a figure with no value has no bound to show that with
     values = _values()
     values["good"] = np.full(N_IMAGES, np.nan)
     table = _table(values)
-    assert table.loc["good", "check_verdict"] == FAIL
+    assert table.loc["good", "check_verdict"] == INCONCLUSIVE
+    assert "undefined" in table.loc["good", "check_reason"]
     assert math.isnan(table.loc["good", "check"])
 
 
@@ -267,3 +269,36 @@ def test_recommendation_names_a_method_or_says_none_beats_chance() -> None:
     assert lines.loc["m", "method"] == ""
     assert lines.loc["m", "sentence"].startswith("For m, no method is shown better than chance")
     assert "closest: coin" in lines.loc["m", "sentence"]
+
+
+def test_a_recommendation_needs_a_pass_that_is_evidence_of_the_causes() -> None:
+    """A method passing only a model-dependence criterion (sanity-like) is not recommended."""
+    faithful = Criterion("check", "figure", threshold=0.5, name="check")
+    dependence = Criterion("dep", "drop", threshold=0.0, against_nulls=False, name="dep", evidence=False)
+    rows = _rows("m", {"good": np.full(N_IMAGES, 0.4), "null:uniform": np.full(N_IMAGES, 0.5)})
+    rows["drop"] = np.where(rows["method"] == "good", 0.3, np.nan)
+    results = {
+        "check": CheckResult(
+            {}, pd.DataFrame(), [faithful], per_image=rows[["model", "method", "image", "figure"]]
+        ),
+        "dep": CheckResult(
+            {}, pd.DataFrame(), [dependence], per_image=rows[["model", "method", "image", "drop"]]
+        ),
+    }
+    table = trust_table(results, ROLES, n_resamples=200)
+    good = table.set_index("method").loc["good"]
+    assert (good["check_verdict"], good["dep_verdict"]) == (FAIL, PASS)
+    # now "good" is inconclusive on the evidence criterion (a coin around chance), and passes "dep" only
+    values = {"good": np.tile([0.7, 0.3], N_IMAGES // 2), "null:uniform": np.full(N_IMAGES, 0.5)}
+    rows = _rows("m", values).assign(drop=lambda f: np.where(f["method"] == "good", 0.3, np.nan))
+    results["check"] = CheckResult(
+        {}, pd.DataFrame(), [Criterion("check", "figure", name="check")], per_image=rows
+    )
+    results["dep"] = CheckResult({}, pd.DataFrame(), [dependence], per_image=rows)
+    table = trust_table(results, ROLES, n_resamples=200)
+    assert table.set_index("method").loc["good", ["check_verdict", "dep_verdict"]].tolist() == [
+        INCONCLUSIVE,
+        PASS,
+    ]
+    assert recommend(table, evidence=["check"]).loc[0, "method"] == ""
+    assert recommend(table).loc[0, "method"] == "good"  # every criterion counts when none is named

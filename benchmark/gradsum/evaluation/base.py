@@ -315,6 +315,10 @@ class Criterion:
     #: whether the gating null explainers are a bar (False: the threshold alone is chance)
     against_nulls: bool = True
     over: str = IMAGES
+    #: whether a pass is evidence that the map explains the model's causes (False for a check of model
+    #: dependence alone, like sanity: a map can change with the weights and still point at the wrong
+    #: pixels), so a recommendation can rest on it
+    evidence: bool = True
 
     @property
     def key(self) -> str:

@@ -138,6 +138,8 @@ SANITY_CRITERION = Criterion(
     denominator="sanity_drop_den",
     # 0 is the chance bar itself: a map that changes no more than under retraining
     against_nulls=False,
+    # model dependence alone: a pass says the map changes with the weights, not that it finds the causes
+    evidence=False,
 )
 
 

@@ -36,7 +36,8 @@ class TrustReport:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every table to write, by file stem: the trust table first, then each check's own."""
-        tables = {TRUST_TABLE: self.trust, RECOMMENDATIONS: recommend(self.trust)}
+        evidence = [c.key for r in self.results.values() for c in r.criteria if c.evidence]
+        tables = {TRUST_TABLE: self.trust, RECOMMENDATIONS: recommend(self.trust, evidence)}
         for result in self.results.values():
             tables.update(result.tables)
         return tables

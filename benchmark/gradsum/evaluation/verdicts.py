@@ -11,9 +11,10 @@ The rule, for one criterion of one check on one model (α = `ALPHA`, one-sided):
   no map can stand for it: concordance 0.5, lift 1, a normalised drop 0) is a further bar.
 - **pass**: the lower bound of (method − null) is above 0 for every gating null, and the lower bound of
   (method − threshold) above 0.
-- **fail**: the method is not better than chance: the upper bound of (method − a chance null), or of
-  (method − threshold), is at or below 0 (or the figure is undefined: no image gave a value).
-- **inconclusive**: neither (including a gating null whose figure is undefined: it cannot be beaten).
+- **fail**: the method is shown no better than chance: the upper bound of (method − a chance null), or
+  of (method − threshold), is at or below 0.
+- **inconclusive**: neither (including a gating null whose figure is undefined: it cannot be beaten, and
+  a method whose own figure is undefined: it has no bound to show anything with).
 - **uninformative**: a gating null itself passes the criterion on this model (judged by the same rule
   against the other gating nulls). The check then cannot tell an explainer from a prior there: every row
   of that model gets "uninformative" for the criterion, and nothing passes it.
@@ -24,7 +25,10 @@ two-sided CI, so methods can be ranked where none passes. A criterion decided ac
 p ≥ 0.5 (no stronger than a random pairing of models), inconclusive between.
 
 The overall verdict of a row: fail if a criterion fails; pass if every informative criterion passes and
-at least one is informative; uninformative if none is informative; inconclusive otherwise.
+at least one is informative; uninformative if none is informative; inconclusive otherwise. A model's
+recommendation needs a pass on a criterion that is evidence of explaining the model's causes
+(`Criterion.evidence`): a pass of the sanity check alone shows the map depends on the weights, not
+that it points at what the model uses.
 """
 
 from __future__ import annotations
@@ -167,7 +171,7 @@ def decide(
 ) -> tuple[str, str]:
     """(outcome, reason) of one row against the gating nulls (label → (role, figure)) and the threshold."""
     if not row.defined:
-        return FAIL, "the figure is undefined on these images"
+        return INCONCLUSIVE, "the figure is undefined on these images, so nothing is shown either way"
     bars: list[tuple[str, str, Comparison]] = []
     if criterion.threshold is not None:
         bars.append(("threshold", CHANCE, compare(criterion, row, criterion.threshold)))
@@ -421,19 +425,22 @@ def _summary(criteria: Sequence[Criterion], row: Mapping[str, object], outcome: 
     return "; ".join(parts)
 
 
-def recommend(trust: pd.DataFrame) -> pd.DataFrame:
-    """One line per model: the method to use (most criteria passed, none failed; ties by the summed margin
-    lower bounds), or that no method is shown better than chance and the confounds there.
+def recommend(trust: pd.DataFrame, evidence: Sequence[str] | None = None) -> pd.DataFrame:
+    """One line per model: the method to use (at least one `evidence` criterion passed, none failed; then
+    most criteria passed, ties by the summed margin lower bounds), or that no method is shown better than
+    chance and the confounds there.
 
-    Controls and nulls are never recommended.
+    `evidence` are the criterion keys whose pass can carry a recommendation (`Criterion.evidence`;
+    None: every criterion of the table). Controls and nulls are never recommended.
     """
     rows = []
     if trust.empty:
         return pd.DataFrame(columns=list(RECOMMENDATION_COLUMNS))
     keys = [c[: -len("_verdict")] for c in trust.columns if c.endswith("_verdict")]
+    evidence = keys if evidence is None else [k for k in keys if k in evidence]
     for model, group in trust.groupby("model", sort=True):
         methods = group[group["role"].astype(str) == METHOD]
-        best, passed = _best(methods, keys)
+        best, passed = _best(methods, keys, evidence)
         if best is None:
             sentence = (
                 f"For {model}, no method is shown better than chance and the confounds here"
@@ -467,13 +474,15 @@ def margin_floor(row: Mapping[str, object], keys: Sequence[str]) -> float:
     return float(sum(finite)) if finite else -math.inf
 
 
-def _best(methods: pd.DataFrame, keys: Sequence[str]) -> tuple[dict[str, object] | None, int]:
+def _best(
+    methods: pd.DataFrame, keys: Sequence[str], evidence: Sequence[str]
+) -> tuple[dict[str, object] | None, int]:
     candidates = []
     for record in methods.to_dict("records"):
         if any(record.get(f"{k}_verdict") == FAIL for k in keys):
             continue
         passed = len(passed_keys(record, keys))
-        if passed:
+        if passed_keys(record, evidence):
             candidates.append((passed, margin_floor(record, keys), str(record["method"]), record))
     if not candidates:
         return None, 0
