@@ -238,6 +238,14 @@ def test_overall_verdict(outcomes: list[str], expected: str) -> None:
     assert overall(outcomes) == expected
 
 
+def test_overall_verdict_needs_evidence_of_the_causes() -> None:
+    # a model-dependence pass (sanity) beside uninformative criteria of the causes is no pass
+    assert overall([UNINFORMATIVE, PASS], [UNINFORMATIVE]) == UNINFORMATIVE
+    assert overall([INCONCLUSIVE, PASS], [INCONCLUSIVE]) == INCONCLUSIVE
+    assert overall([PASS, PASS], [PASS]) == PASS
+    assert overall([PASS, FAIL], [PASS]) == FAIL
+
+
 def test_models_criterion_reads_the_permutation_p() -> None:
     criterion = Criterion("shortcut", "detection", over="models", name="shortcut")
     summary = pd.DataFrame(

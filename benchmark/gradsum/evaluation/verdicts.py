@@ -25,8 +25,8 @@ two-sided CI, so methods can be ranked where none passes. A criterion decided ac
 p ≥ 0.5 (no stronger than a random pairing of models), inconclusive between.
 
 The overall verdict of a row: fail if a criterion fails; pass if every informative criterion passes and
-at least one is informative; uninformative if none is informative; inconclusive otherwise. A model's
-recommendation needs a pass on a criterion that is evidence of explaining the model's causes
+one of them is evidence of the causes; uninformative if no criterion that is evidence of the causes is
+informative; inconclusive otherwise. A model's recommendation needs a pass on a criterion that is evidence of explaining the model's causes
 (`Criterion.evidence`): a pass of the sanity check alone shows the map depends on the weights, not
 that it points at what the model uses.
 """
@@ -351,15 +351,22 @@ def _models_criterion(
         )
 
 
-def overall(outcomes: Sequence[str]) -> str:
-    """A row's verdict from its criteria's outcomes (see the module docstring)."""
+def overall(outcomes: Sequence[str], evidence: Sequence[str] | None = None) -> str:
+    """A row's verdict from its criteria's outcomes (see the module docstring).
+
+    `evidence` are the outcomes of the criteria that are evidence of the causes (None: all of them): a
+    row passes only with one of them passed, and is uninformative when none of them is informative.
+    """
+    evidence = outcomes if evidence is None else evidence
     ran = [o for o in outcomes if o != NOT_RUN]
     informative = [o for o in ran if o != UNINFORMATIVE]
     if FAIL in informative:
         return FAIL
-    if not informative:
+    if not any(o not in (NOT_RUN, UNINFORMATIVE) for o in evidence):
         return UNINFORMATIVE if ran else NOT_RUN
-    return PASS if all(o == PASS for o in informative) else INCONCLUSIVE
+    if all(o == PASS for o in informative) and PASS in evidence:
+        return PASS
+    return INCONCLUSIVE
 
 
 def trust_table(
@@ -393,7 +400,7 @@ def trust_table(
                 "method": record["method"],
                 "role": role,
                 "null": role in NULL_ROLES,
-                "verdict": overall(list(outcome.values())),
+                "verdict": overall(list(outcome.values()), [outcome[c.key] for c in criteria if c.evidence]),
                 "failed": ", ".join(k for k, o in outcome.items() if o == FAIL),
                 "summary": _summary(criteria, record, outcome),
                 **{k: v for k, v in record.items() if k not in ("model", "method")},
