@@ -552,7 +552,7 @@ def findings_section(results: Results) -> str:
     return (
         questions
         + _paragraph(
-            f"The figure shows each model's profile from its recommended method ({basis}): {chosen}. "
+            f"The figure shows each model's profile from one method ({basis}): {chosen}. "
             "GradCAM stays beside it where another method was chosen."
         )
         + recommendation_lines(results)

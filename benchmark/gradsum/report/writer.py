@@ -92,7 +92,8 @@ def headline_plots(results: Results) -> list[PendingPlot]:
             PendingPlot(
                 "findings",
                 f"headline_{slug(task)}",
-                f"{task}: per-class profiles, each model from its recommended method ({names}); "
+                f"{task}: per-class profiles, each model from its recommended method, or the closest where "
+                f"none is recommended ({names}); "
                 "left the GradSUM score, right the lift (mass share ÷ area share; 1, dashed: mass in "
                 "proportion to area), on one scale for every method",
                 lambda r=rows, t=task: plots.headline_figure(r, SERIES, title=t),  # type: ignore[misc]
