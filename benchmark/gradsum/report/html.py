@@ -269,8 +269,10 @@ def trust_rule(trust: pd.DataFrame) -> str:
         f"<li>{verdict_span(outcome, outcome)}: {escape(MEANINGS[outcome])}</li>" for outcome in OUTCOMES
     )
     overall = _paragraph(
-        "A row's verdict: fail if a criterion fails; pass if every informative criterion passes; "
-        "uninformative if none is informative; inconclusive otherwise. Hover over a verdict for its reason."
+        "A row's verdict: fail if a criterion fails; pass if every informative criterion passes and one of "
+        "them compares the map with the model's causes (the sanity check alone shows only that the map "
+        "depends on the weights); uninformative if no such criterion is informative; inconclusive "
+        "otherwise. A model's recommendation needs the same. Hover over a verdict for its reason."
     )
     return f"{text}<ul>{outcomes}</ul>{overall}"
 
