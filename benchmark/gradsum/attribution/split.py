@@ -1,4 +1,4 @@
-"""The split technique from the seed talk: explain a hybrid ViT's tokenizer and its attention separately.
+"""The split technique from the talk that introduced GradSUM: explain a hybrid ViT's tokenizer and its attention separately.
 
 The tokenizer's GradCAM (which pixels the CNN stem turns into useful features) and the attention
 relevance (which tokens the transformer reads) are computed on their own grids, brought to the finer

@@ -1,6 +1,6 @@
 """Attention diagnostics for ViTs: how far from uniform each head attends, and what each layer reads.
 
-The seed talk found ViT attention close to uniform and suspected the tokenizer CNN does the heavy
+The GradSUM talk found ViT attention close to uniform and suspected the tokenizer CNN does the heavy
 lifting; these tables let a reader check that claim: per layer and head, the entropy of the attention
 rows relative to a uniform row (1 = uniform), and per layer, the raw attention's class profile.
 """

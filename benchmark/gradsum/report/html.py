@@ -578,7 +578,7 @@ def attention_section(results: Results) -> str:
     )
     return _paragraph(
         "Entropy of each head's attention relative to uniform attention; values near 1 mean the heads "
-        "spread attention almost evenly. The seed talk found attention close to uniform and suspected the "
+        "spread attention almost evenly. The GradSUM talk found attention close to uniform and suspected the "
         "tokenizer CNN does the heavy lifting: compare these ratios and the per-layer profiles below with "
         "the hybrid's tokenizer and combined profiles."
     ) + table(summary)

@@ -1,5 +1,5 @@
 """Scale: peak memory over 200 against 2,000 images, images per second at 1024×2048 labels with the share
-spent reading PNGs, and 1 against 2 `torchrun` processes (issue 10's figures).
+spent reading PNGs, and 1 against 2 `torchrun` processes (the figures the README's Scale table reports).
 
 Every run is a real `gradsum.pipeline.run` (GradCAM on PilotNet, resolution `label`, trust layer and
 overlays off) over the test split of a synthetic set rendered into a temporary folder. The model is an
