@@ -1,0 +1,59 @@
+"""The one home of task and family names, and of each task's default attribution target.
+
+Every per-task registry (training losses, attribution targets, perturbation measures, ...)
+and every per-family registry (randomisation depth, granularity layers, CAM layers, ...)
+is keyed by these names, and `tests/test_taxonomy.py` checks that each covers them all: a new
+task or family is added here first, and the test then lists every registry it must reach.
+
+This module sits below every stage (it imports only the standard library and `gradsum.errors`),
+so truth sets, models and attribution can all import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final, Literal
+
+from gradsum.errors import GradSUMError
+
+Family = Literal["cnn", "vit", "hybrid"]
+
+TASKS: Final = ("steering", "obstacle")
+"""What a model predicts: a steering angle (regression) or an obstacle in the ego lane (binary)."""
+
+FAMILIES: Final[tuple[Family, ...]] = ("cnn", "vit", "hybrid")
+"""Architecture families: attribution methods and layer rules are chosen per family."""
+
+DEFAULT_TARGETS: Final = {"steering": "direction", "obstacle": "positive"}
+"""The attribution target used when none is named, per task.
+
+Steering explains the signed angle in the direction the model turns; obstacle models explain
+the positive logit: what makes the model see an obstacle (the same map whatever it predicted).
+"""
+
+
+class CoverageError(GradSUMError):
+    """A per-task or per-family registry misses some task or family (a programming error)."""
+
+
+def missing(registry: Iterable[str], names: Iterable[str]) -> list[str]:
+    """The `names` that `registry` (a Registry, mapping or set of names) has no entry for."""
+    have = set(registry)
+    return [name for name in names if name not in have]
+
+
+def check_covers(registry: Iterable[str], names: Iterable[str], what: str) -> None:
+    """Raise `CoverageError` naming `what` (the registry) and each name it misses."""
+    absent = missing(registry, names)
+    if absent:
+        raise CoverageError(f"{what} has no entry for {', '.join(absent)}")
+
+
+def check_covers_tasks(registry: Iterable[str], what: str) -> None:
+    """Raise unless `registry` has an entry for every task in `TASKS`."""
+    check_covers(registry, TASKS, what)
+
+
+def check_covers_families(registry: Iterable[str], what: str) -> None:
+    """Raise unless `registry` has an entry for every family in `FAMILIES`."""
+    check_covers(registry, FAMILIES, what)
