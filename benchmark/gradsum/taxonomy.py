@@ -6,15 +6,20 @@ is keyed by these names, and `tests/test_taxonomy.py` checks that each covers th
 task or family is added here first, and the test then lists every registry it must reach.
 
 This module sits below every stage (it imports only the standard library and `gradsum.errors`),
-so truth sets, models and attribution can all import it.
+so truth sets, models and attribution can all import it. Per-task and per-family registries are
+made with `TaskRegistry` and `FamilyRegistry`, which refuse a name that is not a task or a family.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final, Literal
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Final, Literal, TypeVar
 
 from gradsum.errors import GradSUMError
+from gradsum.registry import Registry
+
+T = TypeVar("T")
 
 Family = Literal["cnn", "vit", "hybrid"]
 
@@ -24,11 +29,13 @@ TASKS: Final = ("steering", "obstacle")
 FAMILIES: Final[tuple[Family, ...]] = ("cnn", "vit", "hybrid")
 """Architecture families: attribution methods and layer rules are chosen per family."""
 
-DEFAULT_TARGETS: Final = {"steering": "direction", "obstacle": "positive"}
-"""The attribution target used when none is named, per task.
+DEFAULT_TARGETS: Final[Mapping[str, str]] = MappingProxyType(
+    {"steering": "direction", "obstacle": "positive"}
+)
+"""The attribution target when none is named, for the Python API and `gradsum run` alike.
 
-Steering explains the signed angle in the direction the model turns; obstacle models explain
-the positive logit: what makes the model see an obstacle (the same map whatever it predicted).
+Steering explains the output in the direction the model steers; obstacle models explain the
+positive logit: what makes the model see an obstacle, the same question whatever it predicted.
 """
 
 
@@ -57,3 +64,31 @@ def check_covers_tasks(registry: Iterable[str], what: str) -> None:
 def check_covers_families(registry: Iterable[str], what: str) -> None:
     """Raise unless `registry` has an entry for every family in `FAMILIES`."""
     check_covers(registry, FAMILIES, what)
+
+
+class KeyedRegistry(Registry[T]):
+    """A registry whose names must come from a fixed axis (the tasks or the families)."""
+
+    def __init__(self, kind: str, axis: tuple[str, ...]) -> None:
+        super().__init__(kind)
+        self.axis = axis
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """As `Registry.register`; a name off the axis is a programming error, raised at import."""
+        if name not in self.axis:
+            raise CoverageError(f"{self.kind} {name!r} is not one of {', '.join(self.axis)}")
+        return super().register(name)
+
+
+class TaskRegistry(KeyedRegistry[T]):
+    """A registry with one entry per task."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind, TASKS)
+
+
+class FamilyRegistry(KeyedRegistry[T]):
+    """A registry with one entry per model family."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind, FAMILIES)

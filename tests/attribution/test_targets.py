@@ -26,7 +26,7 @@ def test_named_targets_select_signed_outputs(task: str, name: str, expected: lis
 
 def test_default_targets_follow_the_task() -> None:
     assert resolve_target(None, "steering").name == "direction"
-    assert resolve_target(None, "obstacle").name == "predicted"
+    assert resolve_target(None, "obstacle").name == "positive"
 
 
 def test_per_sample_signs_apply_row_by_row_and_keep_the_gradient() -> None:

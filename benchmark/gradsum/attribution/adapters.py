@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from gradsum.errors import AttributionError
 from gradsum.models import model_family, num_prefix_tokens, token_grid
-from gradsum.models.introspect import Family
 
 #: per-module hook tables that must be as before after a call
 HOOK_TABLES = (
@@ -110,11 +109,6 @@ def attribution_mode(
         _restore(snapshot)
 
 
-def family(model: nn.Module) -> Family:
-    """The model family (`cnn`, `vit`, `hybrid`) that decides which methods apply."""
-    return model_family(model)
-
-
 def prefix_and_grid(model: nn.Module) -> tuple[int, tuple[int, int]]:
     """Number of prefix tokens and the (rows, cols) patch grid of a (hybrid) ViT."""
     return num_prefix_tokens(model), token_grid(model)
@@ -130,7 +124,7 @@ def to_grid(tensor: Tensor, model: nn.Module) -> Tensor:
         return tensor
     if tensor.ndim != 3:
         raise AttributionError(f"layer: expected a 4-D feature map or 3-D tokens, got {tuple(tensor.shape)}")
-    if family(model) == "cnn":
+    if model_family(model) == "cnn":
         raise AttributionError(f"layer: 3-D output {tuple(tensor.shape)} on a CNN has no spatial grid")
     prefix, (rows, cols) = prefix_and_grid(model)
     patches = tensor[:, prefix:, :]
@@ -188,7 +182,7 @@ def prepare_images(model: nn.Module, images: Tensor) -> Tensor:
     expected = getattr(embed, "img_size", None)
     strict = getattr(embed, "strict_img_size", False) and not getattr(embed, "dynamic_img_size", False)
     given = (int(images.shape[2]), int(images.shape[3]))
-    if family(model) != "cnn" and strict and expected is not None and tuple(expected) != given:
+    if model_family(model) != "cnn" and strict and expected is not None and tuple(expected) != given:
         raise AttributionError(
             f"images: this ViT expects H×W = {expected[0]}×{expected[1]}, given {given[0]}×{given[1]}"
         )

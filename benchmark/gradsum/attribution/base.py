@@ -18,16 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradsum.attribution.adapters import OutputKey, attribution_mode, family, prepare_images, select_output
+from gradsum import taxonomy
+from gradsum.attribution.adapters import OutputKey, attribution_mode, prepare_images, select_output
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.normalise import NORMALISERS
 from gradsum.attribution.normalise import normalise as normalise_maps
 from gradsum.attribution.postprocess import apply_steps, check_steps
 from gradsum.attribution.targets import Target, resolve_target
 from gradsum.errors import AttributionError
+from gradsum.models import model_family
 from gradsum.registry import Registry
 
-FAMILIES = frozenset({"cnn", "vit", "hybrid"})
+#: every model family, as the set a method that applies to any model declares in `applies_to`
+FAMILIES = frozenset(taxonomy.FAMILIES)
 
 #: what `Method.grid` returns: one raw map (B,h,w), or named parts with the combined map under "main"
 GridOutput = Tensor | Mapping[str, Tensor]
@@ -207,7 +210,7 @@ def attribute(
     `("relu",)` for CAMs; `()`: the signed map as the method gives it) before upsampling and `normalise`.
     """
     cls = METHODS.get(method, "method")
-    kind = family(model)
+    kind = model_family(model)
     if kind not in cls.applies_to:
         raise AttributionError(f"method {method} applies to {'/'.join(sorted(cls.applies_to))}, not {kind}")
     NORMALISERS.get(normalise, "normalise")

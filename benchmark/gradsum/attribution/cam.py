@@ -19,12 +19,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from gradsum.attribution.adapters import OutputSelector, family, to_grid
+from gradsum.attribution.adapters import OutputSelector, to_grid
 from gradsum.attribution.base import FAMILIES, METHODS, Method
 from gradsum.attribution.layers import modules_of, resolve_layer
 from gradsum.attribution.options import int_option
 from gradsum.attribution.targets import Target, output_values
 from gradsum.errors import AttributionError
+from gradsum.models import model_family
 
 LIB_PREFIX = "lib:"
 FAST = frozenset({"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"})
@@ -42,7 +43,7 @@ class SignedOutput:
 
 def _token_layers(model: nn.Module, paths: tuple[str, ...]) -> bool:
     # every layer of a ViT outside the hybrid's tokenizer (`patch_embed`) carries tokens, not a 4-D map
-    return family(model) != "cnn" and not all(p.startswith("patch_embed") for p in paths)
+    return model_family(model) != "cnn" and not all(p.startswith("patch_embed") for p in paths)
 
 
 def _ablation_extras(model: nn.Module, paths: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:

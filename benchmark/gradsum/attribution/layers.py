@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from gradsum.attribution.adapters import family
 from gradsum.errors import AttributionError
-from gradsum.models import cam_layer, tokenizer
+from gradsum.models import cam_layer, model_family, tokenizer
+from gradsum.taxonomy import FamilyRegistry
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,11 @@ def _cnn_path(model: nn.Module) -> str:
     return module_path(model, cam_layer(model))
 
 
-DEFAULTS: dict[str, Callable[[nn.Module], str]] = {
-    "cnn": _cnn_path,
-    "vit": _transformer_path,
-    "hybrid": _transformer_path,
-}
+#: family → the module path a layer-reading method hooks when none is named
+DEFAULTS: FamilyRegistry[Callable[[nn.Module], str]] = FamilyRegistry("default layer")
+DEFAULTS.add("cnn", _cnn_path)
+DEFAULTS.add("vit", _transformer_path)
+DEFAULTS.add("hybrid", _transformer_path)
 
 #: named views that stand for one or more module paths
 VIEWS: dict[str, tuple[frozenset[str], Callable[[nn.Module], tuple[str, ...]]]] = {
@@ -69,9 +69,9 @@ VIEWS: dict[str, tuple[frozenset[str], Callable[[nn.Module], tuple[str, ...]]]] 
 
 def resolve_layer(model: nn.Module, layer: str | None) -> LayerChoice:
     """The layer(s) to hook: the family default for None, a named view, or a module path."""
-    kind = family(model)
+    kind = model_family(model)
     if layer is None:
-        path = DEFAULTS[kind](model)
+        path = DEFAULTS.get(kind)(model)
         return LayerChoice(path, (path,))
     if layer in VIEWS:
         families, paths = VIEWS[layer]

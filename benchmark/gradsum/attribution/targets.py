@@ -15,9 +15,7 @@ from torch import Tensor
 
 from gradsum.errors import AttributionError
 from gradsum.registry import Registry
-
-#: tasks a target applies to (the model card's `task`)
-TASKS = ("steering", "obstacle")
+from gradsum.taxonomy import DEFAULT_TARGETS, TASKS
 
 SignRule = Callable[[Tensor], Tensor]
 
@@ -77,9 +75,6 @@ _add("steering", "direction", _predicted_sign)
 _add("obstacle", "positive", torch.ones_like)
 _add("obstacle", "negative", lambda v: -torch.ones_like(v))
 _add("obstacle", "predicted", _predicted_sign)
-
-#: the target used when none is named
-DEFAULT_TARGETS = {"steering": "direction", "obstacle": "predicted"}
 
 
 def per_sample(signs: Sequence[float] | Tensor) -> Target:

@@ -28,7 +28,7 @@ from gradsum.aggregation import PROFILE_COLUMNS, class_scores, mean_ci, per_imag
 from gradsum.attribution.base import upsample
 from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
 from gradsum.models.loaded import LoadedModel
-from gradsum.registry import Registry
+from gradsum.taxonomy import TaskRegistry
 from gradsum.truthsets.base import Sample
 from gradsum.truthsets.labels import CITYSCAPES
 from gradsum.truthsets.layout import INSTANCE_SCALE
@@ -63,7 +63,7 @@ SUMMARY_COLUMNS = ("model", "method")
 
 #: a sample's target value → the name of its group
 TargetGroup = Callable[[float], str]
-TARGET_GROUPS: Registry[TargetGroup] = Registry("target grouping")
+TARGET_GROUPS: TaskRegistry[TargetGroup] = TaskRegistry("target grouping")
 
 
 def obstacle_group(target: float) -> str:

@@ -43,7 +43,7 @@ from gradsum.evaluation.materiality import (
     materiality_table,
 )
 from gradsum.models.loaded import LoadedModel
-from gradsum.registry import Registry
+from gradsum.taxonomy import TaskRegistry
 from gradsum.truthsets.base import Sample
 from gradsum.truthsets.labels import CITYSCAPES, NUM_CITYSCAPES_IDS, ignored_cityscapes_ids
 
@@ -99,7 +99,7 @@ SUMMARY_COLUMNS = (
 #: (original outputs, erased outputs) → 1.0 where the model's decision flips, 0.0 where not, NaN where the
 #: task has no decision.
 DecisionFlips = Callable[[np.ndarray, np.ndarray], np.ndarray]
-DECISION_FLIPS: Registry[DecisionFlips] = Registry("decision-flip rule")
+DECISION_FLIPS: TaskRegistry[DecisionFlips] = TaskRegistry("decision-flip rule")
 
 
 def _no_decision(original: np.ndarray, erased: np.ndarray) -> np.ndarray:

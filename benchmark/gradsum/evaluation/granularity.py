@@ -29,7 +29,7 @@ from gradsum.evaluation.causal import DEFAULT_FILLER, cached_causal_effects
 from gradsum.evaluation.localisation import mass_accuracy
 from gradsum.models import model_family, tokenizer
 from gradsum.models.loaded import LoadedModel
-from gradsum.registry import Registry
+from gradsum.taxonomy import FamilyRegistry
 
 #: Columns of `granularity.csv`, in order.
 GRANULARITY_COLUMNS = (
@@ -77,7 +77,7 @@ def _tokenizer_path(model: nn.Module) -> str:
 
 
 #: model family → the swept layers, shallow to deep
-LAYERS: Registry[Callable[[nn.Module], list[str]]] = Registry("granularity layer family")
+LAYERS: FamilyRegistry[Callable[[nn.Module], list[str]]] = FamilyRegistry("granularity layer family")
 LAYERS.add(
     "cnn",
     lambda model: _conv_stages(

@@ -43,7 +43,7 @@ from gradsum.errors import SpecError
 from gradsum.evaluation.base import CHECKS, CheckResult, Criterion, EvaluationContext
 from gradsum.evaluation.imputation import FastNoisyLinearImputer, Imputer
 from gradsum.models.loaded import LoadedModel
-from gradsum.registry import Registry
+from gradsum.taxonomy import TaskRegistry
 from gradsum.truthsets import TruthSet
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def _accuracy(outputs: Tensor, signs: Tensor, labels: Tensor) -> Tensor:
     return ((outputs > 0) == (labels[:, None] > 0.5)).float()
 
 
-TASK_MEASURES: Registry[TaskMeasures] = Registry("perturbation task")
+TASK_MEASURES: TaskRegistry[TaskMeasures] = TaskRegistry("perturbation task")
 TASK_MEASURES.add("steering", TaskMeasures((Measure("abs_change", _abs_change, 1.0),), "abs_change"))
 TASK_MEASURES.add(
     "obstacle",

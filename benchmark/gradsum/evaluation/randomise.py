@@ -27,7 +27,7 @@ from torch import nn
 
 from gradsum.errors import UnknownNameError
 from gradsum.models import model_family
-from gradsum.registry import Registry
+from gradsum.taxonomy import FamilyRegistry
 
 #: timm's initialisation of a ViT's positional embedding (trunc_normal, std 0.02), used for every raw
 #: parameter: the class token is drawn at the same scale instead of timm's near-zero 1e-6, so that a
@@ -67,7 +67,7 @@ class Block:
 BlockRule = Callable[[nn.Module], list[Block]]
 
 #: model family (`gradsum.models.model_family`) → the rule that cuts a model of that family into blocks
-BLOCK_RULES: Registry[BlockRule] = Registry("randomisation block rule")
+BLOCK_RULES: FamilyRegistry[BlockRule] = FamilyRegistry("randomisation block rule")
 
 
 def _has_parameters(module: nn.Module) -> bool:

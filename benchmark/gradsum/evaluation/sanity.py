@@ -48,7 +48,6 @@ from torch import nn
 
 from gradsum.aggregation import mean_ci
 from gradsum.attribution import METHODS
-from gradsum.attribution.adapters import family
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.normalise import normalise
 from gradsum.errors import GradSUMError, SpecError
@@ -69,6 +68,7 @@ from gradsum.evaluation.similarity import (
     ordering_similarity,
     profile_spearman,
 )
+from gradsum.models import model_family
 from gradsum.models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def read_layers(model: nn.Module, method: PlannedMethod) -> tuple[str, ...] | No
     cls = METHODS.get(method.method, "method")
     if not cls.uses_layer or method.method in READS_EVERY_LAYER:
         return None
-    layer = method.layer if method.layer is not None else cls.default_layer.get(family(model))
+    layer = method.layer if method.layer is not None else cls.default_layer.get(model_family(model))
     return resolve_layer(model, layer).paths
 
 

@@ -1,4 +1,4 @@
-"""Architecture builders: `ARCHITECTURES.get(name)(img_size, **kwargs)` is an `nn.Module` with output (B, 1).
+"""Architecture builders: `ARCHITECTURES.get(name).build(img_size, **kwargs)` is an `nn.Module` with output (B, 1).
 
 Every model takes float32 images (B, 3, H, W) in [0, 1]; any normalisation happens inside the model.
 The output is the steering value (`steering` task) or one logit (`obstacle` task).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,32 @@ from torch import nn
 
 from gradsum.errors import CheckpointError, SpecError
 from gradsum.registry import Registry
+from gradsum.taxonomy import Family
 
 Builder = Callable[..., nn.Module]
 
-#: name → builder(img_size, **kwargs) of a model with one output
-ARCHITECTURES: Registry[Builder] = Registry("architecture")
+
+@dataclass(frozen=True)
+class Architecture:
+    """A builder(img_size, **kwargs) of a model with one output, and the family of what it builds."""
+
+    build: Builder
+    family: Family
+
+
+#: name → architecture: the one map from an architecture's name to its family
+ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+
+
+def register_architecture(name: str, family: Family) -> Callable[[Builder], Builder]:
+    """Decorator that registers a builder under `name`, declaring the family of the models it builds."""
+
+    def add(builder: Builder) -> Builder:
+        ARCHITECTURES.add(name, Architecture(builder, family))
+        return builder
+
+    return add
+
 
 #: builder arguments that only choose initial weights (ignored when a checkpoint supplies all weights)
 WEIGHT_ARGUMENTS = ("pretrained", "weights_file", "checkpoint_path")
@@ -86,7 +108,7 @@ def pilotnet_features(batch_norm: bool = True) -> nn.Sequential:
     )
 
 
-@ARCHITECTURES.register("pilotnet")
+@register_architecture("pilotnet", "cnn")
 def pilotnet(img_size: tuple[int, int], batch_norm: bool = True, dropout: float = 0.0) -> nn.Module:
     """NVIDIA's end-to-end steering CNN with FC 100/50/10/1, sized for `img_size`."""
     model = ConvRegressor(pilotnet_features(batch_norm), img_size, hidden=(100, 50, 10))
@@ -95,7 +117,7 @@ def pilotnet(img_size: tuple[int, int], batch_norm: bool = True, dropout: float 
     return model
 
 
-@ARCHITECTURES.register("compact_cnn")
+@register_architecture("compact_cnn", "cnn")
 def compact_cnn(
     img_size: tuple[int, int], channels: Sequence[int] = (16, 32, 64, 64), hidden: int = 64
 ) -> nn.Module:
@@ -166,7 +188,7 @@ def _timm_model(
     return _standardise_input(model)
 
 
-@ARCHITECTURES.register("timm_cnn")
+@register_architecture("timm_cnn", "cnn")
 def timm_cnn(
     img_size: tuple[int, int],
     name: str = "resnet18",
@@ -179,7 +201,7 @@ def timm_cnn(
     return _timm_model(name, pretrained, weights_file, checkpoint_path, **kwargs)
 
 
-@ARCHITECTURES.register("timm_vit")
+@register_architecture("timm_vit", "vit")
 def timm_vit(
     img_size: tuple[int, int],
     name: str = "deit_tiny_patch16_224",
@@ -191,7 +213,9 @@ def timm_vit(
     """Any timm ViT (or hybrid ViT) by name, built for the driving crop's `img_size`.
 
     Local weights made for another size (`weights_file`) get their position embedding resampled to the
-    new token grid by timm; a `checkpoint_path` must match the model exactly.
+    new token grid by timm; a `checkpoint_path` must match the model exactly. Registered as `vit`, the
+    default model's family; a timm hybrid name builds a hybrid, which `model_family` reads from the
+    built model and a run records in its manifest.
     """
     try:
         model = _timm_model(
@@ -255,7 +279,7 @@ def _widen_positions(model: VisionTransformer, std: float) -> None:
         nn.init.trunc_normal_(model.pos_embed, std=std)
 
 
-@ARCHITECTURES.register("vit")
+@register_architecture("vit", "vit")
 def vit(
     img_size: tuple[int, int],
     patch_size: int = 16,
@@ -326,7 +350,7 @@ class ResNetStem(nn.Module):
 STEMS: dict[str, Callable[[], nn.Module]] = {"pilot": pilot_stem, "resnet": ResNetStem}
 
 
-@ARCHITECTURES.register("hybrid_vit")
+@register_architecture("hybrid_vit", "hybrid")
 def hybrid_vit(
     img_size: tuple[int, int],
     stem: str = "pilot",
@@ -364,7 +388,7 @@ def hybrid_vit(
 
 def check_arguments(architecture: str, kwargs: dict[str, Any], source: str = "arch") -> None:
     """Refuse keyword arguments the builder does not take, naming them and `source`."""
-    builder = ARCHITECTURES.get(architecture, "architecture")
+    builder = ARCHITECTURES.get(architecture, "architecture").build
     try:
         inspect.signature(builder).bind((1, 1), **kwargs)
     except TypeError as error:
@@ -374,4 +398,4 @@ def check_arguments(architecture: str, kwargs: dict[str, Any], source: str = "ar
 def build_model(architecture: str, img_size: Sequence[int], **kwargs: Any) -> nn.Module:
     """Build a registered architecture; bad keyword arguments become a `SpecError` naming them."""
     check_arguments(architecture, kwargs)
-    return ARCHITECTURES.get(architecture)((int(img_size[0]), int(img_size[1])), **kwargs)
+    return ARCHITECTURES.get(architecture).build((int(img_size[0]), int(img_size[1])), **kwargs)

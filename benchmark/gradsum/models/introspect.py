@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from timm.layers import HybridEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from gradsum.errors import AttributionError
-
-Family = Literal["cnn", "vit", "hybrid"]
+from gradsum.taxonomy import Family
 
 
 def model_family(model: nn.Module) -> Family:

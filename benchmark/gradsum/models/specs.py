@@ -18,7 +18,7 @@ from gradsum.dataspec import build
 from gradsum.errors import SpecError
 from gradsum.models.architectures import ARCHITECTURES, build_model, check_arguments
 from gradsum.registry import Registry
-from gradsum.truthsets import TASKS
+from gradsum.taxonomy import TASKS
 
 SPECS_DIR = Path(__file__).with_name("specs")
 
@@ -102,7 +102,7 @@ def read_spec(path: str | Path) -> ModelSpec:
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except OSError as error:
         raise SpecError(f"{source}: cannot read spec ({error.strerror})") from None
-    except yaml.YAMLError as error:
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
         raise SpecError(f"{source}: not valid YAML ({error})") from None
     return ModelSpec.from_dict(data, str(source))
 

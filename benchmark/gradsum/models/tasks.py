@@ -10,7 +10,7 @@ import torch
 from scipy.stats import rankdata
 from torch.nn import functional
 
-from gradsum.registry import Registry
+from gradsum.taxonomy import TaskRegistry
 
 Metrics = dict[str, float | None]
 
@@ -28,7 +28,7 @@ class Task:
     headline: str
 
 
-TRAINING_TASKS: Registry[Task] = Registry("task")
+TRAINING_TASKS: TaskRegistry[Task] = TaskRegistry("task")
 
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray) -> Metrics:

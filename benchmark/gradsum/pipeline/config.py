@@ -17,6 +17,7 @@ import yaml
 from gradsum.dataspec import build
 from gradsum.errors import SpecError
 from gradsum.models.finetune import LossWeights
+from gradsum.taxonomy import DEFAULT_TARGETS
 from gradsum.truthsets.labels import cityscapes_class
 from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT
 
@@ -162,9 +163,7 @@ class RunConfig:
     models: tuple[ModelConfig, ...] = ()
     methods: tuple[MethodConfig, ...] = ()
     #: attribution target per task (see `gradsum methods`; steering: output|negative|direction)
-    targets: dict[str, str] = field(
-        default_factory=lambda: {"steering": "direction", "obstacle": "predicted"}
-    )
+    targets: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
     normalise: str = "minmax"
     resolution: str = "label"
     batch_size: int = 32

@@ -29,8 +29,6 @@ from gradsum.report.results import (
 
 log = logging.getLogger(__name__)
 
-#: Model families by card `architecture` (for runs whose manifest does not record them).
-FAMILIES = {"pilotnet": "cnn", "compact_cnn": "cnn", "timm_cnn": "cnn", "vit": "vit", "hybrid_vit": "hybrid"}
 OVERLAY_STEM = "overlay"
 #: The hybrid ViT panel: (role, method names that fill it, first present wins), in panel order.
 #: Names follow the run configs: `gradcam_tokenizer` is GradCAM on the tokenizer, `split` the combined map.
@@ -62,12 +60,16 @@ def slug(text: str) -> str:
 
 
 def family(results: Results, model: str) -> str:
-    """`cnn`, `vit`, `hybrid` or `other`: as the pipeline recorded it, else from the card's architecture."""
+    """`cnn`, `vit`, `hybrid` or `other`: as the pipeline recorded it, else as the card's architecture
+    declared it when registered."""
     recorded = results.manifest.get("families", {})
     if isinstance(recorded, dict) and model in recorded:
         return str(recorded[model])
+    # imported here: only runs that predate recorded families need the model registry (and torch)
+    from gradsum.models.architectures import ARCHITECTURES
+
     architecture = str(results.cards.get(model, {}).get("architecture", ""))
-    return FAMILIES.get(architecture, "other")
+    return ARCHITECTURES.get(architecture).family if architecture in ARCHITECTURES else "other"
 
 
 def _pairs(profiles: pd.DataFrame) -> list[tuple[str, str]]:

@@ -13,10 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from gradsum.errors import GradSUMError, TruthSetError
+from gradsum.taxonomy import TASKS
 from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS, ClassTable, ignored_cityscapes_ids
-
-#: Targets a truth set may carry per sample.
-TASKS = ("steering", "obstacle")
 
 #: The one sign convention of the `steering` target in every reader (and every trained model): positive =
 #: steer right. Vehicle logs follow ISO 8855 (x forward, y left, z up: yaw rate positive = turning left),

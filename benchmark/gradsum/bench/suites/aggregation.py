@@ -150,7 +150,7 @@ def run(quick: bool, device: str) -> dict[str, Any]:
     labels = blob_labels(batch, LABEL_SIZE).to(device)
     maps = torch.rand(batch, *GRID, generator=torch.Generator().manual_seed(1)).to(device)
 
-    model = ARCHITECTURES.get("pilotnet")(img_size=LABEL_SIZE).to(device).eval()
+    model = ARCHITECTURES.get("pilotnet").build(img_size=LABEL_SIZE).to(device).eval()
     images = torch.rand(batch, 3, *LABEL_SIZE, generator=torch.Generator().manual_seed(2)).to(device)
     attribution_s = timeit(lambda: attribute(model, images, "gradcam"), repeats=repeats)
 

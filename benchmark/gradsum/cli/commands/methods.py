@@ -21,7 +21,7 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from gradsum.attribution import list_methods
-    from gradsum.attribution.base import FAMILIES
+    from gradsum.taxonomy import FAMILIES
 
     if args.family is not None and args.family not in FAMILIES:
         valid = ", ".join(sorted(FAMILIES))

@@ -13,8 +13,9 @@ import numpy as np
 
 from gradsum.errors import TruthSetError
 from gradsum.fileio import read_json_object
+from gradsum.taxonomy import TASKS
 from gradsum.truthsets import SpecSource, TruthSetKind, register_kind
-from gradsum.truthsets.base import TASKS, CauseDeclaration, Sample, TruthSet
+from gradsum.truthsets.base import CauseDeclaration, Sample, TruthSet
 from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_png, read_rgb
 from gradsum.truthsets.labels import ClassTable, subset
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
@@ -103,7 +104,7 @@ class SyntheticTruthSet(TruthSet):
         steering mask re-renders the scene seven times and localisation and the positional prior both
         read it.
         """
-        return self._mask(_CAUSE_MASKS, "cause_mask", index, task)
+        return self._mask(CAUSE_MASKS, "cause_mask", index, task)
 
     def plausibility_mask(self, index: int, task: str) -> np.ndarray | None:
         """(H, W) bool: where a driver would look, not what the label is a function of.
@@ -111,7 +112,7 @@ class SyntheticTruthSet(TruthSet):
         steering: the road pixels of the ego lane up to the pursuit look-ahead `scene.LOOK_AHEAD` (the
         cause mask before it was the label's sensitivity); obstacle: the same as `cause_mask`.
         """
-        return self._mask(_PLAUSIBILITY_MASKS, "plausibility_mask", index, task)
+        return self._mask(PLAUSIBILITY_MASKS, "plausibility_mask", index, task)
 
     @cached_property
     def _masks(self) -> dict[tuple[str, int, str], np.ndarray | None]:
@@ -148,8 +149,15 @@ class SyntheticTruthSet(TruthSet):
         return frame_id(self.split, index % self._count)
 
     def record(self, index: int) -> dict[str, Any]:
-        """The scene JSON of sample `index`: targets and latent parameters."""
-        return read_json_object(self.frame(index).scene(self.root), TruthSetError)
+        """The scene JSON of sample `index`: targets and latent parameters (checked present)."""
+        path = self.frame(index).scene(self.root)
+        record = read_json_object(path, TruthSetError)
+        targets = record.get("targets")
+        if not isinstance(targets, dict) or not all(isinstance(targets.get(t), int | float) for t in TASKS):
+            raise TruthSetError(f"{path}: field 'targets' must give a number for each of {', '.join(TASKS)}")
+        if "parameters" not in record:
+            raise TruthSetError(f"{path}: field 'parameters' is missing")
+        return record
 
     def scene(self, index: int) -> sc.SceneParams:
         """The latent parameters of sample `index`, ready to re-render."""
@@ -293,9 +301,9 @@ _MaskTable = dict[
     str, Callable[[dict[str, Any], Callable[[], np.ndarray], Callable[[], np.ndarray]], np.ndarray | None]
 ]
 #: task → the cause mask: the pixels the target is a function of
-_CAUSE_MASKS: _MaskTable = {"steering": _steering_cause, "obstacle": _obstacle_cause}
+CAUSE_MASKS: _MaskTable = {"steering": _steering_cause, "obstacle": _obstacle_cause}
 #: task → the plausibility mask: where a driver would look (the obstacle's instances are both)
-_PLAUSIBILITY_MASKS: _MaskTable = {"steering": _steering_plausibility, "obstacle": _obstacle_cause}
+PLAUSIBILITY_MASKS: _MaskTable = {"steering": _steering_plausibility, "obstacle": _obstacle_cause}
 #: masks kept per reader (96×192 bool masks: about 18 KiB each, so at most ~75 MiB)
 _MASKS_KEPT = 4096
 
