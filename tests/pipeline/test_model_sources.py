@@ -12,6 +12,7 @@ import pytest
 
 from gradsum.errors import SpecError
 from gradsum.fileio import sha256_file
+from gradsum.finetune.settings import FinetuneSettings, LossWeights
 from gradsum.models.checkpoints import CARD, WEIGHTS
 from gradsum.pipeline import GenerateConfig, ModelConfig, config_from_dict
 from gradsum.pipeline.config import FinetuneConfig, TrainingSetConfig
@@ -34,7 +35,11 @@ def test_train_on_and_finetune_parse_into_their_dataclasses() -> None:
                 {"name": "vit", "spec": "vit", "train_on": {"path": "skewed", "generate": SKEWED}},
                 {
                     "name": "tuned",
-                    "finetune": {**FINETUNE, "foreground": ["road", "car"], "weights": "1,1,1,0"},
+                    "finetune": {
+                        **FINETUNE,
+                        "foreground": ["road", "car"],
+                        "weights": {"background": 1, "foreground": 1, "relevance": 1, "keep": 0},
+                    },
                 },
             ]
         }
@@ -45,16 +50,18 @@ def test_train_on_and_finetune_parse_into_their_dataclasses() -> None:
     assert config.models[1] == ModelConfig(
         "tuned",
         finetune=FinetuneConfig(
-            "vit", ("road", "car"), samples=4, weights="1,1,1,0", lr=1e-3, steps=2, batch_size=2
+            base="vit",
+            foreground=("road", "car"),
+            samples=4,
+            weights=LossWeights(1.0, 1.0, 1.0, 0.0),
+            lr=1e-3,
+            steps=2,
+            batch_size=2,
         ),
     )
-    # the defaults are finetune_model's
-    defaults = FinetuneConfig("vit", ("road",))
-    assert (defaults.samples, defaults.lr, defaults.steps, defaults.batch_size) == (50, 1e-5, 100, 8)
-    assert (defaults.split, defaults.seed, defaults.weights) == ("train", 0, None)
-    assert defaults.loss_weights().background == 2.0
-    assert config.models[1].finetune is not None
-    assert config.models[1].finetune.loss_weights().keep == 0.0
+    # the defaults are the settings' own, and the settings alone leave the base out
+    defaults = FinetuneConfig(base="vit", foreground=("road",))
+    assert defaults.settings == FinetuneSettings(("road",))
 
 
 VIT = {"name": "vit", "spec": "vit"}
@@ -93,8 +100,12 @@ VIT = {"name": "vit", "spec": "vit"}
             r"models\[tuned\]\.finetune\.foreground: name at least one Cityscapes class",
         ),
         (
-            [VIT, {"name": "tuned", "finetune": {**FINETUNE, "weights": "2,0.3,0.8"}}],
-            r"models\[tuned\]\.finetune\.weights: '2,0\.3,0\.8' is not four non-negative numbers",
+            [VIT, {"name": "tuned", "finetune": {**FINETUNE, "weights": {"keep": -1}}}],
+            r"models\[tuned\]\.finetune\.weights\.keep: must be a non-negative number, got -1\.0",
+        ),
+        (
+            [VIT, {"name": "tuned", "finetune": {**FINETUNE, "weights": "2,0.3,0.8,0.2"}}],
+            r"models\[1\]\.finetune\.weights must be a mapping, got str",
         ),
         (
             [VIT, {"name": "tuned", "finetune": {**FINETUNE, "steps": 0}}],
@@ -212,7 +223,7 @@ def test_a_finetune_made_otherwise_is_kept_with_a_warning(
                     "overrides": TINY_VIT,
                     "train_on": {"path": str(root / "skewed")},
                 },
-                {"name": "tuned", "finetune": {**FINETUNE, "steps": 3, "weights": "2,0.3,0.8,0.5"}},
+                {"name": "tuned", "finetune": {**FINETUNE, "steps": 3, "weights": {"keep": 0.5}}},
             ],
             "models_dir": str(root / "models"),
         }

@@ -75,9 +75,10 @@ class ModelCard:
     input_transform: dict[str, str] = field(default_factory=lambda: dict(INPUT_TRANSFORM))
     #: SHA-256 of the weight file, so a card never vouches for weights from another (interrupted) save
     weights_sha256: str = ""
-    #: how relevance-guided fine-tuning made these weights from another model (`finetune_model`): the
-    #: base folder and its weights' SHA-256, the loss weights, K samples, lr, steps, the truth set, split
-    #: and scene ids, and the loss before and after; empty for a model trained from scratch
+    #: how relevance-guided fine-tuning made these weights from another model (`gradsum.finetune`): its
+    #: settings (the fields of `FinetuneSettings`), the base folder and its weights' SHA-256, the
+    #: foreground ids, the truth set and scene ids, and the loss before and after; empty for a model
+    #: trained from scratch
     finetune: dict[str, Any] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=library_versions)
     format_version: int = 1

@@ -6,8 +6,7 @@ refused with a message naming the file and the field. Example configs ship in `g
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ import yaml
 
 from gradsum.dataspec import build
 from gradsum.errors import SpecError
-from gradsum.models.finetune import LossWeights
+from gradsum.finetune.settings import FinetuneSettings
 from gradsum.taxonomy import DEFAULT_TARGETS
-from gradsum.truthsets.labels import cityscapes_class
 from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT
 
 
@@ -60,28 +58,17 @@ class TrainingSetConfig:
     generate: GenerateConfig | None = None
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """A relevance-guided fine-tune of another model of the run (the arguments of `finetune_model`)."""
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(FinetuneSettings):
+    """A relevance-guided fine-tune of another model of the run: its `FinetuneSettings` and its base."""
 
     #: the model entry fine-tuned: another entry of the config, listed before this one
     base: str
-    #: Cityscapes class names whose pixels the relevance is pushed onto (e.g. `[road]`)
-    foreground: tuple[str, ...]
-    #: the first this many scenes of `split` are fine-tuned on
-    samples: int = 50
-    #: loss weights "background,foreground,relevance,keep" (None: RobustViT's 2,0.3,0.8,0.2)
-    weights: str | None = None
-    lr: float = 1e-5
-    steps: int = 100
-    batch_size: int = 8
-    #: the split of the base's training set the scenes come from
-    split: str = "train"
-    seed: int = 0
 
-    def loss_weights(self, source: str = "finetune.weights") -> LossWeights:
-        """The parsed loss weights; bad text raises `SpecError` naming `source`."""
-        return LossWeights() if self.weights is None else LossWeights.parse(self.weights, source)
+    @property
+    def settings(self) -> FinetuneSettings:
+        """The fine-tuning settings alone (what `finetune_model` takes and the card records)."""
+        return FinetuneSettings(**{f.name: getattr(self, f.name) for f in fields(FinetuneSettings)})
 
 
 @dataclass(frozen=True)
@@ -235,7 +222,7 @@ TRAINING_FIELDS = ("spec", "overrides", "train_on")
 
 def check_finetune(entry: ModelConfig, settings: FinetuneConfig, earlier: list[str], where: str) -> None:
     """Refuse a fine-tune whose base is not an earlier entry, that also says how to train, or whose
-    foreground classes, loss weights or schedule are invalid; messages name `where` and the field."""
+    settings are invalid (`FinetuneSettings.check`); messages name `where` and the field."""
     if settings.base not in earlier:
         valid = ", ".join(earlier) or "none (list the base model before this one)"
         raise SpecError(
@@ -248,19 +235,7 @@ def check_finetune(entry: ModelConfig, settings: FinetuneConfig, earlier: list[s
                 f"{where}.{name}: a fine-tuned model inherits its base's training; remove {name} "
                 "or the finetune block"
             )
-    if not settings.foreground:
-        raise SpecError(f"{where}.finetune.foreground: name at least one Cityscapes class (e.g. [road])")
-    for name in settings.foreground:
-        try:
-            cityscapes_class(name)
-        except SpecError as error:
-            raise SpecError(f"{where}.finetune.foreground: {error}") from None
-    settings.loss_weights(f"{where}.finetune.weights")
-    for name in ("samples", "steps", "batch_size"):
-        if getattr(settings, name) < 1:
-            raise SpecError(f"{where}.finetune.{name}: must be 1 or more, got {getattr(settings, name)}")
-    if not (math.isfinite(settings.lr) and settings.lr > 0):
-        raise SpecError(f"{where}.finetune.lr: must be a positive number, got {settings.lr}")
+    settings.check(lambda name: f"{where}.finetune.{name}")
 
 
 def load_config(path: str | Path) -> RunConfig:

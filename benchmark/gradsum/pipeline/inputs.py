@@ -18,9 +18,9 @@ from gradsum.dataspec import changed_fields
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.evaluation import CHECKS
 from gradsum.fileio import read_json_object, sha256_file
+from gradsum.finetune.loop import finetune_model
 from gradsum.models import ModelSpec, checkpoint_folder, load_model, load_spec, model_family, train_model
 from gradsum.models.checkpoints import CARD, weights_file
-from gradsum.models.finetune import finetune_model
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import FinetuneConfig, GenerateConfig, MethodConfig, ModelConfig, RunConfig
 from gradsum.truthsets import TruthSet, open_truthset, require_labels
@@ -228,35 +228,16 @@ def finetune_entry(
     base = base_entry(settings, config)
     base_folder, folder = model_folder(base, config), model_folder(entry, config)
     log.info("fine-tuning %s from %s (%s) into %s", entry.name, base.name, base_folder, folder)
-    finetune_model(
-        base_folder,
-        training_root(base, config, truthset_root),
-        settings.foreground,
-        folder,
-        samples=settings.samples,
-        weights=settings.loss_weights(f"models[{entry.name}].finetune.weights"),
-        lr=settings.lr,
-        steps=settings.steps,
-        batch_size=settings.batch_size,
-        split=settings.split,
-        seed=settings.seed,
-        device=device,
-    )
+    root = training_root(base, config, truthset_root)
+    finetune_model(base_folder, root, folder, settings.settings, device=device)
 
 
-def finetune_record(entry: ModelConfig, settings: FinetuneConfig, config: RunConfig) -> dict[str, Any]:
+def finetune_record(settings: FinetuneConfig, config: RunConfig) -> dict[str, Any]:
     """The part of a fine-tuned card's `finetune` record that `settings` fixes, the base's checksum being
     that of its current weights."""
     return {
         "base_weights_sha256": sha256_file(weights_file(model_folder(base_entry(settings, config), config))),
-        "foreground": list(settings.foreground),
-        "weights": dataclasses.asdict(settings.loss_weights(f"models[{entry.name}].finetune.weights")),
-        "samples": settings.samples,
-        "lr": settings.lr,
-        "steps": settings.steps,
-        "batch_size": settings.batch_size,
-        "split": settings.split,
-        "seed": settings.seed,
+        **settings.settings.to_dict(),
     }
 
 
@@ -265,7 +246,7 @@ def warn_if_finetuned_otherwise(
 ) -> None:
     """Log a warning naming the fields in which the card's fine-tuning `recorded` differs from `settings`
     (a changed base counts: its weights are no longer those fine-tuned)."""
-    wanted = finetune_record(entry, settings, config)
+    wanted = finetune_record(settings, config)
     if changed := changed_fields({key: recorded.get(key) for key in wanted}, wanted):
         # kept, not redone: the checkpoint may be the one a user's results rest on
         log.warning(

@@ -1,6 +1,6 @@
 """Bench suite `finetune`: relevance-guided fine-tuning of the default ViT with K = 50 scenes.
 
-The issue's budget is five minutes on 2 cores for the default ViT at K = 50. Beside the seconds, the
+The budget is five minutes on 2 cores for the default ViT at K = 50. Beside the seconds, the
 ratio to plain training steps (same model, batches and optimiser, steering loss only) shows what the
 differentiable relevance map costs: a forward that keeps every block's attention and a double backward.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,16 @@ import torch
 from torch.nn import functional
 
 from gradsum.bench import BenchSuite
+from gradsum.finetune.data import finetune_data, foreground_ids
+from gradsum.finetune.loop import finetune_model
+from gradsum.finetune.settings import FinetuneSettings
 from gradsum.models import load_spec, save_model
-from gradsum.models.finetune import finetune_data, finetune_model, foreground_ids
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.synthetic import generate
 
 MODEL = "vit"
-SAMPLES = 50
-STEPS = 100
-BATCH = 8
-FOREGROUND = ("road",)
+#: the defaults (K = 50 scenes, 100 steps, batches of 8) on the road
+SETTINGS = FinetuneSettings(foreground=("road",))
 
 
 def _plain_steps(model: torch.nn.Module, images: torch.Tensor, steps: int, seed: int) -> float:
@@ -35,7 +36,7 @@ def _plain_steps(model: torch.nn.Module, images: torch.Tensor, steps: int, seed:
     model.train()
     start = time.perf_counter()
     for _ in range(steps):
-        picked = torch.randperm(len(images), generator=generator)[:BATCH]
+        picked = torch.randperm(len(images), generator=generator)[: SETTINGS.batch_size]
         loss = functional.mse_loss(model(images[picked]).reshape(-1), torch.zeros(len(picked)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -44,35 +45,27 @@ def _plain_steps(model: torch.nn.Module, images: torch.Tensor, steps: int, seed:
 
 
 def _run(quick: bool, device: str) -> dict[str, Any]:
-    steps = 10 if quick else STEPS
+    settings = replace(SETTINGS, steps=10) if quick else SETTINGS
+    steps = settings.steps
     spec = load_spec(MODEL)
     with tempfile.TemporaryDirectory() as scratch:
-        root = generate(Path(scratch) / "set", count=SAMPLES + 20, size=spec.img_size, seed=0)
+        root = generate(Path(scratch) / "set", count=settings.samples + 20, size=spec.img_size, seed=0)
         torch.manual_seed(spec.train.seed)
         base = Path(scratch) / "base"
         save_model(spec.build().eval(), spec, base)
         start = time.perf_counter()
-        finetune_model(
-            base,
-            root,
-            FOREGROUND,
-            Path(scratch) / "tuned",
-            samples=SAMPLES,
-            steps=steps,
-            batch_size=BATCH,
-            device=device,
-        )
+        finetune_model(base, root, Path(scratch) / "tuned", settings, device=device)
         tuned = time.perf_counter() - start
-        data = finetune_data(
-            open_truthset(root, "train"), SAMPLES, foreground_ids(FOREGROUND), spec.img_size, device
-        )
+        scenes = open_truthset(root, settings.split)
+        ids = foreground_ids(settings.foreground)
+        data = finetune_data(scenes, settings.samples, ids, spec.img_size, device, settings.seed)
         torch.manual_seed(spec.train.seed)
-        plain = _plain_steps(spec.build().to(device), data.images, steps, seed=0)
+        plain = _plain_steps(spec.build().to(device), data.images, steps, settings.seed)
     return {
         "model": MODEL,
-        "samples": SAMPLES,
+        "samples": settings.samples,
         "steps": steps,
-        "batch_size": BATCH,
+        "batch_size": settings.batch_size,
         "threads": torch.get_num_threads(),
         "seconds_total": round(tuned, 1),
         "seconds_per_step": round(tuned / steps, 3),

@@ -1,4 +1,5 @@
-"""Relevance-guided fine-tuning loss: hand-computed terms, gradients through R, a few steps, frozen original."""
+"""Relevance-guided fine-tuning: hand-computed loss terms, gradients through R, a few steps, frozen original,
+and `finetune_model` and `gradsum finetune` end to end."""
 
 from __future__ import annotations
 
@@ -19,21 +20,12 @@ from gradsum.attribution.targets import resolve_target
 from gradsum.cli import main
 from gradsum.errors import SpecError, TrainingError
 from gradsum.fileio import sha256_file
+from gradsum.finetune.data import foreground_masks, scene_indices
+from gradsum.finetune.loop import finetune_model
+from gradsum.finetune.loss import background_term, foreground_term, frozen_copy, keep_term, relevance_loss
+from gradsum.finetune.relevance import gradcam_relevance, relevance_map, rollout_relevance
+from gradsum.finetune.settings import FinetuneSettings, LossWeights
 from gradsum.models import ModelSpec, build_model, load_model, save_model
-from gradsum.models.finetune import (
-    LossWeights,
-    background_term,
-    finetune_model,
-    foreground_masks,
-    foreground_term,
-    frozen_copy,
-    gradcam_relevance,
-    keep_term,
-    relevance_loss,
-    relevance_map,
-    rollout_relevance,
-    scene_indices,
-)
 
 SIZE = (32, 64)
 TINY: dict[str, dict[str, Any]] = {
@@ -233,7 +225,8 @@ def test_finetuning_writes_a_new_model_and_leaves_the_base_untouched(
     base, truthset = base_and_set
     before = folder_hashes(base)
     out = tmp_path / "tuned"
-    card = finetune_model(base, truthset, ["road"], out, samples=4, lr=1e-3, steps=2, batch_size=2)
+    settings = FinetuneSettings(("road",), samples=4, lr=1e-3, steps=2, batch_size=2)
+    card = finetune_model(base, truthset, out, settings)
     assert folder_hashes(base) == before
     record = json.loads((out / "card.json").read_text())["finetune"]
     assert record["base_weights_sha256"] == sha256_file(base / "model.safetensors")
@@ -262,7 +255,7 @@ def test_an_unknown_foreground_class_is_refused_with_the_valid_names(
 ) -> None:
     base, truthset = base_and_set
     with pytest.raises(SpecError, match=r"foreground: unknown Cityscapes class 'roads'.*valid: .*road"):
-        finetune_model(base, truthset, ["roads"], tmp_path / "out", steps=1)
+        finetune_model(base, truthset, tmp_path / "out", FinetuneSettings(("roads",), steps=1))
     assert not (tmp_path / "out").exists()
 
 
@@ -270,7 +263,7 @@ def test_writing_over_the_base_folder_is_refused(base_and_set: tuple[Path, Path]
     base, truthset = base_and_set
     before = folder_hashes(base)
     with pytest.raises(TrainingError, match=f"out: {base}.* base model folder"):
-        finetune_model(base, truthset, ["road"], base / ".." / base.name, steps=1)
+        finetune_model(base, truthset, base / ".." / base.name, FinetuneSettings(("road",), steps=1))
     assert folder_hashes(base) == before
 
 
