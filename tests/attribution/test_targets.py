@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradsum.attribution.targets import TARGETS, output_values, per_sample, resolve_target
+from gradsum.attribution.targets import TARGETS, per_sample, resolve_target
 from gradsum.errors import AttributionError, UnknownNameError
 
 OUT = torch.tensor([[0.5], [-2.0], [0.0]])
@@ -48,6 +48,4 @@ def test_bad_targets_are_named() -> None:
         resolve_target("predicted", "steering")
     with pytest.raises(AttributionError, match=r"\+1 or -1"):
         per_sample([2.0])
-    with pytest.raises(AttributionError, match=r"\(B,1\) or \(B,\)"):
-        output_values(torch.zeros(3, 2))
     assert set(TARGETS) == {"steering", "obstacle"}

@@ -38,8 +38,9 @@ from torch.overrides import TorchFunctionMode
 from gradsum.attribution.base import FAMILIES, Method, register_method
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.options import float_option, int_option
-from gradsum.attribution.targets import Target, output_values
+from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
+from gradsum.models.outputs import output_values
 
 
 def abs_sum(pixels: Tensor) -> Tensor:

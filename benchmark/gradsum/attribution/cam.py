@@ -23,9 +23,10 @@ from gradsum.attribution.adapters import OutputSelector, to_grid
 from gradsum.attribution.base import FAMILIES, METHODS, Method
 from gradsum.attribution.layers import modules_of, resolve_layer
 from gradsum.attribution.options import int_option
-from gradsum.attribution.targets import Target, output_values
+from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.models import model_family
+from gradsum.models.outputs import output_values
 
 LIB_PREFIX = "lib:"
 FAST = frozenset({"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"})

@@ -40,9 +40,10 @@ from gradsum.attribution.attention_capture import (
 from gradsum.attribution.attention_math import gradient_rollout, read_out
 from gradsum.attribution.base import register_method
 from gradsum.attribution.options import int_option
-from gradsum.attribution.targets import Target, output_values
+from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.models import num_prefix_tokens
+from gradsum.models.outputs import output_values
 
 # --- the paper's rules as pure functions -------------------------------------------------------------
 

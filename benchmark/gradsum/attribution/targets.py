@@ -14,19 +14,11 @@ import torch
 from torch import Tensor
 
 from gradsum.errors import AttributionError
+from gradsum.models.outputs import output_values
 from gradsum.registry import Registry
 from gradsum.taxonomy import DEFAULT_TARGETS, TASKS
 
 SignRule = Callable[[Tensor], Tensor]
-
-
-def output_values(output: Tensor, argument: str = "output") -> Tensor:
-    """The model output as a (B,) tensor; a (B,1) head is squeezed, anything wider is an error."""
-    if output.ndim == 2 and output.shape[1] == 1:
-        return output[:, 0]
-    if output.ndim == 1:
-        return output
-    raise AttributionError(f"{argument}: expected a (B,1) or (B,) model output, got {tuple(output.shape)}")
 
 
 def _predicted_sign(values: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from gradsum.models.checkpoints import (
     weights_file,
 )
 from gradsum.models.introspect import cam_layer, model_family, num_prefix_tokens, token_grid, tokenizer
+from gradsum.models.outputs import output_values
 from gradsum.models.specs import AugmentConfig, ModelSpec, TrainConfig, builtin_specs, load_spec
 from gradsum.models.tasks import TRAINING_TASKS, Task
 from gradsum.models.training import train_model
@@ -39,6 +40,7 @@ __all__ = [
     "load_weights",
     "model_family",
     "num_prefix_tokens",
+    "output_values",
     "read_card",
     "read_state_dict",
     "save_model",

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradsum.attribution.targets import output_values
 from gradsum.errors import ModelOutputError
+from gradsum.models.outputs import output_values
 
 
 def check_finite(values: torch.Tensor, what: str) -> torch.Tensor:
