@@ -13,7 +13,6 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.container import ErrorbarContainer
 from report_fixtures import write_results
-from scipy import stats
 
 from gradsum.evaluation.shortcut import (
     DETECTION_TABLE,
@@ -23,8 +22,10 @@ from gradsum.evaluation.shortcut import (
     MODELS_TABLE,
     ONSET_TABLE,
     TABLE_COLUMNS,
+    detection_outcomes,
+    finetune_outcomes,
+    t_interval,
 )
-from gradsum.evaluation.verdicts import permutation_outcome
 from gradsum.report import load_results, plots, write_report
 from gradsum.report.html import render_html
 from gradsum.report.results import Results
@@ -35,15 +36,14 @@ from gradsum.report.shortcut import (
     detection_sentence,
     detection_table,
     finetune_figure,
-    finetune_outcomes,
+    finetune_sentence,
     finetune_table,
-    method_verdicts,
+    interval_text,
     models_table,
     series_figure,
     shortcut_findings,
     shortcut_section,
     shortcut_tables,
-    t_interval,
 )
 from gradsum.report.writer import pending_plots
 
@@ -273,7 +273,7 @@ def test_models_table_rows(tables: ShortcutTables) -> None:
 
 
 def test_verdicts_from_the_permutation_p_when_the_trust_table_has_none(tables: ShortcutTables) -> None:
-    verdicts, from_trust = method_verdicts(tables, None)
+    verdicts, from_trust = detection_outcomes(tables.detection, None)
     assert not from_trust
     # DETECTION_ROWS' p: gradcam 0.01 < α, rollout 0.45 between α and 0.5, null:random 0.5
     assert verdicts == {"gradcam": "pass", "rollout": "inconclusive", "null:random": "fail"}
@@ -282,11 +282,6 @@ def test_verdicts_from_the_permutation_p_when_the_trust_table_has_none(tables: S
         "Sky mass follows the causal pull for gradcam (pass: 1 of 2); it is not shown either way for rollout "
         "(inconclusive)."
     )
-
-
-def test_the_permutation_rule_at_its_edges() -> None:
-    outcomes = [permutation_outcome(p)[0] for p in (0.0, 0.049, 0.05, 0.4999, 0.5, 1.0, NAN)]
-    assert outcomes == ["pass", "pass", "inconclusive", "inconclusive", "fail", "fail", "fail"]
 
 
 def test_verdicts_come_from_the_trust_table_when_it_has_them(tables: ShortcutTables) -> None:
@@ -302,7 +297,7 @@ def test_verdicts_come_from_the_trust_table_when_it_has_them(tables: ShortcutTab
         ],
         columns=["model", "method", "null", "shortcut_verdict"],
     )
-    verdicts, from_trust = method_verdicts(tables, trust)
+    verdicts, from_trust = detection_outcomes(tables.detection, trust)
     assert from_trust
     assert verdicts == {"gradcam": "fail", "rollout": "uninformative", "null:random": "pass"}
     sentence = detection_sentence(tables, verdicts, "sky")
@@ -316,11 +311,14 @@ def test_verdicts_come_from_the_trust_table_when_it_has_them(tables: ShortcutTab
     assert '<span class="uninformative">uninformative</span>' in page
     # a trust table that judged none of the methods: the detection table's p decides
     unjudged = trust.assign(shortcut_verdict="not run")
-    assert method_verdicts(tables, unjudged) == (method_verdicts(tables, None)[0], False)
+    assert detection_outcomes(tables.detection, unjudged) == (
+        detection_outcomes(tables.detection, None)[0],
+        False,
+    )
 
 
 def test_detection_table_order_onset_and_verdict(tables: ShortcutTables) -> None:
-    verdicts, _ = method_verdicts(tables, None)
+    verdicts, _ = detection_outcomes(tables.detection, None)
     frame = detection_table(tables, verdicts)
     assert list(frame["method"]) == ["gradcam", "rollout", "null:random"]  # real by Spearman, then nulls
     row = frame.set_index("method").loc["gradcam"]
@@ -334,23 +332,20 @@ def test_detection_table_order_onset_and_verdict(tables: ShortcutTables) -> None
     ).all()
 
 
-def test_t_interval_is_the_student_interval() -> None:
-    values = [0.5, 0.7, 0.6]
-    half = stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)  # sd of the three is 0.1
-    found = t_interval(values)
-    assert (found.mean, found.low, found.high, found.n) == pytest.approx((0.6, 0.6 - half, 0.6 + half, 3))
-    assert t_interval([0.3]).text() == "0.300" and t_interval([NAN]).text() == "—"
+def test_an_interval_reads_mean_and_ends_or_the_mean_alone() -> None:
+    assert interval_text(t_interval([0.5, 0.7, 0.6])) == "0.600 [0.352, 0.848]"
+    assert interval_text(t_interval([0.3])) == "0.300" and interval_text(t_interval([NAN])) == "—"
 
 
 def test_finetune_sentence_and_table_numbers(tables: ShortcutTables) -> None:
-    (outcome,) = finetune_outcomes(tables)
+    (outcome,) = finetune_outcomes(tables.finetune)
     # hand computation: gap recovered 0.5, 0.7, 0.6 → 0.60 ± t(0.975, 2)·0.1/√3 = 0.60 ± 0.248
     assert (outcome.recovered.low, outcome.recovered.high) == pytest.approx((0.35159, 0.84841), abs=1e-5)
     # in-distribution change −0.010, −0.015, −0.005 → −0.010 ± t(0.975, 2)·0.005/√3 = −0.010 ± 0.0124
     change = outcome.in_distribution_change
     assert (change.mean, change.low, change.high) == pytest.approx((-0.01, -0.02242, 0.00242), abs=1e-5)
     assert outcome.recovers_half and outcome.keeps_in_distribution
-    assert outcome.sentence == (
+    assert finetune_sentence(outcome) == (
         "vit_rho99: fine-tuning (3 seeds) recovered 0.60 [0.35, 0.85] of the decorrelated-R² gap "
         "(R² decorrelated 0.100 → 0.550 [0.426, 0.674]), at least half; in-distribution R² changed by "
         "-0.010 [-0.022, 0.002] (no fall beyond 0.02): a success."
@@ -358,7 +353,7 @@ def test_finetune_sentence_and_table_numbers(tables: ShortcutTables) -> None:
     frame = finetune_table(tables).set_index("quantity")
     assert frame.loc["gap recovered", "after [95% t CI]"] == "0.600 [0.352, 0.848]"
     assert frame.loc["R² in distribution", "before"] == "0.900"
-    assert frame.loc["cue mass · gradcam", "after [95% t CI]"] == t_interval([0.1, 0.11, 0.12]).text()
+    assert frame.loc["cue mass · gradcam", "after [95% t CI]"] == interval_text(t_interval([0.1, 0.11, 0.12]))
     page = shortcut_section(_results(_checks()))
     assert "Relevance-guided fine-tuning" in page and "recovered 0.60 [0.35, 0.85]" in page
 
@@ -368,10 +363,10 @@ def test_finetune_that_hurts_in_distribution_is_not_a_success() -> None:
     checks[FINETUNE_TABLE] = checks[FINETUNE_TABLE].assign(r2_in_distribution_after=[0.85, 0.86, 0.87])
     found = shortcut_tables(_results(checks))
     assert found is not None
-    (outcome,) = finetune_outcomes(found)
+    (outcome,) = finetune_outcomes(found.finetune)
     assert outcome.in_distribution_change.mean == pytest.approx(-0.04)
     assert outcome.recovers_half and not outcome.keeps_in_distribution
-    assert "(a fall beyond 0.02): not a success." in outcome.sentence
+    assert "(a fall beyond 0.02): not a success." in finetune_sentence(outcome)
 
 
 def test_no_finetuning_no_finetune_part() -> None:
@@ -464,9 +459,9 @@ def test_the_findings_lead_with_the_shortcut_answers(tmp_path: Path) -> None:
     answers = shortcut_findings(results)
     tables = shortcut_tables(results)
     assert tables is not None
-    verdicts, _ = method_verdicts(tables, results.trust)
+    verdicts, _ = detection_outcomes(tables.detection, results.trust)
     assert answers[0] == "Planted shortcut: " + detection_sentence(tables, verdicts, "sky")
-    assert answers[1:] == [outcome.sentence for outcome in finetune_outcomes(tables)]
+    assert answers[1:] == [finetune_sentence(outcome) for outcome in finetune_outcomes(tables.finetune)]
     page = write_report(folder).read_text()
     lead = page[page.index('<section id="findings">') : page.index('<section id="trust">')]
     assert "Planted shortcut: Sky mass follows the causal pull for" in lead and 'href="#shortcuts"' in lead
@@ -488,8 +483,8 @@ def test_the_finetune_table_shows_the_causal_profile_before_and_after() -> None:
     assert found is not None
     frame = finetune_table(found).set_index("quantity")
     assert frame.loc["erasure |Δ| · sky", "before"] == "0.300"
-    assert frame.loc["erasure |Δ| · sky", "after [95% t CI]"] == t_interval([0.1, 0.12, 0.14]).text()
-    assert frame.loc["erasure |Δ| · road", "after [95% t CI]"] == t_interval([0.2, 0.21, 0.22]).text()
+    assert frame.loc["erasure |Δ| · sky", "after [95% t CI]"] == interval_text(t_interval([0.1, 0.12, 0.14]))
+    assert frame.loc["erasure |Δ| · road", "after [95% t CI]"] == interval_text(t_interval([0.2, 0.21, 0.22]))
     assert not any("car" in q for q in frame.index)
     order = list(frame.index)
     assert (
@@ -502,9 +497,9 @@ def test_a_clean_base_is_judged_on_harm_alone_and_all_passing_reads_plainly() ->
     checks[FINETUNE_TABLE] = checks[FINETUNE_TABLE].assign(gap_recovered=NAN)
     found = shortcut_tables(_results(checks))
     assert found is not None
-    (outcome,) = finetune_outcomes(found)
+    (outcome,) = finetune_outcomes(found.finetune)
     assert not outcome.has_gap
-    assert outcome.sentence == (
+    assert finetune_sentence(outcome) == (
         "vit_rho99 (no gap to a clean model to recover): fine-tuning (3 seeds) moved R² decorrelated 0.100 → "
         "0.550 [0.426, 0.674]; in-distribution R² changed by -0.010 [-0.022, 0.002] (no fall beyond 0.02)."
     )

@@ -23,8 +23,10 @@ from gradsum.report.findings import (
     meaningful_comparisons,
     recommendations,
 )
+from gradsum.report.page import paragraph, scroll, table, verdict_span
 from gradsum.report.plots import label
 from gradsum.report.results import Results
+from gradsum.report.shortcut import shortcut_findings, shortcut_section
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -80,17 +82,6 @@ class Plot:
     folded: bool = False
 
 
-def table(frame: pd.DataFrame) -> str:
-    """An escaped HTML table of a DataFrame with compact numbers."""
-    html = frame.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.3g}", border=0, escape=True)
-    return _scroll(html)
-
-
-def _scroll(html: str) -> str:
-    # Wide tables (many model × method columns) scroll inside the page instead of widening it.
-    return f'<div class="scroll">{html}</div>'
-
-
 def page_image(png: bytes) -> tuple[str, bytes]:
     """(MIME type, bytes) to embed for a PNG: the PNG itself, or a JPEG of it when it is large and JPEG is smaller."""
     if len(png) <= JPEG_ABOVE:
@@ -113,11 +104,6 @@ def figure(plot: Plot) -> str:
     )
 
 
-def _paragraph(text: str, css: str = "") -> str:
-    attribute = f' class="{css}"' if css else ""
-    return f"<p{attribute}>{escape(text)}</p>"
-
-
 def configuration_section(results: Results) -> str:
     """The run's settings from the manifest and its configuration as a key · value table, all folded."""
     manifest = results.manifest
@@ -130,7 +116,7 @@ def configuration_section(results: Results) -> str:
         rows = pd.DataFrame(list(flatten(manifest["config"])), columns=["configuration field", "value"])
         parts.append(table(rows))
     if "versions" in manifest:
-        parts.append(_paragraph(f"Library versions: {_compact(manifest['versions'])}"))
+        parts.append(paragraph(f"Library versions: {_compact(manifest['versions'])}"))
     return f"<details><summary>settings and configuration</summary>{''.join(parts)}</details>"
 
 
@@ -167,7 +153,7 @@ def _compact(value: Any) -> str:
 def models_section(results: Results) -> str:
     """One row per model card: name, task, architecture and every metric."""
     if not results.cards:
-        return _paragraph("No model cards in this results folder.")
+        return paragraph("No model cards in this results folder.")
     rows = [
         {"model": name, "task": card["task"], "architecture": card["architecture"], **card["metrics"]}
         for name, card in sorted(results.cards.items())
@@ -178,13 +164,6 @@ def models_section(results: Results) -> str:
 def _figure_columns(trust: pd.DataFrame) -> list[str]:
     """The trust table's figures: columns that come with a `_ci_low` and `_ci_high` beside them."""
     return [c for c in trust.columns if f"{c}_ci_low" in trust.columns and f"{c}_ci_high" in trust.columns]
-
-
-def _with_ci(row: Any, column: str) -> str:
-    value, low, high = (getattr(row, f"{column}{suffix}") for suffix in ("", "_ci_low", "_ci_high"))
-    if not isinstance(value, int | float) or value != value:
-        return "—"
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
 #: How the trust table names each role: controls have a known answer, nulls know nothing of the model.
@@ -199,20 +178,6 @@ ROLE_LABELS = {
 SHOWN_OUTCOMES = (*OUTCOMES, NOT_RUN)
 #: The level of the two-sided intervals the verdicts write (their α/2 and 1 − α/2 quantiles).
 LEVEL = f"{1 - ALPHA:.0%}"
-
-
-#: A criterion decided across models fails at a permutation p at or above this: no stronger than a random
-#: pairing of the models (`verdicts._model_level`).
-def outcome_class(outcome: str) -> str:
-    """The CSS class of a verdict outcome ("" for anything else, such as "not evaluated")."""
-    return "not-run" if outcome == NOT_RUN else outcome if outcome in OUTCOMES else ""
-
-
-def verdict_span(text: str, outcome: str, title: str = "") -> str:
-    """`text` coloured as `outcome`, with `title` (the reason) as its tooltip."""
-    css = outcome_class(outcome)
-    attributes = (f' class="{css}"' if css else "") + (f' title="{escape(title)}"' if title else "")
-    return f"<span{attributes}>{escape(text)}</span>"
 
 
 def _flag(value: object) -> bool:
@@ -252,7 +217,7 @@ def _named(methods: Sequence[str]) -> str:
 def trust_rule(trust: pd.DataFrame) -> str:
     """The verdict rule in a few lines, naming this run's nulls by role, then the four outcomes."""
     nulls = _nulls_by_role(trust)
-    text = _paragraph(
+    text = paragraph(
         f"How a verdict is reached. Each criterion's figure is shown with its {LEVEL} bootstrap interval over "
         "the model's evaluated images; every method, known-answer control and null explainer is scored on "
         f"the same resampled images, so each comparison is paired, one-sided at α = {ALPHA:g}. The chance "
@@ -268,7 +233,7 @@ def trust_rule(trust: pd.DataFrame) -> str:
     outcomes = "".join(
         f"<li>{verdict_span(outcome, outcome)}: {escape(MEANINGS[outcome])}</li>" for outcome in OUTCOMES
     )
-    overall = _paragraph(
+    overall = paragraph(
         "A row's verdict: fail if a criterion fails; pass if every informative criterion passes and one of "
         "them compares the map with the model's causes (the sanity check alone shows only that the map "
         "depends on the weights); uninformative if no such criterion is informative; inconclusive "
@@ -296,13 +261,13 @@ def _counts_sentence(trust: pd.DataFrame) -> str:
         if total:
             each = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
             parts.append(f"{name}, {total} model × method rows: {each}.")
-    return _paragraph(" ".join(parts)) if parts else ""
+    return paragraph(" ".join(parts)) if parts else ""
 
 
 def recommendation_lines(results: Results) -> str:
     """One line per model: the method to use, or that none is shown better than chance and the confounds."""
     table = recommendations(results)
-    return "".join(_paragraph(str(sentence), "recommendation") for sentence in table["sentence"])
+    return "".join(paragraph(str(sentence), "recommendation") for sentence in table["sentence"])
 
 
 def _role_order(role: str) -> int:
@@ -357,7 +322,7 @@ def trust_grid(trust: pd.DataFrame) -> str:
         css = " class=null" if _flag(record.get("null")) else " class=control" if role == CONTROL else ""
         rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     head = f"<thead><tr>{first}</tr><tr>{second}</tr></thead>"
-    return _scroll(f"<table>{head}<tbody>{''.join(rows)}</tbody></table>")
+    return scroll(f"<table>{head}<tbody>{''.join(rows)}</tbody></table>")
 
 
 def own_figures(trust: pd.DataFrame) -> pd.DataFrame:
@@ -379,7 +344,7 @@ def trust_section(results: Results) -> str:
     """The rule, the count of each outcome, one recommendation per model, then the trust table."""
     trust = results.trust
     if trust is None or trust.empty:
-        text = _paragraph(
+        text = paragraph(
             "No trust checks ran for this run: its profiles carry no measured verdict "
             "(run `gradsum evaluate RESULTS`)."
         )
@@ -404,16 +369,16 @@ def ground_truth_section(results: Results) -> str:
     """Each model × method marked as agreeing with the truth set's declared causes or not."""
     truth = results.ground_truth
     if truth is None or truth.empty:
-        return _paragraph("No ground-truth check: the truth set declares no causes.")
+        return paragraph("No ground-truth check: the truth set declares no causes.")
     agrees = truth["agrees"].astype(str).str.lower().isin(("true", "1", "yes"))
     failed = truth[~agrees]
     if failed.empty:
-        summary = _paragraph(f"All {len(truth)} model × method profiles agree with the ground truth.")
+        summary = paragraph(f"All {len(truth)} model × method profiles agree with the ground truth.")
     else:
         names = "; ".join(
             f"{r.model} · {r.method} ({r.task}): {r.detail}" for r in failed.itertuples(index=False)
         )
-        summary = _paragraph(
+        summary = paragraph(
             f"Finding: {len(failed)} of {len(truth)} model × method profiles do not agree with the ground truth "
             f"— {names}",
             "finding",
@@ -426,7 +391,7 @@ def ground_truth_section(results: Results) -> str:
         for r, ok in zip(truth.itertuples(index=False), agrees, strict=True)
     )
     head = "".join(f"<th>{h}</th>" for h in ("model", "method", "task", "expected", "outcome", "detail"))
-    return summary + _scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return summary + scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def profiles_table(profiles: pd.DataFrame) -> pd.DataFrame:
@@ -455,7 +420,7 @@ def profiles_section(results: Results) -> str:
     grid = profiles_table(results.profiles)
     verdicts = verdict_labels(results)
     grid = grid.rename(columns={run: f"{run} ({verdicts[run]})" for run in grid.columns if run in verdicts})
-    return _paragraph(
+    return paragraph(
         "GradSUM score: mean [95% bootstrap CI] (images containing the class); each column carries its "
         "method's trust verdict for that model."
     ) + table(grid)
@@ -482,10 +447,10 @@ def comparisons_section(results: Results) -> str:
     """Rank agreement and differing classes for the pairs worth comparing: the same task, and the same method
     across models or the same model across methods. comparisons.csv keeps every pair."""
     if results.comparisons is None or results.comparisons.empty:
-        return _paragraph("Only one model × method ran; nothing to compare.")
+        return paragraph("Only one model × method ran; nothing to compare.")
     comparisons = meaningful_comparisons(results)
     if comparisons.empty:
-        return _paragraph("No two profiles of the same task share a model or a method; nothing to compare.")
+        return paragraph("No two profiles of the same task share a model or a method; nothing to compare.")
     summary = (
         comparisons.assign(differs=comparisons["differs"].astype(str).str.lower() == "true")
         .groupby(["a", "b"], sort=False)
@@ -503,10 +468,10 @@ def comparisons_section(results: Results) -> str:
     detail = (
         f"<details><summary>the {len(differing)} differing classes</summary>{table(differing[columns])}</details>"
         if not differing.empty
-        else _paragraph("No class differs between any compared pair after Holm correction.")
+        else paragraph("No class differs between any compared pair after Holm correction.")
     )
     return (
-        _paragraph(
+        paragraph(
             "Spearman rank correlation of the profiles (95% CI) and classes that differ (paired test, Holm), "
             "for profiles of the same task under the same method or of the same model under different "
             "methods. Every pair, across tasks too, is in comparisons.csv."
@@ -534,12 +499,9 @@ def findings_section(results: Results) -> str:
     questions = (
         f'<table class="findings"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
         if rows
-        else _paragraph("No two models share a task and a method: the run asks no comparison question.")
+        else paragraph("No two models share a task and a method: the run asks no comparison question.")
     )
-    # Imported here: report.shortcut builds on this module's table helpers.
-    from gradsum.report.shortcut import shortcut_findings
-
-    known = "".join(_paragraph(answer) for answer in shortcut_findings(results))
+    known = "".join(paragraph(answer) for answer in shortcut_findings(results))
     questions = (
         f'<div class="finding">{known}<a href="#shortcuts">Shortcuts</a></div>' if known else ""
     ) + questions
@@ -553,7 +515,7 @@ def findings_section(results: Results) -> str:
     )
     return (
         questions
-        + _paragraph(
+        + paragraph(
             f"The figure shows each model's profile from one method ({basis}): {chosen}. "
             "GradCAM stays beside it where another method was chosen."
         )
@@ -567,16 +529,16 @@ def _verdict_span(name: str, verdict: str) -> str:
 
 
 def attention_section(results: Results) -> str:
-    """Mean attention entropy relative to uniform per model (1 = uniform), as a check on the seed's claim."""
+    """Mean attention entropy relative to uniform per model (1 = uniform), as a check on the GradSUM talk's claim."""
     if results.attention is None or results.attention.empty:
-        return _paragraph("No vision transformer in this run.")
+        return paragraph("No vision transformer in this run.")
     summary = (
         results.attention.groupby("model", sort=False)["entropy_ratio"]
         .agg(["mean", "min", "max"])
         .reset_index()
         .rename(columns={"mean": "entropy_ratio_mean", "min": "lowest head", "max": "highest head"})
     )
-    return _paragraph(
+    return paragraph(
         "Entropy of each head's attention relative to uniform attention; values near 1 mean the heads "
         "spread attention almost evenly. The GradSUM talk found attention close to uniform and suspected the "
         "tokenizer CNN does the heavy lifting: compare these ratios and the per-layer profiles below with "
@@ -586,9 +548,6 @@ def attention_section(results: Results) -> str:
 
 def shortcuts_section(results: Results) -> str:
     """The shortcut check's known-answer test ("" when it did not run)."""
-    # Imported here: report.shortcut builds on this module's table helpers.
-    from gradsum.report.shortcut import shortcut_section
-
     return shortcut_section(results)
 
 
@@ -626,7 +585,7 @@ def render_html(results: Results, plots: Sequence[Plot]) -> str:
         folded = [figure(p) for p in shown if p.folded]
         text = texts[key]
         if key == "overlays" and not shown:
-            text = _paragraph("No sample overlays were saved for this run.")
+            text = paragraph("No sample overlays were saved for this run.")
         gallery = f'<div class="gallery">{figures}</div>' if figures else ""
         if folded:
             gallery += (
