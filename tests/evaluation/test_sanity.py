@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -26,13 +25,13 @@ from gradsum.evaluation.sanity import (
     Source,
     Sources,
     calibration,
-    cascading_figure,
     data_randomisation,
     method_depth,
 )
 from gradsum.evaluation.similarity import SIMILARITIES
 from gradsum.models import build_model
 from gradsum.models.loaded import LoadedModel
+from gradsum.report.plots import cascading_figure
 from gradsum.truthsets import ArrayTruthSet
 from gradsum.truthsets.synthetic.render import IDS
 
@@ -235,28 +234,11 @@ def test_twins_must_name_evaluated_models_of_the_same_input() -> None:
         SanityCheck().run(ctx)
 
 
-def test_figure_plots_blocks_in_cascade_order(result: CheckResult) -> None:
-    assert result.figures["sanity_pilot"] is not None
-    redrawn = cascading_figure(result.tables["sanity"], "pilot")
-    abs_panel, signed_panel = redrawn.axes
+def test_the_reports_figure_plots_the_tables_blocks_in_cascade_order(result: CheckResult) -> None:
+    abs_panel, signed_panel = cascading_figure(result.tables["sanity"], "pilot").axes
     ticks = [label.get_text() for label in abs_panel.get_xticklabels()]
     assert ticks == ["original", "head.7", "head.5", "head.3"]
     assert {line.get_label() for line in signed_panel.get_lines()} == {"gradcam", "saliency"}
-
-
-def test_figure_still_draws_an_earlier_table_with_nulls_dashed() -> None:
-    rows = [
-        {"model": "m", "method": method, "null": null, "mode": "cascading", "step": step, "block": block}
-        | {"similarity": similarity, "value": 1.0 - step / 2, "ci_low": 0.0, "ci_high": 1.0, "n_images": 2}
-        for method, null in (("gradcam", False), ("null:random", True))
-        for step, block in ((0, "original"), (1, "head"))
-        for similarity in ("spearman_abs", "spearman")
-    ]
-    styles = {
-        line.get_label(): line.get_linestyle()
-        for line in cascading_figure(pd.DataFrame(rows), "m").axes[0].get_lines()
-    }
-    assert styles == {"gradcam": "-", "null:random": "--"}
 
 
 def test_options_are_checked() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -145,3 +146,23 @@ def test_save_figure_writes_repeatable_png_and_svg(results_dir: Path, tmp_path: 
     assert first[0].read_bytes().startswith(b"\x89PNG")
     assert b"<svg" in first[1].read_bytes()
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def test_figure_still_draws_an_earlier_table_with_nulls_dashed() -> None:
+    rows = [
+        {"model": "m", "method": method, "null": null, "mode": "cascading", "step": step, "block": block}
+        | {"similarity": similarity, "value": 1.0 - step / 2, "ci_low": 0.0, "ci_high": 1.0, "n_images": 2}
+        for method, null in (("gradcam", False), ("null:random", True))
+        for step, block in ((0, "original"), (1, "head"))
+        for similarity in ("spearman_abs", "spearman")
+    ]
+    styles = {
+        line.get_label(): line.get_linestyle()
+        for line in plots.cascading_figure(pd.DataFrame(rows), "m").axes[0].get_lines()
+    }
+    assert styles == {"gradcam": "-", "null:random": "--"}
+
+
+def test_the_sanity_figure_needs_cascading_rows_of_the_model() -> None:
+    with pytest.raises(ResultsError, match="no cascading rows for 'm'"):
+        plots.cascading_figure(pd.DataFrame(columns=["model", "mode"]), "m")

@@ -340,8 +340,6 @@ class CheckResult:
     criteria: list[Criterion] = field(default_factory=list)
     #: model, method, image and each `IMAGES` criterion's per-image column(s) (NaN: undefined there)
     per_image: pd.DataFrame | None = None
-    #: name → matplotlib Figure, saved under plots/ and shown in the report
-    figures: dict[str, Any] = field(default_factory=dict)
 
 
 class Check(Protocol):

@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 
 from gradsum.aggregation import mean_ci
@@ -555,50 +554,6 @@ def _concat(frames: Sequence[pd.DataFrame], columns: Sequence[str]) -> pd.DataFr
     return pd.concat(frames, ignore_index=True)
 
 
-#: the two panels of the cascading figure: similarity → title
-_PANELS = {
-    "spearman_abs": "Spearman rank correlation, |map|",
-    "spearman": "Spearman rank correlation, signed",
-}
-
-
-def cascading_figure(table: pd.DataFrame, model: str) -> Figure:
-    """Adebayo et al.'s cascading plot for one model: similarity to the original map per randomised block.
-
-    x: the blocks in cascade order ("original" first); one line per method with its CI band (tables
-    written before model-free methods left the check mark their null explainers, drawn dashed grey).
-    """
-    rows = table[(table["model"] == model) & (table["mode"] == CASCADING)]
-    if rows.empty:
-        raise GradSUMError(f"model: the sanity table has no cascading rows for {model!r}")
-    ticks = rows[["step", "block"]].drop_duplicates().sort_values("step")
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
-    axes = figure.subplots(1, len(_PANELS), sharey=True)
-    for axis, (similarity, title) in zip(axes, _PANELS.items(), strict=True):
-        for method, group in rows[rows["similarity"] == similarity].groupby("method", sort=True):
-            group = group.sort_values("step")
-            null = "null" in group and bool(group["null"].iloc[0])
-            style: dict[str, Any] = (
-                {"color": "grey", "linestyle": "--", "linewidth": 1.0}
-                if null
-                else {"marker": "o", "markersize": 3}
-            )
-            (line,) = axis.plot(group["step"], group["value"], label=str(method), **style)
-            axis.fill_between(
-                group["step"], group["ci_low"], group["ci_high"], color=line.get_color(), alpha=0.12
-            )
-        axis.set_xticks(ticks["step"].tolist(), ticks["block"].tolist(), rotation=45, ha="right")
-        axis.set_title(title)
-        axis.set_xlabel("randomised block (cascading, from the output)")
-        axis.set_ylim(-1.05, 1.05)
-    axes[0].set_ylabel("similarity to the original map")
-    legend_axis = next((axis for axis in reversed(axes) if axis.get_legend_handles_labels()[0]), None)
-    if legend_axis is not None:
-        legend_axis.legend(fontsize="small", loc="lower left")
-    figure.suptitle(f"{model}: cascading model randomisation")
-    return figure
-
-
 class SanityCheck:
     """Model randomisation (the cascading curve and the calibrated drop) and, given shuffled-label twins,
     data randomisation."""
@@ -610,8 +565,7 @@ class SanityCheck:
     )
 
     def run(self, context: EvaluationContext) -> CheckResult:
-        """Tables `sanity` (and `sanity_data`), the drop per model × method and its per-image terms, one
-        figure per model."""
+        """Tables `sanity` (and `sanity_data`), the drop per model × method and its per-image terms."""
         options = SanityOptions.from_options(context.options.get("sanity", {}))
         if options.images is not None:
             # the same context (and map cache) on its first images
@@ -622,10 +576,9 @@ class SanityCheck:
         tables = {"sanity": table}
         if options.shuffled:
             tables["sanity_data"] = data_randomisation(context, options.shuffled)
-        figures = {f"sanity_{name}": cascading_figure(table, name) for name in table["model"].unique()}
         summary = _concat([part.summary for part in parts], SUMMARY_COLUMNS)
         per_image = _concat([part.per_image for part in parts], PER_IMAGE_COLUMNS)
-        return CheckResult(tables, summary, [SANITY_CRITERION], per_image=per_image, figures=figures)
+        return CheckResult(tables, summary, [SANITY_CRITERION], per_image=per_image)
 
 
 CHECKS.add("sanity", SanityCheck)

@@ -178,8 +178,6 @@ def _model_names(table: pd.DataFrame | None) -> list[str]:
 
 def _trust_plots(results: Results) -> list[PendingPlot]:
     """The trust section's figures: causal profiles, cascading randomisation, granularity sweeps."""
-    from gradsum.evaluation.sanity import cascading_figure
-
     figures: tuple[tuple[str, str, Callable[[pd.DataFrame, str], Figure]], ...] = (
         (
             "causal_profiles",
@@ -189,7 +187,7 @@ def _trust_plots(results: Results) -> list[PendingPlot]:
         (
             "sanity",
             "similarity to the original maps as blocks are re-initialised from the output down",
-            cascading_figure,
+            plots.cascading_figure,
         ),
         ("granularity", "CAM methods at every depth", plots.granularity),
     )
