@@ -47,7 +47,7 @@ def test_result_records_choices_and_parts(vit: nn.Module, images: Tensor, fixed_
     assert torch.allclose(result.parts["half"].maps, result.maps, atol=1e-6)
     record = result.describe()
     assert record["normalisation"] == "sum" and record["target"] == "direction"
-    assert record["parts"]["half"]["method"] == f"{fixed_method}:half"
+    assert record["parts"]["half"]["method"] == f"{fixed_method}/half"
 
 
 def test_method_that_does_not_apply_is_refused(cnn: nn.Module, images: Tensor, fixed_method: str) -> None:

@@ -27,7 +27,7 @@ def test_parts_are_the_normalised_tokenizer_cam_and_attention(hybrid: nn.Module,
     assert torch.allclose(result.parts["product"].grid, tokenizer * attention)
     assert torch.allclose(result.parts["mean"].grid, (tokenizer + attention) / 2)
     assert torch.equal(result.grid, result.parts["product"].grid)
-    assert result.describe()["parts"]["attention"]["method"] == "split:attention"
+    assert result.describe()["parts"]["attention"]["method"] == "split/attention"
 
 
 def test_options_pick_the_attention_part_and_the_combination(hybrid: nn.Module, images: Tensor) -> None:

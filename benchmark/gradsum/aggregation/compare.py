@@ -25,6 +25,7 @@ from scipy import stats
 
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS, check_columns
 from gradsum.errors import GradSUMError
+from gradsum.names import pair_label
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ ALPHA = 0.05
 
 
 def combo_label(model: str, method: str) -> str:
-    """The `model/method` label that names one side of a comparison."""
-    return f"{model}/{method}"
+    """The `model/method` label that names one side of a comparison (the grammar: `gradsum.names`)."""
+    return pair_label(model, method)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pandas as pd
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_write_bytes, atomic_write_text
+from gradsum.names import qualified
 
 PER_IMAGE_FILE = "per_image.parquet"
 #: Where per_image rows go when parquet cannot be written (no pyarrow).
@@ -65,7 +66,7 @@ def read_runs(folders: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]
     renamed = [
-        frame.assign(model=run + ":" + frame["model"].astype(str))
+        frame.assign(model=[qualified(run, model) for model in frame["model"].astype(str)])
         for run, frame in zip(names, frames, strict=True)
     ]
     return pd.concat(renamed, ignore_index=True)

@@ -27,6 +27,7 @@ from gradsum.attribution.postprocess import apply_steps, check_steps
 from gradsum.attribution.targets import Target, resolve_target
 from gradsum.errors import AttributionError
 from gradsum.models import model_family
+from gradsum.names import part_label
 from gradsum.registry import Registry
 
 #: every model family, as the set a method that applies to any model declares in `applies_to`
@@ -233,7 +234,7 @@ def attribute(
     results = {
         part: AttributionResult(
             *_post_process(raw_grid, steps, size, normalise),
-            method=method if part == MAIN else f"{method}:{part}",
+            method=method if part == MAIN else part_label(method, part),
             target=chosen.name,
             normalisation=normalise,
             layer=layer_name,

@@ -27,8 +27,8 @@ from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.models import model_family
 from gradsum.models.outputs import output_values
+from gradsum.names import LIBRARY_SOURCE, parse_method, qualified
 
-LIB_PREFIX = "lib:"
 FAST = frozenset({"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"})
 
 
@@ -211,7 +211,8 @@ class LibraryCAM(Method):
 
 
 def _library_class(name: str, spec: LibrarySpec, registered: str) -> type[Method]:
-    label = "pytorch-grad-cam" if registered.startswith(LIB_PREFIX) else "pytorch-grad-cam, no fast path"
+    plain = parse_method(registered).source != LIBRARY_SOURCE  # its own name: it has no fast path
+    label = "pytorch-grad-cam, no fast path" if plain else "pytorch-grad-cam"
     return type(
         spec.class_name,
         (LibraryCAM,),
@@ -231,7 +232,8 @@ def _library_class(name: str, spec: LibrarySpec, registered: str) -> type[Method
 
 def _register_library() -> None:
     for name, spec in SPECS.items():
-        METHODS.add(LIB_PREFIX + name, _library_class(name, spec, LIB_PREFIX + name))
+        registered = qualified(LIBRARY_SOURCE, name)
+        METHODS.add(registered, _library_class(name, spec, registered))
         if name not in FAST:
             METHODS.add(name, _library_class(name, spec, name))
 

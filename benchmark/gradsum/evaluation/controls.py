@@ -45,6 +45,7 @@ from gradsum.evaluation.base import (
 from gradsum.evaluation.erasure import DEFAULT_FILLER
 from gradsum.evaluation.nulls import uniform_map
 from gradsum.models.loaded import LoadedModel
+from gradsum.names import CONTROL_SOURCE, qualified
 from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS
 
 ORACLE, OTHER_MODEL, OTHER_TASK, OTHER_IMAGE, CAUSE_MASK = (
@@ -57,7 +58,7 @@ ORACLE, OTHER_MODEL, OTHER_TASK, OTHER_IMAGE, CAUSE_MASK = (
 
 #: The control explainers, as a run plans them: raw maps, since their values are the referee's own units.
 CONTROL_EXPLAINERS: tuple[PlannedMethod, ...] = tuple(
-    PlannedMethod(f"control:{name}", name, normalise="raw", role=CONTROL)
+    PlannedMethod(qualified(CONTROL_SOURCE, name), name, normalise="raw", role=CONTROL)
     for name in (ORACLE, OTHER_MODEL, OTHER_TASK, OTHER_IMAGE, CAUSE_MASK)
 )
 

@@ -33,6 +33,7 @@ from gradsum.evaluation.base import (
     PlannedMethod,
 )
 from gradsum.models.loaded import LoadedModel
+from gradsum.names import NULL_SOURCE, qualified
 from gradsum.truthsets import TruthSet, open_truthset
 from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS
 
@@ -48,11 +49,11 @@ PRIOR_SCENES = 300
 
 #: The null explainers, as a run plans them (the uniform map is compared as shares of its mass).
 NULL_EXPLAINERS: tuple[PlannedMethod, ...] = (
-    PlannedMethod("null:random", "random", normalise="minmax", role=CHANCE),
-    PlannedMethod("null:uniform", "uniform", normalise="sum", role=CHANCE),
-    PlannedMethod("null:sobel", "sobel", normalise="minmax", role=HEURISTIC),
-    PlannedMethod(f"null:{CLASS_AREA}", CLASS_AREA, normalise="raw", role=CONFOUND),
-    PlannedMethod(f"null:{POSITIONAL_PRIOR}", POSITIONAL_PRIOR, normalise="raw", role=CONFOUND),
+    PlannedMethod(qualified(NULL_SOURCE, "random"), "random", normalise="minmax", role=CHANCE),
+    PlannedMethod(qualified(NULL_SOURCE, "uniform"), "uniform", normalise="sum", role=CHANCE),
+    PlannedMethod(qualified(NULL_SOURCE, "sobel"), "sobel", normalise="minmax", role=HEURISTIC),
+    PlannedMethod(qualified(NULL_SOURCE, CLASS_AREA), CLASS_AREA, normalise="raw", role=CONFOUND),
+    PlannedMethod(qualified(NULL_SOURCE, POSITIONAL_PRIOR), POSITIONAL_PRIOR, normalise="raw", role=CONFOUND),
 )
 
 

@@ -16,6 +16,7 @@ import yaml
 from gradsum.dataspec import build
 from gradsum.errors import SpecError
 from gradsum.finetune.settings import FinetuneSettings
+from gradsum.names import check_model_name
 from gradsum.taxonomy import DEFAULT_TARGETS
 from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT
 
@@ -180,6 +181,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
     names = [m.name for m in config.models]
     if len(names) != len(set(names)):
         raise SpecError(f"{source}.models: model names must be unique, got {names}")
+    for name in names:
+        check_model_name(name, f"{source}.models")
     for index, entry in enumerate(config.models):
         if entry.finetune is not None:
             check_finetune(entry, entry.finetune, names[:index], f"{source}.models[{entry.name}]")

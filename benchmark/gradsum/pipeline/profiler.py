@@ -23,6 +23,7 @@ from gradsum.evaluation.attention import AttentionDiagnostics
 from gradsum.models import model_family
 from gradsum.models.inputs import model_input, resize_uint8
 from gradsum.models.loaded import LoadedModel
+from gradsum.names import part_label
 from gradsum.pipeline.config import MethodConfig, RunConfig
 from gradsum.pipeline.inputs import methods_for
 from gradsum.pipeline.stream import FrameBatch
@@ -42,7 +43,7 @@ def _profiled_maps(label: str, result: AttributionResult) -> Iterator[tuple[str,
     for part, sub in result.parts.items():
         # the split technique's main map is one of its combinations; profiling it twice adds nothing
         if not torch.equal(sub.maps, result.maps):
-            yield f"{label}/{part}", sub
+            yield part_label(label, part), sub
 
 
 def _aggregated_map(result: AttributionResult, resolution: str) -> torch.Tensor:

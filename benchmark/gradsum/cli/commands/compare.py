@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from gradsum.cli import Command
 from gradsum.errors import GradSUMError
+from gradsum.names import parse_pair
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,15 +28,9 @@ def _add(parser: argparse.ArgumentParser) -> None:
         nargs=2,
         action="append",
         metavar=("A", "B"),
-        help="compare only these model/method labels (repeatable); default: every model pair and method pair",
+        help="compare only these model/method labels, split at the first '/' (model names hold none), "
+        "e.g. hybrid_vit/split/attention (repeatable); default: every model pair and method pair",
     )
-
-
-def _split(label: str) -> tuple[str, str]:
-    model, slash, method = label.rpartition("/")
-    if not slash or not model or not method:
-        raise GradSUMError(f"--pair: {label!r} is not a model/method label")
-    return model, method
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -48,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.results[0]) / COMPARISONS_FILE
     per_image = read_runs(args.results)
     if args.pair:
-        frames = [compare(per_image, _split(a), _split(b)) for a, b in args.pair]
+        frames = [compare(per_image, parse_pair(a, "--pair"), parse_pair(b, "--pair")) for a, b in args.pair]
         table = pd.concat(frames, ignore_index=True)
     else:
         table = compare_all(per_image)
