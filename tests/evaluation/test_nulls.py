@@ -205,3 +205,11 @@ def test_model_free_methods_refuse_a_module_and_a_missing_context() -> None:
     oracle = PlannedMethod("control:oracle", "oracle", normalise="raw", role="control")
     with pytest.raises(GradSUMError, match=r"'oracle' is read per image: call EvaluationContext\.maps with"):
         context.maps(_model(), oracle, batch, labels)
+
+
+def test_importing_the_package_registers_every_model_free_map() -> None:
+    # base reads the registry and imports neither filler: the package's import registers them
+    from gradsum.evaluation.controls import CONTROL_EXPLAINERS
+
+    expected = {nulls.CLASS_AREA, nulls.POSITIONAL_PRIOR} | {m.method for m in CONTROL_EXPLAINERS}
+    assert expected <= set(MODEL_FREE_MAPS.names())

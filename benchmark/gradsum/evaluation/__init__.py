@@ -1,7 +1,8 @@
 """Evaluation: do the maps deserve trust? Causal class erasure, sanity checks, ROAD perturbation,
 localisation on cause masks and the granularity sweep, each judged against null explainers.
 
-Importing this package registers every check in `CHECKS`.
+Importing this package registers every check in `CHECKS` and every model-free map (the null
+explainers' priors, the known-answer controls) in `MODEL_FREE_MAPS`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from gradsum.evaluation.base import (
 )
 from gradsum.evaluation.breakdown import BreakdownCheck
 from gradsum.evaluation.causal import CausalCheck
+from gradsum.evaluation.controls import CONTROL_EXPLAINERS
 from gradsum.evaluation.granularity import GranularityCheck
 from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS, ground_truth_table
 from gradsum.evaluation.localisation import LocalisationCheck
@@ -28,6 +30,7 @@ from gradsum.evaluation.verdicts import trust_table
 
 __all__ = [
     "CHECKS",
+    "CONTROL_EXPLAINERS",
     "GROUND_TRUTH_COLUMNS",
     "NULL_EXPLAINERS",
     "BreakdownCheck",

@@ -3,12 +3,12 @@
 A check is one object with a name, a one-line description and `run(context) -> CheckResult`. The
 context holds the models, the images under evaluation and the attribution plan of the run, so a check
 never re-reads a config; its result is a set of named tables (written as `<name>.csv`) plus, per
-model × method, the figures the trust table shows.
+model × method, the figures the trust table shows. The roles and `PlannedMethod` are defined in
+`gradsum.evaluation.planned` (which the null explainers and the controls read) and re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,56 +19,20 @@ import torch
 from torch import nn
 
 from gradsum.errors import GradSUMError
+from gradsum.evaluation.planned import CHANCE as CHANCE
+from gradsum.evaluation.planned import CONFOUND as CONFOUND
+from gradsum.evaluation.planned import CONTROL as CONTROL
+from gradsum.evaluation.planned import GATING_ROLES as GATING_ROLES
+from gradsum.evaluation.planned import HEURISTIC as HEURISTIC
+from gradsum.evaluation.planned import METHOD as METHOD
+from gradsum.evaluation.planned import NULL_ROLES as NULL_ROLES
+from gradsum.evaluation.planned import ROLES as ROLES
+from gradsum.evaluation.planned import PlannedMethod as PlannedMethod
 from gradsum.models.inputs import model_input
 from gradsum.models.loaded import LoadedModel
 from gradsum.registry import Registry
 from gradsum.truthsets import TruthSet
 from gradsum.truthsets.base import Sample, sample_id
-
-#: A method's role in the verdicts. `method`: an attribution method under test. `control`: a known-answer
-#: explainer (an oracle built from the referee, or one deliberately mismatched to another model, task or
-#: image): judged like a method, never recommended. The null explainers' roles: `chance` (they know
-#: nothing: random, uniform) and `confound` (they know what the metric may reward without any model:
-#: class area, position) gate every verdict; `heuristic` (an edge detector) is a column of its own, "adds
-#: over an edge detector", and gates nothing.
-METHOD, CONTROL, CHANCE, CONFOUND, HEURISTIC = "method", "control", "chance", "confound", "heuristic"
-ROLES = (METHOD, CONTROL, CHANCE, CONFOUND, HEURISTIC)
-NULL_ROLES = (CHANCE, CONFOUND, HEURISTIC)
-#: The null roles a method must beat to pass.
-GATING_ROLES = (CHANCE, CONFOUND)
-
-
-@dataclass(frozen=True)
-class PlannedMethod:
-    """One attribution method as a run configures it for a model (what `attribute` is called with)."""
-
-    label: str
-    method: str
-    layer: str | None = None
-    normalise: str = "minmax"
-    options: Mapping[str, Any] = field(default_factory=dict)
-    #: post-processing steps on the method's grid (None: the method's default)
-    postprocess: tuple[str, ...] | None = None
-    #: the method's role in the verdicts (`ROLES`): null explainers (`gradsum.evaluation.nulls`) and
-    #: known-answer controls (`gradsum.evaluation.controls`) are computed beside the methods under test
-    role: str = METHOD
-
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(
-                f"PlannedMethod {self.label!r}: role={self.role!r} unknown; valid: {', '.join(ROLES)}"
-            )
-
-    @property
-    def null(self) -> bool:
-        """A null explainer: it knows nothing of the model (chance, confound or heuristic)."""
-        return self.role in NULL_ROLES
-
-    @property
-    def model_free(self) -> bool:
-        """Its maps are no function of the model's weights (nulls and controls): randomising the model
-        cannot change them, so the sanity check leaves them out."""
-        return self.role != METHOD
 
 
 @dataclass
@@ -179,7 +143,8 @@ ModelFreeMaps = Callable[
 ]
 #: Method name → its maps, for every planned method that is no attribution method: they are read from the
 #: labels, the truth set or the causal referee, not from the model's weights. Filled on import by
-#: `gradsum.evaluation.nulls` (priors) and `gradsum.evaluation.controls` (known-answer controls).
+#: `gradsum.evaluation.nulls` (priors) and `gradsum.evaluation.controls` (known-answer controls), which
+#: import this module; importing the `gradsum.evaluation` package imports both.
 MODEL_FREE_MAPS: Registry[ModelFreeMaps] = Registry("model-free map")
 #: `context.cache` key of the evaluated images' id → index into the truth set (`image_indices`).
 IMAGE_INDICES = "image_indices"
@@ -225,16 +190,6 @@ def images_of(
     )
 
 
-#: The modules that fill `MODEL_FREE_MAPS` on import. They import this one, so they are imported when maps
-#: are asked for, not at the top.
-_MODEL_FREE_MODULES = ("gradsum.evaluation.nulls", "gradsum.evaluation.controls")
-
-
-def _load_model_free_maps() -> None:
-    for name in _MODEL_FREE_MODULES:
-        importlib.import_module(name)
-
-
 def planned_maps(
     model: LoadedModel,
     method: PlannedMethod,
@@ -256,7 +211,6 @@ def planned_maps(
     from gradsum.attribution import attribute
     from gradsum.attribution.normalise import normalise
 
-    _load_model_free_maps()
     if module is not None and method.model_free:
         raise GradSUMError(
             f"planned method {method.label!r} (role {method.role}) is model-free: its maps are no function "

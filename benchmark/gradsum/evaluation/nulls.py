@@ -24,14 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradsum.errors import GradSUMError
-from gradsum.evaluation.base import (
-    CHANCE,
-    CONFOUND,
-    HEURISTIC,
-    MODEL_FREE_MAPS,
-    EvaluationContext,
-    PlannedMethod,
-)
+from gradsum.evaluation.base import MODEL_FREE_MAPS, EvaluationContext
+from gradsum.evaluation.planned import CHANCE, CONFOUND, HEURISTIC, PlannedMethod
 from gradsum.models.loaded import LoadedModel
 from gradsum.names import NULL_SOURCE, qualified
 from gradsum.truthsets import TruthSet, open_truthset
