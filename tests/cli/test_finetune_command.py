@@ -31,7 +31,7 @@ def test_each_field_is_one_option_with_the_fields_help_and_default() -> None:
     assert options["foreground"].required and not options["samples"].required
     assert options["samples"].help == "K: scenes of the split fine-tuned on, drawn by the seed (default: 50)"
     assert options["lr"].help == "AdamW learning rate (default: 1e-05)"
-    weights_help = "loss weights background,foreground,relevance,keep (RobustViT's by default)"
+    weights_help = "loss weights background,foreground,relevance,keep as in RobustViT"
     assert options["weights"].help == f"{weights_help} (default: 2,0.3,0.8,0.2)"
 
 

@@ -67,7 +67,7 @@ class FinetuneSettings:
     )
     weights: LossWeights = field(
         default_factory=LossWeights,
-        metadata={HELP: "loss weights background,foreground,relevance,keep (RobustViT's by default)"},
+        metadata={HELP: "loss weights background,foreground,relevance,keep as in RobustViT"},
     )
     samples: int = field(
         default=50, metadata={HELP: "K: scenes of the split fine-tuned on, drawn by the seed"}
