@@ -1,18 +1,16 @@
 """Truth sets: driving images with per-pixel Cityscapes classes, targets and metadata.
 
 `open_truthset(path, split, kind, spec)` picks the reader from what is on disk (or a plug-in spec);
-readers register themselves in `KINDS` (see `gradsum truthsets`). `require_labels` refuses a split
-without labels (Cityscapes' public test split) before any work is spent on it.
+readers register themselves in `KINDS` (`gradsum.truthsets.kinds`, see `gradsum truthsets`) when this
+package imports them. `require_labels` refuses a split without labels (Cityscapes' public test split)
+before any work is spent on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
-from gradsum.errors import TruthSetError
-from gradsum.registry import Registry
+from gradsum.truthsets import cityscapes as _cityscapes  # noqa: F401
+from gradsum.truthsets import plugin as _plugin  # noqa: F401
+from gradsum.truthsets import synthetic as _synthetic  # noqa: F401
 from gradsum.truthsets.base import (
     STEERING_SIGN,
     TASKS,
@@ -24,87 +22,17 @@ from gradsum.truthsets.base import (
     require_labels,
     steering_from_yaw_rate,
 )
-from gradsum.truthsets.folders import is_folder, list_folder
+from gradsum.truthsets.kinds import (
+    KINDS,
+    SpecSource,
+    TruthSetKind,
+    default_split,
+    detect_kind,
+    open_truthset,
+    register_kind,
+    truthset_kind,
+)
 from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable
-
-#: a plug-in spec: a built-in spec name or a spec file (None: the folder's own spec, or no spec)
-SpecSource = str | Path | None
-
-
-@dataclass(frozen=True)
-class TruthSetKind:
-    """A reader of one on-disk kind of truth set."""
-
-    name: str
-    description: str
-    #: True when the folder looks like this kind; kinds are tried in `priority` order
-    detect: Callable[[Path], bool]
-    #: opens one split of a folder (with a plug-in spec where the kind `reads_spec`)
-    open: Callable[[Path, str, SpecSource], TruthSet]
-    #: the split opened when none is named: one that has labels
-    default_split: Callable[[Path, SpecSource], str]
-    #: split names worth trying (what `gradsum check` tries when no split is named)
-    splits: Callable[[Path, SpecSource], list[str]]
-    priority: int = 100
-    #: True for the kind that reads declarative specs, the one `spec=` arguments go to
-    reads_spec: bool = False
-
-
-KINDS: Registry[TruthSetKind] = Registry("truth-set kind")
-
-
-def register_kind(kind: TruthSetKind) -> TruthSetKind:
-    """Add a reader to `KINDS`."""
-    KINDS.add(kind.name, kind)
-    return kind
-
-
-def detect_kind(path: str | Path) -> TruthSetKind:
-    """The reader for the folder at `path`."""
-    root = Path(path)
-    if not is_folder(root):
-        raise TruthSetError(f"{root}: no such truth-set folder")
-    list_folder(root)  # an unreadable folder is named as such, not as "not a truth set"
-    for _, kind in sorted(KINDS.items(), key=lambda item: item[1].priority):
-        if kind.detect(root):
-            return kind
-    raise TruthSetError(
-        f"{root}: not a truth set (no manifest.json, no leftImg8bit/ folder, no gradsum-truthset.yaml spec); "
-        f"known kinds: {', '.join(KINDS.names())}"
-    )
-
-
-def truthset_kind(path: str | Path, kind: str | None = None, spec: SpecSource = None) -> TruthSetKind:
-    """The reader for `path`: the kind named, else the spec-reading kind when `spec` is given, else detected."""
-    if spec is None:
-        return KINDS.get(kind, "--kind") if kind else detect_kind(path)
-    readers = [k for _, k in KINDS.items() if k.reads_spec]
-    reader = KINDS.get(kind, "--kind") if kind else readers[0]
-    if not reader.reads_spec:
-        raise TruthSetError(
-            f"--spec {str(spec)!r} with --kind {reader.name!r}: only kind "
-            f"{', '.join(k.name for k in readers)} reads a spec; drop --kind"
-        )
-    return reader
-
-
-def default_split(path: str | Path, kind: str | None = None, spec: SpecSource = None) -> str:
-    """The split a command opens when none is named: one with labels (Cityscapes' public test has none)."""
-    return truthset_kind(path, kind, spec).default_split(Path(path), spec)
-
-
-def open_truthset(
-    path: str | Path, split: str | None = None, kind: str | None = None, spec: SpecSource = None
-) -> TruthSet:
-    """Open one split of the truth set at `path` with the reader that fits it (or `kind`).
-
-    `spec` is a plug-in spec (a built-in spec name such as 'camvid-rgb', or a spec file) for folders
-    without their own `gradsum-truthset.yaml`; `split=None` opens the kind's `default_split`.
-    """
-    root = Path(path)
-    reader = truthset_kind(root, kind, spec)
-    return reader.open(root, reader.default_split(root, spec) if split is None else split, spec)
-
 
 __all__ = [
     "CITYSCAPES",
@@ -128,8 +56,3 @@ __all__ = [
     "steering_from_yaw_rate",
     "truthset_kind",
 ]
-
-# Readers register themselves on import (one line per reader module).
-from gradsum.truthsets import cityscapes as _cityscapes  # noqa: E402, F401
-from gradsum.truthsets import plugin as _plugin  # noqa: E402, F401
-from gradsum.truthsets import synthetic as _synthetic  # noqa: E402, F401

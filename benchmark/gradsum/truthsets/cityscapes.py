@@ -21,10 +21,10 @@ import numpy as np
 
 from gradsum.errors import TruthSetError
 from gradsum.fileio import read_json_object
-from gradsum.truthsets import SpecSource, TruthSetKind, register_kind
 from gradsum.truthsets.base import LABELLED_SPLIT, Sample, TruthSet, steering_from_yaw_rate
 from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_png, read_rgb
 from gradsum.truthsets.folders import exists, is_folder, list_folder
+from gradsum.truthsets.kinds import SpecSource, TruthSetKind, register_kind
 from gradsum.truthsets.labels import CITYSCAPES, ClassTable
 from gradsum.truthsets.layout import SPLITS, FrameId, parse_image_name
 

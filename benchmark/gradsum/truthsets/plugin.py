@@ -21,11 +21,11 @@ import yaml
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.registry import Registry
 from gradsum.taxonomy import TASKS
-from gradsum.truthsets import SpecSource, TruthSetKind, register_kind
 from gradsum.truthsets.base import LABELLED_SPLIT, CauseDeclaration, Sample, TruthSet
 from gradsum.truthsets.camvid import camvid32_table
 from gradsum.truthsets.encodings import ENCODINGS, Encoding, check_sizes, decode_labels, read_rgb
 from gradsum.truthsets.folders import exists, glob_files, is_folder
+from gradsum.truthsets.kinds import SpecSource, TruthSetKind, register_kind
 from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable, cityscapes_class
 from gradsum.truthsets.layout import SPLITS
 

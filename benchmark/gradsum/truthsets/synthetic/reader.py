@@ -14,9 +14,9 @@ import numpy as np
 from gradsum.errors import TruthSetError
 from gradsum.fileio import read_json_object
 from gradsum.taxonomy import TASKS
-from gradsum.truthsets import SpecSource, TruthSetKind, register_kind
 from gradsum.truthsets.base import CauseDeclaration, Sample, TruthSet
 from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_png, read_rgb
+from gradsum.truthsets.kinds import SpecSource, TruthSetKind, register_kind
 from gradsum.truthsets.labels import ClassTable, subset
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.synthetic import scene as sc
