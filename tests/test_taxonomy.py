@@ -15,6 +15,8 @@ from gradsum.evaluation.granularity import LAYERS as GRANULARITY_LAYERS
 from gradsum.evaluation.materiality import MATERIALITY
 from gradsum.evaluation.perturbation import TASK_MEASURES
 from gradsum.evaluation.randomise import BLOCK_RULES
+from gradsum.finetune.loss import KEEP_TARGETS
+from gradsum.finetune.relevance import RELEVANCE_MAPS
 from gradsum.models.architectures import ARCHITECTURES
 from gradsum.models.tasks import TRAINING_TASKS
 from gradsum.pipeline.config import default_config
@@ -40,6 +42,7 @@ PER_TASK: dict[str, Iterable[str]] = {
     "evaluation.causal.DECISION_FLIPS": DECISION_FLIPS,
     "evaluation.breakdown.TARGET_GROUPS": TARGET_GROUPS,
     "evaluation.materiality.MATERIALITY": MATERIALITY,
+    "finetune.loss.KEEP_TARGETS": KEEP_TARGETS,
     "truthsets.synthetic.scene.CAUSES": CAUSES,
     "truthsets.synthetic.reader.CAUSE_MASKS": CAUSE_MASKS,
     "truthsets.synthetic.reader.PLAUSIBILITY_MASKS": PLAUSIBILITY_MASKS,
@@ -51,6 +54,7 @@ PER_FAMILY: dict[str, Iterable[str]] = {
     "attribution.layers.DEFAULTS": DEFAULT_LAYERS,
     "evaluation.randomise.BLOCK_RULES": BLOCK_RULES,
     "evaluation.granularity.LAYERS": GRANULARITY_LAYERS,
+    "finetune.relevance.RELEVANCE_MAPS": RELEVANCE_MAPS,
     "models.architectures.ARCHITECTURES (families)": {a.family for _, a in ARCHITECTURES.items()},
 }
 

@@ -20,7 +20,7 @@ from gradsum.errors import TrainingError
 from gradsum.finetune.relevance import relevance_map
 from gradsum.finetune.settings import LossWeights
 from gradsum.models.tasks import TRAINING_TASKS
-from gradsum.registry import Registry
+from gradsum.taxonomy import TaskRegistry
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class LossParts:
 
 #: task → the target the keep term fits to the original model's output: the value itself for steering,
 #: the original's own predicted class for obstacle (RobustViT's cross-entropy against its top-1)
-KEEP_TARGETS: Registry[Callable[[Tensor], Tensor]] = Registry("task")
+KEEP_TARGETS: TaskRegistry[Callable[[Tensor], Tensor]] = TaskRegistry("task")
 KEEP_TARGETS.add("steering", lambda output: output)
 KEEP_TARGETS.add("obstacle", lambda logit: (logit > 0).to(logit.dtype))
 

@@ -29,7 +29,7 @@ from gradsum.attribution.normalise import minmax
 from gradsum.attribution.postprocess import relu
 from gradsum.attribution.targets import Target, resolve_target
 from gradsum.models.introspect import cam_layer, model_family, num_prefix_tokens
-from gradsum.registry import Registry
+from gradsum.taxonomy import FamilyRegistry
 
 #: (model, images, target) → (relevance on the model's native grid (B, h, w), model output), with graph
 RelevanceFn = Callable[[nn.Module, Tensor, Target], tuple[Tensor, Tensor]]
@@ -71,7 +71,7 @@ def gradcam_relevance(model: nn.Module, images: Tensor, target: Target) -> tuple
 
 
 #: model family → its differentiable relevance map
-RELEVANCE_MAPS: Registry[RelevanceFn] = Registry("model family")
+RELEVANCE_MAPS: FamilyRegistry[RelevanceFn] = FamilyRegistry("model family")
 RELEVANCE_MAPS.add("vit", rollout_relevance)
 RELEVANCE_MAPS.add("hybrid", rollout_relevance)
 RELEVANCE_MAPS.add("cnn", gradcam_relevance)
