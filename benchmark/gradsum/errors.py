@@ -14,6 +14,10 @@ class UnknownNameError(GradSUMError, ValueError):
     """A name (method, model, truth-set kind, ...) that no registry knows."""
 
 
+class ShapeError(GradSUMError, ValueError):
+    """Arrays handed to an API function disagree in shape (frames, label maps, attribution maps)."""
+
+
 class TruthSetError(GradSUMError):
     """A truth set on disk is missing, corrupt or inconsistent."""
 

@@ -34,7 +34,7 @@ from gradsum.models.inputs import resize_uint8
 from gradsum.models.specs import AugmentConfig, ModelSpec, load_spec
 from gradsum.models.tasks import TRAINING_TASKS, Metrics, Task
 from gradsum.truthsets import TruthSet, open_truthset
-from gradsum.utils import default_device, seed_everything
+from gradsum.utils import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ def train_model(
     state_dir = state_folder(target)
     if not resume:
         shutil.rmtree(state_dir, ignore_errors=True)
-    run_device = device or default_device()
+    run_device = resolve_device(device)
     trainer = Trainer(model_spec, task_def, data, state_dir, run_device, configuration)
     if resume:
         trainer.load_state()

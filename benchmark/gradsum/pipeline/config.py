@@ -49,6 +49,10 @@ class TruthSetConfig:
     #: render the synthetic set with these settings when `path` does not exist
     generate: GenerateConfig | None = None
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise SpecError(f"truthset.limit (--limit): must be 1 or more, got {self.limit}")
+
 
 @dataclass(frozen=True)
 class TrainingSetConfig:
@@ -252,8 +256,8 @@ def load_config(path: str | Path) -> RunConfig:
             )
         source = builtin
     try:
-        data = yaml.safe_load(source.read_text())
-    except yaml.YAMLError as error:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
         raise SpecError(f"{source}: not valid YAML ({error})") from None
     if data is None:
         raise SpecError(f"{source}: the config is empty")

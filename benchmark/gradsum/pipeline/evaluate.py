@@ -25,7 +25,7 @@ from gradsum.pipeline.trust import evaluation_context, seed_twins, shuffled_twin
 from gradsum.report import write_report
 from gradsum.report.results import MANIFEST, read_manifest
 from gradsum.truthsets import TruthSet
-from gradsum.utils import default_device
+from gradsum.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def evaluate(
     )
     config = dataclasses.replace(config, evaluation=settings)
     check_names(config)
-    device = device or config.device or default_device()
+    device = resolve_device(device or config.device)
     truthset = open_configured(config)
     if checks is None:
         settings = dataclasses.replace(settings, checks=supported_checks(settings.checks, truthset))

@@ -34,7 +34,7 @@ from gradsum.pipeline.shards import (
 from gradsum.pipeline.trust import evaluation_context, seed_twins, shuffled_twins, write_trust_tables
 from gradsum.report import write_report
 from gradsum.report.results import REPORT
-from gradsum.utils import default_device, seed_everything
+from gradsum.utils import resolve_device, seed_everything
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ def run(
     run started again with the same config resumes from its finished shards; `fresh` discards them.
     """
     check_names(config)
-    device = config.device or default_device()
+    device = resolve_device(config.device)
     target_dir = Path(out) if out is not None else Path(config.results_dir) / config.name
     with joined(device) as world:
         return _run(config, target_dir, world, world.device(device), progress, fresh)

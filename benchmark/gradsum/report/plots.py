@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from gradsum.errors import ResultsError
+from gradsum.errors import ResultsError, ShapeError, UnknownNameError
 from gradsum.evaluation.sanity import CASCADING, SIGNED_SIMILARITY, VERDICT_SIMILARITY
 from gradsum.fileio import atomic_write_bytes
 from gradsum.truthsets.labels import CITYSCAPES, cityscapes_palette
@@ -54,10 +54,17 @@ class OverlayData:
     def __post_init__(self) -> None:
         n, h, w = self.labels.shape
         if self.images.shape != (n, h, w, 3):
-            raise ValueError(f"overlay images: expected shape {(n, h, w, 3)}, got {self.images.shape}")
+            raise ShapeError(f"overlay images: expected shape {(n, h, w, 3)}, got {self.images.shape}")
         for name, maps in self.maps.items():
             if maps.shape != (n, h, w):
-                raise ValueError(f"overlay map {name!r}: expected shape {(n, h, w)}, got {maps.shape}")
+                raise ShapeError(f"overlay map {name!r}: expected shape {(n, h, w)}, got {maps.shape}")
+
+
+def measure_columns(measure: str) -> tuple[str, str, str]:
+    """The mean and CI columns of a profile measure; an unknown measure raises listing the valid ones."""
+    if measure not in MEASURES:
+        raise UnknownNameError(f"unknown profile measure {measure!r}; valid: {', '.join(MEASURES)}")
+    return MEASURES[measure]
 
 
 def class_color(class_id: int) -> tuple[float, float, float]:
@@ -86,7 +93,7 @@ def _ci_errors(values: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarra
 
 
 def _bars(ax: Axes, rows: pd.DataFrame, measure: str, order: Sequence[str]) -> None:
-    mean, low, high = MEASURES[measure]
+    mean, low, high = measure_columns(measure)
     rows = rows.set_index("class").reindex(order).dropna(subset=[mean])
     x = np.arange(len(rows))
     values = rows[mean].to_numpy(float)
@@ -134,7 +141,7 @@ def _check_grouped(profiles: pd.DataFrame, group: str, size: str) -> None:
 def _grouped_bars(ax: Axes, profiles: pd.DataFrame, group: str, measure: str, fontsize: int) -> list[str]:
     """One bar per `group` value in each class (Cityscapes order and colours, hatch per series, CI
     whiskers) on `ax`; returns the series in order of first appearance."""
-    mean, low, high = MEASURES[measure]
+    mean, low, high = measure_columns(measure)
     order, ids = class_order(profiles), _class_ids(profiles)
     series = list(dict.fromkeys(profiles[group].astype(str)))
     step = 0.8 / len(series)
@@ -226,7 +233,7 @@ def headline_figure(
 
 def profile_heatmap(profiles: pd.DataFrame, measure: str = "score") -> Figure:
     """Models × methods (rows) by classes (columns) heatmap of a profile measure; absent classes blank."""
-    mean = MEASURES[measure][0]
+    mean = measure_columns(measure)[0]
     table = profiles.assign(
         row=[label(m, k) for m, k in zip(profiles["model"], profiles["method"], strict=True)]
     )
@@ -254,7 +261,7 @@ def paired_profile(
     profiles: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], measure: str = "score"
 ) -> Figure:
     """Two model × method profiles side by side per class (grouped bars with CIs), e.g. CNN vs ViT."""
-    mean, low, high = MEASURES[measure]
+    mean, low, high = measure_columns(measure)
     first, second = _select(profiles, *a), _select(profiles, *b)
     both = pd.concat([first, second])
     order, ids = class_order(both), _class_ids(both)

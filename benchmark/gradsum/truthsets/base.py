@@ -220,7 +220,9 @@ class ArrayTruthSet(TruthSet):
 
         super().__init__(Path("<memory>"), split)
         if images.shape[:3] != labels.shape[:3]:
-            raise ValueError(f"images {images.shape} and labels {labels.shape} differ in size")
+            raise TruthSetError(
+                f"array truth set: images {images.shape} and labels {labels.shape} differ in size"
+            )
         self._images = images
         self._labels = labels
         self._targets = {k: np.asarray(v, dtype=np.float32) for k, v in (targets or {}).items()}

@@ -121,10 +121,7 @@ class CityscapesTruthSet(TruthSet):
         for city in (entry for entry in list_folder(folder) if entry.is_dir()):
             for image in list_folder(Path(city.path)):
                 if image.name.endswith("_leftImg8bit.png"):
-                    try:
-                        frames.append(parse_image_name(Path(image.path), self.split))
-                    except ValueError as error:
-                        raise TruthSetError(str(error)) from None
+                    frames.append(parse_image_name(Path(image.path), self.split))
         return sorted(frames)
 
     def _load_vehicles(self, frames: list[FrameId]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradsum.errors import TruthSetError
+
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 #: Cityscapes `instanceIds`: pixels of a thing instance hold `class id · INSTANCE_SCALE + k`, all others
@@ -58,9 +60,15 @@ class FrameId:
 
 
 def parse_image_name(path: Path, split: str) -> FrameId:
-    """The `FrameId` of a `..._leftImg8bit.png` file; raises ValueError on a foreign name."""
+    """The `FrameId` of a `..._leftImg8bit.png` file; raises TruthSetError on a foreign name."""
     parts = path.name.split("_")
-    if len(parts) < 4 or not path.name.endswith("_leftImg8bit.png"):
-        raise ValueError(f"{path}: not a Cityscapes image name ({{city}}_{{seq}}_{{frame}}_leftImg8bit.png)")
+    if (
+        len(parts) < 4
+        or not path.name.endswith("_leftImg8bit.png")
+        or not (parts[-3].isdigit() and parts[-2].isdigit())
+    ):
+        raise TruthSetError(
+            f"{path}: not a Cityscapes image name ({{city}}_{{seq:06}}_{{frame:06}}_leftImg8bit.png)"
+        )
     city = "_".join(parts[:-3])
     return FrameId(split=split, city=city, seq=int(parts[-3]), frame=int(parts[-2]))

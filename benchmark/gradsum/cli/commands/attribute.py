@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gradsum.cli import Command
-from gradsum.errors import ResultsError
+from gradsum.errors import ResultsError, SpecError
 from gradsum.fileio import atomic_directory, atomic_write_json
-
-if TYPE_CHECKING:
-    import numpy as np
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -39,38 +34,23 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
-def _overlay_png(image: np.ndarray, heat: np.ndarray, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    height, width = heat.shape
-    figure, axis = plt.subplots(figsize=(width / 48, height / 48 + 0.3), dpi=96)
-    axis.imshow(image)
-    axis.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
-    axis.set_title(title, fontsize=7)
-    axis.axis("off")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch.nn.functional as F
 
     from gradsum.attribution import attribute
+    from gradsum.attribution.base import upsample
     from gradsum.models import checkpoint_folder, load_model
     from gradsum.models.inputs import INPUT_TRANSFORM, model_input
+    from gradsum.report.overlays import save_overlays
     from gradsum.truthsets import open_truthset
-    from gradsum.utils import default_device
+    from gradsum.utils import resolve_device
 
+    if args.count < 1:
+        raise SpecError(f"--count: must be 1 or more, got {args.count}")
     out = Path(args.out or f"results/attribute-{args.method.replace(':', '-')}")
     if out.exists() and not args.overwrite:
         raise ResultsError(f"--out {out} already exists; pass --overwrite to replace it")
-    device = args.device or default_device()
+    device = resolve_device(args.device)
     model, card = load_model(checkpoint_folder(args.model), device=device)
     truthset = open_truthset(args.truthset, args.split)
     count = min(args.count, len(truthset))
@@ -90,16 +70,12 @@ def _run(args: argparse.Namespace) -> int:
     maps = result.maps.cpu().numpy()
     # overlays are drawn on the frames as stored: maps go back to each frame's own size
     shown = [
-        F.interpolate(result.maps[i : i + 1, None], size=s.image.shape[:2], mode="bilinear")[0, 0]
-        .cpu()
-        .numpy()
-        for i, s in enumerate(samples)
+        upsample(result.maps[i : i + 1], s.image.shape[:2])[0].cpu().numpy() for i, s in enumerate(samples)
     ]
+    titles = [f"{args.method} · {result.target} · image {i}" for i in range(count)]
     with atomic_directory(out, overwrite=args.overwrite) as staging:
         np.save(staging / "maps.npy", maps)
-        for index, (sample, heat) in enumerate(zip(samples, shown, strict=True)):
-            title = f"{args.method} · {result.target} · image {index}"
-            (staging / f"overlay_{index:03d}.png").write_bytes(_overlay_png(sample.image, heat, title))
+        save_overlays(staging, [s.image for s in samples], shown, titles)
         record = {**result.describe(), "model": str(args.model), "truthset": str(args.truthset)}
         record |= {"split": args.split, "count": count, "input_transform": INPUT_TRANSFORM}
         atomic_write_json(staging / "attribution.json", record)

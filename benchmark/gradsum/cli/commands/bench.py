@@ -19,7 +19,7 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from gradsum.bench import discover_suites, run_suites
-    from gradsum.utils import default_device
+    from gradsum.utils import resolve_device
 
     registry = discover_suites()
     if args.list:
@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     for name in args.suite or []:
         registry.get(name, "--suite")
-    results = run_suites(args.suite, args.quick, args.device or default_device())
+    results = run_suites(args.suite, args.quick, resolve_device(args.device))
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}")
