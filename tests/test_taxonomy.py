@@ -6,8 +6,10 @@ from collections.abc import Iterable
 
 import pytest
 
+from gradsum.attribution import METHODS
 from gradsum.attribution.base import FAMILIES as METHOD_FAMILIES
 from gradsum.attribution.layers import DEFAULTS as DEFAULT_LAYERS
+from gradsum.attribution.layers import VIEWS
 from gradsum.attribution.targets import TARGETS, resolve_target
 from gradsum.evaluation.breakdown import TARGET_GROUPS
 from gradsum.evaluation.causal import DECISION_FLIPS
@@ -69,6 +71,15 @@ def test_per_task_registry_covers_every_task(name: str) -> None:
 def test_per_family_registry_covers_every_family(name: str) -> None:
     check_covers_families(PER_FAMILY[name], name)
     assert set(PER_FAMILY[name]) == set(FAMILIES)
+
+
+def test_family_subsets_name_only_families() -> None:
+    # methods and layer views apply to some families: a misspelt family would silently match no model
+    for name, method in METHODS.items():
+        assert set(method.applies_to) <= set(FAMILIES), name
+        assert set(method.default_layer) <= set(FAMILIES), name
+    for view, (families, _) in VIEWS.items():
+        assert families <= set(FAMILIES), view
 
 
 def test_default_targets_are_registered_targets() -> None:

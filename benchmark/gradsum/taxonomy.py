@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar, get_args
 
 from gradsum.errors import GradSUMError
 from gradsum.registry import Registry
@@ -26,7 +26,7 @@ Family = Literal["cnn", "vit", "hybrid"]
 TASKS: Final = ("steering", "obstacle")
 """What a model predicts: a steering angle (regression) or an obstacle in the ego lane (binary)."""
 
-FAMILIES: Final[tuple[Family, ...]] = ("cnn", "vit", "hybrid")
+FAMILIES: Final[tuple[Family, ...]] = get_args(Family)
 """Architecture families: attribution methods and layer rules are chosen per family."""
 
 DEFAULT_TARGETS: Final[Mapping[str, str]] = MappingProxyType(
