@@ -370,12 +370,12 @@ def full_disk_in_shard(bench: Bench) -> tuple[list[str], str]:
 
 
 def full_disk_in_parquet(bench: Bench) -> tuple[list[str], str]:
-    """The disk fills inside the parquet writer, under a shard's temporary name."""
+    """The disk fills while a shard's parquet table is written, under the shard's temporary name."""
 
-    def to_parquet(self: pd.DataFrame, path: object, *args: object, **kwargs: object) -> None:
+    def write_bytes(path: object, data: bytes) -> Path:
         raise _no_space(path)
 
-    bench.monkeypatch.setattr(pd.DataFrame, "to_parquet", to_parquet)
+    bench.monkeypatch.setattr(importlib.import_module("gradsum.contract"), "atomic_write_bytes", write_bytes)
     return bench.run(), str(work_folder(bench.out) / "shards" / ".00000.")
 
 

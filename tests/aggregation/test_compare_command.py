@@ -6,15 +6,16 @@ import pandas as pd
 import pytest
 from aggregation_tables import make_per_image
 
-from gradsum.aggregation import COMPARISON_COLUMNS, SAMPLE_COLUMNS, read_runs, write_per_image
+from gradsum.aggregation import COMPARISON_COLUMNS, SAMPLE_COLUMNS, read_runs
 from gradsum.cli import main
+from gradsum.contract import PER_IMAGE, write_table
 from gradsum.errors import ResultsError
 
 
 @pytest.fixture
 def run_folder(tmp_path: Path, two_methods: pd.DataFrame) -> Path:
     folder = tmp_path / "run1"
-    write_per_image(two_methods, folder)
+    write_table(folder, PER_IMAGE, two_methods)
     return folder
 
 
@@ -38,7 +39,7 @@ def test_compare_with_pair_and_out(run_folder: Path, tmp_path: Path) -> None:
 
 
 def test_colliding_models_of_two_runs_get_run_prefixes(run_folder: Path, tmp_path: Path) -> None:
-    write_per_image(make_per_image("cnn", "gradcam", seed=5), tmp_path / "run2")
+    write_table(tmp_path / "run2", PER_IMAGE, make_per_image("cnn", "gradcam", seed=5))
     merged = read_runs([run_folder, tmp_path / "run2"])
     assert sorted(merged["model"].unique()) == ["run1:cnn", "run2:cnn"]
     out = tmp_path / "both.csv"

@@ -11,8 +11,9 @@ import pytest
 from aggregation_tables import CLASS_IDS, make_per_image
 from scipy import stats
 
-from gradsum.aggregation import compare, holm, read_runs, same_images, unpaired_test, write_per_image
+from gradsum.aggregation import compare, holm, read_runs, same_images, unpaired_test
 from gradsum.cli import main
+from gradsum.contract import PER_IMAGE, write_table
 
 ROAD, CAR = 7, 26
 
@@ -91,9 +92,9 @@ def test_unpaired_test_edge_cases() -> None:
 
 
 def test_two_runs_label_both_sides_with_their_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_per_image(make_per_image("cnn", "gradcam", n_images=12, seed=1), tmp_path / "synthetic")
+    write_table(tmp_path / "synthetic", PER_IMAGE, make_per_image("cnn", "gradcam", n_images=12, seed=1))
     other = _renamed(make_per_image("cnn", "gradcam", n_images=12, seed=2), "cs_")
-    write_per_image(pd.concat([other, other.assign(model="vit")]), tmp_path / "cityscapes")
+    write_table(tmp_path / "cityscapes", PER_IMAGE, pd.concat([other, other.assign(model="vit")]))
     merged = read_runs([tmp_path / "synthetic", tmp_path / "cityscapes"])
     assert sorted(merged["model"].unique()) == ["cityscapes:cnn", "cityscapes:vit", "synthetic:cnn"]
     out = tmp_path / "transfer.csv"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from gradsum.aggregation import COMPARISON_COLUMNS, PER_IMAGE_COLUMNS
-from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
+from gradsum.contract import ATTENTION, ATTENTION_PROFILES, GROUND_TRUTH
 from gradsum.evaluation.base import CHANCE, CONFOUND, CONTROL, HEURISTIC, METHOD, CheckResult, Criterion
 from gradsum.evaluation.verdicts import recommend, trust_table
 from gradsum.fileio import sha256_file
@@ -111,8 +111,8 @@ def attention_tables(rng: np.random.Generator, vits: list[str]) -> tuple[pd.Data
                     (model, layer, name, CITYSCAPES.by_name[name].id, value, value - 0.02, value + 0.02, 4)
                 )
     return (
-        pd.DataFrame(entropy, columns=list(ENTROPY_COLUMNS)),
-        pd.DataFrame(layers, columns=list(LAYER_PROFILE_COLUMNS)),
+        pd.DataFrame(entropy, columns=list(ATTENTION.names)),
+        pd.DataFrame(layers, columns=list(ATTENTION_PROFILES.names)),
     )
 
 
@@ -125,7 +125,7 @@ def ground_truth_table() -> pd.DataFrame:
             ("vit", "gradcam", "steering", expected, True, "road ranks 1st"),
             ("vit", "gradrollout", "steering", expected, False, "sky ranks above road"),
         ],
-        columns=["model", "method", "task", "expected", "agrees", "detail"],
+        columns=list(GROUND_TRUTH.names),
     )
 
 

@@ -84,7 +84,7 @@ def _keep_header(folder: Path, name: str) -> None:
                 _unlist(f, "per_image.parquet"),
                 (f / "per_image.parquet").write_bytes(b"PAR1 broken"),
             ),
-            "per_image.parquet: cannot be parsed",
+            "per_image.parquet: cannot be read",
         ),
         (
             lambda f: (

@@ -2,8 +2,8 @@
 
 Profiles over different images (two truth sets) are compared with unpaired tests.
 Scores are computed on the device for a whole batch at once; profiles and comparisons are pandas
-tables with the columns of the results folder's `per_image.parquet`, `profiles.csv` and
-`comparisons.csv`.
+tables with the columns that `gradsum.contract` declares for the results folder's per_image, profiles
+and comparisons tables.
 """
 
 from __future__ import annotations
@@ -29,15 +29,7 @@ from gradsum.aggregation.profiles import (
     per_image_frame,
     profiles,
 )
-from gradsum.aggregation.results import (
-    COMPARISONS_FILE,
-    PER_IMAGE_FILE,
-    PROFILES_FILE,
-    read_per_image,
-    read_runs,
-    write_csv,
-    write_per_image,
-)
+from gradsum.aggregation.results import read_runs
 from gradsum.aggregation.scores import (
     RESOLUTIONS,
     ClassScores,
@@ -50,11 +42,8 @@ from gradsum.aggregation.scores import (
 
 __all__ = [
     "ALPHA",
-    "COMPARISONS_FILE",
     "COMPARISON_COLUMNS",
     "PER_IMAGE_COLUMNS",
-    "PER_IMAGE_FILE",
-    "PROFILES_FILE",
     "PROFILE_COLUMNS",
     "RESOLUTIONS",
     "SAMPLE_COLUMNS",
@@ -73,11 +62,8 @@ __all__ = [
     "per_image_frame",
     "prepare_labels",
     "profiles",
-    "read_per_image",
     "read_runs",
     "same_images",
     "spearman_ci",
     "unpaired_test",
-    "write_csv",
-    "write_per_image",
 ]

@@ -24,33 +24,17 @@ import pandas as pd
 from scipy import stats
 
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS, check_columns
+from gradsum.contract import COMPARISONS
 from gradsum.errors import GradSUMError
 from gradsum.names import pair_label
 
 log = logging.getLogger(__name__)
 
-#: Columns of `comparisons.csv`, in order.
-COMPARISON_COLUMNS = (
-    "a",
-    "b",
-    "class",
-    "class_id",
-    "n_pairs",
-    "mean_a",
-    "mean_b",
-    "mean_diff",
-    "statistic",
-    "p_value",
-    "p_holm",
-    "differs",
-    "spearman_rho",
-    "spearman_ci_low",
-    "spearman_ci_high",
-)
-#: Columns every comparison table carries after `COMPARISON_COLUMNS`: the test that ran and each side's
-#: sample size (`n_pairs` counts the image pairs of a paired test, 0 for an unpaired one). Kept apart so
-#: comparison tables written before they existed still read.
-SAMPLE_COLUMNS = ("test", "n_a", "n_b")
+#: Columns of the comparisons table, in order (declared by the results contract) ...
+COMPARISON_COLUMNS = COMPARISONS.required_names
+#: ... then the test that ran and each side's sample size (`n_pairs` counts the image pairs of a paired
+#: test, 0 for an unpaired one), which tables written before they existed lack.
+SAMPLE_COLUMNS = COMPARISONS.optional
 #: Family-wise error rate of the Holm-corrected per-class tests.
 ALPHA = 0.05
 

@@ -11,42 +11,16 @@ import pandas as pd
 from scipy import stats
 
 from gradsum.aggregation.scores import ClassScores
+from gradsum.contract import PER_IMAGE, PROFILES
 from gradsum.errors import GradSUMError
 from gradsum.truthsets.labels import CITYSCAPES
 
-#: Columns of `per_image.parquet`, in order.
-PER_IMAGE_COLUMNS = (
-    "model",
-    "method",
-    "image",
-    "class_id",
-    "class",
-    "pixels",
-    "area_share",
-    "score",
-    "mass_share",
-    "lift",
-)
+#: Columns of the per_image table, in order (declared by the results contract).
+PER_IMAGE_COLUMNS = PER_IMAGE.names
 #: The per-image figures that get a profile mean and a confidence interval.
 PROFILE_STATISTICS = ("score", "mass_share", "lift")
-#: Columns of `profiles.csv`, in order.
-PROFILE_COLUMNS = (
-    "model",
-    "method",
-    "class",
-    "class_id",
-    "category",
-    "score_mean",
-    "score_ci_low",
-    "score_ci_high",
-    "mass_share",
-    "mass_share_ci_low",
-    "mass_share_ci_high",
-    "lift",
-    "lift_ci_low",
-    "lift_ci_high",
-    "n_images",
-)
+#: Columns of the profiles table, in order (declared by the results contract).
+PROFILE_COLUMNS = PROFILES.names
 _PROFILE_NAMES = {"score": "score_mean", "mass_share": "mass_share", "lift": "lift"}
 
 

@@ -19,7 +19,7 @@ from gradsum.evaluation.breakdown import BreakdownCheck
 from gradsum.evaluation.causal import CausalCheck
 from gradsum.evaluation.controls import CONTROL_EXPLAINERS
 from gradsum.evaluation.granularity import GranularityCheck
-from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS, ground_truth_table
+from gradsum.evaluation.ground_truth import ground_truth_table
 from gradsum.evaluation.localisation import LocalisationCheck
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
 from gradsum.evaluation.perturbation import PerturbationCheck
@@ -31,7 +31,6 @@ from gradsum.evaluation.verdicts import trust_table
 __all__ = [
     "CHECKS",
     "CONTROL_EXPLAINERS",
-    "GROUND_TRUTH_COLUMNS",
     "NULL_EXPLAINERS",
     "BreakdownCheck",
     "CausalCheck",

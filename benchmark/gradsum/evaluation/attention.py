@@ -26,20 +26,8 @@ from gradsum.attribution.attention_capture import (
 from gradsum.attribution.attention_math import read_out
 from gradsum.attribution.base import upsample
 from gradsum.attribution.normalise import normalise
+from gradsum.contract import ATTENTION, ATTENTION_PROFILES
 from gradsum.models import num_prefix_tokens
-
-#: Columns of `attention.csv` and `attention_profiles.csv`, in order.
-ENTROPY_COLUMNS = ("model", "layer", "head", "entropy_ratio")
-LAYER_PROFILE_COLUMNS = (
-    "model",
-    "layer",
-    "class",
-    "class_id",
-    "score_mean",
-    "score_ci_low",
-    "score_ci_high",
-    "n_images",
-)
 
 
 def entropy_ratio(attention: Tensor) -> Tensor:
@@ -130,10 +118,10 @@ _ENTROPY_SUM_COLUMNS = ("model", "layer", "head", "entropy_sum", "images")
 def entropy_table(sums: pd.DataFrame) -> pd.DataFrame:
     """`model, layer, head, entropy_ratio` averaged over every image and query token of the shards."""
     if sums.empty:
-        return pd.DataFrame(columns=list(ENTROPY_COLUMNS))
+        return pd.DataFrame(columns=list(ATTENTION.names))
     total = sums.groupby(["model", "layer", "head"], sort=True)[["entropy_sum", "images"]].sum().reset_index()
     total["entropy_ratio"] = total["entropy_sum"] / total["images"]
-    return total[list(ENTROPY_COLUMNS)]
+    return total[list(ATTENTION.names)]
 
 
 def layer_profile_table(rows: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -141,4 +129,6 @@ def layer_profile_table(rows: pd.DataFrame, n_resamples: int = 1000, seed: int =
     table = profiles(rows, n_resamples=n_resamples, seed=seed)
     table = table.rename(columns={"method": "layer"})
     table["layer"] = table["layer"].str.removeprefix("layer ").astype(int)
-    return table[list(LAYER_PROFILE_COLUMNS)].sort_values(["model", "layer", "class_id"], ignore_index=True)
+    return table[list(ATTENTION_PROFILES.names)].sort_values(
+        ["model", "layer", "class_id"], ignore_index=True
+    )

@@ -13,10 +13,8 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from gradsum.contract import GROUND_TRUTH
 from gradsum.truthsets.base import CauseDeclaration
-
-#: Columns of `ground_truth.csv`, in order.
-GROUND_TRUTH_COLUMNS = ("model", "method", "task", "expected", "agrees", "detail")
 
 
 def _ranking(scores: pd.Series) -> str:
@@ -53,7 +51,7 @@ def check_profile(profile: pd.DataFrame, declaration: CauseDeclaration) -> tuple
 def ground_truth_table(
     profiles: pd.DataFrame, tasks: Mapping[str, str], causes: Mapping[str, CauseDeclaration]
 ) -> pd.DataFrame:
-    """One row per model × method whose task has declared causes (`profiles`: profiles.csv columns)."""
+    """One row per model × method whose task has declared causes (`profiles`: the profiles table's columns)."""
     rows = []
     for (model, method), group in profiles.groupby(["model", "method"], sort=True):
         task = tasks.get(str(model))
@@ -70,4 +68,4 @@ def ground_truth_table(
                 "detail": detail,
             }
         )
-    return pd.DataFrame(rows, columns=list(GROUND_TRUTH_COLUMNS))
+    return pd.DataFrame(rows, columns=list(GROUND_TRUTH.names))

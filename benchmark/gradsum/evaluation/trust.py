@@ -15,15 +15,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from gradsum.contract import RECOMMENDATIONS, TRUST
 from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
 from gradsum.evaluation.verdicts import recommend, trust_table
 
 log = logging.getLogger(__name__)
-
-#: The trust table's file stem in a results folder (`trust.csv`).
-TRUST_TABLE = "trust"
-#: The per-model recommendation's file stem (`recommendations.csv`).
-RECOMMENDATIONS = "recommendations"
 
 
 @dataclass
@@ -35,9 +31,9 @@ class TrustReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """Every table to write, by file stem: the trust table first, then each check's own."""
+        """Every table to write, by name (`contract.table_schema`): the trust table first, then each check's own."""
         evidence = [c.key for r in self.results.values() for c in r.criteria if c.evidence]
-        tables = {TRUST_TABLE: self.trust, RECOMMENDATIONS: recommend(self.trust, evidence)}
+        tables = {TRUST.name: self.trust, RECOMMENDATIONS.name: recommend(self.trust, evidence)}
         for result in self.results.values():
             tables.update(result.tables)
         return tables

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gradsum.contract import RECOMMENDATIONS, TRUST
 from gradsum.evaluation.base import (
     CHANCE,
     GATING_ROLES,
@@ -63,10 +64,6 @@ ALPHA = 0.05
 NO_STRONGER_THAN_RANDOM = 0.5
 #: `{key}_heuristic`: the paired comparison with the heuristic null (Sobel edges).
 ADDS, ADDS_NOT, ADDS_UNCLEAR = "adds", "no", "unclear"
-#: Columns of `trust.csv` before the criteria's and the checks' own figures.
-TRUST_KEY_COLUMNS = ("model", "method", "role", "null", "verdict", "failed", "summary")
-#: Columns of `recommendations.csv`: one row per model.
-RECOMMENDATION_COLUMNS = ("model", "method", "passed", "sentence")
 #: One plain sentence per outcome (the trust table's `{key}_reason` starts with it).
 MEANINGS = {
     PASS: "better than chance and than every confound, paired on the same images",
@@ -382,7 +379,7 @@ def trust_table(
     summaries = [r.summary for r in results.values() if not r.summary.empty]
     criteria = [c for r in results.values() for c in r.criteria]
     if not summaries and not criteria:
-        return pd.DataFrame(columns=list(TRUST_KEY_COLUMNS))
+        return pd.DataFrame(columns=list(TRUST.names))
     judged = criterion_table(results, roles, n_resamples, seed)
     merged = judged if not judged.empty else pd.DataFrame(columns=["model", "method"])
     for summary in summaries:
@@ -442,7 +439,7 @@ def recommend(trust: pd.DataFrame, evidence: Sequence[str] | None = None) -> pd.
     """
     rows = []
     if trust.empty:
-        return pd.DataFrame(columns=list(RECOMMENDATION_COLUMNS))
+        return pd.DataFrame(columns=list(RECOMMENDATIONS.names))
     keys = [c[: -len("_verdict")] for c in trust.columns if c.endswith("_verdict")]
     evidence = keys if evidence is None else [k for k in keys if k in evidence]
     for model, group in trust.groupby("model", sort=True):
@@ -465,7 +462,7 @@ def recommend(trust: pd.DataFrame, evidence: Sequence[str] | None = None) -> pd.
                 f"margins {margins})",
             }
         )
-    return pd.DataFrame(rows, columns=list(RECOMMENDATION_COLUMNS))
+    return pd.DataFrame(rows, columns=list(RECOMMENDATIONS.names))
 
 
 def passed_keys(row: Mapping[str, object], keys: Sequence[str]) -> list[str]:

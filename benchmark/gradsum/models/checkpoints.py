@@ -27,6 +27,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from gradsum.contract import CARD, FOLDER_WEIGHTS, WEIGHTS
 from gradsum.dataspec import build
 from gradsum.errors import CheckpointError, SpecError
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
@@ -37,10 +38,6 @@ from gradsum.utils import library_versions
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = "model.safetensors"
-CARD = "card.json"
-#: weight files a model folder may hold, the first present being loaded
-FOLDER_WEIGHTS = (WEIGHTS, "model.pt", "model.pth")
 #: keys under which `.pt` files commonly nest their state dict
 NESTED_KEYS = ("state_dict", "model", "model_state_dict")
 #: leading bytes of files that are not safetensors, with what they look like
@@ -171,7 +168,8 @@ def _read_safetensors(source: Path) -> dict[str, torch.Tensor]:
     if looks_like is not None:
         raise CheckpointError(
             f"{source}: is not a safetensors file (looks like {looks_like}); a tensors-only torch file "
-            "loads under the name model.pt (read with torch's weights-only loader), or save it with safetensors"
+            f"loads under the name {FOLDER_WEIGHTS[1]} (read with torch's weights-only loader), or save it with "
+            "safetensors"
         )
     try:
         return safetensors.torch.load_file(str(source), device="cpu")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gradsum.contract import MANIFEST, table_schema
 from gradsum.errors import ResultsError
 from gradsum.evaluation.base import CHECKS, unavailable
 from gradsum.evaluation.trust import run_checks
@@ -23,7 +24,7 @@ from gradsum.pipeline.config import RunConfig, config_from_dict
 from gradsum.pipeline.inputs import check_names, ensure_model, open_configured
 from gradsum.pipeline.trust import evaluation_context, seed_twins, shuffled_twins, write_trust_tables
 from gradsum.report import write_report
-from gradsum.report.results import MANIFEST, read_manifest
+from gradsum.report.results import read_manifest
 from gradsum.truthsets import TruthSet
 from gradsum.utils import resolve_device
 
@@ -94,7 +95,7 @@ def evaluate(
     with atomic_directory(folder, overwrite=True) as staging:
         shutil.copytree(folder, staging, dirs_exist_ok=True)
         for name in earlier:
-            (staging / f"{name}.csv").unlink(missing_ok=True)
+            (staging / table_schema(name).file).unlink(missing_ok=True)
         write_trust_tables(staging, report)
         recorded = {key: value for key, value in manifest.items() if key != "files"}
         recorded["config"] = dataclasses.asdict(config)

@@ -187,7 +187,7 @@ def ensure_model(
     spec = configured_spec(entry)
     if not (folder / CARD).exists():
         if not train:
-            raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} (card.json); train it first")
+            raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} ({CARD}); train it first")
         if entry.finetune is not None:
             finetune_entry(entry, entry.finetune, config, truthset_root, device)
         elif spec is None:

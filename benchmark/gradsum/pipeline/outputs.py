@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from gradsum.aggregation import PER_IMAGE_FILE, PROFILES_FILE
+from gradsum import contract
+from gradsum.contract import write_table
 from gradsum.evaluation.attention import (
     ATTENTION_ENTROPY,
     ATTENTION_ROWS,
@@ -38,20 +39,21 @@ def write_tables(
     seed: int,
 ) -> list[Path]:
     """Write the aggregation tables; `attention` holds the shards' attention tables, concatenated."""
-    written = [folder / PER_IMAGE_FILE, folder / PROFILES_FILE, folder / "ground_truth.csv"]
-    per_image.to_parquet(written[0], index=False)
-    profile_table.to_csv(written[1], index=False)
-    truth.to_csv(written[2], index=False)
+    written = [
+        write_table(folder, contract.PER_IMAGE, per_image),
+        write_table(folder, contract.PROFILES, profile_table),
+        write_table(folder, contract.GROUND_TRUTH, truth),
+    ]
     if comparisons is not None:
-        written.append(folder / "comparisons.csv")
-        comparisons.to_csv(written[-1], index=False)
+        written.append(write_table(folder, contract.COMPARISONS, comparisons))
     rows, sums = attention.get(ATTENTION_ROWS), attention.get(ATTENTION_ENTROPY)
     if rows is not None and sums is not None and not sums.empty:
-        written += [folder / "attention.csv", folder / "attention_profiles.csv"]
-        entropy_table(sums).to_csv(written[-2], index=False)
-        layer_profile_table(rows, n_resamples, seed).to_csv(written[-1], index=False)
+        written.append(write_table(folder, contract.ATTENTION, entropy_table(sums)))
+        written.append(
+            write_table(folder, contract.ATTENTION_PROFILES, layer_profile_table(rows, n_resamples, seed))
+        )
     for model in models:
-        written.append(folder / "cards" / f"{model.name}.json")
+        written.append(folder / contract.CARDS / f"{model.name}.json")
         atomic_write_json(written[-1], model.card)
     return written
 

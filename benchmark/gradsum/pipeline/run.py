@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gradsum.aggregation import compare_all, profiles
+from gradsum.contract import REPORT
 from gradsum.evaluation import ground_truth_table, run_checks
 from gradsum.fileio import atomic_directory
 from gradsum.pipeline.config import RunConfig
@@ -33,7 +34,6 @@ from gradsum.pipeline.shards import (
 )
 from gradsum.pipeline.trust import evaluation_context, seed_twins, shuffled_twins, write_trust_tables
 from gradsum.report import write_report
-from gradsum.report.results import REPORT
 from gradsum.utils import resolve_device, seed_everything
 
 T = TypeVar("T")

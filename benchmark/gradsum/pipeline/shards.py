@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from gradsum.contract import FINGERPRINT, PARQUET, SHARDS, TableSchema, read_table, write_table
 from gradsum.dataspec import changed_fields
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_directory, atomic_write_json, read_json_object
@@ -33,15 +34,9 @@ from gradsum.pipeline.profiler import FRAMES, ShardProfiler
 from gradsum.pipeline.stream import FrameStream
 from gradsum.progress import Heartbeat
 from gradsum.truthsets import TruthSet
-from gradsum.utils import library_versions, seed_everything
+from gradsum.utils import library_versions
 
 log = logging.getLogger(__name__)
-
-#: The fingerprint of the run a work folder belongs to.
-FINGERPRINT = "run.json"
-SHARDS = "shards"
-#: Table name → file inside a shard folder.
-SHARD_TABLE = "{}.parquet"
 
 
 @dataclass(frozen=True)
@@ -59,6 +54,11 @@ class ShardPlan:
     def images(self, shard: int) -> range:
         """The split indices of `shard`."""
         return range(shard * self.size, min(self.count, (shard + 1) * self.size))
+
+
+def _shard_table(name: str) -> TableSchema:
+    """A table of a shard folder: parquet, columns as the profiler left them (`<name>.parquet`)."""
+    return TableSchema(name, files=(f"{name}{PARQUET}",))
 
 
 def work_folder(results: Path) -> Path:
@@ -84,21 +84,18 @@ class WorkFolder:
         """Write a shard's tables under a temporary name, then rename the folder into place."""
         with atomic_directory(self.shard_path(shard), overwrite=True) as staging:
             for name, table in tables.items():
-                table.to_parquet(staging / SHARD_TABLE.format(name), index=False)
+                write_table(staging, _shard_table(name), table)
         return self.shard_path(shard)
 
     def read(self, shard: int) -> dict[str, pd.DataFrame]:
         """A finished shard's tables."""
         folder = self.shard_path(shard)
         tables = {}
-        for path in sorted(folder.glob(SHARD_TABLE.format("*"))):
+        for path in sorted(folder.glob(f"*{PARQUET}")):
             try:
-                tables[path.stem] = pd.read_parquet(path)
-            except Exception as error:  # pyarrow raises many types on damaged files
-                raise ResultsError(
-                    f"{path}: a finished shard cannot be read ({type(error).__name__}: {error}); "
-                    f"delete {folder} to recompute it"
-                ) from error
+                tables[path.stem] = read_table(folder, _shard_table(path.stem))
+            except ResultsError as error:
+                raise ResultsError(f"{error}; a finished shard: delete {folder} to recompute it") from error
         return tables
 
     def remove(self) -> None:
@@ -158,8 +155,6 @@ def attribute_shards(
         if shard != current:
             if current is not None:
                 work.write(current, profiler.shard_tables())
-            # per shard: a shard's numbers do not depend on which process computes it, or after what
-            seed_everything(config.seed + shard)
             current = shard
         profiler.update(frames)
         bar.update(len(frames))

@@ -6,12 +6,12 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
+from gradsum.contract import table_schema, write_table
 from gradsum.errors import SpecError
 from gradsum.evaluation.base import EvaluationContext, PlannedMethod
 from gradsum.evaluation.controls import CONTROL_EXPLAINERS
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
 from gradsum.evaluation.trust import TrustReport
-from gradsum.fileio import atomic_write_text
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import ModelConfig, RunConfig
 from gradsum.pipeline.inputs import configured_spec, ensure_model, methods_for
@@ -117,8 +117,5 @@ def evaluation_context(
 
 
 def write_trust_tables(folder: Path, report: TrustReport) -> list[Path]:
-    """Write every table of `report` as `<name>.csv` into `folder`."""
-    written = []
-    for name, table in report.tables().items():
-        written.append(atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False)))
-    return written
+    """Write every table of `report` into `folder`, each as its schema says (`contract.table_schema`)."""
+    return [write_table(folder, table_schema(name), table) for name, table in report.tables().items()]

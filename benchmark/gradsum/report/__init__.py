@@ -9,11 +9,10 @@ from __future__ import annotations
 from gradsum.report import plots
 from gradsum.report.html import render_html
 from gradsum.report.plots import OverlayData, save_figure
-from gradsum.report.results import TABLES, Results, load_results, newest_results
+from gradsum.report.results import Results, load_results, newest_results
 from gradsum.report.writer import write_report
 
 __all__ = [
-    "TABLES",
     "OverlayData",
     "Results",
     "load_results",

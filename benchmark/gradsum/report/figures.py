@@ -168,7 +168,7 @@ def comparison_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (a, b), pair in comparisons.groupby(["a", "b"], sort=False):
         first = pair.iloc[0]
-        differs = pair[pair["differs"].astype(str).str.lower() == "true"]
+        differs = pair[pair["differs"]]
         rows.append(
             {
                 "A": a,

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gradsum.aggregation.compare import combo_label
+from gradsum.contract import RECOMMENDATIONS
 from gradsum.evaluation.base import METHOD
-from gradsum.evaluation.verdicts import RECOMMENDATION_COLUMNS, margin_floor, recommend
+from gradsum.evaluation.verdicts import margin_floor, recommend
 from gradsum.report.plots import class_order, label
 from gradsum.report.results import Results
 
@@ -121,7 +122,7 @@ def findings(results: Results) -> list[Finding]:
         (model_a, method), (model_b, method_b) = sides[str(a)], sides[str(b)]
         if method != method_b:
             continue
-        differs = rows[rows["differs"].astype(str).str.lower() == "true"]
+        differs = rows[rows["differs"]]
         diffs = dict(zip(differs["class"], differs["mean_b"] - differs["mean_a"], strict=True))
         first = rows.iloc[0]
         found.append(
@@ -143,13 +144,13 @@ def findings(results: Results) -> list[Finding]:
 
 
 def recommendations(results: Results) -> pd.DataFrame:
-    """One row per model (`RECOMMENDATION_COLUMNS`; `method` "" where none is recommended): recommendations.csv,
+    """One row per model (`RECOMMENDATIONS`' columns; `method` "" where none is recommended): recommendations.csv,
     else recomputed from the trust table (a folder written before that file existed); empty without either."""
     table = results.recommendations
     if table is None and results.trust is not None and not results.trust.empty:
         table = recommend(results.trust)
     if table is None or table.empty:
-        return pd.DataFrame(columns=list(RECOMMENDATION_COLUMNS))
+        return pd.DataFrame(columns=list(RECOMMENDATIONS.names))
     # a CSV round trip reads the "" of a model without a recommendation as NaN
     return table.assign(
         model=table["model"].astype(str), method=table["method"].fillna("").astype(str)

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
+from gradsum.contract import COMPARISONS
 from gradsum.evaluation.base import CHANCE, CONFOUND, CONTROL, HEURISTIC, METHOD, ROLES
 from gradsum.evaluation.verdicts import ALPHA, FAIL, MEANINGS, NO_STRONGER_THAN_RANDOM, NOT_RUN, OUTCOMES
 from gradsum.report.findings import (
@@ -180,11 +181,6 @@ SHOWN_OUTCOMES = (*OUTCOMES, NOT_RUN)
 LEVEL = f"{1 - ALPHA:.0%}"
 
 
-def _flag(value: object) -> bool:
-    # a CSV round trip may leave a yes/no column as text
-    return str(value).lower() in ("true", "1", "1.0")
-
-
 def _text(value: object) -> str:
     """A table cell that may be NaN after a CSV round trip, as text ("" for none)."""
     return value if isinstance(value, str) else ""
@@ -319,7 +315,7 @@ def trust_grid(trust: pd.DataFrame) -> str:
             verdict_span(verdict, verdict, _text(record.get("summary"))),
         ]
         cells += [cell for key in keys for cell in _criterion_cells(trust, record, key)]
-        css = " class=null" if _flag(record.get("null")) else " class=control" if role == CONTROL else ""
+        css = " class=null" if record["null"] else " class=control" if role == CONTROL else ""
         rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     head = f"<thead><tr>{first}</tr><tr>{second}</tr></thead>"
     return scroll(f"<table>{head}<tbody>{''.join(rows)}</tbody></table>")
@@ -370,7 +366,7 @@ def ground_truth_section(results: Results) -> str:
     truth = results.ground_truth
     if truth is None or truth.empty:
         return paragraph("No ground-truth check: the truth set declares no causes.")
-    agrees = truth["agrees"].astype(str).str.lower().isin(("true", "1", "yes"))
+    agrees = truth["agrees"]
     failed = truth[~agrees]
     if failed.empty:
         summary = paragraph(f"All {len(truth)} model × method profiles agree with the ground truth.")
@@ -445,15 +441,14 @@ def verdict_labels(results: Results) -> dict[str, str]:
 
 def comparisons_section(results: Results) -> str:
     """Rank agreement and differing classes for the pairs worth comparing: the same task, and the same method
-    across models or the same model across methods. comparisons.csv keeps every pair."""
+    across models or the same model across methods. The comparisons table keeps every pair."""
     if results.comparisons is None or results.comparisons.empty:
         return paragraph("Only one model × method ran; nothing to compare.")
     comparisons = meaningful_comparisons(results)
     if comparisons.empty:
         return paragraph("No two profiles of the same task share a model or a method; nothing to compare.")
     summary = (
-        comparisons.assign(differs=comparisons["differs"].astype(str).str.lower() == "true")
-        .groupby(["a", "b"], sort=False)
+        comparisons.groupby(["a", "b"], sort=False)
         .agg(
             spearman_rho=("spearman_rho", "first"),
             ci_low=("spearman_ci_low", "first"),
@@ -463,7 +458,7 @@ def comparisons_section(results: Results) -> str:
         )
         .reset_index()
     )
-    differing = comparisons[comparisons["differs"].astype(str).str.lower() == "true"]
+    differing = comparisons[comparisons["differs"]]
     columns = ["a", "b", "class", "n_pairs", "mean_a", "mean_b", "mean_diff", "p_holm"]
     detail = (
         f"<details><summary>the {len(differing)} differing classes</summary>{table(differing[columns])}</details>"
@@ -474,7 +469,7 @@ def comparisons_section(results: Results) -> str:
         paragraph(
             "Spearman rank correlation of the profiles (95% CI) and classes that differ (paired test, Holm), "
             "for profiles of the same task under the same method or of the same model under different "
-            "methods. Every pair, across tasks too, is in comparisons.csv."
+            f"methods. Every pair, across tasks too, is in {COMPARISONS.file}."
         )
         + table(summary)
         + detail

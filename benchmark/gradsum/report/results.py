@@ -1,4 +1,4 @@
-"""Read a results folder and check it against its manifest and the table contract.
+"""Read a results folder and check it against its manifest and the results contract (`gradsum.contract`).
 
 The manifest's `files` maps every other output's relative path to its sha256. Tables and model cards
 must match exactly; plots and `report.html` are renderings that `write_report` rewrites (and
@@ -8,62 +8,32 @@ re-registers in the manifest), so a stale entry for one of them only logs a warn
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from gradsum.aggregation import (
-    COMPARISON_COLUMNS,
-    PER_IMAGE_COLUMNS,
-    PER_IMAGE_FILE,
-    PROFILE_COLUMNS,
-    PROFILES_FILE,
+from gradsum.contract import (
+    CARDS,
+    CORE_TABLES,
+    MANIFEST,
+    PLOTS,
+    RECOMMENDATIONS,
+    REPORT,
+    TRUST,
+    read_table,
+    table_schema,
 )
 from gradsum.errors import ResultsError
-from gradsum.evaluation.attention import ENTROPY_COLUMNS, LAYER_PROFILE_COLUMNS
-from gradsum.evaluation.ground_truth import GROUND_TRUTH_COLUMNS
-from gradsum.evaluation.trust import RECOMMENDATIONS, TRUST_TABLE
-from gradsum.evaluation.verdicts import RECOMMENDATION_COLUMNS, TRUST_KEY_COLUMNS
 from gradsum.fileio import read_json_object, sha256_file
-from gradsum.truthsets.layout import MANIFEST
 
 log = logging.getLogger(__name__)
 
-REPORT = "report.html"
-PLOTS = "plots"
-CARDS = "cards"
 #: Fields every model card carries (`cards/<model>.json`).
 CARD_FIELDS = ("name", "task", "architecture", "metrics")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """One table of the results folder: its file names (first found wins) and required columns."""
-
-    key: str
-    files: tuple[str, ...]
-    columns: tuple[str, ...]
-    required: bool = False
-
-
-TABLES: tuple[TableSpec, ...] = (
-    TableSpec("per_image", (PER_IMAGE_FILE, "per_image.csv"), PER_IMAGE_COLUMNS, required=True),
-    TableSpec("profiles", (PROFILES_FILE,), PROFILE_COLUMNS, required=True),
-    TableSpec("comparisons", ("comparisons.csv",), COMPARISON_COLUMNS),
-    TableSpec("attention", ("attention.csv",), ENTROPY_COLUMNS),
-    TableSpec("attention_profiles", ("attention_profiles.csv",), LAYER_PROFILE_COLUMNS),
-    TableSpec("ground_truth", ("ground_truth.csv",), GROUND_TRUTH_COLUMNS),
-    TableSpec("trust", (f"{TRUST_TABLE}.csv",), TRUST_KEY_COLUMNS),
-    TableSpec("recommendations", (f"{RECOMMENDATIONS}.csv",), RECOMMENDATION_COLUMNS),
-)
 #: The trust layer's tables read as `Results` fields of their own, not into `Results.checks`.
-_OWN_FIELDS = (TRUST_TABLE, RECOMMENDATIONS)
-
-#: Columns read as text whatever they look like (image ids such as "0001" must stay strings).
-_TEXT_COLUMNS = {"model": str, "method": str, "image": str, "class": str, "a": str, "b": str}
+_OWN_FIELDS = (TRUST.name, RECOMMENDATIONS.name)
 
 
 @dataclass(frozen=True)
@@ -115,47 +85,15 @@ def verify_checksums(folder: Path, files: dict[str, str]) -> None:
         path = folder / relative
         problem = None
         if not path.is_file():
-            problem = "listed in manifest.json but missing"
+            problem = f"listed in {MANIFEST} but missing"
         elif sha256_file(path) != expected:
-            problem = "sha256 differs from manifest.json"
+            problem = f"sha256 differs from {MANIFEST}"
         if problem is None:
             continue
         if is_rendering(relative):
             log.warning("%s: %s (a rendering; `gradsum report` rewrites it)", path, problem)
             continue
         raise ResultsError(f"{path}: {problem}")
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=_TEXT_COLUMNS, keep_default_na=True)
-
-
-_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {".parquet": _read_parquet, ".csv": _read_csv}
-
-
-def read_table(folder: Path, spec: TableSpec) -> pd.DataFrame | None:
-    """One table of the folder, checked for its required columns; None when an optional table is absent."""
-    path = next((folder / name for name in spec.files if (folder / name).is_file()), None)
-    if path is None:
-        if spec.required:
-            raise ResultsError(f"{folder / spec.files[0]}: missing (a required table)")
-        return None
-    try:
-        table = _READERS[path.suffix](path)
-    except Exception as error:  # pandas/pyarrow raise many types for a corrupt file
-        raise ResultsError(f"{path}: cannot be parsed ({type(error).__name__}: {error})") from None
-    missing = [c for c in spec.columns if c not in table.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
-    if spec.required and table.empty:
-        raise ResultsError(f"{path}: no rows")
-    if "image" in table.columns:
-        table["image"] = table["image"].astype(str)
-    return table
 
 
 def read_cards(folder: Path) -> dict[str, dict[str, Any]]:
@@ -189,7 +127,9 @@ def load_results(path: str | Path) -> Results:
 def read_results(path: str | Path, manifest: dict[str, Any]) -> Results:
     """The tables and cards of a folder whose manifest is given (not yet written), checked for columns."""
     folder = _folder(path)
-    tables = {spec.key: read_table(folder, spec) for spec in TABLES}
+    tables = {
+        schema.name: read_table(folder, schema, missing_ok=not schema.required) for schema in CORE_TABLES
+    }
     return Results(
         path=folder,
         manifest=manifest,
@@ -209,13 +149,12 @@ def read_check_tables(folder: Path, manifest: dict[str, Any]) -> dict[str, pd.Da
     for name in map(str, names):
         if name in _OWN_FIELDS:
             continue
-        path = folder / f"{name}.csv"
-        if not path.is_file():
-            raise ResultsError(f"{path}: listed in manifest.json trust_tables but missing")
-        # a check with nothing to report (no cause masks, say) writes a table without rows or columns
-        empty = path.read_text(encoding="utf-8").strip() == ""
-        table = pd.DataFrame() if empty else read_table(folder, TableSpec(name, (path.name,), ()))
-        tables[name] = table if table is not None else pd.DataFrame()
+        table = read_table(folder, table_schema(name), missing_ok=True)
+        if table is None:
+            raise ResultsError(
+                f"{folder / table_schema(name).file}: listed in {MANIFEST} trust_tables but missing"
+            )
+        tables[name] = table
     return tables
 
 

@@ -12,20 +12,13 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from gradsum.contract import MANIFEST, PLOTS, REPORT
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from gradsum.progress import Heartbeat
 from gradsum.report import plots, shortcut
 from gradsum.report.findings import SERIES, best_methods, headline_profiles, models_by_task
 from gradsum.report.html import Plot, render_html, verdict_labels
-from gradsum.report.results import (
-    MANIFEST,
-    PLOTS,
-    REPORT,
-    Results,
-    folder_checksums,
-    load_results,
-    read_results,
-)
+from gradsum.report.results import Results, folder_checksums, load_results, read_results
 
 log = logging.getLogger(__name__)
 

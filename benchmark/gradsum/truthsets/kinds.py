@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradsum.contract import MANIFEST
 from gradsum.errors import TruthSetError
 from gradsum.registry import Registry
 from gradsum.truthsets.base import TruthSet
@@ -58,7 +59,7 @@ def detect_kind(path: str | Path) -> TruthSetKind:
         if kind.detect(root):
             return kind
     raise TruthSetError(
-        f"{root}: not a truth set (no manifest.json, no leftImg8bit/ folder, no gradsum-truthset.yaml spec); "
+        f"{root}: not a truth set (no {MANIFEST}, no leftImg8bit/ folder, no gradsum-truthset.yaml spec); "
         f"known kinds: {', '.join(KINDS.names())}"
     )
 

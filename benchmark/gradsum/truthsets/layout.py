@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# the truth-set readers and writer import the manifest's name from here
+from gradsum.contract import MANIFEST as MANIFEST
 from gradsum.errors import TruthSetError
 
-MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 #: Cityscapes `instanceIds`: pixels of a thing instance hold `class id · INSTANCE_SCALE + k`, all others
 #: their plain class id.

@@ -35,15 +35,15 @@ import torch
 import yaml
 from PIL import Image
 
-from gradsum.aggregation import PER_IMAGE_FILE, PROFILES_FILE
 from gradsum.bench import BenchSuite, timeit
+from gradsum.contract import MANIFEST, PER_IMAGE, PROFILES, read_table
 from gradsum.errors import GradSUMError
 from gradsum.fileio import atomic_write_json, read_json_object
 from gradsum.models import load_spec
 from gradsum.models.checkpoints import save_model
 from gradsum.pipeline import config_from_dict, run
 from gradsum.truthsets import open_truthset
-from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
+from gradsum.truthsets.layout import SPLITS, FrameId
 from gradsum.truthsets.synthetic import generate
 from gradsum.truthsets.synthetic.reader import SyntheticTruthSet
 from gradsum.truthsets.synthetic.writer import frame_id
@@ -274,7 +274,8 @@ def ratio(numerator: float, denominator: float) -> float | None:
 def run_figures(results: Path) -> dict[str, Any]:
     """What a results folder says about its run: distinct images attributed, processes, seconds."""
     recorded = read_json_object(results / MANIFEST, GradSUMError)
-    images = int(pd.read_parquet(results / PER_IMAGE_FILE, columns=["image"])["image"].nunique())
+    # the image column alone: a scale run's per_image table is large
+    images = int(pd.read_parquet(results / PER_IMAGE.file, columns=["image"])["image"].nunique())
     stage = float(recorded["stage_seconds"][ATTRIBUTION_STAGE])
     return {
         "images": images,
@@ -425,7 +426,7 @@ def processes(scale: Scale, truthset: Path, model: Path, workspace: Path, device
             {"nproc_per_node": count, "omp_num_threads": threads, **run_figures(out)}
             | {"wall_seconds": time.perf_counter() - start}
         )
-        profiles.append(pd.read_csv(out / PROFILES_FILE))
+        profiles.append(read_table(out, PROFILES))
     numeric = profiles[0].select_dtypes("number").columns
     differences = [
         float(np.nanmax(np.abs(other[numeric].to_numpy() - profiles[0][numeric].to_numpy()), initial=0.0))

@@ -6,14 +6,13 @@ import argparse
 from pathlib import Path
 
 from gradsum.cli import Command
+from gradsum.contract import ATTRIBUTION_MAPS, ATTRIBUTION_RECORD, CARD, WEIGHTS
 from gradsum.errors import ResultsError, SpecError
 from gradsum.fileio import atomic_directory, atomic_write_json
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", required=True, help="model folder (card.json + model.safetensors), or a file in it"
-    )
+    parser.add_argument("--model", required=True, help=f"model folder ({CARD} + {WEIGHTS}), or a file in it")
     parser.add_argument("--truthset", required=True, help="truth-set folder")
     parser.add_argument("--method", default="gradcam", help="method name (see `gradsum methods`)")
     parser.add_argument(
@@ -74,11 +73,11 @@ def _run(args: argparse.Namespace) -> int:
     ]
     titles = [f"{args.method} · {result.target} · image {i}" for i in range(count)]
     with atomic_directory(out, overwrite=args.overwrite) as staging:
-        np.save(staging / "maps.npy", maps)
+        np.save(staging / ATTRIBUTION_MAPS, maps)
         save_overlays(staging, [s.image for s in samples], shown, titles)
         record = {**result.describe(), "model": str(args.model), "truthset": str(args.truthset)}
         record |= {"split": args.split, "count": count, "input_transform": INPUT_TRANSFORM}
-        atomic_write_json(staging / "attribution.json", record)
+        atomic_write_json(staging / ATTRIBUTION_RECORD, record)
     print(f"wrote {count} maps and overlays to {out}")
     return 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gradsum.cli import Command
+from gradsum.contract import COMPARISONS, PER_IMAGE, write_table
 from gradsum.errors import GradSUMError
 from gradsum.names import parse_pair
 
@@ -20,9 +21,9 @@ if TYPE_CHECKING:
 
 def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "results", nargs="+", metavar="RESULTS", help="results folder(s) with per_image.parquet"
+        "results", nargs="+", metavar="RESULTS", help=f"results folder(s) with {PER_IMAGE.file}"
     )
-    parser.add_argument("--out", default=None, help="CSV to write (default: RESULTS/comparisons.csv)")
+    parser.add_argument("--out", default=None, help=f"CSV to write (default: RESULTS/{COMPARISONS.file})")
     parser.add_argument(
         "--pair",
         nargs=2,
@@ -36,18 +37,18 @@ def _add(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from gradsum.aggregation import COMPARISONS_FILE, compare, compare_all, read_runs, write_csv
+    from gradsum.aggregation import compare, compare_all, read_runs
 
     if args.out is None and len(args.results) > 1:
         raise GradSUMError("--out: required when comparing more than one results folder")
-    out = Path(args.out) if args.out else Path(args.results[0]) / COMPARISONS_FILE
+    out = Path(args.out) if args.out else Path(args.results[0]) / COMPARISONS.file
     per_image = read_runs(args.results)
     if args.pair:
         frames = [compare(per_image, parse_pair(a, "--pair"), parse_pair(b, "--pair")) for a, b in args.pair]
         table = pd.concat(frames, ignore_index=True)
     else:
         table = compare_all(per_image)
-    write_csv(table, out)
+    write_table(out.parent, COMPARISONS.stored_as(out.name), table)
     _print_differences(table)
     print(f"wrote {out}")
     return 0

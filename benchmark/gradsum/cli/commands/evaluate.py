@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gradsum.cli import Command
+from gradsum.contract import REPORT, TRUST
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +24,8 @@ def _run(args: argparse.Namespace) -> int:
 
     checks = None if args.checks is None else [c.strip() for c in args.checks.split(",") if c.strip()]
     folder = evaluate(args.results, checks, images=args.images, device=args.device)
-    print(f"trust table: {folder / 'trust.csv'}")
-    print(f"report: {folder / 'report.html'}")
+    print(f"trust table: {folder / TRUST.file}")
+    print(f"report: {folder / REPORT}")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gradsum.cli import Command
+from gradsum.contract import REPORT
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     folder = run(with_overrides(config, workers=args.workers), out=args.out, progress=True, fresh=args.fresh)
-    print(f"report: {folder / 'report.html'}")
+    print(f"report: {folder / REPORT}")
     return 0
 
 

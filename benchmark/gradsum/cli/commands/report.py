@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gradsum.cli import Command
+from gradsum.contract import REPORT
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -18,4 +19,4 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command("report", "validate a results folder and rewrite its plots and report.html", _add, _run)
+COMMAND = Command("report", f"validate a results folder and rewrite its plots and {REPORT}", _add, _run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gradsum.cli import Command
+from gradsum.contract import REPORT
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         config, device=args.device, truthset=args.truthset, spec=args.spec, workers=args.workers
     )
     folder = run(config, out=args.out, progress=True, fresh=args.fresh)
-    print(f"report: {folder / 'report.html'}")
+    print(f"report: {folder / REPORT}")
     return 0
 
 
