@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gradsum.contract import BEST_WEIGHTS, RESUME_STATE
 from gradsum.dataspec import changed_fields
 from gradsum.errors import TrainingError, TruthSetError
 from gradsum.fileio import atomic_directory, atomic_write_bytes
@@ -240,11 +241,11 @@ class Trainer:
 
     @property
     def resume_path(self) -> Path:
-        return self.state_dir / "resume.pt"
+        return self.state_dir / RESUME_STATE
 
     @property
     def best_path(self) -> Path:
-        return self.state_dir / "best.safetensors"
+        return self.state_dir / BEST_WEIGHTS
 
     def save_state(self) -> None:
         """Write the resume state atomically (tensors and plain values only, loadable with weights_only)."""
