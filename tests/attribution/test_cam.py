@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
 from gradsum.attribution import METHODS, attribute
-from gradsum.attribution.cam import SPECS
+from gradsum.attribution.cam import FAST, SPECS
 from gradsum.errors import AttributionError
 
 LIBRARY = sorted(SPECS)
@@ -48,3 +49,70 @@ def test_shapleycam_refuses_token_layers(
         attribute(vit, images[:2], "lib:shapleycam")
     with pytest.raises(AttributionError, match="needs a 4-D feature map"):
         attribute(hybrid, images[:2], "lib:shapleycam", layer="transformer")
+
+
+class _Signed:
+    """The oracle's target, written apart from GradSUM's: a fixed sign times the sample's scalar output."""
+
+    def __init__(self, sign: float) -> None:
+        self.sign = sign
+
+    def __call__(self, row: Tensor) -> Tensor:
+        return self.sign * row.sum()
+
+
+def _tokens_to_grid(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    """(B, 1 + h·w, C) ViT tokens → (B, C, h, w): the class token dropped, patches in row-major order."""
+    patches = tokens[:, 1:, :]
+    return patches.reshape(tokens.shape[0], *grid, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+#: methods compared with a direct pytorch-grad-cam call; RandomCAM's weights are GradSUM's own seeded draw,
+#: not the library's (numpy's global generator), so no direct call reproduces them
+ORACLE = sorted(set(LIBRARY) - {"randomcam"})
+SIGNS = [1.0, -1.0, -1.0, 1.0]
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "vit"])
+@pytest.mark.parametrize("method", ORACLE)
+def test_library_path_equals_a_direct_pytorch_grad_cam_call(
+    method: str, model_name: str, images: Tensor, request: pytest.FixtureRequest
+) -> None:
+    """Same model, target layer and per-sample signed target: the maps agree value for value, GradSUM's
+    min–max on top of the library's own (which leaves a map already in [0, 1] as it is)."""
+    library = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
+
+    model = request.getfixturevalue(model_name)
+    spec = SPECS[method]
+    family = "cnn" if model_name == "cnn" else "vit"
+    if family not in spec.applies_to or (family == "vit" and not spec.token_layers):
+        pytest.skip(f"{method} does not apply to a {family}")
+    if family == "vit" and spec.needs_attention:
+        pytest.skip(f"{method}: double backward through timm's fused attention is not implemented on CPU")
+    ours = attribute(model, images, f"lib:{method}", target=SIGNS, normalise="minmax")
+    kwargs: dict[str, object] = {}
+    if method == "ablationcam":
+        kwargs = {
+            "ablation_layer": AblationLayerVit() if family == "vit" else AblationLayer(),
+            "batch_size": 32,
+        }
+    layers = [] if not spec.uses_layer else [model.get_submodule(p) for p in ours.layer.split("+")]
+    reshape = None if family == "cnn" else (lambda t: _tokens_to_grid(t, (4, 8)))
+    cam = getattr(library, spec.class_name)(
+        model=model, target_layers=layers, reshape_transform=reshape, **kwargs
+    )
+    if method == "scorecam":
+        cam.batch_size = 16
+    oracle = cam(input_tensor=images, targets=[_Signed(s) for s in SIGNS])
+    # emptied before release: the library's own clear() fails on ShapleyCAM's view gradients
+    store = cam.activations_and_grads
+    store.activations, store.gradients = [], []
+    store.release()
+    assert oracle.shape == tuple(ours.maps.shape)
+    assert np.abs(oracle).max() > 0
+    np.testing.assert_allclose(ours.maps.cpu().numpy(), oracle, atol=1e-5, rtol=0)
+    if method in FAST:
+        # the fast path's own torch code against the same direct call (test_fastcam compares it to `lib:`)
+        fast = attribute(model, images, method, target=SIGNS, normalise="minmax")
+        np.testing.assert_allclose(fast.maps.cpu().numpy(), oracle, atol=1e-4, rtol=0)
