@@ -148,3 +148,10 @@ def test_no_file_name_is_spelled_outside_the_contract() -> None:
         if quoted.search(line)
     ]
     assert spelled == []
+
+
+def test_as_bool_reads_true_false_text_and_an_empty_column(tmp_path: Path) -> None:
+    text = pd.Series(["True", "False", "True"], dtype=object, name="detected")
+    assert contract.as_bool(text, tmp_path / "t.csv").tolist() == [True, False, True]
+    empty = contract.as_bool(pd.Series([], dtype=object, name="null"), tmp_path / "t.csv")
+    assert empty.dtype == bool and empty.empty

@@ -309,7 +309,7 @@ def _typed(frame: pd.DataFrame, schema: TableSchema, path: Path) -> pd.DataFrame
         if dtype == TEXT:
             typed[name] = column.astype(str).mask(column.isna())
         elif dtype == BOOL:
-            typed[name] = _as_bool(column, path)
+            typed[name] = as_bool(column, path)
         elif column.dtype != dtype:
             try:
                 typed[name] = column.astype(dtype)
@@ -322,7 +322,12 @@ def _typed(frame: pd.DataFrame, schema: TableSchema, path: Path) -> pd.DataFrame
 _BOOLS = {"True": True, "False": False, True: True, False: False}
 
 
-def _as_bool(column: pd.Series, path: Path) -> pd.Series:
+def as_bool(column: pd.Series, path: Path) -> pd.Series:
+    """A yes/no column of the table stored at `path` as bool; a cell that is neither raises naming it.
+
+    `read_table` applies it to every declared BOOL column; a reader of a table that does not declare its
+    columns yet applies it to the ones it knows are yes/no.
+    """
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(column.dtype):

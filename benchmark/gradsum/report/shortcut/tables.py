@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from gradsum.contract import as_bool, table_schema
 from gradsum.errors import ResultsError
 from gradsum.evaluation.shortcut import (
     DETECTION_TABLE,
@@ -24,7 +25,7 @@ from gradsum.report.results import Results
 
 #: The tables without which there is no section (fine-tuning is optional).
 REQUIRED = (MODELS_TABLE, METHODS_TABLE, DETECTION_TABLE, ONSET_TABLE)
-#: Yes/no columns: a CSV round trip may leave them as text.
+#: Yes/no columns (`contract.as_bool` reads them as bool until the check declares its tables).
 FLAGS = ("null", "finetuned", "detected")
 #: Columns of `ShortcutTables.erasure`.
 ERASURE_COLUMNS = ["model", "class", "mean"]
@@ -57,20 +58,15 @@ class ShortcutTables:
         return sorted(self.detection.loc[~self.detection["null"], "method"].astype(str))
 
 
-def _flags(column: pd.Series) -> pd.Series:
-    return column.astype(str).str.lower().isin(("true", "1", "1.0"))
-
-
 def _checked(results: Results, name: str) -> pd.DataFrame:
     frame = results.checks.get(name, pd.DataFrame())
     if frame.empty:
         frame = pd.DataFrame(columns=list(TABLE_COLUMNS[name]))
+    path = results.path / table_schema(name).file
     missing = [c for c in TABLE_COLUMNS[name] if c not in frame.columns]
     if missing:
-        raise ResultsError(
-            f"{results.path / f'{name}.csv'}: missing column(s) {', '.join(repr(c) for c in missing)}"
-        )
-    return frame.assign(**{flag: _flags(frame[flag]) for flag in FLAGS if flag in frame.columns})
+        raise ResultsError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
+    return frame.assign(**{flag: as_bool(frame[flag], path) for flag in FLAGS if flag in frame.columns})
 
 
 def shortcut_tables(results: Results) -> ShortcutTables | None:
