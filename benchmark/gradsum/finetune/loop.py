@@ -18,7 +18,7 @@ from gradsum.finetune.loss import frozen_copy, loss_values, relevance_loss
 from gradsum.finetune.settings import FinetuneSettings
 from gradsum.models.checkpoints import ModelCard, checkpoint_folder, load_model, save_model, weights_file
 from gradsum.truthsets import open_truthset
-from gradsum.utils import default_device, library_versions
+from gradsum.utils import library_versions, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def finetune_model(
         )
     settings.check()
     classes = foreground_ids(settings.foreground)
-    run_device = device or default_device()
+    run_device = resolve_device(device)
     base_sha256 = sha256_file(weights_file(source))
     model, card = load_model(source, run_device)
     original = frozen_copy(model)
