@@ -5,9 +5,9 @@ and every per-family registry (randomisation depth, granularity layers, CAM laye
 is keyed by these names, and `tests/test_taxonomy.py` checks that each covers them all: a new
 task or family is added here first, and the test then lists every registry it must reach.
 
-This module sits below every stage (it imports only the standard library and `gradsum.errors`),
-so truth sets, models and attribution can all import it. Per-task and per-family registries are
-made with `TaskRegistry` and `FamilyRegistry`, which refuse a name that is not a task or a family.
+This module sits below every stage (it imports only the standard library, `gradsum.errors` and
+`gradsum.registry`), so truth sets, models and attribution can all import it. Per-task and per-family
+registries are made with `TaskRegistry` and `FamilyRegistry`, which refuse a name off their axis.
 """
 
 from __future__ import annotations
