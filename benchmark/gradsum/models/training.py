@@ -1,7 +1,9 @@
 """Training from scratch on a truth set: AdamW, warm-up + cosine, early stopping, resumable epochs.
 
-The whole (small) split is preloaded as uint8 tensors once, so epochs cost model time only. After each
-epoch a resume state (model, optimizer, scheduler, RNG states, history and the run's configuration) is
+The whole (small) split is preloaded as uint8 tensors once (images only, decoded by a few threads), so
+epochs cost model time only: batches are gathered, converted and augmented as whole tensors. Randomness
+comes from explicit generators seeded by the spec: the process's global RNGs are never reseeded. After each
+epoch a resume state (model, optimizer, scheduler, generator, history and the run's configuration) is
 written beside the output folder; the finished checkpoint replaces `out/` atomically, and only when
 training completes, so a killed run never leaves a model folder that a later run would use. A resume
 state from another configuration is refused, naming what changed, rather than mixed or silently dropped.
@@ -14,9 +16,12 @@ import io
 import json
 import logging
 import math
+import pickle
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +40,19 @@ from gradsum.models.inputs import resize_uint8
 from gradsum.models.specs import AugmentConfig, ModelSpec, load_spec
 from gradsum.models.tasks import TRAINING_TASKS, Metrics, Task
 from gradsum.truthsets import TruthSet, open_truthset
-from gradsum.utils import resolve_device, seed_everything
+from gradsum.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
 #: fraction of `train` held out for validation when a truth set has no `val` split
 VAL_FRACTION = 0.1
 EVAL_BATCH = 256
+#: threads decoding a split's images (PIL releases the GIL while it decodes)
+DECODE_THREADS = 4
+#: what `torch.load` raises on a truncated, corrupt or unreadable resume state
+UNREADABLE_STATE = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError)
+#: what a resume state must hold to be applied
+STATE_KEYS = frozenset({"configuration", "model", "optimizer", "scheduler", "generator", "progress"})
 
 
 @dataclass
@@ -76,15 +87,21 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 def preload(truthset: TruthSet, task: str, img_size: tuple[int, int]) -> SplitData:
     """Decode every image of a split once, resized to `img_size` when it differs.
 
-    Frame by frame, through the one input transform (`gradsum.models.inputs`): frames of different sizes
-    stack once resized, and a split of full-resolution frames never sits in memory at full size.
+    Only the images are decoded (`TruthSet.image`; label maps and scene records stay on disk), by
+    `DECODE_THREADS` threads, frame by frame through the one input transform (`gradsum.models.inputs`):
+    frames of different sizes stack once resized, and a split of full-resolution frames never sits in
+    memory at full size.
     """
-    images, targets = [], []
-    for sample in truthset:
-        frame = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)[None]
-        images.append(resize_uint8(frame.contiguous(), img_size))
-        targets.append(sample.targets[task])
-    return SplitData(torch.cat(images), torch.tensor(targets, dtype=torch.float32))
+    images = torch.empty(len(truthset), 3, *img_size, dtype=torch.uint8)
+
+    def load(index: int) -> None:
+        frame = torch.from_numpy(np.ascontiguousarray(truthset.image(index))).permute(2, 0, 1)[None]
+        images[index] = resize_uint8(frame.contiguous(), img_size)[0]
+
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        list(pool.map(load, range(len(truthset))))
+    targets = torch.from_numpy(np.array(truthset.targets(task), dtype=np.float32))
+    return SplitData(images, targets)
 
 
 def open_splits(truthset: str | Path | Mapping[str, TruthSet], task: str) -> dict[str, TruthSet]:
@@ -164,6 +181,33 @@ def to_input(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
+def training_batch(
+    train: SplitData, index: torch.Tensor, config: AugmentConfig, generator: torch.Generator, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augmented model inputs and the targets of rows `index`: one gather, one conversion, whole-batch
+    augmentation drawing from `generator`."""
+    images = augment(to_input(train.images[index], device), config, generator)
+    return images, train.targets[index].to(device)
+
+
+def module_seed(seed: int, epoch: int) -> int:
+    """The seed of what the model itself draws in training epoch `epoch` (dropout masks, drop paths)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+@contextmanager
+def seeded_module_rng(seed: int, device: torch.device | str) -> Iterator[None]:
+    """Seed what a module draws from torch's default generators, restoring the caller's state on exit.
+
+    Layers initialise their weights and draw dropout masks from the default generators, which take no
+    generator argument; forking keeps a training run's draws its own without reseeding the process.
+    """
+    where = torch.device(device)
+    with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: SplitData, device: torch.device | str) -> torch.Tensor:
     """Model outputs (N,) on CPU, in eval mode and batches of `EVAL_BATCH`."""
@@ -226,9 +270,13 @@ class Trainer:
         self.spec, self.task, self.data, self.device = spec, task, data, device
         self.state_dir, self.configuration = state_dir, configuration
         config = spec.train
-        seed_everything(config.seed)
-        self.model = spec.build().to(device)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr)
+        with seeded_module_rng(config.seed, device):
+            self.model = spec.build().to(device)
+        # fused: one kernel for the whole update, not a dozen per parameter tensor (a third of a small
+        # model's step on a 2-core CPU)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, config.weight_decay), lr=config.lr, fused=True
+        )
         # drop a last batch of one: BatchNorm cannot train on it
         full, rest = divmod(len(data["train"]), config.batch_size)
         self.steps_per_epoch = max(1, full + (rest > 1))
@@ -236,6 +284,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(total, config.warmup)
         )
+        # batch order and augmentation
         self.generator = torch.Generator().manual_seed(config.seed)
         self.progress = Progress()
 
@@ -255,7 +304,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
             "progress": json.dumps(dataclasses.asdict(self.progress)),
         }
         buffer = io.BytesIO()
@@ -266,20 +314,31 @@ class Trainer:
         """Continue from a saved resume state; False when there is none, `TrainingError` when it is another run's."""
         if not self.resume_path.is_file():
             return False
-        try:
-            state = torch.load(self.resume_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a damaged resume state only costs the epochs it held
-            log.warning("%s: unreadable resume state, starting afresh (%s)", self.resume_path, error)
+        state = self.read_state()
+        if state is None:
             return False
         self.check_configuration(state.get("configuration"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         self.progress = Progress(**json.loads(state["progress"]))
         log.info("resuming %s after epoch %d", self.spec.name, self.progress.epoch)
         return True
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The saved resume state; None (and a warning naming the file) when it is damaged or incomplete:
+        a damaged resume state only costs the epochs it held."""
+        try:
+            state = torch.load(self.resume_path, map_location="cpu", weights_only=True)
+        except UNREADABLE_STATE as error:
+            reason = f"{type(error).__name__}: {error}"
+        else:
+            if isinstance(state, dict) and state.keys() >= STATE_KEYS:
+                return state
+            reason = "it is not a GradSUM resume state"
+        log.warning("%s: unreadable resume state, starting afresh (%s)", self.resume_path, reason)
+        return None
 
     def check_configuration(self, recorded: object) -> None:
         """Refuse a resume state written under another configuration, naming the fields that changed."""
@@ -310,8 +369,7 @@ class Trainer:
         total = 0.0
         for batch in range(self.steps_per_epoch):
             index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            images = augment(to_input(train.images[index], self.device), config.augment, self.generator)
-            target = train.targets[index].to(self.device)
+            images, target = training_batch(train, index, config.augment, self.generator, str(self.device))
             loss = self.task.loss(self.model(images).reshape(-1).float(), target)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -347,7 +405,8 @@ class Trainer:
             for epoch in range(state.epoch + 1, config.epochs + 1):
                 if state.bad_epochs >= config.patience:
                     break
-                train_loss = self.train_epoch(epoch, bar)
+                with seeded_module_rng(module_seed(config.seed, epoch), self.device):
+                    train_loss = self.train_epoch(epoch, bar)
                 val_loss, metrics = evaluate(self.model, self.data["val"], self.task, self.device)
                 if not math.isfinite(val_loss):
                     raise TrainingError(

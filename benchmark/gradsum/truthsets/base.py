@@ -105,6 +105,10 @@ class TruthSet(abc.ABC):
         """(H, W) uint8 Cityscapes ids of sample `index`, without decoding its image where the reader can."""
         return self[index].labels
 
+    def image(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 RGB of sample `index`, without decoding its labels where the reader can."""
+        return self[index].image
+
     def targets(self, task: str) -> np.ndarray:
         """All samples' values of `task`, without decoding images where the reader can avoid it."""
         return np.array([self[i].targets[task] for i in range(len(self))], dtype=np.float32)

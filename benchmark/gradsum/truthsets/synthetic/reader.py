@@ -139,6 +139,9 @@ class SyntheticTruthSet(TruthSet):
     def label_map(self, index: int) -> np.ndarray:
         return read_label_ids(self.frame(index).label_ids(self.root))
 
+    def image(self, index: int) -> np.ndarray:
+        return read_rgb(self.frame(index).image(self.root))
+
     def __len__(self) -> int:
         return self._count
 
