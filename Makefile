@@ -2,25 +2,31 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# the main job needs the package alone; tests, lint and benches add the test, dev and LRP extras
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: setup run test lint format bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): $(RUN_STAMP)
 	# the lrp extra (lxt, optional for users) is installed here so the tests exercise attnlrp and cplrp
 	$(BIN)/python -m pip install --quiet -e '.[test,dev,lrp]'
 	# Quantus 0.6 is the test oracle for localisation metrics; its opencv-python pin would shadow the headless cv2
 	$(BIN)/python -m pip install --quiet --no-deps 'quantus==0.6.0'
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-setup: $(STAMP)
+setup: $(TEST_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/gradsum run
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check benchmark tests
 	$(BIN)/ruff format --check benchmark tests
 	$(BIN)/mypy
@@ -28,11 +34,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -n 2 --durations=15
 
-format: $(STAMP)
+format: $(TEST_STAMP)
 	$(BIN)/ruff check --fix benchmark tests
 	$(BIN)/ruff format benchmark tests
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/gradsum bench --out results/bench.json
 
 clean:
