@@ -32,7 +32,7 @@ from gradsum.taxonomy import (
     check_covers_families,
     check_covers_tasks,
 )
-from gradsum.truthsets.synthetic.reader import CAUSE_MASKS, PLAUSIBILITY_MASKS
+from gradsum.truthsets.readers.synthetic import CAUSE_MASKS, PLAUSIBILITY_MASKS
 from gradsum.truthsets.synthetic.scene import CAUSES
 
 #: every registry with one entry per task, by the name a failure reports
@@ -46,8 +46,8 @@ PER_TASK: dict[str, Iterable[str]] = {
     "evaluation.materiality.MATERIALITY": MATERIALITY,
     "finetune.loss.KEEP_TARGETS": KEEP_TARGETS,
     "truthsets.synthetic.scene.CAUSES": CAUSES,
-    "truthsets.synthetic.reader.CAUSE_MASKS": CAUSE_MASKS,
-    "truthsets.synthetic.reader.PLAUSIBILITY_MASKS": PLAUSIBILITY_MASKS,
+    "truthsets.readers.synthetic.CAUSE_MASKS": CAUSE_MASKS,
+    "truthsets.readers.synthetic.PLAUSIBILITY_MASKS": PLAUSIBILITY_MASKS,
 }
 
 #: every registry with one entry per model family

@@ -1,7 +1,9 @@
 """Declarative files → frozen dataclasses, refusing unknown, missing and mistyped fields by name.
 
-Model specs and run configs are YAML mappings whose fields mirror dataclasses; `build` checks them
-against the dataclass's type hints so that a typo names the file and the dotted field at fault.
+Model specs, truth-set specs and run configs are YAML mappings: `load_yaml` is the one reader of them
+(its errors are one line naming the file, and the line of a syntax error), `shipped` lists the files a
+package ships by name, and `build` checks a mapping against a dataclass's type hints so that a typo
+names the file and the dotted field at fault.
 """
 
 from __future__ import annotations
@@ -9,11 +11,52 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
-from gradsum.errors import SpecError
+import yaml
+
+from gradsum.errors import GradSUMError, SpecError
+from gradsum.registry import Registry
 
 T = TypeVar("T")
+
+
+def load_yaml(path: str | Path, error: type[GradSUMError] = SpecError) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (UTF-8); any problem raises `error` in one line naming the file."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as problem:
+        raise error(f"{source}: cannot read ({problem.strerror or problem})") from None
+    except UnicodeDecodeError as problem:
+        raise error(f"{source}: not valid YAML (not UTF-8 text: byte {problem.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as problem:
+        raise error(f"{source}: not valid YAML ({_syntax_error(problem)})") from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise error(f"{source}: the top level must be a mapping of fields, got {got}")
+    return data
+
+
+def _syntax_error(problem: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line and column, 1-based) and what, without the quoted source."""
+    if not isinstance(problem, yaml.MarkedYAMLError) or problem.problem_mark is None:
+        return " ".join(str(problem).split())
+    mark = problem.problem_mark
+    what = ": ".join(part for part in (problem.context, problem.problem) if part)
+    return " ".join(f"line {mark.line + 1}, column {mark.column + 1}: {what}".split())
+
+
+def shipped(folder: Path, kind: str) -> Registry[Path]:
+    """The YAML files a package ships in `folder` (model specs, truth-set specs, run configs) by stem;
+    `kind` names them in the error for an unknown name."""
+    registry: Registry[Path] = Registry(kind)
+    for path in sorted(folder.glob("*.yaml")):
+        registry.add(path.stem, path)
+    return registry
 
 
 def build(cls: type[T], data: Any, source: str, prefix: str = "") -> T:

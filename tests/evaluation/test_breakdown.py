@@ -28,7 +28,8 @@ from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.base import ArrayTruthSet
 from gradsum.truthsets.labels import CITYSCAPES
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate
 
 SIZE = (64, 128)
 #: the obstacle model reads half-size input, so its maps are resized to the labels

@@ -27,7 +27,8 @@ from gradsum.models import build_model
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import ArrayTruthSet, TruthSet, open_truthset
 from gradsum.truthsets.labels import ignored_cityscapes_ids
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate
 
 SIZE = (64, 128)
 #: rows and columns of the bottom-centre window: ego-lane road in every generated scene

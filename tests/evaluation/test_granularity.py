@@ -19,7 +19,8 @@ from gradsum.evaluation.localisation import mass_accuracy
 from gradsum.models import build_model, model_family
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import open_truthset
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate
 
 SIZE = (64, 128)
 

@@ -29,7 +29,8 @@ from gradsum.evaluation.nulls import NULL_EXPLAINERS
 from gradsum.evaluation.verdicts import PASS, UNINFORMATIVE
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import open_truthset
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate
 
 SIZE = (64, 128)
 #: scenes in the test split (evaluated) and the train split (the positional prior's)

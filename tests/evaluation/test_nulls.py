@@ -27,7 +27,8 @@ from gradsum.evaluation.base import (
 from gradsum.evaluation.nulls import NULL_EXPLAINERS, PRIOR_SCENES, mean_cause_mask, positional_prior
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import ArrayTruthSet, CauseDeclaration, open_truthset
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate
 
 SIZE = (2, 3)
 #: road (7) everywhere but one sky (23) pixel and one car (26) pixel

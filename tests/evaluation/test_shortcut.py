@@ -30,7 +30,8 @@ from gradsum.evaluation.shortcut import (
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import ArrayTruthSet, TruthSet, open_truthset
 from gradsum.truthsets.labels import ignored_cityscapes_ids
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate
 
 SIZE = (32, 64)
 SKY, ROAD = 23, 7

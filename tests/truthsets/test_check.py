@@ -16,7 +16,7 @@ from gradsum.cli.commands import truthsets as truthsets_command
 from gradsum.truthsets import KINDS, open_truthset
 from gradsum.truthsets.check import check_truthset, find_truthsets
 from gradsum.truthsets.layout import FrameId
-from gradsum.truthsets.plugin import SPEC_FILE
+from gradsum.truthsets.spec import SPEC_FILE
 
 
 @pytest.fixture

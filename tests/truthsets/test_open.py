@@ -19,7 +19,7 @@ from gradsum.errors import GradSUMError, SpecError, TruthSetError
 from gradsum.truthsets import ArrayTruthSet, default_split, open_truthset, require_labels
 from gradsum.truthsets.check import check_truthset
 from gradsum.truthsets.layout import FrameId
-from gradsum.truthsets.plugin import SPEC_FILE, builtin_specs
+from gradsum.truthsets.spec import SPEC_FILE, builtin_specs
 from gradsum.truthsets.synthetic import generate
 
 
@@ -42,7 +42,7 @@ def _camvid_rgb(root: Path, split: str = "test") -> Path:
 
 def test_builtin_spec_by_name_or_file_and_default_split(tmp_path: Path) -> None:
     root = _camvid_rgb(tmp_path)
-    spec_file = builtin_specs()["camvid-rgb"]
+    spec_file = builtin_specs().get("camvid-rgb")
     for spec in ("camvid-rgb", spec_file, str(spec_file)):
         truthset = open_truthset(root, spec=spec)
         assert truthset.split == "test" and truthset[0].labels.tolist() == [[8, 8], [8, 8]]
@@ -52,7 +52,7 @@ def test_builtin_spec_by_name_or_file_and_default_split(tmp_path: Path) -> None:
 
 
 def test_unknown_spec_and_spec_with_another_kind_are_refused(tmp_path: Path) -> None:
-    names = ", ".join(sorted(builtin_specs()))
+    names = ", ".join(builtin_specs().names())
     with pytest.raises(SpecError, match=rf"did you mean camvid-rgb.*; valid: {re.escape(names)}"):
         open_truthset(tmp_path, "test", spec="camvid-rbg")
     with pytest.raises(TruthSetError, match="--spec 'kitti' with --kind 'cityscapes': only kind plugin"):
@@ -61,7 +61,7 @@ def test_unknown_spec_and_spec_with_another_kind_are_refused(tmp_path: Path) -> 
 
 def test_messages_name_the_spec_not_the_copied_file(tmp_path: Path) -> None:
     root = _camvid_rgb(tmp_path)
-    shutil.copy(builtin_specs()["camvid-rgb"], root / SPEC_FILE)
+    shutil.copy(builtin_specs().get("camvid-rgb"), root / SPEC_FILE)
     Image.fromarray(np.full((2, 2, 3), (60, 40, 222), np.uint8)).save(root / "test_labels" / "f_L.png")
     with pytest.raises(
         TruthSetError, match=r"f_L\.png: colours not in class table 'camvid-rgb': \(60,40,222\)"

@@ -12,9 +12,9 @@ from gradsum.errors import TruthSetError
 from gradsum.fileio import read_json_object
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.layout import MANIFEST
-from gradsum.truthsets.synthetic import TINT_SPLITS, SyntheticTruthSet, generate, render
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import TINT_SPLITS, generate, render
 from gradsum.truthsets.synthetic import scene as sc
-from gradsum.truthsets.synthetic.reader import KIND_ENTRY
 from gradsum.truthsets.synthetic.render import IDS
 
 SIZE = (48, 96)
@@ -77,7 +77,7 @@ def test_tint_splits_hold_the_test_scenes_apart_from_the_sky(root: Path, split: 
 
 
 def test_tint_splits_are_listed_and_read_without_the_sky_as_independent(root: Path) -> None:
-    assert KIND_ENTRY.splits(root, None) == ["train", "val", "test", *TINT_SPLITS]
+    assert SyntheticTruthSet.splits(root, None) == ["train", "val", "test", *TINT_SPLITS]
     assert "sky" in _open(root, "test").causes["steering"].independent
     for split in TINT_SPLITS:
         causes = _open(root, split).causes

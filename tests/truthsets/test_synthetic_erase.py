@@ -7,7 +7,8 @@ import pytest
 
 from gradsum.errors import GradSUMError
 from gradsum.truthsets import open_truthset
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate, render
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate, render
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.render import IDS, erase_params
 

@@ -14,7 +14,8 @@ from PIL import Image
 from gradsum.errors import GradSUMError, TruthSetError
 from gradsum.truthsets import ArrayTruthSet, CauseDeclaration, open_truthset
 from gradsum.truthsets.layout import MANIFEST
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate, render
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate, render
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.render import IDS
 from gradsum.truthsets.synthetic.sensitivity import label_sensitivity_mask

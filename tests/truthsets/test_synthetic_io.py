@@ -17,7 +17,8 @@ from gradsum.fileio import sha256_file
 from gradsum.truthsets import detect_kind, open_truthset
 from gradsum.truthsets.labels import cityscapes_palette
 from gradsum.truthsets.layout import MANIFEST, FrameId
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate, render
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate, render
 from gradsum.truthsets.synthetic import writer as synthetic_writer
 from gradsum.truthsets.synthetic.scene import STEERING_SCALE
 

@@ -9,7 +9,8 @@ import pytest
 
 from gradsum.errors import GradSUMError
 from gradsum.truthsets import open_truthset
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.render import IDS, placebo_params
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from gradsum.truthsets import open_truthset
-from gradsum.truthsets.synthetic import SyntheticTruthSet, generate
-from gradsum.truthsets.synthetic import reader as reader_module
+from gradsum.truthsets.readers import synthetic as reader_module
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
+from gradsum.truthsets.synthetic import generate
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.render import IDS, ego_lane_mask, render
 from gradsum.truthsets.synthetic.sensitivity import NUDGE, label_sensitivity_mask

@@ -1,16 +1,14 @@
 """Truth sets: driving images with per-pixel Cityscapes classes, targets and metadata.
 
 `open_truthset(path, split, kind, spec)` picks the reader from what is on disk (or a plug-in spec);
-readers register themselves in `KINDS` (`gradsum.truthsets.kinds`, see `gradsum truthsets`) when this
-package imports them. `require_labels` refuses a split without labels (Cityscapes' public test split)
+the readers (`gradsum.truthsets.readers`) register themselves in `KINDS` with `@register_reader`
+(`gradsum.truthsets.kinds`, see `gradsum truthsets`) when this package imports them. `require_labels` refuses a split without labels (Cityscapes' public test split)
 before any work is spent on it.
 """
 
 from __future__ import annotations
 
-from gradsum.truthsets import cityscapes as _cityscapes  # noqa: F401
-from gradsum.truthsets import plugin as _plugin  # noqa: F401
-from gradsum.truthsets import synthetic as _synthetic  # noqa: F401
+from gradsum.truthsets import readers as _readers  # noqa: F401
 from gradsum.truthsets.base import (
     STEERING_SIGN,
     TASKS,
@@ -29,7 +27,7 @@ from gradsum.truthsets.kinds import (
     default_split,
     detect_kind,
     open_truthset,
-    register_kind,
+    register_reader,
     truthset_kind,
 )
 from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable
@@ -51,7 +49,7 @@ __all__ = [
     "default_split",
     "detect_kind",
     "open_truthset",
-    "register_kind",
+    "register_reader",
     "require_labels",
     "steering_from_yaw_rate",
     "truthset_kind",

@@ -1,8 +1,9 @@
-"""The registry of truth-set readers: each reader module registers its on-disk kind in `KINDS` on import,
-and `open_truthset` picks the reader that fits a folder (or the one named, or the spec-reading one).
+"""The registry of truth-set readers: each reader class in `gradsum.truthsets.readers` registers its
+on-disk kind in `KINDS` with `@register_reader`, and `open_truthset` picks the reader that fits a folder
+(or the one named, or the spec-reading one).
 
-The readers import this module; `gradsum.truthsets` imports the readers (so importing the package
-registers every kind) and re-exports the names below.
+The readers import this module; `gradsum.truthsets` imports the readers package (which imports every
+module in it, so importing the package registers every kind) and re-exports the names below.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from gradsum.contract import MANIFEST
 from gradsum.errors import TruthSetError
@@ -43,10 +45,52 @@ class TruthSetKind:
 KINDS: Registry[TruthSetKind] = Registry("truth-set kind")
 
 
-def register_kind(kind: TruthSetKind) -> TruthSetKind:
-    """Add a reader to `KINDS`."""
-    KINDS.add(kind.name, kind)
-    return kind
+class Reader(Protocol):
+    """What `@register_reader` needs of a `TruthSet` subclass: its kind's four functions of a folder,
+    as classmethods or staticmethods (the class itself opens one split)."""
+
+    def detect(self, root: Path) -> bool: ...
+
+    def open(self, root: Path, split: str, spec: SpecSource) -> TruthSet: ...
+
+    def default_split(self, root: Path, spec: SpecSource) -> str: ...
+
+    def splits(self, root: Path, spec: SpecSource) -> list[str]: ...
+
+
+R = TypeVar("R", bound=Reader)
+
+
+def register_reader(
+    name: str, *, description: str, priority: int = 100, reads_spec: bool = False
+) -> Callable[[R], R]:
+    """Class decorator: register a `TruthSet` subclass as the reader of kind `name` in `KINDS`.
+
+    The class supplies `detect`, `open`, `default_split` and `splits` (see `TruthSetKind`); kinds are
+    tried in `priority` order, lowest first; `reads_spec` marks the kind that `spec=` arguments go to.
+    The class's `kind` becomes `name`, so the kind is named once.
+    """
+
+    def add(reader: R) -> R:
+        if not (isinstance(reader, type) and issubclass(reader, TruthSet)):
+            raise TypeError(f"@register_reader({name!r}) decorates a TruthSet subclass, not {reader!r}")
+        reader.kind = name
+        KINDS.add(
+            name,
+            TruthSetKind(
+                name=name,
+                description=description,
+                detect=reader.detect,
+                open=reader.open,
+                default_split=reader.default_split,
+                splits=reader.splits,
+                priority=priority,
+                reads_spec=reads_spec,
+            ),
+        )
+        return reader
+
+    return add
 
 
 def detect_kind(path: str | Path) -> TruthSetKind:

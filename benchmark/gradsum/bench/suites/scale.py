@@ -44,8 +44,8 @@ from gradsum.models.checkpoints import save_model
 from gradsum.pipeline import config_from_dict, run
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.layout import SPLITS, FrameId
+from gradsum.truthsets.readers.synthetic import SyntheticTruthSet
 from gradsum.truthsets.synthetic import generate
-from gradsum.truthsets.synthetic.reader import SyntheticTruthSet
 from gradsum.truthsets.synthetic.writer import frame_id
 
 #: The streamed stage's name in a results manifest's `stage_seconds`.

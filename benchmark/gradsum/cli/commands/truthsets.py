@@ -14,7 +14,7 @@ def _add(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from gradsum.truthsets import KINDS
     from gradsum.truthsets.check import find_truthsets
-    from gradsum.truthsets.plugin import builtin_specs, load_spec
+    from gradsum.truthsets.spec import builtin_specs, load_spec
 
     print("kinds (tried in this order):")
     for name, kind in sorted(KINDS.items(), key=lambda item: item[1].priority):

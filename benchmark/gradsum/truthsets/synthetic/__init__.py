@@ -1,7 +1,7 @@
 """The synthetic driving-scene truth set: rendered road scenes with known causes (see datasets/SYNTHETIC.md).
 
 `generate(out, count, seed)` writes a set in the Cityscapes layout; `open_truthset(out, split)` reads it
-back as a `SyntheticTruthSet`, whose `counterfactual(...)` re-renders a scene with one factor changed,
+back as a `SyntheticTruthSet` (the reader, `gradsum.truthsets.readers.synthetic`), whose `counterfactual(...)` re-renders a scene with one factor changed,
 `erase(index, cls)` erases one class in-domain and `flip_tint(index)` repaints the sky in the other tint.
 `generate(..., decorrelated=True)` adds the TINT_SPLITS: the test scenes with the tint against / with
 the steering sign everywhere.
@@ -9,7 +9,6 @@ the steering sign everywhere.
 
 from __future__ import annotations
 
-from gradsum.truthsets.synthetic.reader import SYNTHETIC_CLASSES, SyntheticTruthSet
 from gradsum.truthsets.synthetic.render import (
     Rendered,
     counterfactual_params,
@@ -34,11 +33,9 @@ from gradsum.truthsets.synthetic.writer import TINT_SPLITS, generate, parse_size
 __all__ = [
     "CAUSES",
     "ERASURE",
-    "SYNTHETIC_CLASSES",
     "TINT_SPLITS",
     "Rendered",
     "SceneParams",
-    "SyntheticTruthSet",
     "counterfactual_params",
     "ego_lane_mask",
     "erase_params",

@@ -1,4 +1,4 @@
-"""The `synthetic` truth-set kind: reads a generated set and re-renders counterfactuals from it."""
+"""The `synthetic` reader: reads a set written by `gradsum.truthsets.synthetic` and re-renders counterfactuals from it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from gradsum.fileio import read_json_object
 from gradsum.taxonomy import TASKS
 from gradsum.truthsets.base import CauseDeclaration, Sample, TruthSet
 from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_png, read_rgb
-from gradsum.truthsets.kinds import SpecSource, TruthSetKind, register_kind
+from gradsum.truthsets.kinds import SpecSource, register_reader
 from gradsum.truthsets.labels import ClassTable, subset
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.synthetic import scene as sc
@@ -41,10 +41,12 @@ def read_label_ids(path: Path) -> np.ndarray:
     return decode_labels(path, ENCODINGS.get("id8"), SYNTHETIC_CLASSES).astype(np.uint8)
 
 
+@register_reader(
+    KIND, description="rendered driving scenes with known causes (gradsum generate)", priority=10
+)
 class SyntheticTruthSet(TruthSet):
     """One split of a generated synthetic set; samples carry their scene parameters in `meta`."""
 
-    kind = KIND
     #: How `erase` takes each class out ("removed" | "repainted"), for reports.
     ERASURE = sc.ERASURE
 
@@ -278,6 +280,37 @@ class SyntheticTruthSet(TruthSet):
             instances=rendered.instances,
         )
 
+    # -- the kind: which folders it reads, and how -------------------------------------------------
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        try:
+            return bool(json.loads((root / MANIFEST).read_text(encoding="utf-8")).get("kind") == KIND)
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    @classmethod
+    def open(cls, root: Path, split: str, spec: SpecSource) -> TruthSet:
+        return cls(root, split)
+
+    @staticmethod
+    def default_split(root: Path, spec: SpecSource) -> str:
+        # every split is rendered with labels; test is the held-out one
+        return "test"
+
+    @staticmethod
+    def splits(root: Path, spec: SpecSource) -> list[str]:
+        """The manifest's splits (train, val, test, and the tint splits when rendered); SPLITS if unreadable."""
+        try:
+            splits = read_json_object(root / MANIFEST, TruthSetError).get("splits")
+        except TruthSetError:
+            return list(SPLITS)
+        if not isinstance(splits, dict) or not splits:
+            return list(SPLITS)
+        # The manifest stores its keys sorted; list them in generation order.
+        order = (*SPLITS, *TINT_SPLITS)
+        return [name for name in order if name in splits] + sorted(str(n) for n in splits if n not in order)
+
 
 def _steering_cause(
     record: dict[str, Any], labels: Callable[[], np.ndarray], instances: Callable[[], np.ndarray]
@@ -309,41 +342,3 @@ CAUSE_MASKS: _MaskTable = {"steering": _steering_cause, "obstacle": _obstacle_ca
 PLAUSIBILITY_MASKS: _MaskTable = {"steering": _steering_plausibility, "obstacle": _obstacle_cause}
 #: masks kept per reader (96×192 bool masks: about 18 KiB each, so at most ~75 MiB)
 _MASKS_KEPT = 4096
-
-
-def _detect(root: Path) -> bool:
-    try:
-        return bool(json.loads((root / MANIFEST).read_text(encoding="utf-8")).get("kind") == KIND)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _splits(root: Path, spec: SpecSource) -> list[str]:
-    """The manifest's splits (train, val, test, and the tint splits when rendered); SPLITS if unreadable."""
-    try:
-        splits = read_json_object(root / MANIFEST, TruthSetError).get("splits")
-    except TruthSetError:
-        return list(SPLITS)
-    if not isinstance(splits, dict) or not splits:
-        return list(SPLITS)
-    # The manifest stores its keys sorted; list them in generation order.
-    order = (*SPLITS, *TINT_SPLITS)
-    return [name for name in order if name in splits] + sorted(str(n) for n in splits if n not in order)
-
-
-def _open(root: Path, split: str, spec: SpecSource) -> TruthSet:
-    return SyntheticTruthSet(root, split)
-
-
-KIND_ENTRY = register_kind(
-    TruthSetKind(
-        name=KIND,
-        description="rendered driving scenes with known causes (gradsum generate)",
-        detect=_detect,
-        open=_open,
-        # every split is rendered with labels; test is the held-out one
-        default_split=lambda root, spec: "test",
-        splits=_splits,
-        priority=10,
-    )
-)

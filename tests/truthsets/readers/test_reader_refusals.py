@@ -19,7 +19,7 @@ from gradsum.cli.commands import check as check_command
 from gradsum.errors import TruthSetError
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.layout import FrameId
-from gradsum.truthsets.plugin import SPEC_FILE
+from gradsum.truthsets.spec import SPEC_FILE
 from gradsum.truthsets.synthetic import generate
 
 FRAME = FrameId("val", "aachen", 0, 19)

@@ -1,31 +1,26 @@
-"""Plug-in truth sets: any folder of images and label PNGs, described by a declarative YAML spec.
+"""The declarative truth-set spec: where a folder's images and labels are, how labels are encoded, and
+how its classes map onto Cityscapes, so every plug-in set yields Cityscapes ids (`datasets/README.md`).
 
-The spec (`gradsum-truthset.yaml` in the folder, a spec file, or a built-in name from `specs/`) says
-where images and labels are, how labels are encoded, and how its classes map onto Cityscapes, so
-every plug-in set yields Cityscapes ids and compares class by class. See `datasets/README.md`.
+A spec is `gradsum-truthset.yaml` in the folder, a spec file, or a built-in name (the shipped
+`specs/*.yaml`); the `plugin` reader (`readers/plugin.py`) opens folders with it.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
-
-from gradsum.errors import SpecError, TruthSetError
+from gradsum.dataspec import load_yaml, shipped
+from gradsum.errors import SpecError
 from gradsum.registry import Registry
 from gradsum.taxonomy import TASKS
-from gradsum.truthsets.base import LABELLED_SPLIT, CauseDeclaration, Sample, TruthSet
+from gradsum.truthsets.base import LABELLED_SPLIT, CauseDeclaration
 from gradsum.truthsets.camvid import camvid32_table
-from gradsum.truthsets.encodings import ENCODINGS, Encoding, check_sizes, decode_labels, read_rgb
-from gradsum.truthsets.folders import exists, glob_files, is_folder
-from gradsum.truthsets.kinds import SpecSource, TruthSetKind, register_kind
+from gradsum.truthsets.encodings import ENCODINGS, Encoding
+from gradsum.truthsets.folders import exists
 from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable, cityscapes_class
 from gradsum.truthsets.layout import SPLITS
 
@@ -115,24 +110,18 @@ class TruthSetSpec:
         return f"spec {self.name!r} ({self.source})"
 
 
-def builtin_specs() -> dict[str, Path]:
-    """Built-in spec names → files (`gradsum/truthsets/specs/*.yaml`)."""
-    return {path.stem: path for path in sorted(SPECS_FOLDER.glob("*.yaml"))}
+def builtin_specs() -> Registry[Path]:
+    """The shipped spec files by name (`gradsum/truthsets/specs/*.yaml`)."""
+    return shipped(SPECS_FOLDER, "built-in truth-set spec")
 
 
 def load_spec(spec: str | Path) -> TruthSetSpec:
     """Parse a spec file, or a built-in spec by name; a missing or wrong field raises SpecError naming it."""
-    builtins: Registry[Path] = Registry("built-in truth-set spec")
-    for name, file in builtin_specs().items():
-        builtins.add(name, file)
+    builtins = builtin_specs()
     path = builtins.get(str(spec)) if str(spec) in builtins else Path(spec)
     if not (exists(path) and path.is_file()):
         raise SpecError(f"{path}: no such spec file, and {builtins.unknown_message(str(spec), '--spec')}")
-    try:
-        record = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise SpecError(f"{path}: not readable YAML ({error})") from None
-    return _SpecParser(path).parse(record)
+    return _SpecParser(path).parse(load_yaml(path))
 
 
 @dataclass
@@ -142,9 +131,7 @@ class _SpecParser:
     def error(self, name: str, problem: str) -> SpecError:
         return SpecError(f"{self.path}: field {name!r} {problem}")
 
-    def parse(self, record: Any) -> TruthSetSpec:
-        if not isinstance(record, dict):
-            raise SpecError(f"{self.path}: a spec is a YAML mapping of fields ({', '.join(_REQUIRED)}, ...)")
+    def parse(self, record: dict[str, Any]) -> TruthSetSpec:
         for key in record:
             if key not in _REQUIRED + _OPTIONAL:
                 raise self.error(str(key), f"is unknown; valid fields: {', '.join(_REQUIRED + _OPTIONAL)}")
@@ -310,135 +297,3 @@ class _SpecParser:
 
 def _is_text_pair(pair: Any) -> bool:
     return isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)
-
-
-def read_targets(path: Path) -> dict[str, dict[str, float]]:
-    """Targets keyed by image stem, from CSV (`image,steering,obstacle` header) or JSON ({stem: {task: v}})."""
-    if not exists(path):
-        raise TruthSetError(f"{path}: targets file is missing")
-    try:
-        if path.suffix == ".json":
-            record = json.loads(path.read_text(encoding="utf-8"))
-            rows = {str(k): {t: float(v) for t, v in values.items()} for k, values in record.items()}
-        else:
-            with path.open(newline="", encoding="utf-8") as handle:
-                rows = {
-                    Path(row.pop("image")).stem: {t: float(v) for t, v in row.items() if v not in ("", None)}
-                    for row in csv.DictReader(handle)
-                }
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
-        raise TruthSetError(f"{path}: targets file is unreadable ({error!r})") from None
-    except ValueError as error:
-        raise TruthSetError(f"{path}: a target is not a number ({error})") from None
-    for stem, values in rows.items():
-        unknown = set(values) - set(TASKS)
-        if unknown:
-            raise TruthSetError(f"{path}: row {stem!r} has unknown targets {sorted(unknown)}; valid: {TASKS}")
-    return rows
-
-
-class PluginTruthSet(TruthSet):
-    """One split of a folder described by a plug-in spec; `labels` are Cityscapes ids, `raw_labels` own ids."""
-
-    kind = "plugin"
-
-    def __init__(
-        self, root: str | Path, split: str = "test", spec: str | Path | TruthSetSpec | None = None
-    ) -> None:
-        super().__init__(Path(root), split)
-        if not is_folder(self.root):
-            raise TruthSetError(f"{self.root}: no such truth-set folder")
-        self.spec = spec if isinstance(spec, TruthSetSpec) else load_spec(spec or self.root / SPEC_FILE)
-        self.split_folder = self._split_folder(split)
-        pattern = self.spec.images.replace("{split}", self.split_folder)
-        self.images: list[Path] = glob_files(self.root, pattern)
-        if not self.images:
-            raise TruthSetError(
-                f"{self.root}: no images match {pattern!r} (field 'images' of {self.spec.label})"
-            )
-        self._targets = read_targets(self.root / self.spec.targets) if self.spec.targets else {}
-
-    def _split_folder(self, split: str) -> str:
-        if "{split}" not in self.spec.images:
-            return split
-        if split not in self.spec.splits:
-            raise TruthSetError(
-                f"{self.root}: split {split!r} unknown to {self.spec.label}; splits: {', '.join(self.spec.splits)}"
-            )
-        return self.spec.splits[split]
-
-    def label_path(self, index: int) -> Path:
-        """The label file of sample `index`."""
-        return self.spec.labels.path(self.root, self.images[index], self.split_folder)
-
-    @property
-    def class_table(self) -> ClassTable:
-        return self.spec.classes
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        rows = [self._targets.get(p.stem, {}) for p in self.images]
-        return tuple(t for t in TASKS if rows and all(t in row for row in rows))
-
-    @property
-    def causes(self) -> Mapping[str, CauseDeclaration]:
-        """The spec's `causes` field (none unless the spec declares them)."""
-        return self.spec.causes
-
-    @property
-    def parameters(self) -> Mapping[str, Any]:
-        return {
-            "spec": self.spec.name,
-            "spec_file": str(self.spec.source),
-            "encoding": self.spec.encoding.name,
-        }
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Sample:
-        image_path, label_path = self.images[index], self.label_path(index)
-        image = read_rgb(image_path)
-        raw = decode_labels(label_path, self.spec.encoding, self.spec.classes)
-        check_sizes(image, raw, image_path, label_path)
-        return Sample(
-            image=image,
-            labels=self.spec.classes.to_cityscapes(raw),
-            targets=dict(self._targets.get(image_path.stem, {})),
-            meta={"frame": image_path.stem, "image": str(image_path), "label": str(label_path)},
-            raw_labels=raw.astype(np.int32),
-        )
-
-    def label_map(self, index: int) -> np.ndarray:
-        raw = decode_labels(self.label_path(index), self.spec.encoding, self.spec.classes)
-        return self.spec.classes.to_cityscapes(raw)
-
-    def targets(self, task: str) -> np.ndarray:
-        if task not in self.tasks:
-            raise TruthSetError(
-                f"task {task!r}: {self.root} (spec {self.spec.name!r}) carries only {list(self.tasks)}"
-            )
-        return np.array([self._targets[p.stem][task] for p in self.images], dtype=np.float32)
-
-
-def open_plugin(root: str | Path, spec: str | Path | None = None, split: str = "test") -> PluginTruthSet:
-    """Open a folder with a spec file path, a built-in spec name, or the folder's own `gradsum-truthset.yaml`."""
-    return PluginTruthSet(root, split, spec)
-
-
-def _spec_of(root: Path, spec: SpecSource) -> TruthSetSpec:
-    return load_spec(spec or root / SPEC_FILE)
-
-
-register_kind(
-    TruthSetKind(
-        name="plugin",
-        description=f"any image/label folder described by a {SPEC_FILE} spec or --spec (datasets/README.md)",
-        detect=lambda root: exists(root / SPEC_FILE),
-        open=lambda root, split, spec: PluginTruthSet(root, split, spec),
-        default_split=lambda root, spec: _spec_of(root, spec).default_split,
-        splits=lambda root, spec: _spec_of(root, spec).split_names,
-        priority=20,
-        reads_spec=True,
-    )
-)

@@ -14,7 +14,8 @@ from gradsum.errors import SpecError, TruthSetError
 from gradsum.truthsets import CauseDeclaration, detect_kind, open_truthset
 from gradsum.truthsets.encodings import ENCODINGS
 from gradsum.truthsets.labels import CITYSCAPES
-from gradsum.truthsets.plugin import SPEC_FILE, PluginTruthSet, builtin_specs, load_spec, open_plugin
+from gradsum.truthsets.readers.plugin import PluginTruthSet, open_plugin
+from gradsum.truthsets.spec import SPEC_FILE, builtin_specs, load_spec
 
 #: a 4×6 map of Cityscapes ids: sky row, building, car next to a person, road
 CS_IDS = np.array(
@@ -129,7 +130,7 @@ FAKE_FOLDERS = {
 
 
 def test_every_builtin_spec_has_a_fake_folder() -> None:
-    assert sorted(FAKE_FOLDERS) == sorted(builtin_specs())
+    assert sorted(FAKE_FOLDERS) == builtin_specs().names()
 
 
 @pytest.mark.parametrize("spec", sorted(FAKE_FOLDERS))
@@ -282,7 +283,7 @@ def test_unknown_builtin_spec_and_broken_yaml(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"no such spec file.*camvid"):
         open_plugin(tmp_path, spec="camvidd")
     (tmp_path / SPEC_FILE).write_text("name: [unclosed")
-    with pytest.raises(SpecError, match="not readable YAML"):
+    with pytest.raises(SpecError, match="not valid YAML"):
         open_plugin(tmp_path)
 
 

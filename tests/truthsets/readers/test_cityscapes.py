@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from gradsum.errors import TruthSetError
 from gradsum.truthsets import detect_kind, open_truthset
-from gradsum.truthsets.cityscapes import CityscapesTruthSet, to_train_ids
 from gradsum.truthsets.layout import FrameId
+from gradsum.truthsets.readers.cityscapes import CityscapesTruthSet, to_train_ids
 
 
 def test_round_trip_polygons_to_class_ids(cityscapes_root: Path, trees: Any) -> None:

@@ -24,7 +24,7 @@ from gradsum.fileio import read_json_object
 from gradsum.truthsets.base import LABELLED_SPLIT, Sample, TruthSet, steering_from_yaw_rate
 from gradsum.truthsets.encodings import ENCODINGS, check_sizes, decode_labels, read_png, read_rgb
 from gradsum.truthsets.folders import exists, is_folder, list_folder
-from gradsum.truthsets.kinds import SpecSource, TruthSetKind, register_kind
+from gradsum.truthsets.kinds import SpecSource, register_reader
 from gradsum.truthsets.labels import CITYSCAPES, ClassTable
 from gradsum.truthsets.layout import SPLITS, FrameId, parse_image_name
 
@@ -76,10 +76,13 @@ def available_splits(root: Path) -> list[str]:
     return [entry.name for entry in list_folder(folder) if entry.is_dir()] if is_folder(folder) else []
 
 
+@register_reader(
+    "cityscapes",
+    description="official Cityscapes layout: leftImg8bit/, gtFine/ or gtCoarse/, optional vehicle/",
+    priority=50,
+)
 class CityscapesTruthSet(TruthSet):
     """One split of a Cityscapes-layout folder; `labels` are labelIds, `train_ids(i)` the trainId view."""
-
-    kind = "cityscapes"
 
     def __init__(
         self,
@@ -230,30 +233,23 @@ class CityscapesTruthSet(TruthSet):
         """The trainId view (0..18, 255 = ignore) of sample `index`'s labels."""
         return to_train_ids(self._labels(self.frames[index]))
 
+    # -- the kind: which folders it reads, and how -------------------------------------------------
 
-def _detect(root: Path) -> bool:
-    return is_folder(root / IMAGE_FOLDER)
+    @staticmethod
+    def detect(root: Path) -> bool:
+        return is_folder(root / IMAGE_FOLDER)
 
+    @classmethod
+    def open(cls, root: Path, split: str, spec: SpecSource) -> TruthSet:
+        # a folder with only coarse annotations (train_extra) opens without naming the annotation
+        annotation = next((a for a in ANNOTATIONS if is_folder(root / a / split)), "gtFine")
+        return cls(root, split, annotation=annotation)
 
-def _open(root: Path, split: str, spec: SpecSource) -> TruthSet:
-    # a folder with only coarse annotations (train_extra) opens without naming the annotation
-    annotation = next((a for a in ANNOTATIONS if is_folder(root / a / split)), "gtFine")
-    return CityscapesTruthSet(root, split, annotation=annotation)
-
-
-def _splits(root: Path, spec: SpecSource) -> list[str]:
-    return list(SPLITS) + [s for s in available_splits(root) if s not in SPLITS]
-
-
-register_kind(
-    TruthSetKind(
-        name="cityscapes",
-        description="official Cityscapes layout: leftImg8bit/, gtFine/ or gtCoarse/, optional vehicle/",
-        detect=_detect,
-        open=_open,
+    @staticmethod
+    def default_split(root: Path, spec: SpecSource) -> str:
         # the public test split's labelIds are all 0 (unlabeled): val is the labelled held-out split
-        default_split=lambda root, spec: LABELLED_SPLIT,
-        splits=_splits,
-        priority=50,
-    )
-)
+        return LABELLED_SPLIT
+
+    @staticmethod
+    def splits(root: Path, spec: SpecSource) -> list[str]:
+        return list(SPLITS) + [s for s in available_splits(root) if s not in SPLITS]
