@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from gradsum.attribution import METHODS, attribute
 from gradsum.attribution.base import upsample
-from gradsum.attribution.cam import BASE_CAM_STEPS, FAST
+from gradsum.attribution.methods.cam import BASE_CAM_STEPS, FAST
 from gradsum.attribution.normalise import minmax
 from gradsum.attribution.postprocess import check_steps
 from gradsum.errors import UnknownNameError

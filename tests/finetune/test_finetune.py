@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from gradsum.attribution.adapters import attribution_mode
-from gradsum.attribution.attention import gradient_rollout_map
-from gradsum.attribution.fastcam import GradCAM
+from gradsum.attribution.methods.attention import gradient_rollout_map
+from gradsum.attribution.methods.fastcam import GradCAM
 from gradsum.attribution.targets import resolve_target
 from gradsum.cli import main
 from gradsum.errors import SpecError, TrainingError

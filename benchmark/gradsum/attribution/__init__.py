@@ -1,21 +1,13 @@
 """Attribution engine: one call turns a model and a batch into per-sample maps, for any registered method.
 
-Importing this package registers every method (CAM family, fast path, attention methods, baselines).
+Importing this package registers every method: `gradsum.attribution.methods` imports each module in its
+folder (CAM family, fast path, attention methods, LRP, baselines), and each registers its own.
 """
 
 from __future__ import annotations
 
-# importing the method modules registers their methods
-from gradsum.attribution import (  # noqa: F401
-    attention,
-    baselines,
-    cam,
-    chefer,
-    fastcam,
-    lrp,
-    lrp_transformer,
-    split,
-)
+# importing the methods package registers every method in its folder
+from gradsum.attribution import methods  # noqa: F401
 from gradsum.attribution.adapters import attribution_mode
 from gradsum.attribution.base import (
     METHODS,

@@ -4,7 +4,8 @@ Attention maps are caught with forward hooks on `blocks[i].attn.attn_drop` (iden
 output is the softmax attention). Every hook and every temporary flag is set inside a `with` or
 `try/finally` and removed on exit. The recompute re-runs one block at a time from its saved input tokens,
 so no block's graph outlives that block. The math on the captured tensors lives in
-`gradsum.attribution.attention_math`.
+`gradsum.attribution.attention_math`. `AttentionMethod` is the base of every method that reads attention
+(`methods/attention.py`, `methods/chefer.py`): fused attention off for the call, no layer, token grid.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradsum.attribution.attention_math import POOLING_WEIGHTS, relevance_block
+from gradsum.attribution.base import Method
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.models import num_prefix_tokens, token_grid
@@ -253,3 +255,18 @@ def head_gradient(model: nn.Module, images: Tensor, target: Target, run: Forward
             if gradient is not None:
                 return gradient
     raise AttributionError("target: the output does not depend on any attention map from start_layer on")
+
+
+class AttentionMethod(Method):
+    """A method that reads the softmax attention of timm blocks (fused attention off for the call)."""
+
+    applies_to: ClassVar[frozenset[str]] = frozenset({"vit", "hybrid"})
+    uses_layer: ClassVar[bool] = False
+    needs_attention: ClassVar[bool] = True
+    # the gradient methods start their graph at a block, so parameters never need gradients
+    freeze_parameters: ClassVar[bool] = True
+    grid_note: ClassVar[str] = "patch-token grid (patch_embed.grid_size), prefix tokens dropped"
+
+    def run(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        """The model's forward returning the explained output tensor."""
+        return partial(self.forward, model)

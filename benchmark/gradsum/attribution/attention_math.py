@@ -2,7 +2,7 @@
 
 Pure functions over attention tensors (B, heads, N, N) and their gradients, with no hooks and no model,
 so each can be checked by hand. `gradsum.attribution.attention_capture` gets the tensors from a timm
-model; `gradsum.attribution.attention` registers the methods that combine the two.
+model; `gradsum.attribution.methods.attention` registers the methods that combine the two.
 
 Readout (which rows of the token-to-token matrix explain the output) follows the model's pooling: the
 rows are mixed with the weights the pooling gives the final tokens. Class-token models

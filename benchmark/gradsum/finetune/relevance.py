@@ -24,7 +24,7 @@ from gradsum.attribution.attention_capture import (
 )
 from gradsum.attribution.attention_math import gradient_rollout, read_out
 from gradsum.attribution.base import upsample
-from gradsum.attribution.fastcam import GradCAM
+from gradsum.attribution.methods.fastcam import GradCAM
 from gradsum.attribution.normalise import minmax
 from gradsum.attribution.postprocess import relu
 from gradsum.attribution.targets import Target, resolve_target

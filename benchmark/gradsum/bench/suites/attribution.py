@@ -18,10 +18,10 @@ from torch import nn
 
 from gradsum.attribution import METHODS, attribute
 from gradsum.attribution.adapters import attribution_mode, to_grid
-from gradsum.attribution.cam import SignedOutput
 from gradsum.attribution.layers import modules_of, resolve_layer
-from gradsum.attribution.lrp import ZennitLRPMethod
-from gradsum.attribution.lrp_transformer import lxt_module
+from gradsum.attribution.methods.cam import SignedOutput
+from gradsum.attribution.methods.lrp import ZennitLRPMethod
+from gradsum.attribution.methods.lrp_transformer import lxt_module
 from gradsum.bench import BenchSuite, timeit
 from gradsum.errors import AttributionError
 from gradsum.models import build_model

@@ -2,7 +2,7 @@
 
 Methods without a fast torch path are also registered under their plain name (`scorecam`,
 `eigencam`, ...); `gradcam`, `hirescam`, `gradcam++`, `xgradcam` and `layercam` name the fast path
-(`gradsum.attribution.fastcam`). The library always gets explicit per-sample targets whose signs are
+(`fastcam.py` beside this file). The library always gets explicit per-sample targets whose signs are
 fixed from one unperturbed forward, so perturbation methods (ScoreCAM, AblationCAM) score every
 masked copy against its own image's target. FinerCAM is left out: it contrasts the target class with
 similar classes, and a one-output head has none.
@@ -20,14 +20,14 @@ import torch
 from torch import Tensor, nn
 
 from gradsum.attribution.adapters import OutputSelector, to_grid
-from gradsum.attribution.base import FAMILIES, METHODS, Method
+from gradsum.attribution.base import FAMILIES, Method, register_method
 from gradsum.attribution.layers import modules_of, resolve_layer
 from gradsum.attribution.options import int_option
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.models import model_family
 from gradsum.models.outputs import output_values
-from gradsum.names import LIBRARY_SOURCE, parse_method, qualified
+from gradsum.names import LIBRARY_SOURCE, qualified
 
 FAST = frozenset({"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"})
 
@@ -210,14 +210,13 @@ class LibraryCAM(Method):
         return torch.from_numpy(maps).to(device=images.device, dtype=torch.float32)
 
 
-def _library_class(name: str, spec: LibrarySpec, registered: str) -> type[Method]:
-    plain = parse_method(registered).source != LIBRARY_SOURCE  # its own name: it has no fast path
+def _library_class(spec: LibrarySpec, plain: bool) -> type[Method]:
+    """A `LibraryCAM` for `spec`; `plain`: registered under its own name (it has no fast path)."""
     label = "pytorch-grad-cam, no fast path" if plain else "pytorch-grad-cam"
     return type(
         spec.class_name,
         (LibraryCAM,),
         {
-            "name": registered,
             "spec": spec,
             "description": f"{spec.class_name} ({label}): {spec.description}",
             "applies_to": spec.applies_to,
@@ -230,12 +229,8 @@ def _library_class(name: str, spec: LibrarySpec, registered: str) -> type[Method
     )
 
 
-def _register_library() -> None:
-    for name, spec in SPECS.items():
-        registered = qualified(LIBRARY_SOURCE, name)
-        METHODS.add(registered, _library_class(name, spec, registered))
-        if name not in FAST:
-            METHODS.add(name, _library_class(name, spec, name))
-
-
-_register_library()
+# one class per library method and name, each registered like any method (`register_method` sets its name)
+for _name, _spec in SPECS.items():
+    register_method(qualified(LIBRARY_SOURCE, _name))(_library_class(_spec, plain=False))
+    if _name not in FAST:
+        register_method(_name)(_library_class(_spec, plain=True))

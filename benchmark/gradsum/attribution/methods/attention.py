@@ -8,14 +8,14 @@ its graph, so no block's graph or per-head tensor outlives that block.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from gradsum.attribution.attention_capture import (
+    AttentionMethod,
     Forward,
     backward_in_slices,
     block_indices,
@@ -34,7 +34,7 @@ from gradsum.attribution.attention_math import (
     read_out,
     rollout_block,
 )
-from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.base import register_method
 from gradsum.attribution.options import float_option, int_option
 from gradsum.attribution.targets import Target
 from gradsum.models import num_prefix_tokens
@@ -123,21 +123,6 @@ def attention_gradcam_map(
 
 
 # --- registered methods ------------------------------------------------------------------------------
-
-
-class AttentionMethod(Method):
-    """A method that reads the softmax attention of timm blocks (fused attention off for the call)."""
-
-    applies_to: ClassVar[frozenset[str]] = frozenset({"vit", "hybrid"})
-    uses_layer: ClassVar[bool] = False
-    needs_attention: ClassVar[bool] = True
-    # the gradient methods start their graph at a block, so parameters never need gradients
-    freeze_parameters: ClassVar[bool] = True
-    grid_note: ClassVar[str] = "patch-token grid (patch_embed.grid_size), prefix tokens dropped"
-
-    def run(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
-        """The model's forward returning the explained output tensor."""
-        return partial(self.forward, model)
 
 
 @register_method("attention")

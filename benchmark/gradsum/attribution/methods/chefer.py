@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from gradsum.attribution.attention import AttentionMethod
 from gradsum.attribution.attention_capture import (
+    AttentionMethod,
     Forward,
     block_indices,
     forward_capturing,

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from gradsum.attribution import METHODS, attribute
-from gradsum.attribution.cam import FAST, SPECS
+from gradsum.attribution.methods.cam import FAST, SPECS
 from gradsum.errors import AttributionError
 
 LIBRARY = sorted(SPECS)

@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from gradsum.attribution import attribute, resolve_target
 from gradsum.attribution.adapters import HOOK_TABLES, attribution_mode
-from gradsum.attribution.attention import raw_attention_map
 from gradsum.attribution.attention_capture import pooled_tokens, readout_weights
 from gradsum.attribution.attention_math import (
     POOLING_WEIGHTS,
@@ -18,6 +17,7 @@ from gradsum.attribution.attention_math import (
     residual_attention,
     rollout,
 )
+from gradsum.attribution.methods.attention import raw_attention_map
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError, UnknownNameError
 

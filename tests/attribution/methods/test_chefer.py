@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from gradsum.attribution import attribute
 from gradsum.attribution.attention_math import gradient_rollout
-from gradsum.attribution.chefer import (
+from gradsum.attribution.methods.chefer import (
     linear_relevance,
     product_relevance,
     residual_relevance,
@@ -71,7 +71,7 @@ def test_relevance_is_conserved_through_the_blocks(
 ) -> None:
     # the rules are conservative: the relevance 1 that starts at the output reaches the lowest block's
     # input whole, and each attention map holds half of what enters its attention branch
-    from gradsum.attribution import chefer
+    from gradsum.attribution.methods import chefer
 
     model = request.getfixturevalue(name)
     seen: dict[str, list[Tensor]] = {"attention": [], "below": []}
@@ -99,7 +99,7 @@ def test_differs_from_gradient_rollout_where_it_should(vit: nn.Module, images: T
     assert ratio.std() / ratio.mean() > 0.1
     # R_A starts from relevance 1 at the output: scaling the head scales only the gradient factor ∇A, so
     # the last block's relevance map is unchanged, while the attention map of gradrollout never depends on it
-    from gradsum.attribution.chefer import head_relevance
+    from gradsum.attribution.methods.chefer import head_relevance
 
     tokens = torch.randn(2, 5, 32)
     pooled = tokens[:, 0]

@@ -232,15 +232,17 @@ class ZennitLRPMethod(Method):
         return relevance.sum(1).float()
 
 
-def _register(name: str, composite: LRPComposite) -> type[Method]:
+def _lrp_class(name: str, composite: LRPComposite) -> type[Method]:
+    """A `ZennitLRPMethod` for `composite`."""
     members = {
         "__doc__": composite.description,
         "description": composite.description,
         "composite": composite,
         "defaults": composite.defaults,
     }
-    return register_method(name)(type(f"LRP_{name}", (ZennitLRPMethod,), members))
+    return type(f"LRP_{name}", (ZennitLRPMethod,), members)
 
 
+# one class per composite, each registered like any method
 for _name, _composite in LRP_COMPOSITES.items():
-    _register(_name, _composite)
+    register_method(_name)(_lrp_class(_name, _composite))

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradsum.attribution import attribute
+from gradsum.attribution.methods.split import common_grid
 from gradsum.attribution.normalise import minmax
-from gradsum.attribution.split import common_grid
 from gradsum.errors import AttributionError
 
 PARTS = {"tokenizer_gradcam", "attention", "product", "mean"}

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from gradsum.aggregation.scores import class_scores
 from gradsum.attribution import METHODS, attribute
 from gradsum.attribution.adapters import HOOK_TABLES
-from gradsum.attribution.lrp import ZennitLRPMethod
+from gradsum.attribution.methods.lrp import ZennitLRPMethod
 from gradsum.cli import main
 from gradsum.models.architectures import build_model
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsum.attribution import attribute, list_methods
-from gradsum.attribution.lrp_transformer import PATCHED_ATTRIBUTES, lrp_patched, lrp_relevance
+from gradsum.attribution.methods.lrp_transformer import PATCHED_ATTRIBUTES, lrp_patched, lrp_relevance
 from gradsum.errors import GradSUMError
 
 LXT_REASON = "lxt is not installed (pip install 'gradsum[lrp]')"
