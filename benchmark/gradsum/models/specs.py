@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
-from gradsum.dataspec import build
+from gradsum.dataspec import build, load_yaml, shipped
 from gradsum.errors import SpecError
 from gradsum.models.architectures import ARCHITECTURES, build_model, check_arguments
 from gradsum.registry import Registry
@@ -89,22 +88,13 @@ class ModelSpec:
 
 def builtin_specs() -> Registry[Path]:
     """The shipped spec files by name."""
-    registry: Registry[Path] = Registry("model spec")
-    for path in sorted(SPECS_DIR.glob("*.yaml")):
-        registry.add(path.stem, path)
-    return registry
+    return shipped(SPECS_DIR, "model spec")
 
 
 def read_spec(path: str | Path) -> ModelSpec:
     """Load a spec from a YAML file."""
     source = Path(path)
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SpecError(f"{source}: cannot read spec ({error.strerror})") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as error:
-        raise SpecError(f"{source}: not valid YAML ({error})") from None
-    return ModelSpec.from_dict(data, str(source))
+    return ModelSpec.from_dict(load_yaml(source), str(source))
 
 
 def load_spec(name_or_path: str | Path | ModelSpec, argument: str = "--model") -> ModelSpec:

@@ -7,16 +7,14 @@ refused with a message naming the file and the field. Example configs ship in `g
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gradsum.dataspec import build
+from gradsum.dataspec import build, load_yaml, shipped
 from gradsum.errors import SpecError
 from gradsum.finetune.settings import FinetuneSettings
 from gradsum.names import check_model_name
+from gradsum.registry import Registry
 from gradsum.taxonomy import DEFAULT_TARGETS
 from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT
 
@@ -249,36 +247,22 @@ def load_config(path: str | Path) -> RunConfig:
     """Load a run config from a YAML file or a built-in config name (see `list_configs`)."""
     source = Path(path)
     if not source.exists():
-        builtin = _builtin_configs().get(str(path))
-        if builtin is None:
-            raise SpecError(
-                f"{path}: no such config file or built-in config; built-in: {', '.join(_builtin_configs())}"
-            )
-        source = builtin
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as error:
-        raise SpecError(f"{source}: not valid YAML ({error})") from None
-    if data is None:
-        raise SpecError(f"{source}: the config is empty")
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: a config must be a mapping of fields")
-    return config_from_dict(data, str(source))
+        builtin = builtin_configs()
+        if str(path) not in builtin:
+            raise SpecError(f"{path}: no such config file or built-in config; built-in: {', '.join(builtin)}")
+        source = builtin.get(str(path))
+    return config_from_dict(load_yaml(source), str(source))
 
 
-def _builtin_configs() -> dict[str, Path]:
-    folder = resources.files("gradsum") / "configs"
-    return {
-        Path(entry.name).stem: Path(str(entry))
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-        if entry.name.endswith(".yaml")
-    }
+def builtin_configs() -> Registry[Path]:
+    """The shipped example configs by name (`gradsum/configs/*.yaml`)."""
+    return shipped(Path(__file__).parents[1] / "configs", "built-in config")
 
 
 def list_configs() -> dict[str, str]:
     """Built-in example configs: name → first comment line (what the config is for)."""
     described = {}
-    for name, path in _builtin_configs().items():
+    for name, path in builtin_configs().items():
         first = path.read_text().splitlines()[0] if path.stat().st_size else ""
         described[name] = first.lstrip("# ").strip()
     return described
