@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from gradsum.contract import MANIFEST
 from gradsum.errors import TruthSetError
 from gradsum.registry import Registry
 from gradsum.truthsets.base import TruthSet
@@ -99,13 +98,12 @@ def detect_kind(path: str | Path) -> TruthSetKind:
     if not is_folder(root):
         raise TruthSetError(f"{root}: no such truth-set folder")
     list_folder(root)  # an unreadable folder is named as such, not as "not a truth set"
-    for _, kind in sorted(KINDS.items(), key=lambda item: item[1].priority):
+    kinds = sorted((kind for _, kind in KINDS.items()), key=lambda kind: kind.priority)
+    for kind in kinds:
         if kind.detect(root):
             return kind
-    raise TruthSetError(
-        f"{root}: not a truth set (no {MANIFEST}, no leftImg8bit/ folder, no gradsum-truthset.yaml spec); "
-        f"known kinds: {', '.join(KINDS.names())}"
-    )
+    known = "; ".join(f"{kind.name}: {kind.description}" for kind in kinds)
+    raise TruthSetError(f"{root}: not a truth set that any reader recognises (known kinds, {known})")
 
 
 def truthset_kind(path: str | Path, kind: str | None = None, spec: SpecSource = None) -> TruthSetKind:

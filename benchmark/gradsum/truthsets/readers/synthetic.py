@@ -42,7 +42,9 @@ def read_label_ids(path: Path) -> np.ndarray:
 
 
 @register_reader(
-    KIND, description="rendered driving scenes with known causes (gradsum generate)", priority=10
+    KIND,
+    description=f"rendered driving scenes with known causes: a {MANIFEST} of kind {KIND} (gradsum generate)",
+    priority=10,
 )
 class SyntheticTruthSet(TruthSet):
     """One split of a generated synthetic set; samples carry their scene parameters in `meta`."""

@@ -1,0 +1,131 @@
+"""The reader contract, over every registered truth-set kind: on a tiny generated folder of its kind a
+reader is detected, opens its default split, reports its length and splits, and serves (H, W, 3) uint8
+images with (H, W) uint8 Cityscapes label ids equal to the files it read.
+
+A new reader adds one row to `FIXTURES`; `test_every_reader_has_a_fixture` fails until it does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gradsum.truthsets import KINDS, detect_kind, open_truthset
+from gradsum.truthsets.labels import CITYSCAPES
+from gradsum.truthsets.layout import FrameId
+from gradsum.truthsets.spec import SPEC_FILE
+from gradsum.truthsets.synthetic import generate
+from gradsum.truthsets.synthetic.writer import frame_id
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """A tiny folder of one kind and what its reader must report on it."""
+
+    root: Path
+    default_split: str
+    #: the reader's split names, in its order
+    splits: list[str]
+    #: samples in the default split
+    length: int
+    image: np.ndarray  # sample 0's image, as stored
+    labels: np.ndarray  # sample 0's Cityscapes ids, as worked out by hand or read from the stored file
+
+
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def _cityscapes(tmp_path: Path, request: pytest.FixtureRequest) -> Fixture:
+    """The `cityscapes_root` tree (conftest; val keeps 2 of its 3 frames, one is too slow) and a test frame."""
+    root = request.getfixturevalue("cityscapes_root")
+    request.getfixturevalue("trees").add_cityscapes_frame(root, FrameId("test", "berlin", 0, 19))
+    frame = FrameId("val", "aachen", 0, 19)
+    return Fixture(
+        root,
+        "val",
+        ["train", "val", "test"],
+        2,
+        _png(frame.image(root)),
+        _png(frame.label_ids(root)),  # cityscapesscripts' own rendering of the polygons
+    )
+
+
+#: own ids 0..2 of the plug-in fixture and the Cityscapes ids its spec maps them to by hand
+PLUGIN_LABELS = np.array([[2, 2, 2], [1, 0, 1]], dtype=np.uint8)
+PLUGIN_AS_CITYSCAPES = np.array([[23, 23, 23], [7, 0, 7]], dtype=np.uint8)  # sky, road, unlabeled
+
+
+def _plugin(tmp_path: Path, request: pytest.FixtureRequest) -> Fixture:
+    """Images and own-id labels in per-split folders, described by the folder's own spec."""
+    root = tmp_path / "plugin"
+    image = np.arange(18, dtype=np.uint8).reshape(2, 3, 3)
+    for split, stems in {"train": ["a", "b"], "test": ["c"]}.items():
+        for stem in stems:
+            for folder, array in [("images", image), ("labels", PLUGIN_LABELS)]:
+                (root / folder / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / folder / split / f"{stem}.png")
+    spec = {
+        "name": "tiny",
+        "images": "images/{split}/*.png",
+        "labels": "labels/{split}/{stem}.png",
+        "encoding": "id8",
+        "splits": ["train", "test"],
+        "classes": [
+            {"id": 0, "name": "void", "cityscapes": "unlabeled"},
+            {"id": 1, "name": "street", "cityscapes": "road"},
+            {"id": 2, "name": "heaven", "cityscapes": "sky"},
+        ],
+    }
+    (root / SPEC_FILE).write_text(json.dumps(spec))
+    return Fixture(root, "test", ["train", "test"], 1, image, PLUGIN_AS_CITYSCAPES)
+
+
+def _synthetic(tmp_path: Path, request: pytest.FixtureRequest) -> Fixture:
+    """Ten rendered scenes: 8 train, 1 val, 1 test."""
+    root = generate(tmp_path / "synthetic", count=10, seed=0, size=(32, 64))
+    frame = frame_id("test", 0)
+    return Fixture(
+        root, "test", ["train", "val", "test"], 1, _png(frame.image(root)), _png(frame.label_ids(root))
+    )
+
+
+#: kind → the builder of its tiny folder
+FIXTURES: dict[str, Callable[[Path, pytest.FixtureRequest], Fixture]] = {
+    "cityscapes": _cityscapes,
+    "plugin": _plugin,
+    "synthetic": _synthetic,
+}
+
+
+def test_every_reader_has_a_fixture() -> None:
+    assert sorted(FIXTURES) == KINDS.names()
+
+
+@pytest.mark.parametrize("kind", sorted(FIXTURES))
+def test_reader_contract(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    fixture = FIXTURES[kind](tmp_path, request)
+    reader = KINDS.get(kind)
+    assert detect_kind(fixture.root) is reader
+    assert reader.splits(fixture.root, None) == fixture.splits
+    assert reader.default_split(fixture.root, None) == fixture.default_split in fixture.splits
+
+    truthset = open_truthset(fixture.root)
+    assert (truthset.kind, truthset.split, len(truthset)) == (kind, fixture.default_split, fixture.length)
+    sample = truthset[0]
+    height, width = fixture.labels.shape
+    assert sample.image.shape == (height, width, 3) and sample.image.dtype == np.uint8
+    assert sample.labels.shape == (height, width) and sample.labels.dtype == np.uint8
+    np.testing.assert_array_equal(sample.image, fixture.image)
+    np.testing.assert_array_equal(sample.labels, fixture.labels)
+    assert set(np.unique(sample.labels).tolist()) <= set(CITYSCAPES.by_id)
+    np.testing.assert_array_equal(truthset.label_map(0), fixture.labels)
+    for split in fixture.splits:
+        assert open_truthset(fixture.root, split).split == split
