@@ -11,12 +11,12 @@ from gradsum.attribution.base import FAMILIES as METHOD_FAMILIES
 from gradsum.attribution.layers import DEFAULTS as DEFAULT_LAYERS
 from gradsum.attribution.layers import VIEWS
 from gradsum.attribution.targets import TARGETS, resolve_target
-from gradsum.evaluation.breakdown import TARGET_GROUPS
-from gradsum.evaluation.causal import DECISION_FLIPS
-from gradsum.evaluation.granularity import LAYERS as GRANULARITY_LAYERS
+from gradsum.evaluation.checks.breakdown import TARGET_GROUPS
+from gradsum.evaluation.checks.granularity import LAYERS as GRANULARITY_LAYERS
+from gradsum.evaluation.checks.perturbation import TASK_MEASURES
 from gradsum.evaluation.materiality import MATERIALITY
-from gradsum.evaluation.perturbation import TASK_MEASURES
 from gradsum.evaluation.randomise import BLOCK_RULES
+from gradsum.evaluation.referee import DECISION_FLIPS
 from gradsum.finetune.loss import KEEP_TARGETS
 from gradsum.finetune.relevance import RELEVANCE_MAPS
 from gradsum.models.architectures import ARCHITECTURES

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from gradsum.evaluation.base import CONTROL, EvaluationContext, PlannedMethod
-from gradsum.evaluation.causal import CAUSAL_EFFECT_COLUMNS, cached_causal_effects
 from gradsum.evaluation.controls import CONTROL_EXPLAINERS
 from gradsum.evaluation.erasure import DEFAULT_FILLER
+from gradsum.evaluation.referee import CAUSAL_EFFECT_COLUMNS, cached_causal_effects
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import ArrayTruthSet
 

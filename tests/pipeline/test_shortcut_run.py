@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from gradsum.cli import main
-from gradsum.evaluation.shortcut import FINETUNE_TABLE, MODELS_TABLE
+from gradsum.evaluation.checks.shortcut import FINETUNE_TABLE, MODELS_TABLE
 from gradsum.pipeline import load_config
 from gradsum.pipeline.config import ModelConfig, RunConfig
 

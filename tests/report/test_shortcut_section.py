@@ -14,7 +14,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.container import ErrorbarContainer
 from report_fixtures import write_results
 
-from gradsum.evaluation.shortcut import (
+from gradsum.evaluation.checks.shortcut import (
     DETECTION_TABLE,
     FINETUNE_METHODS_TABLE,
     FINETUNE_TABLE,

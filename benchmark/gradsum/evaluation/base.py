@@ -1,6 +1,8 @@
-"""What every trust check reads and returns, and the registry of checks.
+"""What every trust check reads and returns, the base class of checks and their registry.
 
-A check is one object with a name, a one-line description and `run(context) -> CheckResult`. The
+A check is a `TrustCheck` with a name, a one-line description, its options and tables, and
+`evaluate(context, options) -> CheckResult`; the checks GradSUM ships live in `gradsum.evaluation.checks`,
+one module each, registered with `@register_check`. The
 context holds the models, the images under evaluation and the attribution plan of the run, so a check
 never re-reads a config; its result is a set of named tables (written as `<name>.csv`) plus, per
 model × method, the figures the trust table shows. The roles and `PlannedMethod` are defined in
@@ -11,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from gradsum.contract import TableSchema
+from gradsum.dataspec import build
 from gradsum.errors import GradSUMError
 from gradsum.evaluation.planned import CHANCE as CHANCE
 from gradsum.evaluation.planned import CONFOUND as CONFOUND
@@ -296,25 +300,67 @@ class CheckResult:
     per_image: pd.DataFrame | None = None
 
 
-class Check(Protocol):
-    """One trust check: `name`, `description`, and `run(context)`."""
-
-    name: str
-    description: str
-
-    def run(self, context: EvaluationContext) -> CheckResult: ...
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a check that takes none: any option given is refused by name."""
 
 
-CHECKS: Registry[Callable[[], Check]] = Registry("trust check")
+class TrustCheck:
+    """The base of every trust check: a name, a one-line description, its options and tables, and
+    `evaluate(context, options)`.
+
+    A check subclasses this, declares `Options` (a frozen dataclass whose defaults are the check's) and
+    `tables` (the schemas of the tables it writes besides its summary), and registers itself with
+    `@register_check(name)`. `run` builds the options once from the run config's
+    `evaluation.options.<name>` (`dataspec.build`: an unknown or mistyped option names the field).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[Any]] = NoOptions
+    tables: ClassVar[tuple[TableSchema, ...]] = ()
+
+    def options(self, context: EvaluationContext) -> Any:
+        """This check's options in `context`, built and validated."""
+        return check_options(self.name, context.options.get(self.name, {}))
+
+    def run(self, context: EvaluationContext) -> CheckResult:
+        """The check's result on `context` with its options."""
+        return self.evaluate(context, self.options(context))
+
+    def evaluate(self, context: EvaluationContext, options: Any) -> CheckResult:
+        """The check itself: tables (`tables`), summary, criteria and per-image rows."""
+        raise NotImplementedError(f"trust check {self.name!r} defines no evaluate")
+
+    def unavailable(self, truthset: TruthSet) -> str | None:
+        """Why the check cannot run on `truthset` with its default options (None: it can). A check that
+        needs what only some truth sets have (the shortcut check: a renderer that repaints the sky tint)
+        says so here."""
+        return None
+
+
+CHECKS: Registry[type[TrustCheck]] = Registry("trust check")
+C = TypeVar("C", bound=TrustCheck)
+
+
+def register_check(name: str) -> Callable[[type[C]], type[C]]:
+    """Class decorator: register a `TrustCheck` subclass as check `name` (which becomes its `name`)."""
+
+    def add(cls: type[C]) -> type[C]:
+        cls.name = name
+        CHECKS.register(name)(cls)
+        return cls
+
+    return add
+
+
+def check_options(name: str, options: Any) -> Any:
+    """Check `name`'s `Options` built from a run config's `evaluation.options.<name>` mapping."""
+    cls = CHECKS.get(name, "check")
+    data = dict(options) if isinstance(options, Mapping) else options
+    return build(cls.Options, data, f"evaluation.options.{name}")
 
 
 def unavailable(name: str, truthset: TruthSet) -> str | None:
-    """Why check `name` cannot run on `truthset` (None: it can).
-
-    A check that needs something only some truth sets have (the shortcut check: a renderer that repaints
-    the sky tint, and the tint splits) says so in an optional `unavailable(truthset)` method; the others run
-    on any labelled set.
-    """
-    check = CHECKS.get(name, "check")()
-    reason: Callable[[TruthSet], str | None] | None = getattr(check, "unavailable", None)
-    return None if reason is None else reason(truthset)
+    """Why check `name` cannot run on `truthset` (None: it can); see `TrustCheck.unavailable`."""
+    return CHECKS.get(name, "check")().unavailable(truthset)

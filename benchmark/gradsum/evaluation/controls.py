@@ -42,8 +42,8 @@ from gradsum.evaluation.base import (
     image_indices,
     images_of,
 )
-from gradsum.evaluation.erasure import DEFAULT_FILLER
 from gradsum.evaluation.nulls import uniform_map
+from gradsum.evaluation.referee import cached_causal_effects, causal_filler
 from gradsum.models.loaded import LoadedModel
 from gradsum.names import CONTROL_SOURCE, qualified
 from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS
@@ -100,9 +100,7 @@ def model_effects(context: EvaluationContext, model: str) -> dict[str, dict[int,
     The referee's effects are computed once per context (with the causal check's filler, so both share
     them); this per-model table is kept in `context.cache` too.
     """
-    from gradsum.evaluation.causal import cached_causal_effects
-
-    filler = str(context.options.get("causal", {}).get("filler", DEFAULT_FILLER))
+    filler = causal_filler(context)
     key = f"control_effects:{filler}:{model}"
     if key not in context.cache:
         effects: pd.DataFrame = cached_causal_effects(context, filler)

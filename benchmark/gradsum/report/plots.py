@@ -23,7 +23,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from gradsum.errors import ResultsError, ShapeError, UnknownNameError
-from gradsum.evaluation.sanity import CASCADING, SIGNED_SIMILARITY, VERDICT_SIMILARITY
+from gradsum.evaluation.checks.sanity import CASCADING, SIGNED_SIMILARITY, VERDICT_SIMILARITY
 from gradsum.fileio import atomic_write_bytes
 from gradsum.truthsets.labels import CITYSCAPES, cityscapes_palette
 

@@ -31,11 +31,11 @@ import torch
 from gradsum.bench import BenchSuite, timeit
 from gradsum.evaluation import CHECKS, CheckResult, EvaluationContext
 from gradsum.evaluation.base import CONTROL
-from gradsum.evaluation.causal import DEFAULT_FILLER, CausalCheck
-from gradsum.evaluation.granularity import LAYERS, GranularityCheck, GranularityOptions
-from gradsum.evaluation.localisation import LocalisationCheck
-from gradsum.evaluation.perturbation import ORDERS, PerturbationCheck, PerturbationOptions, road_inputs
-from gradsum.evaluation.sanity import SanityCheck, SanityOptions
+from gradsum.evaluation.checks.causal import CausalCheck
+from gradsum.evaluation.checks.granularity import LAYERS, GranularityCheck, GranularityOptions
+from gradsum.evaluation.checks.localisation import LocalisationCheck
+from gradsum.evaluation.checks.perturbation import ORDERS, PerturbationCheck, PerturbationOptions, road_inputs
+from gradsum.evaluation.checks.sanity import SanityCheck, SanityOptions
 from gradsum.evaluation.verdicts import trust_table
 from gradsum.models import model_family
 from gradsum.models.checkpoints import card_for
@@ -126,7 +126,8 @@ def _maps_per_image(context: EvaluationContext) -> int:
 
 
 def _perturbation_options(context: EvaluationContext) -> PerturbationOptions:
-    return PerturbationOptions.from_mapping(context.options.get(PerturbationCheck.name, {}))
+    options: PerturbationOptions = PerturbationCheck().options(context)
+    return options
 
 
 #: check name → (its context, its result) → the settings that make its seconds readable
@@ -144,7 +145,7 @@ def _causal(context: EvaluationContext, result: CheckResult) -> dict[str, Any]:
         "placebos": int(
             effects.dropna(subset=["placebo_output"]).drop_duplicates(["image", "class_id"]).shape[0]
         ),
-        "filler": context.options.get(CausalCheck.name, {}).get("filler", DEFAULT_FILLER),
+        "filler": CausalCheck().options(context).filler,
         "erasures": len(erasures),
         "erasure_domains": {str(k): int(v) for k, v in erasures["domain"].value_counts().items()},
         "bootstrap_resamples": context.n_resamples,
@@ -152,7 +153,7 @@ def _causal(context: EvaluationContext, result: CheckResult) -> dict[str, Any]:
 
 
 def _sanity(context: EvaluationContext, result: CheckResult) -> dict[str, Any]:
-    options = SanityOptions.from_options(context.options.get(SanityCheck.name, {}))
+    options: SanityOptions = SanityCheck().options(context)
     return {
         "images": len(context.indices),
         "blocks": "all" if options.blocks is None else options.blocks,
@@ -186,7 +187,7 @@ def _localisation(context: EvaluationContext, result: CheckResult) -> dict[str, 
 
 
 def _granularity(context: EvaluationContext, result: CheckResult) -> dict[str, Any]:
-    options = GranularityOptions.from_mapping(context.options.get(GranularityCheck.name, {}))
+    options: GranularityOptions = GranularityCheck().options(context)
     layers = {m.name: len(LAYERS.get(model_family(m.module))(m.module)) for m in context.models}
     return {
         "images": len(context.indices),

@@ -2,7 +2,7 @@
 
 `tables` reads the check's tables from a results folder, `section` formats them as text and HTML tables,
 `figures` draws them. The numbers and decisions shown (intervals, the fine-tuning thresholds, each
-method's verdict) come from `gradsum.evaluation.shortcut`.
+method's verdict) come from `gradsum.evaluation.checks.shortcut`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The Shortcuts section's figures: each method's cue mass against the measured pull, the cue mass by
-rho per series, and the fine-tuning seeds before and after (intervals from `gradsum.evaluation.shortcut`)."""
+rho per series, and the fine-tuning seeds before and after (intervals from `gradsum.evaluation.checks.shortcut`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from gradsum.evaluation.shortcut import t_interval
+from gradsum.evaluation.checks.shortcut import t_interval
 from gradsum.report.page import with_ci
 from gradsum.report.shortcut.section import QUANTITY_LABELS, finetune_long, quantities, rho_text
 from gradsum.report.shortcut.tables import ShortcutTables

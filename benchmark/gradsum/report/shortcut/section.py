@@ -4,7 +4,7 @@ The check has a known answer. Models of one spec (a series) are trained on synth
 agrees with the steering sign with probability rho, and each model's causal pull on the tint is measured
 without attribution (the tint flipped, the steering change read). A method deserves trust on this check
 when its mass on the cue class follows that pull across models. Every interval, threshold and verdict
-shown here comes from `gradsum.evaluation.shortcut`; this module only formats them. The section exists
+shown here comes from `gradsum.evaluation.checks.shortcut`; this module only formats them. The section exists
 only when the check ran.
 """
 
@@ -16,7 +16,7 @@ from html import escape
 
 import pandas as pd
 
-from gradsum.evaluation.shortcut import (
+from gradsum.evaluation.checks.shortcut import (
     FINETUNE_FIGURES,
     FINETUNE_METHOD_FIGURES,
     R2_TOLERANCE,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from gradsum.contract import as_bool, table_schema
 from gradsum.errors import ResultsError
-from gradsum.evaluation.shortcut import (
+from gradsum.evaluation.checks.shortcut import (
     DETECTION_TABLE,
     FINETUNE_METHODS_TABLE,
     FINETUNE_TABLE,

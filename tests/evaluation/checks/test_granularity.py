@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from gradsum.errors import GradSUMError, UnknownNameError
-from gradsum.evaluation import CHECKS
+from gradsum.errors import SpecError, UnknownNameError
+from gradsum.evaluation import CHECKS, check_options
 from gradsum.evaluation.agreement import agreement_table
 from gradsum.evaluation.base import EvaluationContext, PlannedMethod
-from gradsum.evaluation.causal import cached_causal_effects, gradsum_rows
-from gradsum.evaluation.granularity import LAYERS, GranularityOptions
-from gradsum.evaluation.localisation import mass_accuracy
+from gradsum.evaluation.checks.granularity import LAYERS, GranularityOptions
+from gradsum.evaluation.mask_metrics import mass_accuracy
+from gradsum.evaluation.referee import cached_causal_effects, gradsum_rows
 from gradsum.models import build_model, model_family
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import open_truthset
@@ -108,7 +108,10 @@ def test_obstacle_masses_only_on_positive_images(synthetic: SyntheticTruthSet) -
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(GradSUMError, match=r"options\.granularity: unknown option layers"):
-        GranularityOptions.from_mapping({"layers": 3})
+    assert check_options("granularity", {}) == GranularityOptions(("gradcam", "layercam", "hirescam"))
+    with pytest.raises(
+        SpecError, match=r"options\.granularity: unknown field 'layers'; valid fields: methods"
+    ):
+        check_options("granularity", {"layers": 3})
     with pytest.raises(UnknownNameError, match="valid: cnn, hybrid, vit"):
         LAYERS.get("rnn")

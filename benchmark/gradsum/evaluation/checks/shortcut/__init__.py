@@ -12,8 +12,8 @@ report only formats them. `tables` holds the tables' names and columns, `check` 
 
 from __future__ import annotations
 
-from gradsum.evaluation.shortcut.check import ShortcutCheck
-from gradsum.evaluation.shortcut.detection import (
+from gradsum.evaluation.checks.shortcut.check import ShortcutCheck
+from gradsum.evaluation.checks.shortcut.detection import (
     PERMUTATIONS,
     VERDICT_COLUMN,
     detection_outcomes,
@@ -24,7 +24,7 @@ from gradsum.evaluation.shortcut.detection import (
     permutation_p_value,
     summary_table,
 )
-from gradsum.evaluation.shortcut.finetuning import (
+from gradsum.evaluation.checks.shortcut.finetuning import (
     R2_TOLERANCE,
     RECOVERY_TARGET,
     FinetuneOutcome,
@@ -36,14 +36,14 @@ from gradsum.evaluation.shortcut.finetuning import (
     seed_change,
     t_interval,
 )
-from gradsum.evaluation.shortcut.measures import (
+from gradsum.evaluation.checks.shortcut.measures import (
     model_table,
     shortcut_predictions,
     split_errors,
     steering_models,
     tint_effects,
 )
-from gradsum.evaluation.shortcut.options import (
+from gradsum.evaluation.checks.shortcut.options import (
     DECORRELATED_HINT,
     ShortcutOptions,
     TintFlipping,
@@ -51,8 +51,8 @@ from gradsum.evaluation.shortcut.options import (
     tint_flipper,
     tint_split,
 )
-from gradsum.evaluation.shortcut.series import SeriesMember, fair_models, series_members
-from gradsum.evaluation.shortcut.tables import (
+from gradsum.evaluation.checks.shortcut.series import SeriesMember, fair_models, series_members
+from gradsum.evaluation.checks.shortcut.tables import (
     CONFIDENCE,
     DETECTION_COLUMNS,
     DETECTION_CRITERION,

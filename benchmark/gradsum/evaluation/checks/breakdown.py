@@ -26,7 +26,7 @@ import torch
 
 from gradsum.aggregation import PROFILE_COLUMNS, class_scores, mean_ci, per_image_frame, profiles
 from gradsum.attribution.base import upsample
-from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
+from gradsum.evaluation.base import CheckResult, EvaluationContext, NoOptions, TrustCheck, register_check
 from gradsum.models.loaded import LoadedModel
 from gradsum.taxonomy import TaskRegistry
 from gradsum.truthsets.base import Sample
@@ -277,13 +277,13 @@ def breakdown_rows(context: EvaluationContext) -> tuple[pd.DataFrame, pd.DataFra
     return rows, grouped
 
 
-class BreakdownCheck:
+@register_check("breakdown")
+class BreakdownCheck(TrustCheck):
     """Instance profiles (cause vs same-class distractors) and class profiles split by target group."""
 
-    name = "breakdown"
     description = "causal instance vs same-class distractors, and class profiles per target group"
 
-    def run(self, context: EvaluationContext) -> CheckResult:
+    def evaluate(self, context: EvaluationContext, options: NoOptions) -> CheckResult:
         """Tables instance_profiles and target_profiles; an empty summary and no criteria."""
         rows, grouped = breakdown_rows(context)
         if rows.empty:
@@ -297,6 +297,3 @@ class BreakdownCheck:
             },
             summary=pd.DataFrame(columns=list(SUMMARY_COLUMNS)),
         )
-
-
-CHECKS.add(BreakdownCheck.name, BreakdownCheck)

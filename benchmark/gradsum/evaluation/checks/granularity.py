@@ -9,9 +9,8 @@ size. The sweep informs the choice of layer; it gives no verdict of its own.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,9 +23,9 @@ from gradsum.attribution import attribute
 from gradsum.attribution.base import upsample
 from gradsum.errors import GradSUMError
 from gradsum.evaluation.agreement import agreement_table
-from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
-from gradsum.evaluation.causal import DEFAULT_FILLER, cached_causal_effects
-from gradsum.evaluation.localisation import mass_accuracy
+from gradsum.evaluation.base import CheckResult, EvaluationContext, TrustCheck, register_check
+from gradsum.evaluation.mask_metrics import mass_accuracy
+from gradsum.evaluation.referee import cached_causal_effects, causal_filler
 from gradsum.models import model_family, tokenizer
 from gradsum.models.loaded import LoadedModel
 from gradsum.taxonomy import FamilyRegistry
@@ -93,17 +92,9 @@ LAYERS.add(
 
 @dataclass(frozen=True)
 class GranularityOptions:
-    """`context.options["granularity"]`: the CAM methods to sweep."""
+    """The check's options (run config `evaluation.options.granularity`): the CAM methods to sweep."""
 
     methods: tuple[str, ...] = DEFAULT_METHODS
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> GranularityOptions:
-        """Options from a config mapping; unknown keys are refused by name."""
-        unknown = sorted(set(options) - {"methods"})
-        if unknown:
-            raise GradSUMError(f"options.granularity: unknown option {', '.join(unknown)}; valid: methods")
-        return cls(tuple(options.get("methods", DEFAULT_METHODS)))
 
 
 @dataclass
@@ -164,9 +155,7 @@ def _add_cause_mass(item: _Layer, maps: torch.Tensor, masks: list[np.ndarray | N
 def granularity_table(context: EvaluationContext, options: GranularityOptions) -> pd.DataFrame:
     """One row per model × method × layer: causal agreement and mass on the cause, with CIs."""
     layers = _sweep(context, options)
-    effects = cached_causal_effects(
-        context, str(context.options.get("causal", {}).get("filler", DEFAULT_FILLER))
-    )
+    effects = cached_causal_effects(context, causal_filler(context))
     rows = []
     rng = np.random.default_rng(context.seed)
     for item in layers:
@@ -203,17 +192,14 @@ def granularity_table(context: EvaluationContext, options: GranularityOptions) -
     return pd.DataFrame(rows, columns=list(GRANULARITY_COLUMNS))
 
 
-class GranularityCheck:
+@register_check("granularity")
+class GranularityCheck(TrustCheck):
     """GradCAM-family maps at every depth: agreement and cause mass against depth and grid size."""
 
-    name = "granularity"
+    Options = GranularityOptions
     description = "CAM methods at every CNN stage and ViT block: agreement and cause mass against depth"
 
-    def run(self, context: EvaluationContext) -> CheckResult:
+    def evaluate(self, context: EvaluationContext, options: GranularityOptions) -> CheckResult:
         """Table granularity; no summary (the sweep informs the choice of layer, it judges nothing)."""
-        options = GranularityOptions.from_mapping(context.options.get(self.name, {}))
         table = granularity_table(context, options)
         return CheckResult(tables={self.name: table}, summary=pd.DataFrame(columns=["model", "method"]))
-
-
-CHECKS.add(GranularityCheck.name, GranularityCheck)

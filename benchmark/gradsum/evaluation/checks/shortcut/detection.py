@@ -15,9 +15,9 @@ from scipy import stats
 
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS, check_columns, mean_ci
 from gradsum.evaluation.agreement import rank_correlations
-from gradsum.evaluation.shortcut.options import ShortcutOptions
-from gradsum.evaluation.shortcut.series import SeriesMember, fair_models
-from gradsum.evaluation.shortcut.tables import (
+from gradsum.evaluation.checks.shortcut.options import ShortcutOptions
+from gradsum.evaluation.checks.shortcut.series import SeriesMember, fair_models
+from gradsum.evaluation.checks.shortcut.tables import (
     CONFIDENCE,
     DETECTION_COLUMNS,
     DETECTION_CRITERION,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gradsum.evaluation.shortcut import (
+from gradsum.evaluation.checks.shortcut import (
     DETECTION_COLUMNS,
     R2_TOLERANCE,
     RECOVERY_TARGET,

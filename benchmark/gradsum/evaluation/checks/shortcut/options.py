@@ -3,9 +3,8 @@ and the tint splits."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.truthsets import TruthSet, open_truthset, truthset_kind
@@ -39,24 +38,11 @@ class ShortcutOptions:
     #: the first scenes of the tint splits the errors use (None: all)
     error_images: int | None = None
 
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> ShortcutOptions:
-        """Options from a config mapping; unknown keys and a non-positive `error_images` are errors."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
+    def __post_init__(self) -> None:
+        if self.error_images is not None and self.error_images < 1:
             raise SpecError(
-                f"options.shortcut: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+                f"evaluation.options.shortcut: field 'error_images' needs at least 1, got {self.error_images}"
             )
-        values: dict[str, Any] = dict(options)
-        if isinstance(values.get("foreground"), str):
-            values["foreground"] = (values["foreground"],)
-        if "foreground" in values:
-            values["foreground"] = tuple(str(name) for name in values["foreground"])
-        chosen = cls(**values)
-        if chosen.error_images is not None and chosen.error_images < 1:
-            raise SpecError(f"options.shortcut.error_images: need at least 1, got {chosen.error_images}")
-        return chosen
 
     def check_classes(self, table: ClassTable) -> None:
         """Refuse a cue or foreground class the truth set does not have (its shares would read 0)."""

@@ -9,25 +9,24 @@ from collections.abc import Sequence
 import pandas as pd
 
 from gradsum.errors import TruthSetError
-from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
-from gradsum.evaluation.causal import gradsum_rows
-from gradsum.evaluation.shortcut.detection import (
+from gradsum.evaluation.base import CheckResult, EvaluationContext, TrustCheck, register_check
+from gradsum.evaluation.checks.shortcut.detection import (
     detection_table,
     image_shares,
     method_table,
     onset_table,
     summary_table,
 )
-from gradsum.evaluation.shortcut.finetuning import finetune_method_table, finetune_table
-from gradsum.evaluation.shortcut.measures import (
+from gradsum.evaluation.checks.shortcut.finetuning import finetune_method_table, finetune_table
+from gradsum.evaluation.checks.shortcut.measures import (
     model_table,
     shortcut_predictions,
     steering_models,
     tint_effects,
 )
-from gradsum.evaluation.shortcut.options import ShortcutOptions, error_splits, tint_flipper, tint_split
-from gradsum.evaluation.shortcut.series import series_members
-from gradsum.evaluation.shortcut.tables import (
+from gradsum.evaluation.checks.shortcut.options import ShortcutOptions, error_splits, tint_flipper, tint_split
+from gradsum.evaluation.checks.shortcut.series import series_members
+from gradsum.evaluation.checks.shortcut.tables import (
     DETECTION_CRITERION,
     DETECTION_TABLE,
     FINETUNE_METHODS_TABLE,
@@ -39,6 +38,7 @@ from gradsum.evaluation.shortcut.tables import (
     SUMMARY_COLUMNS,
     TABLE_COLUMNS,
 )
+from gradsum.evaluation.referee import gradsum_rows
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import TruthSet
 
@@ -59,10 +59,11 @@ def _method_shares(
     return image_shares(rows[rows["model"].isin([m.name for m in models])], options)
 
 
-class ShortcutCheck:
+@register_check("shortcut")
+class ShortcutCheck(TrustCheck):
     """The tint's measured pull on every steering model, and whether each method's cue mass follows it."""
 
-    name = DETECTION_CRITERION.check
+    Options = ShortcutOptions
     description = (
         "flip the sky tint (the planted shortcut) and measure each model's pull and tint-split errors; "
         "rank-correlate each method's sky mass with the pull across models"
@@ -78,9 +79,8 @@ class ShortcutCheck:
             return str(error)
         return None
 
-    def run(self, context: EvaluationContext) -> CheckResult:
+    def evaluate(self, context: EvaluationContext, options: ShortcutOptions) -> CheckResult:
         """Tables shortcut_models, _methods, _detection, _onset, _finetune, _finetune_methods; summary."""
-        options = ShortcutOptions.from_mapping(context.options.get(self.name, {}))
         options.check_classes(context.truthset.class_table)
         # refused before any work: a set that cannot repaint the tint, or lacks the tint splits
         tint_flipper(context.truthset)
@@ -116,6 +116,3 @@ class ShortcutCheck:
             summary=summary,
             criteria=[DETECTION_CRITERION] if not summary.empty else [],
         )
-
-
-CHECKS.add(ShortcutCheck.name, ShortcutCheck)

@@ -7,22 +7,20 @@ import torch
 from torch import nn
 
 from gradsum.errors import SpecError, UnknownNameError
-from gradsum.evaluation import CHECKS
+from gradsum.evaluation import CHECKS, check_options
 from gradsum.evaluation.base import IMAGES, EvaluationContext, PlannedMethod
-from gradsum.evaluation.causal import (
-    CAUSAL_EFFECT_COLUMNS,
+from gradsum.evaluation.checks.causal import (
     CAUSAL_PROFILE_COLUMNS,
     SUMMARY_COLUMNS,
     CausalCheck,
     CausalOptions,
-    cached_causal_effects,
-    causal_effects,
     causal_profiles,
 )
 from gradsum.evaluation.concordance import CAUSAL_PER_IMAGE_COLUMNS
 from gradsum.evaluation.erasure import IN_DOMAIN, OUT_OF_DOMAIN
 from gradsum.evaluation.materiality import MATERIALITY, MATERIALITY_COLUMNS
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
+from gradsum.evaluation.referee import CAUSAL_EFFECT_COLUMNS, cached_causal_effects, causal_effects
 from gradsum.models import build_model
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import ArrayTruthSet, TruthSet, open_truthset
@@ -277,15 +275,15 @@ def test_a_margin_above_the_road_effect_leaves_nothing_material(synthetic: Synth
 
 
 def test_causal_options_are_checked() -> None:
-    assert CausalOptions.from_mapping({}) == CausalOptions("inpaint", MATERIALITY)
-    chosen = CausalOptions.from_mapping({"filler": "mean", "materiality": {"steering": 0.05}})
+    assert check_options("causal", {}) == CausalOptions("inpaint", MATERIALITY)
+    chosen = check_options("causal", {"filler": "mean", "materiality": {"steering": 0.05}})
     assert chosen == CausalOptions("mean", {"steering": 0.05, "obstacle": 0.5})
-    with pytest.raises(SpecError, match=r"unknown option.*margin; valid: filler, materiality"):
-        CausalOptions.from_mapping({"margin": 0.1})
+    with pytest.raises(SpecError, match=r"unknown field 'margin'; valid fields: filler, materiality"):
+        check_options("causal", {"margin": 0.1})
     with pytest.raises(SpecError, match=r"unknown task.*lane"):
-        CausalOptions.from_mapping({"materiality": {"lane": 0.1}})
+        check_options("causal", {"materiality": {"lane": 0.1}})
     with pytest.raises(UnknownNameError, match="filler"):
-        CausalOptions.from_mapping({"filler": "smudge"})
+        check_options("causal", {"filler": "smudge"})
 
 
 def test_unknown_filler_is_refused_before_any_work() -> None:

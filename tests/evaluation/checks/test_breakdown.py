@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from gradsum.aggregation import class_scores, per_image_frame, profiles
 from gradsum.evaluation import CHECKS, NULL_EXPLAINERS
 from gradsum.evaluation.base import CheckResult, EvaluationContext, PlannedMethod
-from gradsum.evaluation.breakdown import (
+from gradsum.evaluation.checks.breakdown import (
     DIFFERENCE,
     INSTANCE_PROFILE_COLUMNS,
     STRAIGHT,

@@ -9,10 +9,15 @@ import pytest
 import torch
 
 from gradsum.errors import SpecError, UnknownNameError
-from gradsum.evaluation.base import CHECKS, CONTROL, CheckResult, EvaluationContext, PlannedMethod
-from gradsum.evaluation.nulls import NULL_EXPLAINERS
-from gradsum.evaluation.randomise import cascade_names
-from gradsum.evaluation.sanity import (
+from gradsum.evaluation.base import (
+    CHECKS,
+    CONTROL,
+    CheckResult,
+    EvaluationContext,
+    PlannedMethod,
+    check_options,
+)
+from gradsum.evaluation.checks.sanity import (
     PER_IMAGE_COLUMNS,
     PROFILE_SPEARMAN,
     SANITY_CRITERION,
@@ -28,6 +33,8 @@ from gradsum.evaluation.sanity import (
     data_randomisation,
     method_depth,
 )
+from gradsum.evaluation.nulls import NULL_EXPLAINERS
+from gradsum.evaluation.randomise import cascade_names
 from gradsum.evaluation.similarity import SIMILARITIES
 from gradsum.models import build_model
 from gradsum.models.loaded import LoadedModel
@@ -175,7 +182,7 @@ def test_the_criterion_is_the_normalised_drop_above_zero() -> None:
 def test_without_a_twin_the_ceiling_is_the_model_itself_and_a_warning_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="gradsum.evaluation.sanity"):
+    with caplog.at_level(logging.WARNING, logger="gradsum.evaluation.checks.sanity"):
         result = SanityCheck().run(context([loaded("pilot", 0)], (SALIENCY,), {"blocks": 1}))
     assert "no seed twin" in caplog.text and "uncalibrated" in caplog.text
     row = result.summary.iloc[0]
@@ -242,13 +249,18 @@ def test_the_reports_figure_plots_the_tables_blocks_in_cascade_order(result: Che
 
 
 def test_options_are_checked() -> None:
-    assert SanityOptions.from_options({}).blocks is None
-    assert SanityOptions.from_options({"blocks": 3}).blocks == 3
-    assert SanityOptions.from_options({"blocks": "all"}).blocks is None
-    with pytest.raises(SpecError, match=r"options\.sanity\.blocks"):
-        SanityOptions.from_options({"blocks": 0})
-    with pytest.raises(SpecError, match="unknown option depth"):
-        SanityOptions.from_options({"depth": 2})
+    assert check_options("sanity", {}) == SanityOptions(similarities=tuple(SIMILARITIES.names()))
+    assert check_options("sanity", {}).blocks is None
+    assert check_options("sanity", {"blocks": 3}).blocks == 3
+    assert check_options("sanity", {"blocks": "all"}).blocks is None
+    with pytest.raises(SpecError, match=r"evaluation\.options\.sanity: field 'blocks'"):
+        check_options("sanity", {"blocks": 0})
+    with pytest.raises(
+        SpecError, match=r"evaluation\.options\.sanity: unknown field 'depth'; valid fields: blocks"
+    ):
+        check_options("sanity", {"depth": 2})
+    with pytest.raises(SpecError, match=r"field 'independent' should be bool, got 'yes'"):
+        check_options("sanity", {"independent": "yes"})
 
 
 def test_images_and_similarities_narrow_the_curve() -> None:
@@ -261,9 +273,9 @@ def test_images_and_similarities_narrow_the_curve() -> None:
     assert np.isfinite(result.summary[["sanity_drop", "sanity_drop_signed"]].to_numpy(float)).all()
     assert result.per_image is not None and len(result.per_image) == 2
     with pytest.raises(UnknownNameError, match="valid: hog, spearman, spearman_abs, ssim"):
-        SanityOptions.from_options({"similarities": ["spearman_abs", "pearson"]})
-    with pytest.raises(SpecError, match=r"options\.sanity\.images"):
-        SanityOptions.from_options({"images": 0})
+        check_options("sanity", {"similarities": ["spearman_abs", "pearson"]})
+    with pytest.raises(SpecError, match=r"options\.sanity: field 'images'"):
+        check_options("sanity", {"images": 0})
 
 
 def test_sources_make_each_randomised_copy_once() -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from torch import Tensor
 from gradsum.aggregation.profiles import mean_ci
 from gradsum.attribution.targets import resolve_target
 from gradsum.errors import SpecError
-from gradsum.evaluation.base import CHECKS, CheckResult, Criterion, EvaluationContext
+from gradsum.evaluation.base import CheckResult, Criterion, EvaluationContext, TrustCheck, register_check
 from gradsum.evaluation.imputation import FastNoisyLinearImputer, Imputer
 from gradsum.models.loaded import LoadedModel
 from gradsum.taxonomy import TaskRegistry
@@ -196,27 +196,17 @@ class PerturbationOptions:
     #: the imputer's noise (ROAD's default), absolute in [0, 1] pixel units
     noise: float = 0.01
 
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> PerturbationOptions:
-        """Options from a config mapping; unknown keys and fractions outside (0, 1) are errors."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise SpecError(
-                f"options.perturbation: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
-            )
-        values: dict[str, Any] = dict(options)
-        if "fractions" in values:
-            values["fractions"] = tuple(float(f) for f in values["fractions"])
-        chosen = cls(**values)
-        steps = np.asarray(chosen.fractions, dtype=np.float64)
+    def __post_init__(self) -> None:
+        steps = np.asarray(self.fractions, dtype=np.float64)
         if steps.size == 0 or np.any(steps <= 0) or np.any(steps >= 1) or np.any(np.diff(steps) <= 0):
             raise SpecError(
-                f"options.perturbation.fractions: need increasing values in (0, 1), got {chosen.fractions}"
+                f"evaluation.options.perturbation: field 'fractions' needs increasing values in (0, 1), "
+                f"got {self.fractions}"
             )
-        if chosen.max_images is not None and chosen.max_images < 1:
-            raise SpecError(f"options.perturbation.max_images: need at least 1, got {chosen.max_images}")
-        return chosen
+        if self.max_images is not None and self.max_images < 1:
+            raise SpecError(
+                f"evaluation.options.perturbation: field 'max_images' needs at least 1, got {self.max_images}"
+            )
 
 
 def _labels(truthset: TruthSet, task: str) -> np.ndarray | None:
@@ -348,18 +338,18 @@ PERTURBATION_CRITERION = Criterion(
 )
 
 
-class PerturbationCheck:
+@register_check("perturbation")
+class PerturbationCheck(TrustCheck):
     """ROAD deletion and insertion of every planned method's maps, null explainers included."""
 
-    name = "perturbation"
+    Options = PerturbationOptions
     description = (
         "ROAD: impute the most / least relevant pixels first (noisy linear imputation); "
         "a faithful map moves the output more under MoRF than under LeRF"
     )
 
-    def run(self, context: EvaluationContext) -> CheckResult:
+    def evaluate(self, context: EvaluationContext, options: PerturbationOptions) -> CheckResult:
         """Curves per fraction, AUCs and the ROAD gap per model × method, with bootstrap intervals."""
-        options = PerturbationOptions.from_mapping(context.options.get(self.name, {}))
         indices = list(context.indices)
         if options.max_images is not None and len(indices) > options.max_images:
             log.info("perturbation: imputing the first %d of %d images", options.max_images, len(indices))
@@ -376,6 +366,3 @@ class PerturbationCheck:
             criteria=[PERTURBATION_CRITERION],
             per_image=per_image,
         )
-
-
-CHECKS.add("perturbation", PerturbationCheck)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gradsum.evaluation.shortcut.tables import TASK, number
+from gradsum.evaluation.checks.shortcut.tables import TASK, number
 from gradsum.models.loaded import LoadedModel
 
 log = logging.getLogger(__name__)

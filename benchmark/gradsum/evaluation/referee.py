@@ -3,44 +3,29 @@
 No attribution method is involved. For every evaluated image and every class present in it, the image
 is erased once (in-domain by the truth set's renderer, else by a fill; see `erasure`) and, where the
 truth set can render one, given a placebo (the class's texture redrawn, nothing else); every model reads
-the original, the erased and the placebo image. A class is material for a model when its erasure moves
-the output more than its placebo by a margin fixed in advance (`materiality`).
-
-The `causal` check scores each method per image against that referee in like units (`concordance`):
-whether the method's class masses order the classes as their erasure effects do, and how much of its
-mass lies on the material classes against their area (the lift). The old Spearman of class densities
-against effects (`agreement`) is kept as a secondary column, `density_spearman`, for one release.
+the original, the erased and the placebo image. The effects are computed once per context and read by
+the causal and granularity checks and the known-answer controls; `gradsum_rows` (every planned method's
+class masses per image) likewise by the causal and shortcut checks.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from gradsum.aggregation.profiles import check_columns, mean_ci, per_image_frame
+from gradsum.aggregation.profiles import per_image_frame
 from gradsum.aggregation.scores import class_scores
-from gradsum.errors import SpecError
-from gradsum.evaluation.agreement import agreement_table
-from gradsum.evaluation.base import CHECKS, CheckResult, Criterion, EvaluationContext
-from gradsum.evaluation.concordance import causal_figures, causal_per_image
+from gradsum.evaluation.base import EvaluationContext
 from gradsum.evaluation.erasure import (
     DEFAULT_FILLER,
     ERASERS,
     erasable_classes,
     erased_sample,
     placebo_sample,
-)
-from gradsum.evaluation.materiality import (
-    MATERIALITY,
-    material_classes,
-    materiality_margins,
-    materiality_table,
 )
 from gradsum.models.loaded import LoadedModel
 from gradsum.taxonomy import TaskRegistry
@@ -63,36 +48,6 @@ CAUSAL_EFFECT_COLUMNS = (
     "flip",
     "placebo_output",
     "placebo_abs_delta",
-    "domain",
-)
-#: Columns of `causal_profiles.csv`: one row per model × class × effect.
-CAUSAL_PROFILE_COLUMNS = (
-    "model",
-    "task",
-    "class",
-    "class_id",
-    "effect",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "n_images",
-    "domain",
-)
-#: Profile effect → the effect column it averages (the flip rate is the mean of the 0/1 flips).
-PROFILE_EFFECTS = {"abs_delta": "abs_delta", "delta": "delta", "flip_rate": "flip"}
-#: Columns of the check's summary (the trust table's causal columns), in order. `density_spearman` (and
-#: its CI) is the old agreement figure, secondary for one release: it decides no verdict.
-SUMMARY_COLUMNS = (
-    "model",
-    "method",
-    "concordance",
-    "image_concordance",
-    "causal_lift",
-    "n_material",
-    "material_classes",
-    "density_spearman",
-    "density_spearman_ci_low",
-    "density_spearman_ci_high",
     "domain",
 )
 
@@ -248,39 +203,6 @@ def _predict(context: EvaluationContext, model: LoadedModel, images: Sequence[np
     return model.predict(context.model_input(model, images)).cpu().numpy().astype(np.float64)
 
 
-def causal_profiles(effects: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Model × class × effect means over images with percentile bootstrap CIs (`PROFILE_EFFECTS`).
-
-    A task without decisions (steering) has no flip rate, so it gets no `flip_rate` rows.
-    """
-    check_columns(effects, CAUSAL_EFFECT_COLUMNS, "causal effects")
-    rows = []
-    keys = ["model", "task", "domain", "class_id"]
-    for (model, task, domain, class_id), group in effects.groupby(keys, sort=True):
-        for effect, column in PROFILE_EFFECTS.items():
-            values = group[column].to_numpy(float)
-            if not np.isfinite(values).any():
-                continue
-            key = f"{model}\0{class_id}\0{effect}"
-            rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
-            mean, low, high = mean_ci(values, rng, n_resamples)
-            rows.append(
-                {
-                    "model": model,
-                    "task": task,
-                    "class": group["class"].iloc[0],
-                    "class_id": int(class_id),
-                    "effect": effect,
-                    "mean": mean,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "n_images": int(group["image"].nunique()),
-                    "domain": domain,
-                }
-            )
-    return pd.DataFrame(rows, columns=list(CAUSAL_PROFILE_COLUMNS))
-
-
 def gradsum_rows(context: EvaluationContext) -> pd.DataFrame:
     """per_image rows of every planned method (null explainers included) of every model on the images.
 
@@ -310,109 +232,8 @@ def _gradsum_rows(context: EvaluationContext) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-#: Primary criterion: per-image pair concordance of class masses with the referee's material effects.
-CONCORDANCE_CRITERION = Criterion(
-    "causal",
-    "concordance",
-    higher_is_better=True,
-    threshold=0.5,
-    name="causal",
-    text="per image, over the class pairs whose erasure effects the referee separates by more than the "
-    "task's margin (immaterial classes tied at 0), the fraction the method's class masses order the same "
-    "way (ties 0.5, chance 0.5), averaged over images",
-)
-#: Image criterion: does the map follow the referee from image to image (a class ranking that ignores the
-#: image, like an oracle built for another image, scores chance)?
-IMAGE_CRITERION = Criterion(
-    "causal",
-    "image_concordance",
-    higher_is_better=True,
-    threshold=0.5,
-    name="causal_image",
-    text="per image, over (material class, other image) pairs whose erasure effects differ by more than "
-    "the task's margin, the fraction the method's mass shares order the two images as the referee's effect "
-    "shares do (ties 0.5, chance 0.5), averaged over images",
-)
-#: Companion criterion: the mass on the material classes against their area (the uniform map's is 1).
-LIFT_CRITERION = Criterion(
-    "causal",
-    "material_mass",
-    higher_is_better=True,
-    threshold=1.0,
-    name="causal_lift",
-    denominator="material_area",
-    text="mean over images of the map's mass share on the model's material classes divided by the mean "
-    "of their area share (1: no more mass than area, the uniform map)",
-)
-
-
-@dataclass(frozen=True)
-class CausalOptions:
-    """The check's options (run config `evaluation.options.causal`)."""
-
-    #: the `ERASERS` entry used where the truth set cannot re-render
-    filler: str = DEFAULT_FILLER
-    #: task → materiality margin (`materiality.MATERIALITY`, overridden per task)
-    materiality: Mapping[str, float] = field(default_factory=lambda: dict(MATERIALITY))
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> CausalOptions:
-        """Options from a config mapping; unknown keys, fillers and tasks are errors."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise SpecError(
-                f"options.causal: unknown option(s) {', '.join(map(str, unknown))}; valid: {', '.join(sorted(valid))}"
-            )
-        filler = str(options.get("filler", DEFAULT_FILLER))
-        ERASERS.get(filler, "options.causal.filler")
-        return cls(filler=filler, materiality=materiality_margins(options.get("materiality")))
-
-
-class CausalCheck:
-    """Causal erasure profiles, the referee's material classes, and each method's concordance with them."""
-
-    name = CONCORDANCE_CRITERION.check
-    description = (
-        "erase and re-texture each class, call classes material by a fixed margin, and score each "
-        "method's class masses per image against the erasure effects"
-    )
-
-    def run(self, context: EvaluationContext) -> CheckResult:
-        """Tables causal_effects, causal_profiles, causal_materiality, agreement (secondary); per-image
-        concordance and material shares; summary per model × method (`SUMMARY_COLUMNS`)."""
-        options = CausalOptions.from_mapping(context.options.get(self.name, {}))
-        effects = cached_causal_effects(context, options.filler)
-        materiality = materiality_table(effects, options.materiality, context.n_resamples, context.seed)
-        material = material_classes(materiality)
-        rows = gradsum_rows(context)
-        per_image = causal_per_image(rows, effects, material, options.materiality)
-        agreement = agreement_table(rows, effects, context.truthset.causes, context.n_resamples, context.seed)
-        return CheckResult(
-            tables={
-                "causal_effects": effects,
-                "causal_profiles": causal_profiles(effects, context.n_resamples, context.seed),
-                "causal_materiality": materiality,
-                "agreement": agreement,
-            },
-            summary=_summary(causal_figures(per_image, material), agreement),
-            criteria=[CONCORDANCE_CRITERION, IMAGE_CRITERION, LIFT_CRITERION],
-            per_image=per_image,
-        )
-
-
-def _summary(figures: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
-    """The concordance figures beside the secondary density Spearman and the erasure domain."""
-    density = agreement.rename(
-        columns={
-            "spearman": "density_spearman",
-            "spearman_ci_low": "density_spearman_ci_low",
-            "spearman_ci_high": "density_spearman_ci_high",
-        }
-    )
-    columns = ["model", "method", "density_spearman", "density_spearman_ci_low", "density_spearman_ci_high"]
-    merged = figures.merge(density[[*columns, "domain"]], on=["model", "method"], how="outer")
-    return merged.sort_values(["model", "method"], ignore_index=True)[list(SUMMARY_COLUMNS)]
-
-
-CHECKS.add(CausalCheck.name, CausalCheck)
+def causal_filler(context: EvaluationContext) -> str:
+    """The `ERASERS` entry the run's causal options name (`evaluation.options.causal.filler`): the checks and
+    controls that reuse the causal effects read them with the same filler."""
+    options: Mapping[str, object] = context.options.get("causal", {})
+    return str(options.get("filler", DEFAULT_FILLER))

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from gradsum.errors import GradSUMError, SpecError
-from gradsum.evaluation import CHECKS
+from gradsum.evaluation import CHECKS, check_options
 from gradsum.evaluation.base import CHANCE, CheckResult, EvaluationContext, PlannedMethod
-from gradsum.evaluation.shortcut import (
+from gradsum.evaluation.checks.shortcut import (
     DETECTION_COLUMNS,
     FINETUNE_COLUMNS,
     FINETUNE_METHOD_COLUMNS,
@@ -367,8 +367,8 @@ def test_predictions_read_the_first_error_images(train: SyntheticTruthSet) -> No
     assert sorted(set(predictions["split"])) == ["test", "test_agreeing", "test_decorrelated"]
     assert predictions.groupby("split")["index"].apply(list).tolist() == [[0, 1]] * 3
     assert shortcut_predictions(context, ShortcutOptions(error_images=2)) is predictions  # read once
-    with pytest.raises(SpecError, match=r"unknown option.*tint"):
-        ShortcutOptions.from_mapping({"tint": "warm"})
+    with pytest.raises(SpecError, match=r"evaluation\.options\.shortcut: unknown field 'tint'"):
+        check_options("shortcut", {"tint": "warm"})
 
 
 def test_a_truth_set_that_cannot_repaint_the_tint_is_refused() -> None:

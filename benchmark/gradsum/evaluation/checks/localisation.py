@@ -20,76 +20,29 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
 
 from gradsum.aggregation.profiles import mean_ci
 from gradsum.attribution.base import upsample
-from gradsum.errors import GradSUMError
-from gradsum.evaluation.base import CHECKS, CheckResult, Criterion, EvaluationContext
+from gradsum.evaluation.base import (
+    CheckResult,
+    Criterion,
+    EvaluationContext,
+    NoOptions,
+    TrustCheck,
+    register_check,
+)
+from gradsum.evaluation.mask_metrics import LOCALISATION_METRICS
 from gradsum.models.loaded import LoadedModel
-from gradsum.registry import Registry
 
 log = logging.getLogger(__name__)
-
-ArrayLike = np.ndarray | Tensor
-#: (maps (B,H,W), boolean masks (B,H,W)) → (B,) float64 scores
-LocalisationMetric = Callable[[ArrayLike, ArrayLike], np.ndarray]
 
 #: Columns of `localisation.csv` (one row per model × method × metric), in order.
 LOCALISATION_COLUMNS = ("model", "method", "metric", "mean", "ci_low", "ci_high", "n_images")
 
-
-def _flat(maps: ArrayLike, masks: ArrayLike) -> tuple[Tensor, Tensor]:
-    """(B, H·W) float64 maps and bool masks; their shapes must agree."""
-    values, inside = torch.as_tensor(maps).detach().cpu(), torch.as_tensor(masks).detach().cpu()
-    if values.shape != inside.shape or values.ndim != 3:
-        raise GradSUMError(
-            f"maps {tuple(values.shape)} and masks {tuple(inside.shape)}: need two (B, H, W) arrays of one shape"
-        )
-    return values.double().flatten(1), inside.bool().flatten(1)
-
-
-def _undefined_where(scores: Tensor, undefined: Tensor) -> np.ndarray:
-    return torch.where(undefined, torch.full_like(scores, float("nan")), scores).numpy()
-
-
-def mass_accuracy(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
-    """Per image: the share of the map's non-negative mass inside the mask."""
-    values, inside = _flat(maps, masks)
-    positive = values.clamp(min=0)
-    total = positive.sum(1)
-    share = (positive * inside).sum(1) / total.clamp(min=torch.finfo(total.dtype).tiny)
-    return _undefined_where(share, (total <= 0) | ~inside.any(1))
-
-
-def rank_accuracy(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
-    """Per image: the share of the top-|mask| pixels inside the mask, ties at the cut by expected share."""
-    values, inside = _flat(maps, masks)
-    k = inside.sum(1)
-    cut = values.sort(1, descending=True).values.gather(1, (k - 1).clamp(min=0)[:, None])
-    above, tied = values > cut, values == cut
-    # the tied pixels fill the places the strictly higher ones leave, each with equal chance
-    places = k - above.sum(1)
-    hits = (above & inside).sum(1) + places * (tied & inside).sum(1) / tied.sum(1).clamp(min=1)
-    return _undefined_where(hits / k.clamp(min=1), k == 0)
-
-
-def pointing_game(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
-    """Per image: 1 when any pixel of the map's maximum lies inside the mask, else 0."""
-    values, inside = _flat(maps, masks)
-    top = values == values.max(1, keepdim=True).values
-    return _undefined_where((top & inside).any(1).double(), ~inside.any(1))
-
-
-LOCALISATION_METRICS: Registry[LocalisationMetric] = Registry("localisation metric")
-LOCALISATION_METRICS.add("mass_accuracy", mass_accuracy)
-LOCALISATION_METRICS.add("rank_accuracy", rank_accuracy)
-LOCALISATION_METRICS.add("pointing_game", pointing_game)
 
 SUMMARY_COLUMNS = (
     "model",
@@ -189,13 +142,13 @@ LOCALISATION_CRITERION = Criterion(
 )
 
 
-class LocalisationCheck:
+@register_check("localisation")
+class LocalisationCheck(TrustCheck):
     """Mass accuracy, rank accuracy and pointing game of every planned method on the cause masks."""
 
-    name = "localisation"
     description = "relevance mass / rank accuracy and pointing game on the truth set's cause masks"
 
-    def run(self, context: EvaluationContext) -> CheckResult:
+    def evaluate(self, context: EvaluationContext, options: NoOptions) -> CheckResult:
         """Per model × method × metric: mean and bootstrap interval over the images that have a mask."""
         declared = context.truthset.causes
         scores: Scores = defaultdict(list)
@@ -219,6 +172,3 @@ class LocalisationCheck:
             criteria=[LOCALISATION_CRITERION],
             per_image=_per_image(context, scores, scored),
         )
-
-
-CHECKS.add("localisation", LocalisationCheck)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gradsum.evaluation.base import EvaluationContext
-from gradsum.evaluation.shortcut import MODELS_TABLE, ShortcutCheck
+from gradsum.evaluation.checks.shortcut import MODELS_TABLE, ShortcutCheck
 from gradsum.models import ModelSpec, load_model, train_model
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets import open_truthset

@@ -10,12 +10,8 @@ import pytest
 from torch import Tensor, nn
 
 from gradsum.evaluation.base import CHANCE, CHECKS, EvaluationContext, PlannedMethod
-from gradsum.evaluation.localisation import (
-    LocalisationCheck,
-    mass_accuracy,
-    pointing_game,
-    rank_accuracy,
-)
+from gradsum.evaluation.checks.localisation import LocalisationCheck
+from gradsum.evaluation.mask_metrics import mass_accuracy, pointing_game, rank_accuracy
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets.base import ArrayTruthSet, CauseDeclaration
 

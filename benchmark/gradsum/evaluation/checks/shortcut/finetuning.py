@@ -13,8 +13,8 @@ import pandas as pd
 from scipy import stats
 
 from gradsum.aggregation.profiles import check_columns
-from gradsum.evaluation.shortcut.series import SeriesMember, fair_models
-from gradsum.evaluation.shortcut.tables import (
+from gradsum.evaluation.checks.shortcut.series import SeriesMember, fair_models
+from gradsum.evaluation.checks.shortcut.tables import (
     CONFIDENCE,
     FINETUNE_COLUMNS,
     FINETUNE_FIGURES,

@@ -10,9 +10,8 @@ from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostReleva
 from torch import Tensor, nn
 
 from gradsum.errors import SpecError
-from gradsum.evaluation.base import CHANCE, CHECKS, EvaluationContext, PlannedMethod
-from gradsum.evaluation.imputation import FastNoisyLinearImputer
-from gradsum.evaluation.perturbation import (
+from gradsum.evaluation.base import CHANCE, CHECKS, EvaluationContext, PlannedMethod, check_options
+from gradsum.evaluation.checks.perturbation import (
     ORDERS,
     Order,
     PerturbationCheck,
@@ -22,6 +21,7 @@ from gradsum.evaluation.perturbation import (
     road_inputs,
     trapezoid_auc,
 )
+from gradsum.evaluation.imputation import FastNoisyLinearImputer
 from gradsum.models.loaded import LoadedModel
 from gradsum.truthsets.base import ArrayTruthSet
 
@@ -173,8 +173,9 @@ def test_obstacle_reads_the_explained_logit_and_the_accuracy_against_the_labels(
 
 
 def test_options_reject_fractions_outside_the_open_unit_interval_and_unknown_keys() -> None:
-    assert PerturbationOptions.from_mapping({"fractions": [0.25, 0.5]}).fractions == (0.25, 0.5)
-    with pytest.raises(SpecError, match="fractions"):
-        PerturbationOptions.from_mapping({"fractions": [0.5, 1.0]})
-    with pytest.raises(SpecError, match="unknown option"):
-        PerturbationOptions.from_mapping({"steps": 3})
+    assert check_options("perturbation", {"fractions": [0.25, 0.5]}).fractions == (0.25, 0.5)
+    assert check_options("perturbation", {}) == PerturbationOptions()
+    with pytest.raises(SpecError, match="field 'fractions' needs increasing values"):
+        check_options("perturbation", {"fractions": [0.5, 1.0]})
+    with pytest.raises(SpecError, match=r"evaluation\.options\.perturbation: unknown field 'steps'"):
+        check_options("perturbation", {"steps": 3})

@@ -49,14 +49,16 @@ from gradsum.aggregation import mean_ci
 from gradsum.attribution import METHODS
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.normalise import normalise
+from gradsum.contract import FLOAT, INT, TEXT, TableSchema
 from gradsum.errors import GradSUMError, SpecError
 from gradsum.evaluation.base import (
-    CHECKS,
     CheckResult,
     Criterion,
     EvaluationContext,
     PlannedMethod,
+    TrustCheck,
     planned_maps,
+    register_check,
 )
 from gradsum.evaluation.randomise import cascade_names, depth_to, randomised
 from gradsum.evaluation.similarity import (
@@ -93,19 +95,25 @@ READS_EVERY_LAYER = frozenset({"guided_gradcam"})
 #: the three similarities of a drop, each per image
 RANDOMISED, FLOOR, CEILING = "randomised", "floor", "ceiling"
 
-#: Columns of `sanity.csv` (and `sanity_data.csv`, where `block` names the shuffled-label twin), in order.
-SANITY_COLUMNS = (
-    "model",
-    "method",
-    "mode",
-    "step",
-    "block",
-    "similarity",
-    "value",
-    "ci_low",
-    "ci_high",
-    "n_images",
+#: `sanity.csv`: one row per model × method × mode × step × similarity, in order.
+SANITY_TABLE = TableSchema(
+    "sanity",
+    (
+        ("model", TEXT),
+        ("method", TEXT),
+        ("mode", TEXT),
+        ("step", INT),
+        ("block", TEXT),
+        ("similarity", TEXT),
+        ("value", FLOAT),
+        ("ci_low", FLOAT),
+        ("ci_high", FLOAT),
+        ("n_images", INT),
+    ),
 )
+#: `sanity_data.csv` (given shuffled-label twins): the same columns, `block` naming the twin.
+SANITY_DATA_TABLE = dataclasses.replace(SANITY_TABLE, name="sanity_data", files=())
+SANITY_COLUMNS = SANITY_TABLE.names
 #: Columns of the check's summary, in order: the drop and its three terms (|map| Spearman, then signed),
 #: where the ceiling came from, and the depth the verdict randomises (blocks, the deepest one's name).
 SUMMARY_COLUMNS = (
@@ -144,38 +152,44 @@ SANITY_CRITERION = Criterion(
 
 @dataclass(frozen=True)
 class SanityOptions:
-    """`context.options["sanity"]`: blocks (int or "all": the cascading curve), independent (bool),
-    shuffled (name → shuffled-label twin), twins (name → seed twin, the ceiling), images (the first N
-    evaluated images; None: all), similarities (names of `SIMILARITIES` on the curve)."""
+    """The check's options (run config `evaluation.options.sanity`); a bad value names the option."""
 
-    blocks: int | None = DEFAULT_BLOCKS
+    #: blocks on the cascading curve: an integer ≥ 1, or "all" / None (every block)
+    blocks: int | str | None = DEFAULT_BLOCKS
+    #: also re-initialise the blocks one at a time (the independent curve)
     independent: bool = False
+    #: model name → its twin trained on permuted labels (data randomisation; set by the pipeline)
     shuffled: Mapping[str, LoadedModel] = field(default_factory=dict)
+    #: model name → its seed twin, the drop's ceiling (set by the pipeline)
     twins: Mapping[str, LoadedModel] = field(default_factory=dict)
+    #: the first N evaluated images (None: all)
     images: int | None = None
+    #: names of `SIMILARITIES` on the curve (empty: all)
     similarities: tuple[str, ...] = ()
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> SanityOptions:
-        """Validated options; an unknown key or a bad value names the option."""
-        valid = ("blocks", "independent", "shuffled", "twins", "images", "similarities")
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise SpecError(f"options.sanity: unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
-        blocks = options.get("blocks", DEFAULT_BLOCKS)
-        if blocks == "all" or blocks is None:
-            blocks = None
-        elif not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1:
-            raise SpecError(f"options.sanity.blocks: an integer ≥ 1 or 'all', got {blocks!r}")
-        images = options.get("images")
-        if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
-            raise SpecError(f"options.sanity.images: an integer ≥ 1 or null (all), got {images!r}")
-        names = tuple(options.get("similarities") or SIMILARITIES.names())
-        for name in names:
-            SIMILARITIES.get(name, "options.sanity.similarities")
-        shuffled = dict(options.get("shuffled") or {})
-        twins = dict(options.get("twins") or {})
-        return cls(blocks, bool(options.get("independent", False)), shuffled, twins, images, names)
+    def __post_init__(self) -> None:
+        blocks = self.blocks
+        if blocks == "all":
+            object.__setattr__(self, "blocks", None)
+        elif blocks is not None and (not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1):
+            raise SpecError(
+                f"evaluation.options.sanity: field 'blocks' should be an integer ≥ 1 or 'all', got {blocks!r}"
+            )
+        images = self.images
+        if images is not None and images < 1:
+            raise SpecError(
+                f"evaluation.options.sanity: field 'images' should be an integer ≥ 1 or null (all), got {images!r}"
+            )
+        for name in self.similarities:
+            SIMILARITIES.get(name, "evaluation.options.sanity.similarities")
+        object.__setattr__(self, "similarities", self.similarities or tuple(SIMILARITIES.names()))
+        object.__setattr__(self, "shuffled", dict(self.shuffled or {}))
+        object.__setattr__(self, "twins", dict(self.twins or {}))
+
+    @property
+    def curve_blocks(self) -> int | None:
+        """The blocks on the cascading curve (None: every block)."""
+        return self.blocks if isinstance(self.blocks, int) else None
 
 
 @dataclass(frozen=True)
@@ -499,13 +513,13 @@ def model_sanity(
             "(1.0), so its sanity verdicts are uncalibrated",
             model.name,
         )
-    variants = curve_variants(model.module, options.blocks, options.independent, context.seed)
+    variants = curve_variants(model.module, options.curve_blocks, options.independent, context.seed)
     calibrations = {
         method.label: calibration(model.module, method, context.seed, twin is not None)
         for method in tested_methods(context, model)
     }
     depths = ", ".join(f"{label} {len(c.depth)} ({c.depth[-1]})" for label, c in calibrations.items())
-    curve = len(cascade_names(model.module, options.blocks))
+    curve = len(cascade_names(model.module, options.curve_blocks))
     logger.info("sanity: %s, curve over %d blocks; drop depths: %s", model.name, curve, depths)
     sources = Sources(model, twin)
     found = collect(context, model, sources, variants, calibrations, options.similarities)
@@ -554,31 +568,29 @@ def _concat(frames: Sequence[pd.DataFrame], columns: Sequence[str]) -> pd.DataFr
     return pd.concat(frames, ignore_index=True)
 
 
-class SanityCheck:
+@register_check("sanity")
+class SanityCheck(TrustCheck):
     """Model randomisation (the cascading curve and the calibrated drop) and, given shuffled-label twins,
     data randomisation."""
 
-    name = "sanity"
+    Options = SanityOptions
+    tables = (SANITY_TABLE, SANITY_DATA_TABLE)
     description = (
         "maps must change more when the model is re-initialised down to the method's layer than when it is "
         "retrained with another seed (Adebayo et al. 2018, calibrated)"
     )
 
-    def run(self, context: EvaluationContext) -> CheckResult:
+    def evaluate(self, context: EvaluationContext, options: SanityOptions) -> CheckResult:
         """Tables `sanity` (and `sanity_data`), the drop per model × method and its per-image terms."""
-        options = SanityOptions.from_options(context.options.get("sanity", {}))
         if options.images is not None:
             # the same context (and map cache) on its first images
             context = dataclasses.replace(context, indices=context.indices[: options.images])
         twins = checked_twins(context, options.twins, "twins")
         parts = [model_sanity(context, m, options, twins.get(m.name)) for m in context.models]
         table = _concat([part.table for part in parts], SANITY_COLUMNS)
-        tables = {"sanity": table}
+        tables = {SANITY_TABLE.name: table}
         if options.shuffled:
-            tables["sanity_data"] = data_randomisation(context, options.shuffled)
+            tables[SANITY_DATA_TABLE.name] = data_randomisation(context, options.shuffled)
         summary = _concat([part.summary for part in parts], SUMMARY_COLUMNS)
         per_image = _concat([part.per_image for part in parts], PER_IMAGE_COLUMNS)
         return CheckResult(tables, summary, [SANITY_CRITERION], per_image=per_image)
-
-
-CHECKS.add("sanity", SanityCheck)

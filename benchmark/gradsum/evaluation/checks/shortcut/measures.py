@@ -17,9 +17,9 @@ import pandas as pd
 
 from gradsum.aggregation.profiles import check_columns, mean_ci
 from gradsum.evaluation.base import EvaluationContext
-from gradsum.evaluation.shortcut.options import ShortcutOptions, error_splits, tint_flipper, tint_split
-from gradsum.evaluation.shortcut.series import SeriesMember
-from gradsum.evaluation.shortcut.tables import (
+from gradsum.evaluation.checks.shortcut.options import ShortcutOptions, error_splits, tint_flipper, tint_split
+from gradsum.evaluation.checks.shortcut.series import SeriesMember
+from gradsum.evaluation.checks.shortcut.tables import (
     CONFIDENCE,
     MODEL_COLUMNS,
     PREDICTION_COLUMNS,
