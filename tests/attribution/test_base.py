@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from gradsum.attribution import METHODS, Method, attribute, list_methods
+from gradsum.attribution import METHODS, Method, attribute, list_methods, register_method
 from gradsum.attribution.base import upsample
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.normalise import normalise
@@ -31,12 +30,12 @@ class _Fixed(Method):
 
 
 @pytest.fixture
-def fixed_method() -> Iterator[str]:
+def fixed_method(monkeypatch: pytest.MonkeyPatch) -> str:
     name = "test:fixed"
-    METHODS.add(name, _Fixed)
-    _Fixed.name = name
-    yield name
-    del METHODS._entries[name]
+    # a copy of the registry's table stands in for it during the test, so the entry goes with it
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    register_method(name)(_Fixed)
+    return name
 
 
 def test_result_records_choices_and_parts(vit: nn.Module, images: Tensor, fixed_method: str) -> None:
