@@ -24,3 +24,16 @@ def test_duplicate_registration_is_refused() -> None:
     registry.add("a", 1)
     with pytest.raises(RuntimeError):
         registry.add("a", 2)
+
+
+def test_unregister_removes_the_entry_and_returns_it() -> None:
+    registry: Registry[int] = Registry("widget")
+    registry.add("one", 1)
+    registry.add("two", 2)
+    assert registry.unregister("one") == 1
+    assert registry.names() == ["two"]
+    # the name is free again, and an unknown name is refused like `get` refuses it
+    registry.add("one", 11)
+    assert registry.get("one") == 11
+    with pytest.raises(UnknownNameError, match="unknown widget 'three'; valid: one, two"):
+        registry.unregister("three")

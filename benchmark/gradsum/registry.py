@@ -33,6 +33,13 @@ class Registry(Generic[T]):
         """Add an entry without a decorator."""
         self.register(name)(entry)
 
+    def unregister(self, name: str) -> T:
+        """Remove the entry called `name` and return it: for a test that registers an entry of its own and
+        must leave the registry as it found it. An unknown name raises the error `get` raises."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def get(self, name: str, argument: str | None = None) -> T:
         """The entry called `name`; an unknown name raises an error listing the valid ones."""
         try:
