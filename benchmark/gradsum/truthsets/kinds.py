@@ -24,7 +24,7 @@ SpecSource = str | Path | None
 
 @dataclass(frozen=True)
 class TruthSetKind:
-    """A reader of one on-disk kind of truth set."""
+    """A reader of one on-disk kind of truth set, as `@register_reader` records it from the reader's class."""
 
     name: str
     description: str
@@ -36,9 +36,9 @@ class TruthSetKind:
     default_split: Callable[[Path, SpecSource], str]
     #: split names worth trying (what `gradsum check` tries when no split is named)
     splits: Callable[[Path, SpecSource], list[str]]
-    priority: int = 100
+    priority: int
     #: True for the kind that reads declarative specs, the one `spec=` arguments go to
-    reads_spec: bool = False
+    reads_spec: bool
 
 
 KINDS: Registry[TruthSetKind] = Registry("truth-set kind")
