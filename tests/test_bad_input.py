@@ -1,4 +1,4 @@
-"""The bad-input suite, end to end through the CLI (issue 10).
+"""The bad-input suite, end to end through the CLI.
 
 Every case runs a `gradsum` command on one bad input and checks three things: a non-zero exit; one line
 on stderr, without a traceback, naming the file, field or argument at fault; and nothing damaged or

@@ -22,7 +22,7 @@ from gradsum.report import write_report
 CHROMIUM = next((path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None)
 #: The first screen: a laptop browser window.
 WINDOW = (1280, 900)
-#: The issue's bound on the page at the default run.
+#: The bound on the page's size at the default run.
 MAX_PAGE_BYTES = 5 * 1024 * 1024
 PROBE = """<script>
 window.addEventListener("load", () => {

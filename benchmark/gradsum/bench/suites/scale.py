@@ -1,5 +1,5 @@
 """Scale: peak memory over 200 against 2,000 images, images per second at 1024×2048 labels with the share
-spent reading PNGs, and 1 against 2 `torchrun` processes (the figures the README's Scale table reports).
+spent reading PNGs, and 1 against 2 `torchrun` processes (the figures docs/measured.md's Scale table reports).
 
 Every run is a real `gradsum.pipeline.run` (GradCAM on PilotNet, resolution `label`, trust layer and
 overlays off) over the test split of a synthetic set rendered into a temporary folder. The model is an
@@ -50,7 +50,7 @@ from gradsum.truthsets.synthetic.writer import frame_id
 
 #: The streamed stage's name in a results manifest's `stage_seconds`.
 ATTRIBUTION_STAGE = "attribution and aggregation"
-#: The issue's target: the large run's peak within 10% of the small run's.
+#: The target: the large run's peak within 10% of the small run's.
 MEMORY_TARGET = 1.10
 #: Writing "5" here resets this process's peak resident memory (VmHWM) on Linux.
 CLEAR_REFS = Path("/proc/self/clear_refs")
