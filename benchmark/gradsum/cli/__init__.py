@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gradsum {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module or .py file that registers methods, checks or readers (repeatable)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for command in _commands():
@@ -67,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        from gradsum.plugins import load_plugins
+
+        load_plugins(args.plugin)
         return int(args._run(args))
     except GradSUMError as error:
         print(f"gradsum {args.command}: error: {error}", file=sys.stderr)
