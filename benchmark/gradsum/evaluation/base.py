@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradsum.contract import TableSchema
+from gradsum.contract import BOOL, FLOAT, INT, TEXT, TableSchema
 from gradsum.dataspec import build
 from gradsum.errors import GradSUMError
 from gradsum.evaluation.planned import CHANCE as CHANCE
@@ -300,6 +300,31 @@ class CheckResult:
     per_image: pd.DataFrame | None = None
 
 
+#: Columns that are text in every check table that has them.
+TEXT_COLUMNS = ("model", "method", "image", "class", "task", "domain")
+
+
+def check_table(
+    name: str,
+    columns: Sequence[str],
+    *,
+    text: Sequence[str] = (),
+    ints: Sequence[str] = (),
+    bools: Sequence[str] = (),
+) -> TableSchema:
+    """A check table's schema from its columns in order: `TEXT_COLUMNS` and `text` are text, `ints` whole
+    numbers, `bools` yes/no, every other column a real number."""
+    dtypes = {
+        **dict.fromkeys(ints, INT),
+        **dict.fromkeys(bools, BOOL),
+        **dict.fromkeys([*TEXT_COLUMNS, *text], TEXT),
+    }
+    unknown = sorted((set(text) | set(ints) | set(bools)) - set(columns))
+    if unknown:
+        raise ValueError(f"table {name}: typed column(s) {unknown} are not among its columns")
+    return TableSchema(name, tuple((column, dtypes.get(column, FLOAT)) for column in columns))
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """The options of a check that takes none: any option given is refused by name."""
@@ -325,8 +350,23 @@ class TrustCheck:
         return check_options(self.name, context.options.get(self.name, {}))
 
     def run(self, context: EvaluationContext) -> CheckResult:
-        """The check's result on `context` with its options."""
-        return self.evaluate(context, self.options(context))
+        """The check's result on `context` with its options; a table it does not declare, or with other
+        columns than it declares, is an error (the results contract holds for every check)."""
+        result = self.evaluate(context, self.options(context))
+        declared = {schema.name: schema for schema in self.tables}
+        for name, frame in result.tables.items():
+            if name not in declared:
+                raise GradSUMError(
+                    f"trust check {self.name!r} returned table {name!r}, which its `tables` do not declare; "
+                    f"declared: {', '.join(declared) or 'none'}"
+                )
+            # a table with nothing to report may have no columns at all
+            if len(frame.columns) and tuple(frame.columns) != declared[name].names:
+                raise GradSUMError(
+                    f"trust check {self.name!r}: table {name!r} has columns {list(frame.columns)}, "
+                    f"declared {list(declared[name].names)}"
+                )
+        return result
 
     def evaluate(self, context: EvaluationContext, options: Any) -> CheckResult:
         """The check itself: tables (`tables`), summary, criteria and per-image rows."""

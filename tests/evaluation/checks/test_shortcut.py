@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from gradsum.contract import BOOL, FLOAT, INT, TEXT
 from gradsum.errors import GradSUMError, SpecError
 from gradsum.evaluation import CHECKS, check_options
 from gradsum.evaluation.base import CHANCE, CheckResult, EvaluationContext, PlannedMethod
@@ -422,3 +423,24 @@ def test_the_permutation_p_value_is_exact_for_few_models() -> None:
     assert permutation_p_value(x, -y, np.random.default_rng(0)) == pytest.approx(1.0)
     # one swap (ρ = 0.8): the identity and the 3 adjacent swaps reach 0.8, so 4 of 24
     assert permutation_p_value(x, y[[1, 0, 2, 3]], np.random.default_rng(0)) == pytest.approx(4 / 24)
+
+
+def test_the_tables_have_their_declared_columns_and_dtypes(
+    checked: tuple[EvaluationContext, CheckResult],
+) -> None:
+    _, result = checked
+    accepts = {
+        TEXT: pd.api.types.is_string_dtype,
+        BOOL: pd.api.types.is_bool_dtype,
+        INT: pd.api.types.is_integer_dtype,
+        FLOAT: pd.api.types.is_float_dtype,
+    }
+    assert list(result.tables) == [schema.name for schema in ShortcutCheck.tables]
+    faults = [
+        f"{schema.name}.{name}: {result.tables[schema.name][name].dtype}, declared {dtype}"
+        for schema in ShortcutCheck.tables
+        if not result.tables[schema.name].empty
+        for name, dtype in schema.columns
+        if not accepts[dtype](result.tables[schema.name][name].dtype)
+    ]
+    assert faults == []

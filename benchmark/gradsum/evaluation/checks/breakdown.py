@@ -26,7 +26,14 @@ import torch
 
 from gradsum.aggregation import PROFILE_COLUMNS, class_scores, mean_ci, per_image_frame, profiles
 from gradsum.attribution.base import upsample
-from gradsum.evaluation.base import CheckResult, EvaluationContext, NoOptions, TrustCheck, register_check
+from gradsum.evaluation.base import (
+    CheckResult,
+    EvaluationContext,
+    NoOptions,
+    TrustCheck,
+    check_table,
+    register_check,
+)
 from gradsum.models.loaded import LoadedModel
 from gradsum.taxonomy import TaskRegistry
 from gradsum.truthsets.base import Sample
@@ -277,11 +284,20 @@ def breakdown_rows(context: EvaluationContext) -> tuple[pd.DataFrame, pd.DataFra
     return rows, grouped
 
 
+INSTANCE_PROFILES_TABLE = check_table(
+    "instance_profiles", INSTANCE_PROFILE_COLUMNS, text=("role",), ints=("n_images",)
+)
+TARGET_PROFILES_TABLE = check_table(
+    "target_profiles", TARGET_PROFILE_COLUMNS, text=("group", "category"), ints=("class_id", "n_images")
+)
+
+
 @register_check("breakdown")
 class BreakdownCheck(TrustCheck):
     """Instance profiles (cause vs same-class distractors) and class profiles split by target group."""
 
     description = "causal instance vs same-class distractors, and class profiles per target group"
+    tables = (INSTANCE_PROFILES_TABLE, TARGET_PROFILES_TABLE)
 
     def evaluate(self, context: EvaluationContext, options: NoOptions) -> CheckResult:
         """Tables instance_profiles and target_profiles; an empty summary and no criteria."""
@@ -292,8 +308,8 @@ class BreakdownCheck(TrustCheck):
             )
         return CheckResult(
             tables={
-                "instance_profiles": instance_profiles(rows, context.n_resamples, context.seed),
-                "target_profiles": target_profiles(grouped, context.n_resamples, context.seed),
+                INSTANCE_PROFILES_TABLE.name: instance_profiles(rows, context.n_resamples, context.seed),
+                TARGET_PROFILES_TABLE.name: target_profiles(grouped, context.n_resamples, context.seed),
             },
             summary=pd.DataFrame(columns=list(SUMMARY_COLUMNS)),
         )

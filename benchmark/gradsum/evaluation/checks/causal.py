@@ -18,12 +18,20 @@ import numpy as np
 import pandas as pd
 
 from gradsum.aggregation.profiles import check_columns, mean_ci
-from gradsum.evaluation.agreement import agreement_table
-from gradsum.evaluation.base import CheckResult, Criterion, EvaluationContext, TrustCheck, register_check
+from gradsum.evaluation.agreement import AGREEMENT_COLUMNS, agreement_table
+from gradsum.evaluation.base import (
+    CheckResult,
+    Criterion,
+    EvaluationContext,
+    TrustCheck,
+    check_table,
+    register_check,
+)
 from gradsum.evaluation.concordance import causal_figures, causal_per_image
 from gradsum.evaluation.erasure import DEFAULT_FILLER, ERASERS
 from gradsum.evaluation.materiality import (
     MATERIALITY,
+    MATERIALITY_COLUMNS,
     material_classes,
     materiality_margins,
     materiality_table,
@@ -145,11 +153,25 @@ class CausalOptions:
         object.__setattr__(self, "materiality", materiality_margins(self.materiality))
 
 
+#: The check's tables: the referee's effects, their profiles, the material classes, the secondary agreement.
+CAUSAL_EFFECTS_TABLE = check_table("causal_effects", CAUSAL_EFFECT_COLUMNS, ints=("class_id", "pixels"))
+CAUSAL_PROFILES_TABLE = check_table(
+    "causal_profiles", CAUSAL_PROFILE_COLUMNS, text=("effect",), ints=("class_id", "n_images")
+)
+MATERIALITY_TABLE = check_table(
+    "causal_materiality", MATERIALITY_COLUMNS, ints=("n_images",), bools=("material",)
+)
+AGREEMENT_TABLE = check_table(
+    "agreement", AGREEMENT_COLUMNS, text=("causal_classes", "cause_source"), ints=("n_images", "n_classes")
+)
+
+
 @register_check("causal")
 class CausalCheck(TrustCheck):
     """Causal erasure profiles, the referee's material classes, and each method's concordance with them."""
 
     Options = CausalOptions
+    tables = (CAUSAL_EFFECTS_TABLE, CAUSAL_PROFILES_TABLE, MATERIALITY_TABLE, AGREEMENT_TABLE)
     description = (
         "erase and re-texture each class, call classes material by a fixed margin, and score each "
         "method's class masses per image against the erasure effects"
@@ -166,10 +188,10 @@ class CausalCheck(TrustCheck):
         agreement = agreement_table(rows, effects, context.truthset.causes, context.n_resamples, context.seed)
         return CheckResult(
             tables={
-                "causal_effects": effects,
-                "causal_profiles": causal_profiles(effects, context.n_resamples, context.seed),
-                "causal_materiality": materiality,
-                "agreement": agreement,
+                CAUSAL_EFFECTS_TABLE.name: effects,
+                CAUSAL_PROFILES_TABLE.name: causal_profiles(effects, context.n_resamples, context.seed),
+                MATERIALITY_TABLE.name: materiality,
+                AGREEMENT_TABLE.name: agreement,
             },
             summary=_summary(causal_figures(per_image, material), agreement),
             criteria=[CONCORDANCE_CRITERION, IMAGE_CRITERION, LIFT_CRITERION],

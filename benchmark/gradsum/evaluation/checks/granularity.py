@@ -23,7 +23,7 @@ from gradsum.attribution import attribute
 from gradsum.attribution.base import upsample
 from gradsum.errors import GradSUMError
 from gradsum.evaluation.agreement import agreement_table
-from gradsum.evaluation.base import CheckResult, EvaluationContext, TrustCheck, register_check
+from gradsum.evaluation.base import CheckResult, EvaluationContext, TrustCheck, check_table, register_check
 from gradsum.evaluation.mask_metrics import mass_accuracy
 from gradsum.evaluation.referee import cached_causal_effects, causal_filler
 from gradsum.models import model_family, tokenizer
@@ -192,14 +192,22 @@ def granularity_table(context: EvaluationContext, options: GranularityOptions) -
     return pd.DataFrame(rows, columns=list(GRANULARITY_COLUMNS))
 
 
+GRANULARITY_TABLE = check_table(
+    "granularity", GRANULARITY_COLUMNS, text=("layer", "grid"), ints=("depth", "n_images")
+)
+
+
 @register_check("granularity")
 class GranularityCheck(TrustCheck):
     """GradCAM-family maps at every depth: agreement and cause mass against depth and grid size."""
 
     Options = GranularityOptions
+    tables = (GRANULARITY_TABLE,)
     description = "CAM methods at every CNN stage and ViT block: agreement and cause mass against depth"
 
     def evaluate(self, context: EvaluationContext, options: GranularityOptions) -> CheckResult:
         """Table granularity; no summary (the sweep informs the choice of layer, it judges nothing)."""
         table = granularity_table(context, options)
-        return CheckResult(tables={self.name: table}, summary=pd.DataFrame(columns=["model", "method"]))
+        return CheckResult(
+            tables={GRANULARITY_TABLE.name: table}, summary=pd.DataFrame(columns=["model", "method"])
+        )

@@ -33,6 +33,7 @@ from gradsum.evaluation.base import (
     EvaluationContext,
     NoOptions,
     TrustCheck,
+    check_table,
     register_check,
 )
 from gradsum.evaluation.mask_metrics import LOCALISATION_METRICS
@@ -142,11 +143,15 @@ LOCALISATION_CRITERION = Criterion(
 )
 
 
+LOCALISATION_TABLE = check_table("localisation", LOCALISATION_COLUMNS, text=("metric",), ints=("n_images",))
+
+
 @register_check("localisation")
 class LocalisationCheck(TrustCheck):
     """Mass accuracy, rank accuracy and pointing game of every planned method on the cause masks."""
 
     description = "relevance mass / rank accuracy and pointing game on the truth set's cause masks"
+    tables = (LOCALISATION_TABLE,)
 
     def evaluate(self, context: EvaluationContext, options: NoOptions) -> CheckResult:
         """Per model × method × metric: mean and bootstrap interval over the images that have a mask."""
@@ -165,9 +170,9 @@ class LocalisationCheck(TrustCheck):
         table, summary = _tables(context, scores)
         if summary.empty:
             log.warning("localisation: no evaluated image has a cause mask; no figures, no verdicts")
-            return CheckResult(tables={"localisation": table}, summary=summary)
+            return CheckResult(tables={LOCALISATION_TABLE.name: table}, summary=summary)
         return CheckResult(
-            tables={"localisation": table},
+            tables={LOCALISATION_TABLE.name: table},
             summary=summary,
             criteria=[LOCALISATION_CRITERION],
             per_image=_per_image(context, scores, scored),

@@ -40,7 +40,14 @@ from torch import Tensor
 from gradsum.aggregation.profiles import mean_ci
 from gradsum.attribution.targets import resolve_target
 from gradsum.errors import SpecError
-from gradsum.evaluation.base import CheckResult, Criterion, EvaluationContext, TrustCheck, register_check
+from gradsum.evaluation.base import (
+    CheckResult,
+    Criterion,
+    EvaluationContext,
+    TrustCheck,
+    check_table,
+    register_check,
+)
 from gradsum.evaluation.imputation import FastNoisyLinearImputer, Imputer
 from gradsum.models.loaded import LoadedModel
 from gradsum.taxonomy import TaskRegistry
@@ -338,11 +345,16 @@ PERTURBATION_CRITERION = Criterion(
 )
 
 
+CURVE_TABLE = check_table("perturbation", CURVE_COLUMNS, text=("order", "measure"), ints=("n_images",))
+AUC_TABLE = check_table("perturbation_auc", AUC_COLUMNS, text=("measure",), ints=("n_images",))
+
+
 @register_check("perturbation")
 class PerturbationCheck(TrustCheck):
     """ROAD deletion and insertion of every planned method's maps, null explainers included."""
 
     Options = PerturbationOptions
+    tables = (CURVE_TABLE, AUC_TABLE)
     description = (
         "ROAD: impute the most / least relevant pixels first (noisy linear imputation); "
         "a faithful map moves the output more under MoRF than under LeRF"
@@ -361,7 +373,7 @@ class PerturbationCheck(TrustCheck):
             _perturb_model(subset, model, options, curves, scored)
         curve_table, auc_table, summary, per_image = _tables(subset, curves, options.fractions, scored)
         return CheckResult(
-            tables={"perturbation": curve_table, "perturbation_auc": auc_table},
+            tables={CURVE_TABLE.name: curve_table, AUC_TABLE.name: auc_table},
             summary=summary,
             criteria=[PERTURBATION_CRITERION],
             per_image=per_image,

@@ -49,7 +49,6 @@ from gradsum.aggregation import mean_ci
 from gradsum.attribution import METHODS
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.normalise import normalise
-from gradsum.contract import FLOAT, INT, TEXT, TableSchema
 from gradsum.errors import GradSUMError, SpecError
 from gradsum.evaluation.base import (
     CheckResult,
@@ -57,6 +56,7 @@ from gradsum.evaluation.base import (
     EvaluationContext,
     PlannedMethod,
     TrustCheck,
+    check_table,
     planned_maps,
     register_check,
 )
@@ -96,20 +96,11 @@ READS_EVERY_LAYER = frozenset({"guided_gradcam"})
 RANDOMISED, FLOOR, CEILING = "randomised", "floor", "ceiling"
 
 #: `sanity.csv`: one row per model × method × mode × step × similarity, in order.
-SANITY_TABLE = TableSchema(
+SANITY_TABLE = check_table(
     "sanity",
-    (
-        ("model", TEXT),
-        ("method", TEXT),
-        ("mode", TEXT),
-        ("step", INT),
-        ("block", TEXT),
-        ("similarity", TEXT),
-        ("value", FLOAT),
-        ("ci_low", FLOAT),
-        ("ci_high", FLOAT),
-        ("n_images", INT),
-    ),
+    ("model", "method", "mode", "step", "block", "similarity", "value", "ci_low", "ci_high", "n_images"),
+    text=("mode", "block", "similarity"),
+    ints=("step", "n_images"),
 )
 #: `sanity_data.csv` (given shuffled-label twins): the same columns, `block` naming the twin.
 SANITY_DATA_TABLE = dataclasses.replace(SANITY_TABLE, name="sanity_data", files=())

@@ -37,6 +37,7 @@ from gradsum.evaluation.checks.shortcut.tables import (
     ONSET_TABLE,
     SUMMARY_COLUMNS,
     TABLE_COLUMNS,
+    TABLES,
 )
 from gradsum.evaluation.referee import gradsum_rows
 from gradsum.models.loaded import LoadedModel
@@ -64,6 +65,7 @@ class ShortcutCheck(TrustCheck):
     """The tint's measured pull on every steering model, and whether each method's cue mass follows it."""
 
     Options = ShortcutOptions
+    tables = TABLES
     description = (
         "flip the sky tint (the planted shortcut) and measure each model's pull and tint-split errors; "
         "rank-correlate each method's sky mass with the pull across models"

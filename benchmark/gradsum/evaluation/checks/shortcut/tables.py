@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 
-from gradsum.evaluation.base import MODELS, Criterion
+from gradsum.evaluation.base import MODELS, Criterion, check_table
 
 #: The only task whose models are measured: the tint is planted against the steering sign.
 TASK = "steering"
@@ -102,6 +102,17 @@ FINETUNE_METHOD_COLUMNS = (
     "base",
     "method",
     *(f"{figure}_{when}" for figure in FINETUNE_METHOD_FIGURES for when in ("before", "after")),
+)
+#: Every table the check writes, with its columns' dtypes.
+TABLES = (
+    check_table(
+        MODELS_TABLE, MODEL_COLUMNS, text=("series", "base"), ints=("n_images",), bools=("finetuned",)
+    ),
+    check_table(METHODS_TABLE, METHOD_COLUMNS, text=("series",), bools=("null", "finetuned", "detected")),
+    check_table(DETECTION_TABLE, DETECTION_COLUMNS, ints=("n_models",), bools=("null",)),
+    check_table(ONSET_TABLE, ONSET_COLUMNS, text=("series", "rhos_detected"), bools=("null",)),
+    check_table(FINETUNE_TABLE, FINETUNE_COLUMNS, text=("base",)),
+    check_table(FINETUNE_METHODS_TABLE, FINETUNE_METHOD_COLUMNS, text=("base",)),
 )
 #: Table name → its columns: every table the check writes.
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
