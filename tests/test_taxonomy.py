@@ -20,6 +20,7 @@ from gradsum.evaluation.referee import DECISION_FLIPS
 from gradsum.finetune.loss import KEEP_TARGETS
 from gradsum.finetune.relevance import RELEVANCE_MAPS
 from gradsum.models.architectures import ARCHITECTURES
+from gradsum.models.introspect import CAM_LAYERS
 from gradsum.models.tasks import TRAINING_TASKS
 from gradsum.pipeline.config import default_config
 from gradsum.taxonomy import (
@@ -57,6 +58,7 @@ PER_FAMILY: dict[str, Iterable[str]] = {
     "evaluation.randomise.BLOCK_RULES": BLOCK_RULES,
     "evaluation.granularity.LAYERS": GRANULARITY_LAYERS,
     "finetune.relevance.RELEVANCE_MAPS": RELEVANCE_MAPS,
+    "models.introspect.CAM_LAYERS": CAM_LAYERS,
     "models.architectures.ARCHITECTURES (families)": {a.family for _, a in ARCHITECTURES.items()},
 }
 

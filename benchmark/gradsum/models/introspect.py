@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from timm.layers import HybridEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from gradsum.errors import AttributionError
-from gradsum.taxonomy import Family
+from gradsum.taxonomy import Family, FamilyRegistry
 
 
 def model_family(model: nn.Module) -> Family:
@@ -42,21 +44,33 @@ def num_prefix_tokens(model: nn.Module) -> int:
     return int(_transformer(model, "num_prefix_tokens").num_prefix_tokens)
 
 
-def cam_layer(model: nn.Module) -> nn.Module:
-    """A default Grad-CAM layer: the last conv stage of a CNN, or the hybrid's tokenizer.
+#: The default Grad-CAM layer per family (`cam_layer`); covered for every family in tests/test_taxonomy.py.
+CAM_LAYERS: FamilyRegistry[Callable[[nn.Module], nn.Module]] = FamilyRegistry("default CAM layer")
 
-    CNNs built here keep their conv stages in `features`; other CNNs (timm) fall back to the last
-    module that holds a convolution. Plain ViTs have no conv map and raise.
-    """
-    family = model_family(model)
-    if family == "hybrid":
-        return tokenizer(model)
-    if family == "vit":
-        raise AttributionError("cam_layer: a plain ViT has no convolutional feature map; use its blocks")
+
+def cam_layer(model: nn.Module) -> nn.Module:
+    """A default Grad-CAM layer: the last conv stage of a CNN, or the hybrid's tokenizer."""
+    return CAM_LAYERS.get(model_family(model))(model)
+
+
+@CAM_LAYERS.register("cnn")
+def _cnn_cam_layer(model: nn.Module) -> nn.Module:
+    """CNNs built here keep their conv stages in `features`; other CNNs (timm) fall back to the last
+    module that holds a convolution."""
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and len(features):
         return features[-1]
     return _last_conv_parent(model)
+
+
+@CAM_LAYERS.register("vit")
+def _vit_cam_layer(model: nn.Module) -> nn.Module:
+    raise AttributionError("cam_layer: a plain ViT has no convolutional feature map; use its blocks")
+
+
+@CAM_LAYERS.register("hybrid")
+def _hybrid_cam_layer(model: nn.Module) -> nn.Module:
+    return tokenizer(model)
 
 
 def _last_conv_parent(model: nn.Module) -> nn.Module:
