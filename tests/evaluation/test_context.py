@@ -42,7 +42,7 @@ def test_maps_are_computed_once_per_image_and_method(monkeypatch: pytest.MonkeyP
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(base, "planned_maps", counting)
-    gradcam = PlannedMethod("gradcam", "gradcam")
+    gradcam = PlannedMethod("gradcam", label="gradcam")
     ids, images, labels, _ = next(context.batches())
     batch, label_tensor = context.model_input(model, images), torch.from_numpy(np.stack(labels))
     first = context.maps(model, gradcam, batch, label_tensor, ids)
@@ -57,7 +57,7 @@ def test_maps_are_computed_once_per_image_and_method(monkeypatch: pytest.MonkeyP
 
 def test_the_cache_stops_at_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
     context, model = _context(2 * SIZE[0] * SIZE[1] * 4)  # room for two float32 maps
-    gradcam = PlannedMethod("gradcam", "gradcam")
+    gradcam = PlannedMethod("gradcam", label="gradcam")
     ids, images, labels, _ = next(context.batches())
     batch, label_tensor = context.model_input(model, images), torch.from_numpy(np.stack(labels))
     maps = context.maps(model, gradcam, batch, label_tensor, ids)

@@ -65,7 +65,7 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> EvaluationContext:
         truthset=truthset,
         indices=range(6),
         models=models,
-        plan={m.name: [PlannedMethod("gradcam", "gradcam"), uniform] for m in models},
+        plan={m.name: [PlannedMethod("gradcam", label="gradcam"), uniform] for m in models},
         targets={"steering": "output", "obstacle": "positive"},
         batch_size=6,
         n_resamples=20,

@@ -63,7 +63,7 @@ class MeanMapCheck(TrustCheck):
                     maps = context.maps(model, planned, batch, label_tensor, ids, indices)
                     for image, value in zip(ids, maps.mean(dim=(1, 2)).tolist(), strict=True):
                         rows.append(
-                            {"model": model.name, "method": planned.label, "image": image, NAME: value}
+                            {"model": model.name, "method": planned.name, "image": image, NAME: value}
                         )
         per_image = pd.DataFrame(rows, columns=list(TABLE.names))
         per_image = per_image[per_image["image"].isin(per_image["image"].unique()[: options.images])]
@@ -112,7 +112,7 @@ def test_an_outside_check_runs_through_run_checks(registered: type[MeanMapCheck]
         truthset=truthset,
         indices=range(3),
         models=[model],
-        plan={"pilot": [PlannedMethod("gradcam", "gradcam")]},
+        plan={"pilot": [PlannedMethod("gradcam", label="gradcam")]},
         targets={"steering": "output"},
         n_resamples=20,
         options={NAME: {"images": 3}},

@@ -177,7 +177,7 @@ def test_model_free_maps_are_computed_once_per_image(monkeypatch: pytest.MonkeyP
         return torch.stack([torch.full(size, float(index)) for index in found])
 
     monkeypatch.setitem(MODEL_FREE_MAPS._entries, "counting", counting)
-    method = PlannedMethod("control:counting", "counting", normalise="raw", role="control")
+    method = PlannedMethod("counting", label="control:counting", normalise="raw", role="control")
     context = _context(HandMasks([None] * 3, "test"))
     first = _maps(context, method, [0, 1, 2])
     assert torch.equal(first[:, 0, 0], torch.tensor([0.0, 1.0, 2.0]))
@@ -203,7 +203,7 @@ def test_model_free_methods_refuse_a_module_and_a_missing_context() -> None:
         context.maps(_model(), CLASS_AREA, batch, labels),
         torch.tensor([[[1 / 6, 4 / 6, 4 / 6], [4 / 6, 4 / 6, 1 / 6]]]),
     )
-    oracle = PlannedMethod("control:oracle", "oracle", normalise="raw", role="control")
+    oracle = PlannedMethod("oracle", label="control:oracle", normalise="raw", role="control")
     with pytest.raises(GradSUMError, match=r"'oracle' is read per image: call EvaluationContext\.maps with"):
         context.maps(_model(), oracle, batch, labels)
 

@@ -51,6 +51,11 @@ def test_missing_config_lists_builtins() -> None:
         ({"normalise": "zscore"}, r"normalise.*minmax"),
         ({"methods": [{"method": "uniform", "normalise": "unit"}]}, r"methods\[0\]\.normalise"),
         ({"resolution": "pixel"}, r"resolution: 'pixel'"),
+        (
+            {"evaluation": {"options": {"sanity": {"blocks": "three"}}}},
+            r"evaluation\.options\.sanity: field 'blocks'",
+        ),
+        ({"methods": [{"method": "gradcam", "role": "oracle"}]}, r"unknown role 'oracle'.*valid: method"),
     ],
 )
 def test_unknown_names_are_refused_before_any_work(change: dict[str, object], message: str) -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from gradsum import taxonomy
 from gradsum.attribution.adapters import OutputKey, attribution_mode, prepare_images, select_output
 from gradsum.attribution.layers import resolve_layer
-from gradsum.attribution.normalise import NORMALISERS
+from gradsum.attribution.normalise import DEFAULT_NORMALISER, NORMALISERS
 from gradsum.attribution.normalise import normalise as normalise_maps
 from gradsum.attribution.postprocess import apply_steps, check_steps
 from gradsum.attribution.targets import Target, resolve_target
@@ -198,7 +198,7 @@ def attribute(
     target: str | Target | Sequence[float] | Tensor | None = None,
     task: str = "steering",
     layer: str | None = None,
-    normalise: str = "minmax",
+    normalise: str = DEFAULT_NORMALISER,
     postprocess: Sequence[str] | None = None,
     output: OutputKey = None,
     **options: Any,

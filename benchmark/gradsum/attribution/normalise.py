@@ -12,6 +12,8 @@ from gradsum.registry import Registry
 Normaliser = Callable[[Tensor], Tensor]
 
 NORMALISERS: Registry[Normaliser] = Registry("normalisation")
+#: The normalisation a map gets when none is named (the API, a run config, a planned method).
+DEFAULT_NORMALISER = "minmax"
 
 
 @NORMALISERS.register("minmax")

@@ -25,7 +25,7 @@ from gradsum.attribution.attention_capture import (
 )
 from gradsum.attribution.attention_math import read_out
 from gradsum.attribution.base import upsample
-from gradsum.attribution.normalise import normalise
+from gradsum.attribution.normalise import DEFAULT_NORMALISER, normalise
 from gradsum.contract import ATTENTION, ATTENTION_PROFILES
 from gradsum.models import num_prefix_tokens
 
@@ -42,7 +42,7 @@ class AttentionDiagnostics:
     """Accumulates entropy ratios and per-layer raw-attention class scores over batches of one model."""
 
     model: str
-    normalisation: str = "minmax"
+    normalisation: str = DEFAULT_NORMALISER
     batches: int = 0
     _entropy_sum: Tensor | None = None
     _images: int = 0

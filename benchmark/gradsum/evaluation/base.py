@@ -110,14 +110,14 @@ class EvaluationContext:
         later check (up to `map_cache_bytes`): the checks of one evaluation read the same images with the
         same methods.
         """
-        keys = [(model.name, method.label, image) for image in ids] if ids is not None else None
+        keys = [(model.name, method.name, image) for image in ids] if ids is not None else None
         if keys is not None and all(key in self._maps for key in keys):
             return torch.stack([self._maps[key] for key in keys]).to(batch.device)
         maps = planned_maps(
             model, method, batch, labels, self.targets.get(model.task), context=self, ids=ids, indices=indices
         )
         if ids is not None:
-            self.remember(model.name, method.label, ids, maps)
+            self.remember(model.name, method.name, ids, maps)
         return maps
 
     def remember(self, model: str, label: str, ids: Sequence[str], maps: torch.Tensor) -> None:
@@ -217,19 +217,19 @@ def planned_maps(
 
     if module is not None and method.model_free:
         raise GradSUMError(
-            f"planned method {method.label!r} (role {method.role}) is model-free: its maps are no function "
+            f"planned method {method.name!r} (role {method.role}) is model-free: its maps are no function "
             f"of a module, so they are not computed on a randomised copy; leave it out (`method.model_free`)"
         )
     size = (int(batch.shape[-2]), int(batch.shape[-1]))
     if method.method in MODEL_FREE_MAPS:
         if context is None:
             raise GradSUMError(
-                f"planned method {method.label!r}: {method.method!r} is read from the truth set and the "
+                f"planned method {method.name!r}: {method.method!r} is read from the truth set and the "
                 f"causal referee, not the model; call EvaluationContext.maps"
             )
         compute = MODEL_FREE_MAPS.get(method.method)
         maps = compute(context, model, method, labels.to(batch.device), ids, indices, size)
-        return normalise(maps.to(batch.device), method.normalise)
+        return normalise(maps.to(batch.device), method.normalisation)
     result = attribute(
         module if module is not None else model.module,
         batch,
@@ -237,7 +237,7 @@ def planned_maps(
         target=target,
         task=model.task,
         layer=method.layer,
-        normalise=method.normalise,
+        normalise=method.normalisation,
         postprocess=method.postprocess,
         **dict(method.options),
     )

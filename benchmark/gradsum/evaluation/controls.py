@@ -58,7 +58,7 @@ ORACLE, OTHER_MODEL, OTHER_TASK, OTHER_IMAGE, CAUSE_MASK = (
 
 #: The control explainers, as a run plans them: raw maps, since their values are the referee's own units.
 CONTROL_EXPLAINERS: tuple[PlannedMethod, ...] = tuple(
-    PlannedMethod(qualified(CONTROL_SOURCE, name), name, normalise="raw", role=CONTROL)
+    PlannedMethod(name, label=qualified(CONTROL_SOURCE, name), normalise="raw", role=CONTROL)
     for name in (ORACLE, OTHER_MODEL, OTHER_TASK, OTHER_IMAGE, CAUSE_MASK)
 )
 

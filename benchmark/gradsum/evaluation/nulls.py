@@ -43,11 +43,13 @@ PRIOR_SCENES = 300
 
 #: The null explainers, as a run plans them (the uniform map is compared as shares of its mass).
 NULL_EXPLAINERS: tuple[PlannedMethod, ...] = (
-    PlannedMethod(qualified(NULL_SOURCE, "random"), "random", normalise="minmax", role=CHANCE),
-    PlannedMethod(qualified(NULL_SOURCE, "uniform"), "uniform", normalise="sum", role=CHANCE),
-    PlannedMethod(qualified(NULL_SOURCE, "sobel"), "sobel", normalise="minmax", role=HEURISTIC),
-    PlannedMethod(qualified(NULL_SOURCE, CLASS_AREA), CLASS_AREA, normalise="raw", role=CONFOUND),
-    PlannedMethod(qualified(NULL_SOURCE, POSITIONAL_PRIOR), POSITIONAL_PRIOR, normalise="raw", role=CONFOUND),
+    PlannedMethod("random", label=qualified(NULL_SOURCE, "random"), normalise="minmax", role=CHANCE),
+    PlannedMethod("uniform", label=qualified(NULL_SOURCE, "uniform"), normalise="sum", role=CHANCE),
+    PlannedMethod("sobel", label=qualified(NULL_SOURCE, "sobel"), normalise="minmax", role=HEURISTIC),
+    PlannedMethod(CLASS_AREA, label=qualified(NULL_SOURCE, CLASS_AREA), normalise="raw", role=CONFOUND),
+    PlannedMethod(
+        POSITIONAL_PRIOR, label=qualified(NULL_SOURCE, POSITIONAL_PRIOR), normalise="raw", role=CONFOUND
+    ),
 )
 
 

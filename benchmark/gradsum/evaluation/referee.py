@@ -228,7 +228,7 @@ def _gradsum_rows(context: EvaluationContext) -> pd.DataFrame:
             for planned in context.plan.get(model.name, ()):
                 maps = context.maps(model, planned, batch, label_tensor, ids, indices).detach()
                 scores = class_scores(maps, label_tensor, resolution=context.resolution)
-                frames.append(per_image_frame(scores, ids, model.name, planned.label))
+                frames.append(per_image_frame(scores, ids, model.name, planned.name))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -49,5 +49,5 @@ def run_checks(context: EvaluationContext, checks: Sequence[str]) -> TrustReport
         results[name] = factory().run(context)
         seconds[name] = round(time.perf_counter() - start, 2)
         log.info("trust check %s done in %.1f s", name, seconds[name])
-    roles = {m.label: m.role for methods in context.plan.values() for m in methods}
+    roles = {m.name: m.role for methods in context.plan.values() for m in methods}
     return TrustReport(results, trust_table(results, roles, context.n_resamples, context.seed), seconds)

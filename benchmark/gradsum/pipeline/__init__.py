@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from gradsum.evaluation.planned import PlannedMethod
 from gradsum.pipeline.config import (
     FinetuneConfig,
     GenerateConfig,
-    MethodConfig,
     ModelConfig,
     RunConfig,
     TrainingSetConfig,
@@ -21,8 +21,8 @@ from gradsum.pipeline.run import run
 __all__ = [
     "FinetuneConfig",
     "GenerateConfig",
-    "MethodConfig",
     "ModelConfig",
+    "PlannedMethod",
     "RunConfig",
     "TrainingSetConfig",
     "TruthSetConfig",

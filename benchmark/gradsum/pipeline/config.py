@@ -10,8 +10,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gradsum.attribution.normalise import DEFAULT_NORMALISER
 from gradsum.dataspec import build, load_yaml, shipped
 from gradsum.errors import SpecError
+from gradsum.evaluation.planned import PlannedMethod
 from gradsum.finetune.settings import FinetuneSettings
 from gradsum.names import check_model_name
 from gradsum.registry import Registry
@@ -91,28 +93,6 @@ class ModelConfig:
     finetune: FinetuneConfig | None = None
 
 
-@dataclass(frozen=True)
-class MethodConfig:
-    """One attribution method, optionally restricted to some models and given a layer and options."""
-
-    method: str
-    #: the name this method's profiles carry in the results (default: the method name)
-    label: str | None = None
-    #: model names to run on (None: every model the method applies to)
-    models: tuple[str, ...] | None = None
-    layer: str | None = None
-    #: this method's map normalisation (default: the run's `normalise`)
-    normalise: str | None = None
-    #: post-processing steps on the method's grid, e.g. `[abs]` (default: the method's own, e.g. relu for CAMs)
-    postprocess: tuple[str, ...] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """The label used in results tables."""
-        return self.label or self.method
-
-
 #: The trust checks `gradsum run` runs by default: fast enough for the default run's budget.
 DEFAULT_CHECKS = ("causal", "sanity", "localisation", "breakdown")
 
@@ -151,10 +131,10 @@ class RunConfig:
     name: str = "default"
     truthset: TruthSetConfig = field(default_factory=TruthSetConfig)
     models: tuple[ModelConfig, ...] = ()
-    methods: tuple[MethodConfig, ...] = ()
+    methods: tuple[PlannedMethod, ...] = ()
     #: attribution target per task (see `gradsum methods`; steering: output|negative|direction)
     targets: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
-    normalise: str = "minmax"
+    normalise: str = DEFAULT_NORMALISER
     resolution: str = "label"
     batch_size: int = 32
     #: images per shard: the unit a killed run resumes from and processes of a distributed run share

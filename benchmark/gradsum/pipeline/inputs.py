@@ -17,12 +17,14 @@ from gradsum.attribution.targets import TARGETS
 from gradsum.dataspec import changed_fields
 from gradsum.errors import SpecError, TruthSetError
 from gradsum.evaluation import CHECKS
+from gradsum.evaluation.base import check_options
+from gradsum.evaluation.planned import PlannedMethod
 from gradsum.fileio import read_json_object, sha256_file
 from gradsum.finetune.loop import finetune_model
 from gradsum.models import ModelSpec, checkpoint_folder, load_model, load_spec, model_family, train_model
 from gradsum.models.checkpoints import CARD, weights_file
 from gradsum.models.loaded import LoadedModel
-from gradsum.pipeline.config import FinetuneConfig, GenerateConfig, MethodConfig, ModelConfig, RunConfig
+from gradsum.pipeline.config import FinetuneConfig, GenerateConfig, ModelConfig, RunConfig
 from gradsum.truthsets import TruthSet, open_truthset, require_labels
 from gradsum.truthsets.layout import MANIFEST
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION as SYNTHETIC_FORMAT
@@ -269,7 +271,7 @@ def configured_spec(entry: ModelConfig) -> ModelSpec | None:
     return ModelSpec.from_dict(_merge(spec.to_dict(), entry.overrides), f"models[{entry.name}].overrides")
 
 
-def methods_for(model: LoadedModel, methods: tuple[MethodConfig, ...]) -> list[MethodConfig]:
+def methods_for(model: LoadedModel, methods: tuple[PlannedMethod, ...]) -> list[PlannedMethod]:
     """The configured methods that run on `model` (named explicitly, or applicable to its family)."""
     family = model_family(model.module)
     chosen = []
@@ -298,9 +300,11 @@ def check_names(config: RunConfig) -> None:
     NORMALISERS.get(config.normalise, "normalise")
     for i, check in enumerate(config.evaluation.checks):
         CHECKS.get(check, f"evaluation.checks[{i}]")
-    for check in config.evaluation.options:
-        # options under a misspelt check name would be ignored without a word
+    for check, options in config.evaluation.options.items():
+        # options under a misspelt check name would be ignored without a word, and a wrong value would
+        # surface only after training
         CHECKS.get(check, "evaluation.options")
+        check_options(check, options)
     if config.resolution not in RESOLUTIONS:
         raise SpecError(f"resolution: {config.resolution!r} is not one of {', '.join(RESOLUTIONS)}")
     for name in ("models", "methods"):

@@ -20,11 +20,12 @@ from gradsum.attribution import AttributionResult, attribute
 from gradsum.errors import AttributionError
 from gradsum.evaluation import EvaluationContext
 from gradsum.evaluation.attention import AttentionDiagnostics
+from gradsum.evaluation.planned import PlannedMethod
 from gradsum.models import model_family
 from gradsum.models.inputs import model_input, resize_uint8
 from gradsum.models.loaded import LoadedModel
 from gradsum.names import part_label
-from gradsum.pipeline.config import MethodConfig, RunConfig
+from gradsum.pipeline.config import RunConfig
 from gradsum.pipeline.inputs import methods_for
 from gradsum.pipeline.stream import FrameBatch
 from gradsum.report import OverlayData
@@ -55,7 +56,7 @@ def _aggregated_map(result: AttributionResult, resolution: str) -> torch.Tensor:
 
 
 def _attribute(
-    model: LoadedModel, method: MethodConfig, batch: torch.Tensor, config: RunConfig, ids: list[str]
+    model: LoadedModel, method: PlannedMethod, batch: torch.Tensor, config: RunConfig, ids: list[str]
 ) -> AttributionResult:
     try:
         return attribute(

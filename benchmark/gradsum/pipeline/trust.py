@@ -22,14 +22,7 @@ def planned_methods(model: LoadedModel, config: RunConfig) -> list[PlannedMethod
     """The run's methods for `model` as the checks call them, the known-answer controls and the null
     explainers after them."""
     planned = [
-        PlannedMethod(
-            m.name,
-            m.method,
-            m.layer,
-            m.normalise or config.normalise,
-            dict(m.options),
-            postprocess=m.postprocess,
-        )
+        dataclasses.replace(m, normalise=m.normalise or config.normalise)
         for m in methods_for(model, config.methods)
     ]
     nulls = list(NULL_EXPLAINERS) if config.evaluation.nulls else []

@@ -36,7 +36,7 @@ SIZE = (64, 128)
 HALF = (32, 64)
 CLASS_AREA = next(m for m in NULL_EXPLAINERS if m.method == "class_area")
 RANDOM = next(m for m in NULL_EXPLAINERS if m.method == "random")
-PLAN = (PlannedMethod("gradcam", "gradcam"), RANDOM, CLASS_AREA)
+PLAN = (PlannedMethod("gradcam", label="gradcam"), RANDOM, CLASS_AREA)
 
 
 def _has_distractor(truthset: SyntheticTruthSet) -> bool:

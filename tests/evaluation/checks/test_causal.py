@@ -162,7 +162,7 @@ def test_causal_check_runs_every_planned_method_on_a_tiny_model(synthetic: Synth
         _loaded(f"cnn_{task}", build_model("compact_cnn", SIZE).eval(), task, SIZE)
         for task in ("steering", "obstacle")
     ]
-    plan = [PlannedMethod("gradcam", "gradcam"), *NULL_EXPLAINERS]
+    plan = [PlannedMethod("gradcam", label="gradcam"), *NULL_EXPLAINERS]
     context = EvaluationContext(
         truthset=synthetic,
         indices=range(6),
@@ -217,7 +217,10 @@ def test_causal_check_runs_every_planned_method_on_a_tiny_model(synthetic: Synth
 
 def _window_context(synthetic: SyntheticTruthSet, **kwargs: object) -> EvaluationContext:
     model = _loaded("window", WindowGreen(), "steering", SIZE)
-    plan = [PlannedMethod("gradient", "gradient"), PlannedMethod("uniform", "uniform", normalise="sum")]
+    plan = [
+        PlannedMethod("gradient", label="gradient"),
+        PlannedMethod("uniform", label="uniform", normalise="sum"),
+    ]
     return EvaluationContext(
         truthset=synthetic,
         indices=range(len(synthetic)),

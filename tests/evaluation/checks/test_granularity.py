@@ -76,7 +76,7 @@ def test_sweep_equals_the_single_layer_figures(synthetic: SyntheticTruthSet) -> 
 
     # oracle: the causal agreement of GradCAM planned at one layer, and its mass on the cause masks
     layer = "features.2"
-    planned = PlannedMethod(f"gradcam@{layer}", "gradcam", layer=layer)
+    planned = PlannedMethod("gradcam", label=f"gradcam@{layer}", layer=layer)
     single = _context(synthetic, [model], ())
     single.plan = {"pilot": [planned]}
     effects = cached_causal_effects(single, "inpaint")

@@ -155,8 +155,8 @@ class Mean(nn.Module):
 
 def _context(truthset: CauseTruthSet) -> BrightMapContext:
     plan = (
-        PlannedMethod("bright", "bright"),
-        PlannedMethod("null:uniform", "uniform", normalise="sum", role=CHANCE),
+        PlannedMethod("bright", label="bright"),
+        PlannedMethod("uniform", label="null:uniform", normalise="sum", role=CHANCE),
     )
     return BrightMapContext(
         truthset,

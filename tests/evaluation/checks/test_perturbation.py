@@ -65,9 +65,9 @@ class PerfectMapContext(EvaluationContext):
 
 
 PLAN = (
-    PlannedMethod("perfect", "perfect"),
-    PlannedMethod("null:random", "random", normalise="minmax", role=CHANCE),
-    PlannedMethod("null:uniform", "uniform", normalise="sum", role=CHANCE),
+    PlannedMethod("perfect", label="perfect"),
+    PlannedMethod("random", label="null:random", normalise="minmax", role=CHANCE),
+    PlannedMethod("uniform", label="null:uniform", normalise="sum", role=CHANCE),
 )
 
 

@@ -43,10 +43,10 @@ from gradsum.truthsets import ArrayTruthSet
 from gradsum.truthsets.synthetic.render import IDS
 
 SIZE = (64, 128)
-GRADCAM = PlannedMethod("gradcam", "gradcam")
-SALIENCY = PlannedMethod("saliency", "saliency")
+GRADCAM = PlannedMethod("gradcam", label="gradcam")
+SALIENCY = PlannedMethod("saliency", label="saliency")
 #: a known-answer control: model-free by its role, so the check leaves it out like the nulls
-CONTROL_METHOD = PlannedMethod("control:saliency", "saliency", role=CONTROL)
+CONTROL_METHOD = PlannedMethod("saliency", label="control:saliency", role=CONTROL)
 PILOTNET_BLOCKS = [
     "head.7",
     "head.5",
@@ -194,15 +194,15 @@ def test_without_a_twin_the_ceiling_is_the_model_itself_and_a_warning_says_so(
 def test_depth_reaches_the_layer_a_method_reads() -> None:
     module = loaded("pilot", 0).module
     assert cascade_names(module) == PILOTNET_BLOCKS
-    middle = PlannedMethod("gradcam_middle", "gradcam", layer="features.2")
+    middle = PlannedMethod("gradcam", label="gradcam_middle", layer="features.2")
     # a CAM at a middle stage: randomised down to its stage, the two stages below it stay trained
     assert method_depth(module, middle) == tuple(PILOTNET_BLOCKS[:7])
     # a layer inside a stage counts as its stage; a parameter-free layer (the flatten) as the block above
-    assert method_depth(module, PlannedMethod("x", "gradcam", layer="features.2.2"))[-1] == "features.2"
-    assert method_depth(module, PlannedMethod("x", "gradcam", layer="head.0"))[-1] == "head.1"
+    assert method_depth(module, PlannedMethod("gradcam", label="x", layer="features.2.2"))[-1] == "features.2"
+    assert method_depth(module, PlannedMethod("gradcam", label="x", layer="head.0"))[-1] == "head.1"
     # gradients and guided GradCAM read every layer: the full cascade
     assert method_depth(module, SALIENCY) == tuple(PILOTNET_BLOCKS)
-    assert method_depth(module, PlannedMethod("gg", "guided_gradcam")) == tuple(PILOTNET_BLOCKS)
+    assert method_depth(module, PlannedMethod("guided_gradcam", label="gg")) == tuple(PILOTNET_BLOCKS)
     copy = Sources(loaded("pilot", 0)).module(calibration(module, middle, 0, False).randomised)
     # parameters: an untrained model's BatchNorm statistics already hold their reset values
     trained, randomised = dict(module.named_parameters()), dict(copy.named_parameters())
@@ -214,7 +214,7 @@ def test_depth_reaches_the_layer_a_method_reads() -> None:
 def test_depth_on_a_vit_stops_at_the_cam_layer_and_rollout_takes_all() -> None:
     vit = build_model("vit", (32, 64), patch_size=16, embed_dim=16, depth=3, num_heads=2)
     assert method_depth(vit, GRADCAM) == ("head", "norm", "blocks.2")
-    assert method_depth(vit, PlannedMethod("rollout", "gradrollout")) == tuple(cascade_names(vit))
+    assert method_depth(vit, PlannedMethod("gradrollout", label="rollout")) == tuple(cascade_names(vit))
 
 
 def test_data_randomisation_compares_each_model_with_its_twin() -> None:

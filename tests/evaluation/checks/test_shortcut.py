@@ -43,7 +43,7 @@ BOTTOM = 4
 #: between the warm and the cool sky's red − blue, so a tint reader steers right on warm, left on cool
 MIDPOINT = -70 / 255
 SKY_MAP = "skyweight"
-UNIFORM = PlannedMethod("null:uniform", "uniform", normalise="sum", role=CHANCE)
+UNIFORM = PlannedMethod("uniform", label="null:uniform", normalise="sum", role=CHANCE)
 #: model → (tint reader gain k (None: the oracle), rho, sky weight of the planted maps)
 SERIES: dict[str, tuple[float | None, float, float]] = {
     "fair": (None, 0.0, 1.0),
@@ -118,7 +118,9 @@ def train(root: Path) -> SyntheticTruthSet:
 
 
 def _context(truthset: TruthSet, models: list[LoadedModel], **kwargs: Any) -> EvaluationContext:
-    plan = {m.name: [PlannedMethod(SKY_MAP, "uniform"), UNIFORM] for m in models if m.task == "steering"}
+    plan = {
+        m.name: [PlannedMethod("uniform", label=SKY_MAP), UNIFORM] for m in models if m.task == "steering"
+    }
     plan["obstacle"] = [UNIFORM]
     return EvaluationContext(
         truthset=truthset,

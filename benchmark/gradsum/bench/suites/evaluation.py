@@ -36,11 +36,12 @@ from gradsum.evaluation.checks.granularity import LAYERS, GranularityCheck, Gran
 from gradsum.evaluation.checks.localisation import LocalisationCheck
 from gradsum.evaluation.checks.perturbation import ORDERS, PerturbationCheck, PerturbationOptions, road_inputs
 from gradsum.evaluation.checks.sanity import SanityCheck, SanityOptions
+from gradsum.evaluation.planned import PlannedMethod
 from gradsum.evaluation.verdicts import trust_table
 from gradsum.models import model_family
 from gradsum.models.checkpoints import card_for
 from gradsum.models.loaded import LoadedModel
-from gradsum.pipeline.config import MethodConfig, RunConfig, default_config
+from gradsum.pipeline.config import RunConfig, default_config
 from gradsum.pipeline.inputs import configured_spec
 from gradsum.pipeline.trust import evaluation_context
 from gradsum.registry import Registry
@@ -106,7 +107,7 @@ def _run_config(scale: Scale) -> RunConfig:
     for name, values in scale.options.items():
         options.setdefault(name, {}).update(values)
     evaluation = dataclasses.replace(config.evaluation, images=scale.images, options=options)
-    return dataclasses.replace(config, methods=(MethodConfig("gradcam"),), evaluation=evaluation)
+    return dataclasses.replace(config, methods=(PlannedMethod("gradcam"),), evaluation=evaluation)
 
 
 def attribution_pass(context: EvaluationContext) -> int:
@@ -269,7 +270,7 @@ def _road(context: EvaluationContext) -> dict[str, Any]:
         relevance = context.maps(model, method, batch, label_tensor)[0].detach()
         impute = partial(road_inputs, batch[0], relevance, options.fractions, options.noise)
         timing = measure(impute, repeats=1, warmup=0)
-        per_map[method.label] = {
+        per_map[method.name] = {
             "seconds_per_image_map": timing.seconds,
             "cpu_seconds_per_image_map": timing.cpu_seconds,
             "seconds_per_imputation": timing.seconds / imputations,
@@ -322,7 +323,7 @@ def _run(quick: bool, device: str) -> dict[str, Any]:
                 continue
             timing, settings, results[name] = _time_check(name, fresh)
             checks[name] = {**timing.ratios(unit), **settings}
-        roles = {m.label: m.role for plan in context.plan.values() for m in plan}
+        roles = {m.name: m.role for plan in context.plan.values() for m in plan}
         verdict = measure(
             lambda: trust_table(results, roles, context.n_resamples, context.seed), repeats=1, warmup=0
         )
@@ -334,7 +335,7 @@ def _run(quick: bool, device: str) -> dict[str, Any]:
         "images": scale.images,
         "image_size": list(DEFAULT_SIZE),
         "models": {m.name: f"{m.card['spec']['architecture']} ({m.task}, untrained)" for m in models},
-        "plan": [m.label for m in context.plan[models[0].name]],
+        "plan": [m.name for m in context.plan[models[0].name]],
         "targets": dict(config.targets),
         "batch_size": config.batch_size,
         "attribution_pass": {

@@ -37,14 +37,14 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gradsum.pipeline import MethodConfig, ModelConfig, RunConfig, TruthSetConfig, run, with_overrides
+    from gradsum.pipeline import ModelConfig, PlannedMethod, RunConfig, TruthSetConfig, run, with_overrides
 
     models = tuple(ModelConfig(name=Path(m).name, checkpoint=m) for m in args.model)
     config = RunConfig(
         name=f"profile-{models[0].name}",
         truthset=TruthSetConfig(path=args.truthset, split=args.split, limit=args.limit, spec=args.spec),
         models=models,
-        methods=tuple(MethodConfig(method=m, layer=args.layer) for m in args.method or ["gradcam"]),
+        methods=tuple(PlannedMethod(method=m, layer=args.layer) for m in args.method or ["gradcam"]),
         normalise=args.normalise,
         resolution=args.resolution,
         device=args.device,

@@ -274,9 +274,9 @@ def breakdown_rows(context: EvaluationContext) -> tuple[pd.DataFrame, pd.DataFra
             inputs = context.model_input(model, batch.images)
             for planned in context.plan.get(model.name, ()):
                 maps = context.maps(model, planned, inputs, batch.labels, batch.ids, batch.chunk).detach()
-                instance_rows += _instance_rows(model, planned.label, maps, batch, found[model.task])
+                instance_rows += _instance_rows(model, planned.name, maps, batch, found[model.task])
                 scores = class_scores(maps, batch.labels, resolution=context.resolution)
-                frame = per_image_frame(scores, batch.ids, model.name, planned.label)
+                frame = per_image_frame(scores, batch.ids, model.name, planned.name)
                 frame.insert(frame.columns.get_loc("method") + 1, "group", frame["image"].map(group_of))
                 frames.append(frame[frame["group"].notna()])
     rows = pd.DataFrame(instance_rows, columns=list(INSTANCE_ROW_COLUMNS))

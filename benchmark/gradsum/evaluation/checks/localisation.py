@@ -89,7 +89,7 @@ def _score_model(
                     for row, value in zip(rows, function(resized, stacked), strict=True):
                         per_image[metric][row] = float(value)
             for metric, values in per_image.items():
-                scores[(model.name, method.label, metric)].extend(values)
+                scores[(model.name, method.name, metric)].extend(values)
 
 
 def _per_image(context: EvaluationContext, scores: Scores, scored: ScoredImages) -> pd.DataFrame:
@@ -97,12 +97,12 @@ def _per_image(context: EvaluationContext, scores: Scores, scored: ScoredImages)
     frames = []
     for model in context.models:
         for method in context.plan.get(model.name, ()):
-            if (model.name, method.label, LOCALISATION_METRICS.names()[0]) not in scores:
+            if (model.name, method.name, LOCALISATION_METRICS.names()[0]) not in scores:
                 continue
-            columns = {m: scores[(model.name, method.label, m)] for m in LOCALISATION_METRICS.names()}
+            columns = {m: scores[(model.name, method.name, m)] for m in LOCALISATION_METRICS.names()}
             frames.append(
                 pd.DataFrame(
-                    {"model": model.name, "method": method.label, "image": scored[model.name], **columns}
+                    {"model": model.name, "method": method.name, "image": scored[model.name], **columns}
                 )
             )
     if not frames:
@@ -116,14 +116,14 @@ def _tables(context: EvaluationContext, scores: Scores) -> tuple[pd.DataFrame, p
     rows, summary = [], []
     for model in context.models:
         for method in context.plan.get(model.name, ()):
-            if (model.name, method.label, LOCALISATION_METRICS.names()[0]) not in scores:
+            if (model.name, method.name, LOCALISATION_METRICS.names()[0]) not in scores:
                 continue
-            figures: dict[str, object] = {"model": model.name, "method": method.label}
+            figures: dict[str, object] = {"model": model.name, "method": method.name}
             for metric in LOCALISATION_METRICS.names():
-                values = np.asarray(scores[(model.name, method.label, metric)], dtype=np.float64)
+                values = np.asarray(scores[(model.name, method.name, metric)], dtype=np.float64)
                 mean, low, high = mean_ci(values, rng, context.n_resamples)
                 count = int(np.isfinite(values).sum())
-                rows.append((model.name, method.label, metric, mean, low, high, count))
+                rows.append((model.name, method.name, metric, mean, low, high, count))
                 figures.update({metric: mean, f"{metric}_ci_low": low, f"{metric}_ci_high": high})
             summary.append(figures)
     return (

@@ -265,7 +265,7 @@ def _perturb_model(
                 after = _outputs(model, inputs, context.batch_size).view(len(chunk), -1)
                 full = torch.cat([original[:, None], after], 1).cpu()
                 for measure in measures:
-                    key = (model.name, method.label, measure.name, order.name)
+                    key = (model.name, method.name, measure.name, order.name)
                     curves[key].append(measure.value(full, signs, truth).numpy())
 
 
@@ -292,9 +292,9 @@ def _tables(
         for method in context.plan.get(model.name, ()):
             for measure in task.measures:
                 stacked = {
-                    o.name: np.concatenate(curves[(model.name, method.label, measure.name, o.name)])
+                    o.name: np.concatenate(curves[(model.name, method.name, measure.name, o.name)])
                     for o in ORDERS
-                    if curves.get((model.name, method.label, measure.name, o.name))
+                    if curves.get((model.name, method.name, measure.name, o.name))
                 }
                 if len(stacked) != len(ORDERS):
                     continue
@@ -302,7 +302,7 @@ def _tables(
                     for step, x in enumerate(xs):
                         mean, low, high = mean_ci(values[:, step], rng, context.n_resamples)
                         curve_rows.append(
-                            (model.name, method.label, order, x, measure.name, mean, low, high, len(values))
+                            (model.name, method.name, order, x, measure.name, mean, low, high, len(values))
                         )
                 deletion = trapezoid_auc(stacked["morf"], fractions)
                 insertion = trapezoid_auc(stacked["lerf"], fractions)
@@ -311,7 +311,7 @@ def _tables(
                     "insertion_auc": insertion,
                     "road_gap": measure.gap_sign * (deletion - insertion),
                 }
-                row: dict[str, Any] = {"model": model.name, "method": method.label, "measure": measure.name}
+                row: dict[str, Any] = {"model": model.name, "method": method.name, "measure": measure.name}
                 for name, values in figures.items():
                     row.update(_interval_columns(name, values, rng, context.n_resamples))
                 row["n_images"] = len(deletion)
@@ -319,7 +319,7 @@ def _tables(
                 if measure.name == task.headline:
                     summary_rows.append({k: row[k] for k in SUMMARY_COLUMNS})
                     gaps = {"image": scored[model.name], "road_gap": figures["road_gap"]}
-                    per_image.append(pd.DataFrame({"model": model.name, "method": method.label, **gaps}))
+                    per_image.append(pd.DataFrame({"model": model.name, "method": method.name, **gaps}))
     return (
         pd.DataFrame(curve_rows, columns=list(CURVE_COLUMNS)),
         pd.DataFrame(auc_rows, columns=list(AUC_COLUMNS)),

@@ -289,7 +289,7 @@ class BatchMaps:
         self.model, self.batch, self.labels, self.target, self.sources = model, batch, labels, target, sources
         # raw maps: min–max or sum normalisation of a signed map would reorder |map|
         self.method = dataclasses.replace(method, normalise="raw")
-        self.normalisation = method.normalise
+        self.normalisation = method.normalisation
         self._maps: dict[Source, torch.Tensor] = {}
         self._described: dict[tuple[Source, str], np.ndarray] = {}
         self._scores: dict[Source, np.ndarray] = {}
@@ -365,19 +365,19 @@ def collect(
         label_tensor = _label_tensor(labels, batch.device)
         for method in methods:
             maps = BatchMaps(model, method, batch, label_tensor, target, sources)
-            found.scores[(-1, method.label)].append(maps.class_scores(TRAINED, context.resolution))
+            found.scores[(-1, method.name)].append(maps.class_scores(TRAINED, context.resolution))
             for index, variant in enumerate(variants):
-                found.scores[(index, method.label)].append(
+                found.scores[(index, method.name)].append(
                     maps.class_scores(variant.source, context.resolution)
                 )
                 for name in similarities:
-                    found.values[(index, method.label, name)].append(
+                    found.values[(index, method.name, name)].append(
                         maps.similarity(name, TRAINED, variant.source)
                     )
-            chosen = calibrations.get(method.label)
+            chosen = calibrations.get(method.name)
             if chosen is None:
                 continue
-            found.ids[method.label] += list(ids)
+            found.ids[method.name] += list(ids)
             for name in DROP_SIMILARITIES:
                 terms = {
                     RANDOMISED: maps.ordering(name, TRAINED, chosen.randomised),
@@ -385,7 +385,7 @@ def collect(
                     CEILING: maps.ordering(name, TRAINED, chosen.ceiling),
                 }
                 for term, values in terms.items():
-                    found.terms[(method.label, name, term)].append(values)
+                    found.terms[(method.name, name, term)].append(values)
     return found
 
 
@@ -402,14 +402,14 @@ def curve_rows(
         for method in tested_methods(context, model):
             base = {
                 "model": model.name,
-                "method": method.label,
+                "method": method.name,
                 "mode": variant.mode,
                 "step": variant.step,
                 "block": variant.block,
             }
             for name in similarities:
-                per_image = np.concatenate(found.values[(index, method.label, name)])
-                rng = _rng(context.seed, model.name, method.label, variant.mode, variant.step, name)
+                per_image = np.concatenate(found.values[(index, method.name, name)])
+                rng = _rng(context.seed, model.name, method.name, variant.mode, variant.step, name)
                 mean, low, high = mean_ci(per_image, rng, context.n_resamples)
                 n_images = int(np.isfinite(per_image).sum())
                 rows.append(
@@ -422,8 +422,8 @@ def curve_rows(
                         "n_images": n_images,
                     }
                 )
-            trained = np.concatenate(found.scores[(-1, method.label)])
-            rho, low, high = profile_spearman(trained, np.concatenate(found.scores[(index, method.label)]))
+            trained = np.concatenate(found.scores[(-1, method.name)])
+            rho, low, high = profile_spearman(trained, np.concatenate(found.scores[(index, method.name)]))
             profile = {"similarity": PROFILE_SPEARMAN, "value": rho, "ci_low": low, "ci_high": high}
             rows.append({**base, **profile, "n_images": len(trained)})
     return pd.DataFrame(rows, columns=list(SANITY_COLUMNS))
@@ -506,7 +506,7 @@ def model_sanity(
         )
     variants = curve_variants(model.module, options.curve_blocks, options.independent, context.seed)
     calibrations = {
-        method.label: calibration(model.module, method, context.seed, twin is not None)
+        method.name: calibration(model.module, method, context.seed, twin is not None)
         for method in tested_methods(context, model)
     }
     depths = ", ".join(f"{label} {len(c.depth)} ({c.depth[-1]})" for label, c in calibrations.items())

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 def _null_labels(context: EvaluationContext, models: Sequence[LoadedModel]) -> dict[str, bool]:
-    return {p.label: p.null for m in models for p in context.plan.get(m.name, ())}
+    return {p.name: p.null for m in models for p in context.plan.get(m.name, ())}
 
 
 def _method_shares(
