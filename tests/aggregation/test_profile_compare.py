@@ -80,3 +80,14 @@ def test_compare_all_pairs_models_within_a_method_and_methods_within_a_model(
 def test_unknown_combo_names_the_argument(two_methods: pd.DataFrame) -> None:
     with pytest.raises(GradSUMError, match=r"b: no per_image rows for 'vit/gradcam'; known: cnn/gradcam"):
         compare(two_methods, ("cnn", "gradcam"), ("vit", "gradcam"))
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "relation"),
+    [(0.1, 0.9, "alike"), (-0.9, -0.2, "opposite"), (-0.3, 0.8, "unrelated"), (0.0, 0.5, "unrelated")],
+)
+def test_ranking_relation_reads_the_interval_against_zero(low: float, high: float, relation: str) -> None:
+    from gradsum.aggregation.compare import ranking_relation
+
+    assert ranking_relation(low, high) == relation
+    assert ranking_relation(float("nan"), float("nan")) == "unrelated"

@@ -223,6 +223,20 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
+#: What a profile Spearman interval says of two class rankings: the same order, the opposite one, or no
+#: shown relation (the interval holds 0).
+ALIKE, OPPOSITE, UNRELATED = "alike", "opposite", "unrelated"
+
+
+def ranking_relation(ci_low: float, ci_high: float) -> str:
+    """`ALIKE` when the interval lies above 0, `OPPOSITE` below it, else `UNRELATED` (NaN included)."""
+    if ci_low > 0:
+        return ALIKE
+    if ci_high < 0:
+        return OPPOSITE
+    return UNRELATED
+
+
 def spearman_ci(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """Spearman's rho of two profiles with a Fisher-z confidence interval (NaN below four classes)."""
     keep = np.isfinite(x) & np.isfinite(y)

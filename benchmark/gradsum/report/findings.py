@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gradsum.aggregation.compare import combo_label
+from gradsum.aggregation.compare import ALIKE, OPPOSITE, UNRELATED, combo_label, ranking_relation
 from gradsum.contract import RECOMMENDATIONS
 from gradsum.evaluation.base import METHOD
 from gradsum.evaluation.verdicts import margin_floor, recommend
@@ -68,11 +68,14 @@ class Finding:
         )
 
     def _reading(self) -> str:
-        if self.ci_low > 0:
-            return "they rank the classes alike"
-        if self.ci_high < 0:
-            return "they rank the classes in opposite order"
-        return "the interval includes 0, so their class rankings may be unrelated"
+        return _READINGS[ranking_relation(self.ci_low, self.ci_high)]
+
+
+_READINGS = {
+    ALIKE: "they rank the classes alike",
+    OPPOSITE: "they rank the classes in opposite order",
+    UNRELATED: "the interval includes 0, so their class rankings may be unrelated",
+}
 
 
 def _number(value: float) -> str:

@@ -12,8 +12,8 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", metavar="RESULTS", help="a results folder written by `gradsum run`")
     parser.add_argument(
         "--checks",
-        help="comma-separated checks (default: every one the truth set supports): causal, sanity, "
-        "perturbation, localisation, granularity, breakdown, shortcut",
+        help="comma-separated check names (default: every one the truth set supports); an unknown name "
+        "is refused with the list of registered checks",
     )
     parser.add_argument("--images", type=int, help="evaluate the first N images of the split (default 200)")
     parser.add_argument("--device", help="cpu or cuda")
