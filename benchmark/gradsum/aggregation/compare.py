@@ -39,11 +39,6 @@ SAMPLE_COLUMNS = COMPARISONS.optional
 ALPHA = 0.05
 
 
-def combo_label(model: str, method: str) -> str:
-    """The `model/method` label that names one side of a comparison (the grammar: `gradsum.names`)."""
-    return pair_label(model, method)
-
-
 @dataclass(frozen=True)
 class ClassTest:
     """A two-sample test of one class's per-image scores: its name and whether its samples are paired."""
@@ -65,9 +60,9 @@ def compare(
     unpaired (Mann–Whitney U) when the two sides scored different images."""
     check_columns(per_image, PER_IMAGE_COLUMNS, "per_image")
     left, right = _select(per_image, a, "a"), _select(per_image, b, "b")
-    test = PAIRED if same_images(left, right, combo_label(*a), combo_label(*b)) else UNPAIRED
+    test = PAIRED if same_images(left, right, pair_label(*a), pair_label(*b)) else UNPAIRED
     rows = [
-        {"a": combo_label(*a), "b": combo_label(*b), **row, "test": test.name}
+        {"a": pair_label(*a), "b": pair_label(*b), **row, "test": test.name}
         for row in (_paired_rows(left, right) if test.paired else _unpaired_rows(left, right))
     ]
     frame = pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, *SAMPLE_COLUMNS])
@@ -174,10 +169,8 @@ def _select(per_image: pd.DataFrame, combo: tuple[str, str], argument: str) -> p
     model, method = combo
     rows = per_image[(per_image["model"] == model) & (per_image["method"] == method)]
     if rows.empty:
-        known = ", ".join(sorted({combo_label(m, k) for m, k in per_image[["model", "method"]].to_numpy()}))
-        raise GradSUMError(
-            f"{argument}: no per_image rows for {combo_label(model, method)!r}; known: {known}"
-        )
+        known = ", ".join(sorted({pair_label(m, k) for m, k in per_image[["model", "method"]].to_numpy()}))
+        raise GradSUMError(f"{argument}: no per_image rows for {pair_label(model, method)!r}; known: {known}")
     return rows
 
 

@@ -29,9 +29,9 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from gradsum.aggregation.compare import combo_label
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_directory, atomic_write_bytes
+from gradsum.names import pair_label
 from gradsum.report import plots
 from gradsum.report.findings import SERIES, headline_profiles, meaningful_comparisons, models_by_task
 from gradsum.report.results import Results, load_results
@@ -97,7 +97,7 @@ def _series(profiles: pd.DataFrame, combos: Sequence[tuple[str, str]]) -> pd.Dat
 def comparison_sides(results: Results) -> list[tuple[tuple[str, str], tuple[str, str]]]:
     """(a, b) model × method pairs of the comparisons the report shows, in table order."""
     labels = {
-        combo_label(m, k): (m, k)
+        pair_label(m, k): (m, k)
         for m, k in results.profiles[["model", "method"]].drop_duplicates().itertuples(index=False)
     }
     shown = meaningful_comparisons(results)

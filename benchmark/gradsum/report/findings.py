@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gradsum.aggregation.compare import ALIKE, OPPOSITE, UNRELATED, combo_label, ranking_relation
+from gradsum.aggregation.compare import ALIKE, OPPOSITE, UNRELATED, ranking_relation
 from gradsum.contract import RECOMMENDATIONS
 from gradsum.evaluation.base import METHOD
 from gradsum.evaluation.verdicts import margin_floor, recommend
+from gradsum.names import pair_label
 from gradsum.report.plots import class_order, label
 from gradsum.report.results import Results
 
@@ -93,7 +94,7 @@ def model_tasks(results: Results) -> dict[str, str]:
 def _sides(results: Results) -> dict[str, tuple[str, str]]:
     # Labels are matched against the profiled pairs, not split, because method names may hold a "/".
     pairs = results.profiles[["model", "method"]].drop_duplicates().itertuples(index=False, name=None)
-    return {combo_label(model, method): (model, method) for model, method in pairs}
+    return {pair_label(model, method): (model, method) for model, method in pairs}
 
 
 def meaningful_comparisons(results: Results) -> pd.DataFrame:
