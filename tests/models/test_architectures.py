@@ -39,9 +39,14 @@ def test_vit_token_grid_and_prefix_tokens() -> None:
     assert pooled.global_pool == "avg"
 
 
-def test_deit_tiny_size() -> None:
-    model = build_model("vit", SIZE, size="deit_tiny")
-    assert (model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads) == (192, 12, 3)
+@pytest.mark.parametrize("architecture", ["vit", "hybrid_vit"])
+def test_deit_tiny_size(architecture: str) -> None:
+    model = build_model(architecture, SIZE, size="deit_tiny")
+    block = model.blocks[0]
+    shape = (model.embed_dim, len(model.blocks), block.attn.num_heads, block.mlp.fc1.out_features)
+    assert shape == (192, 12, 3, 768)  # timm's deit_tiny_patch16_224: MLP 4 × 192
+    with pytest.raises(SpecError, match="unknown ViT size 'huge'; valid: deit_tiny, narrow, small"):
+        build_model(architecture, SIZE, size="huge")
 
 
 @pytest.mark.parametrize(("stem", "channels"), [("pilot", 64), ("resnet", 128)])

@@ -18,6 +18,8 @@ DEFAULTS = {
     "vit_obstacle": ("obstacle", "vit"),
     "hybrid_obstacle": ("obstacle", "hybrid"),
     "resnet18": ("steering", "cnn"),
+    "deit_tiny": ("steering", "vit"),
+    "hybrid_deit": ("steering", "hybrid"),
 }
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import timm
 import torch
+from safetensors import SafetensorError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import HybridEmbed
 from timm.models.vision_transformer import VisionTransformer
@@ -51,12 +53,26 @@ def register_architecture(name: str, family: Family) -> Callable[[Builder], Buil
 
 #: builder arguments that only choose initial weights (ignored when a checkpoint supplies all weights)
 WEIGHT_ARGUMENTS = ("pretrained", "weights_file", "checkpoint_path")
+#: what timm's loaders raise on a weight file that is no state dict, or the state dict of another model
+UNLOADABLE_WEIGHTS = (RuntimeError, KeyError, ValueError, OSError, pickle.UnpicklingError, SafetensorError)
 
-#: ViT sizes by name: (embed_dim, depth, num_heads)
-VIT_SIZES: dict[str, tuple[int, int, int]] = {
-    "deit_tiny": (192, 12, 3),
-    "small": (128, 4, 4),
-    "narrow": (96, 4, 3),
+
+class ViTSize(NamedTuple):
+    """A transformer's shape: width, blocks, attention heads, and the MLP's width as a multiple of `embed_dim`."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+
+
+#: ViT sizes by name (`arch.size` of `vit` and `hybrid_vit`)
+VIT_SIZES: dict[str, ViTSize] = {
+    # Touvron et al., "Training data-efficient image transformers & distillation through attention" (2021),
+    # timm's deit_tiny_patch16_224
+    "deit_tiny": ViTSize(192, 12, 3, 4.0),
+    "small": ViTSize(128, 4, 4, 2.0),
+    "narrow": ViTSize(96, 4, 3, 2.0),
 }
 
 
@@ -184,7 +200,20 @@ def _timm_model(
     if checkpoint_path is not None and not Path(checkpoint_path).is_file():
         raise CheckpointError(f"checkpoint_path: {checkpoint_path} does not exist")
     weights = _timm_weights(pretrained, weights_file, "weights_file")
-    model = timm.create_model(name, num_classes=1, checkpoint_path=checkpoint_path or "", **weights, **kwargs)
+    files = {"weights_file": weights_file, "checkpoint_path": checkpoint_path}
+    try:
+        model = timm.create_model(
+            name, num_classes=1, checkpoint_path=checkpoint_path or "", **weights, **kwargs
+        )
+    except UNLOADABLE_WEIGHTS as error:
+        given = ", ".join(f"{argument}: {path}" for argument, path in files.items() if path is not None)
+        if not given:
+            raise
+        # timm's own text lists every mismatched tensor over several lines, but names no file
+        reason = " ".join(str(error).split())
+        raise CheckpointError(
+            f"{given}: does not load into timm's {name} ({type(error).__name__}: {reason})"
+        ) from None
     return _standardise_input(model)
 
 
@@ -228,9 +257,10 @@ def timm_vit(
     return model
 
 
-def _vit_size(size: str | None, embed_dim: int, depth: int, num_heads: int) -> tuple[int, int, int]:
+def _vit_size(size: str | None, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float) -> ViTSize:
+    """The named size, which replaces all four shape arguments, or the arguments when `size` is None."""
     if size is None:
-        return embed_dim, depth, num_heads
+        return ViTSize(embed_dim, depth, num_heads, mlp_ratio)
     if size not in VIT_SIZES:
         raise SpecError(f"arch.size: unknown ViT size {size!r}; valid: {', '.join(sorted(VIT_SIZES))}")
     return VIT_SIZES[size]
@@ -303,7 +333,7 @@ def vit(
     """
     if img_size[0] % patch_size or img_size[1] % patch_size:
         raise SpecError(f"arch.patch_size: {patch_size} does not divide img_size {tuple(img_size)}")
-    embed_dim, depth, num_heads = _vit_size(size, embed_dim, depth, num_heads)
+    embed_dim, depth, num_heads, mlp_ratio = _vit_size(size, embed_dim, depth, num_heads, mlp_ratio)
     model = _transformer(
         img_size,
         patch_size,
@@ -355,6 +385,7 @@ def hybrid_vit(
     img_size: tuple[int, int],
     stem: str = "pilot",
     patch_size: int = 2,
+    size: str | None = None,
     embed_dim: int = 128,
     depth: int = 4,
     num_heads: int = 4,
@@ -366,10 +397,12 @@ def hybrid_vit(
     """ViT whose patch embedding is a CNN tokenizer (timm `HybridEmbed`) then a `patch_size` patchify.
 
     The positional embedding starts at std `pos_embed_std`, as in `vit`: the tokenizer's convolutions
-    say little about where a token sits, and steering depends on it.
+    say little about where a token sits, and steering depends on it. A named `size` (`VIT_SIZES`) sets
+    the transformer's shape, as in `vit`.
     """
     if stem not in STEMS:
         raise SpecError(f"arch.stem: unknown tokenizer {stem!r}; valid: {', '.join(sorted(STEMS))}")
+    embed_dim, depth, num_heads, mlp_ratio = _vit_size(size, embed_dim, depth, num_heads, mlp_ratio)
     embed = functools.partial(HybridEmbed, backbone=STEMS[stem]())
     model = _transformer(
         img_size,
