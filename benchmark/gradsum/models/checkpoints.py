@@ -77,6 +77,10 @@ class ModelCard:
     #: foreground ids, the truth set and scene ids, and the loss before and after; empty for a model
     #: trained from scratch
     finetune: dict[str, Any] = field(default_factory=dict)
+    #: how `gradsum.models.resize` rebuilt these weights for another input size: the source folder, its
+    #: weights' SHA-256, the input sizes and token grids before and after, and the resampling; empty for
+    #: a model used at the size it was made for
+    resized: dict[str, Any] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=library_versions)
     format_version: int = 1
 
@@ -290,6 +294,13 @@ def checkpoint_folder(path: str | Path) -> Path:
     return folder
 
 
+def module_for(spec: ModelSpec) -> nn.Module:
+    """A module of `spec` to load a checkpoint into: built without its initial-weight arguments."""
+    # the checkpoint holds every weight, so initial-weight files need not exist where it is loaded
+    arch = {k: v for k, v in spec.arch.items() if k not in WEIGHT_ARGUMENTS}
+    return build_model(spec.architecture, spec.img_size, **arch)
+
+
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> tuple[nn.Module, ModelCard]:
@@ -316,9 +327,7 @@ def load_model(
     spec = card.model_spec(str(card_path))
     if weights.suffix != ".safetensors":
         log.info("%s: no %s; read %s with torch's weights-only loader", weights.parent, WEIGHTS, weights.name)
-    # the checkpoint holds every weight, so initial-weight files need not exist where it is loaded
-    arch = {k: v for k, v in spec.arch.items() if k not in WEIGHT_ARGUMENTS}
-    model = build_model(spec.architecture, spec.img_size, **arch)
+    model = module_for(spec)
     if problems := _mismatches(model.state_dict(), state):
         raise CheckpointError(
             f"{weights}: does not fit the {spec.architecture} model of {card_path}: {'; '.join(problems)}"
