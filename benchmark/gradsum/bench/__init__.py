@@ -12,20 +12,26 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from gradsum.fileio import atomic_write_bytes
 from gradsum.registry import Registry
 
 
 @dataclass(frozen=True)
 class BenchSuite:
-    """A named benchmark: `run(quick, device)` returns a JSON-ready dict of figures."""
+    """A named benchmark: `run(quick, device)` returns a JSON-ready dict of figures.
+
+    `figure`, when given, draws those figures as PNG bytes, written beside the JSON (`figure_path`).
+    """
 
     name: str
     description: str
     run: Callable[[bool, str], dict[str, Any]]
+    figure: Callable[[dict[str, Any]], bytes] | None = None
 
 
 def discover_suites() -> Registry[BenchSuite]:
@@ -71,6 +77,23 @@ def run_suites(names: list[str] | None, quick: bool, device: str) -> dict[str, A
         figures["suite_seconds"] = round(time.perf_counter() - start, 3)
         results["suites"][name] = figures
     return results
+
+
+def figure_path(out: str | Path, suite: str) -> Path:
+    """Where suite `suite`'s figure goes beside the JSON `out`: results/bench.json → results/bench.scaling.png."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.{suite}.png")
+
+
+def write_figures(results: dict[str, Any], out: str | Path) -> list[Path]:
+    """Draw the figure of every suite in `results` (from `run_suites`) that has one, beside the JSON `out`."""
+    registry = discover_suites()
+    paths = []
+    for name, figures in results["suites"].items():
+        draw = registry.get(name, "--suite").figure
+        if draw is not None:
+            paths.append(atomic_write_bytes(figure_path(out, name), draw(figures)))
+    return paths
 
 
 def timeit(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:

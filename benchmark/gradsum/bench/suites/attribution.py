@@ -8,7 +8,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -88,27 +88,54 @@ def _cuda_peak_bytes(fn: Callable[[], Any]) -> float:
     return float(torch.cuda.max_memory_allocated() - before)
 
 
-def _peak_in_this_process(op: str, batch: int, device: str) -> float:
-    """Peak memory (bytes) of `op` ("inference" or "gradrollout") on the default ViT; run it in a fresh process."""
+#: the op name of the reference every ratio divides by
+INFERENCE = "inference"
+
+
+def _infer(model: nn.Module, images: torch.Tensor) -> None:
+    """The reference every ratio divides by: the model's forward with no autograd, as a user runs it."""
+    with torch.inference_mode():
+        model(images)
+
+
+def _operation(op: str, model: nn.Module, images: torch.Tensor) -> Callable[[], Any]:
+    """`op` (INFERENCE or a method's name) on `images` as a call with no arguments."""
+    return partial(_infer, model, images) if op == INFERENCE else partial(attribute, model, images, op)
+
+
+def _peak_in_this_process(
+    op: str,
+    batch: int,
+    device: str,
+    size: tuple[int, int] = SIZE,
+    vit: Mapping[str, Any] | None = None,
+    warmup: int = 1,
+    calls: int = 3,
+) -> float:
+    """Peak memory (bytes) of `op` on `build_model("vit", size, **vit)`; run it in a fresh process.
+
+    `op` is INFERENCE or a method's name; the defaults are the default ViT at SIZE. The figure is the
+    minimum over `calls` calls after `warmup` calls.
+    """
     torch.manual_seed(0)
-    model = build_model("vit", SIZE).to(device).eval()
-    images = torch.rand(batch, 3, *SIZE, device=device)
-
-    def infer() -> None:
-        with torch.inference_mode():
-            model(images)
-
-    fn = infer if op == "inference" else partial(attribute, model, images, "gradrollout")
+    model = build_model("vit", size, **(vit or {})).to(device).eval()
+    images = torch.rand(batch, 3, *size, device=device)
+    fn = _operation(op, model, images)
     measure = _cuda_peak_bytes if device == "cuda" else _cpu_peak_bytes
-    fn()
-    return min(measure(fn) for _ in range(3))
+    for _ in range(warmup):
+        fn()
+    return min(measure(fn) for _ in range(calls))
 
 
-def _peak_memory(op: str, batch: int, device: str) -> float:
-    """`_peak_in_this_process` in a fresh interpreter, so neither op sees the other's allocator state."""
+def _peak_memory(op: str, batch: int, device: str, **options: Any) -> float:
+    """`_peak_in_this_process` in a fresh interpreter, so neither op sees the other's allocator state.
+
+    `options` are its keyword arguments, passed as Python literals.
+    """
+    arguments = "".join(f", {key}={value!r}" for key, value in options.items())
     code = (
         "from gradsum.bench.suites.attribution import _peak_in_this_process as peak; "
-        f"print(peak({op!r}, {batch}, {device!r}))"
+        f"print(peak({op!r}, {batch}, {device!r}{arguments}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(done.stdout.split()[-1])

@@ -14,11 +14,15 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list suites and exit")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and counts")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--out", default="results/bench.json", help="JSON file to write")
+    parser.add_argument(
+        "--out",
+        default="results/bench.json",
+        help="JSON file to write; a suite's figure goes beside it as <stem>.<suite>.png",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gradsum.bench import discover_suites, run_suites
+    from gradsum.bench import discover_suites, run_suites, write_figures
     from gradsum.utils import resolve_device
 
     registry = discover_suites()
@@ -32,6 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     atomic_write_json(args.out, results)
     print(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}")
+    for path in write_figures(results, args.out):
+        print(f"wrote {path}")
     return 0
 
 
