@@ -106,6 +106,12 @@ def vit_max() -> nn.Module:
 
 
 @pytest.fixture
+def vit_avgmax() -> nn.Module:
+    """The avgmax-pooling tiny ViT (no class token): half average, half max."""
+    return tiny_vit(class_token=False, global_pool="avgmax")
+
+
+@pytest.fixture
 def hybrid() -> nn.Module:
     """The tiny hybrid ViT with a conv tokenizer."""
     return tiny_hybrid()

@@ -1,17 +1,20 @@
-"""Hook capture and block-wise recompute of attention on timm ViTs and hybrid ViTs.
+"""Hook capture of attention on timm ViTs and hybrid ViTs.
 
-Attention maps are caught with forward hooks on `blocks[i].attn.attn_drop` (identity in eval mode, so its
-output is the softmax attention). Every hook and every temporary flag is set inside a `with` or
-`try/finally` and removed on exit. The recompute re-runs one block at a time from its saved input tokens,
-so no block's graph outlives that block. The math on the captured tensors lives in
-`gradsum.attribution.attention_math`. `AttentionMethod` is the base of every method that reads attention
-(`methods/attention.py`, `methods/chefer.py`): fused attention off for the call, no layer, token grid.
+The attribution methods capture each block's `attn.qkv` output and its attention output A·V
+(`captured_heads`): neither is N×N, so the forward may run on timm's fused kernel, and the attention is
+re-formed later a chunk of query rows at a time (`attention_math.HeadTensors`). The diagnostics and
+fine-tuning, which need every head's whole attention, catch it with forward hooks on
+`blocks[i].attn.attn_drop` (`forward_capturing`; identity in eval mode, so its output is the softmax
+attention; fused attention must be off). Every hook and every temporary flag is set inside a `with` or
+`try/finally` and removed on exit. `AttentionMethod` is the base of every method that reads attention
+(`methods/attention.py`, `methods/chefer.py`): no layer, the token grid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
@@ -19,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from gradsum.attribution.attention_math import POOLING_WEIGHTS, relevance_block
+from gradsum.attribution.attention_math import POOLING_WEIGHTS, HeadTensors
 from gradsum.attribution.base import Method
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
@@ -158,103 +161,127 @@ def graph_from_block(model: nn.Module, index: int) -> Iterator[None]:
         handle.remove()
 
 
-#: the recompute backpropagates the batch in this many slices, one after another: a block's graph then
-#: holds a quarter of the batch, less than the attention scores an inference holds at once; samples do not
-#: interact inside a ViT block, so slicing changes no result
-RECOMPUTE_SLICES = 4
+def _attention_module(model: nn.Module, index: int) -> nn.Module:
+    """Block `index`'s timm `Attention`, checked to have what `head_tensors` re-forms the heads from."""
+    attn = model.get_submodule(f"blocks.{index}.attn")
+    needed = ("qkv", "q_norm", "k_norm", "norm", "num_heads", "head_dim", "scale")
+    if missing := [name for name in needed if not hasattr(attn, name)]:
+        raise AttributionError(
+            f"model: blocks.{index}.attn ({type(attn).__name__}) has no {', '.join(missing)}; "
+            "attention methods read timm Attention blocks"
+        )
+    return attn
+
+
+@dataclass
+class CapturedBlock:
+    """What a block's forward leaves for the row-propagated methods.
+
+    `qkv` is the output of `attn.qkv` (B, N, 3·D), detached; `mixed` the attention output A·V with its
+    heads merged (the input of `attn.norm`), still in the graph, so the target's gradient w.r.t. it can
+    be taken. Neither is N×N: with timm's fused attention the forward never forms the attention at all.
+    """
+
+    qkv: Tensor | None = None
+    mixed: Tensor | None = None
+
+    def get(self, name: str, index: int) -> Tensor:
+        value = getattr(self, name)
+        if value is None:
+            raise AttributionError(f"model: the forward did not run block {index}'s attention")
+        assert isinstance(value, Tensor)
+        return value
 
 
 @contextmanager
-def saving_block_inputs(
-    model: nn.Module, indices: Sequence[int], inputs: dict[int, Tensor]
-) -> Iterator[None]:
-    """Save the input tokens of blocks `indices` into `inputs` (detached) during the forwards inside."""
-    blocks = transformer_blocks(model)
+def capturing_heads(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[int, CapturedBlock]]:
+    """Hooks keeping each listed block's `CapturedBlock` during the forwards inside."""
+    transformer_blocks(model)
+    kept = {index: CapturedBlock() for index in indices}
 
-    def save(index: int, _module: nn.Module, args: tuple[Any, ...]) -> None:
-        inputs[index] = args[0].detach()
+    def keep_qkv(store: CapturedBlock, _module: nn.Module, _args: Any, output: Tensor) -> None:
+        store.qkv = output.detach()
 
-    handles = [blocks[index].register_forward_pre_hook(partial(save, index)) for index in indices]
+    def keep_mixed(store: CapturedBlock, _module: nn.Module, args: tuple[Any, ...]) -> None:
+        store.mixed = args[0]
+
+    handles: list[RemovableHandle] = []
     try:
-        yield
+        for index in indices:
+            attn: Any = _attention_module(model, index)
+            handles.append(attn.qkv.register_forward_hook(partial(keep_qkv, kept[index])))
+            handles.append(attn.norm.register_forward_pre_hook(partial(keep_mixed, kept[index])))
+        yield kept
     finally:
         for handle in handles:
             handle.remove()
 
 
-@contextmanager
-def graph_after_blocks(model: nn.Module) -> Iterator[list[Tensor]]:
-    """Start the graph at the last block's output, with fused attention in the blocks meanwhile.
+def head_tensors(
+    model: nn.Module, index: int, captured: CapturedBlock, output_grad: Tensor | None = None
+) -> HeadTensors:
+    """Block `index`'s per-head queries, keys and values as timm's `Attention.forward` forms them.
 
-    Yields a list that holds, after the forward, that output as the leaf the head's graph starts from.
-    With frozen parameters and plain images nothing before it keeps a graph; this forward reads no
-    attention map, so the fused kernel gives it the inference's own memory and speed.
+    `output_grad` (B, N, D), the gradient w.r.t. `captured.mixed`, is split into its heads like A·V.
     """
-    blocks = transformer_blocks(model)
-    head_input: list[Tensor] = []
-
-    def restart(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
-        head_input[:] = [output.detach().requires_grad_(True)]
-        return head_input[0]
-
-    unfused = [m for m in blocks.modules() if getattr(m, "fused_attn", None) is False]
-    handle = blocks[-1].register_forward_hook(restart)
-    try:
-        for module in unfused:
-            setattr(module, "fused_attn", True)  # noqa: B010 - mypy sees Module.__setattr__ types
-        yield head_input
-    finally:
-        for module in unfused:
-            setattr(module, "fused_attn", False)  # noqa: B010 - mypy sees Module.__setattr__ types
-        handle.remove()
+    attn: Any = _attention_module(model, index)
+    qkv = captured.get("qkv", index)
+    batch, tokens, _ = qkv.shape
+    heads, width = int(attn.num_heads), int(attn.head_dim)
+    query, key, value = qkv.reshape(batch, tokens, 3, heads, width).permute(2, 0, 3, 1, 4).unbind(0)
+    with torch.no_grad():
+        query, key = attn.q_norm(query) * attn.scale, attn.k_norm(key)
+    grad = None
+    if output_grad is not None:
+        grad = output_grad.reshape(batch, tokens, heads, width).transpose(1, 2)
+    return HeadTensors(query, key, value, grad)
 
 
-def block_backward(
-    model: nn.Module, index: int, tokens: Tensor, gradient: Tensor, to_input: bool
-) -> tuple[Tensor, Tensor | None]:
-    """Re-run block `index` on its input with a graph and backpropagate `gradient` from its output.
+@dataclass(frozen=True)
+class HeadCapture:
+    """One forward's per-block heads, the tokens the pooling read, its row weights and the output."""
 
-    Returns the block's Ā = mean_h((∇A ⊙ A)⁺) (B, N, N) and, if `to_input`, the gradient w.r.t. its input
-    (the lowest block skips the backward below its attention). The graph is gone when this returns; a
-    block output that does not depend on its attention gets Ā = 0, i.e. no relevance.
+    heads: dict[int, HeadTensors]
+    tokens: Tensor
+    weights: Tensor
+    output: Tensor
+
+
+def captured_heads(
+    model: nn.Module,
+    images: Tensor,
+    blocks: Sequence[int],
+    target: Target | None,
+    run: Forward | None = None,
+) -> HeadCapture:
+    """Every listed block's `HeadTensors` from one forward, with what the pooling read and the output.
+
+    With a `target`, the graph starts at the lowest listed block's input and one backward gives each
+    block's attention-output gradient; without one, the forward keeps no graph. Attention stays on
+    timm's fused kernel either way: the attention is re-formed later, a chunk of rows at a time.
     """
-    leaf = tokens.detach().requires_grad_(True)
-    kept: list[Tensor] = []
-    with torch.enable_grad():
-        output = forward_capturing(
-            model, leaf, [index], lambda _i, a: kept.append(a), run=transformer_blocks(model)[index]
-        )
-        wanted = [kept[0], leaf] if to_input else [kept[0]]
-        grads = torch.autograd.grad(output, wanted, gradient, allow_unused=True, materialize_grads=True)
-    return relevance_block(kept[0].detach(), grads[0]), grads[1] if to_input else None
-
-
-def backward_in_slices(
-    model: nn.Module, index: int, tokens: Tensor, gradient: Tensor, relevance: Tensor, to_input: bool
-) -> Tensor | None:
-    """`block_backward` over slices of the batch: R ← R·(I + Ā) in place; the gradient below, if asked."""
-    size = -(-len(tokens) // RECOMPUTE_SLICES)
-    below = torch.empty_like(tokens) if to_input else None
-    for start in range(0, len(tokens), size):
-        part = slice(start, start + size)
-        reduced, to_tokens = block_backward(model, index, tokens[part], gradient[part], to_input)
-        relevance[part] += relevance[part] @ reduced
-        if below is not None and to_tokens is not None:
-            below[part] = to_tokens
-    return below
-
-
-def head_gradient(model: nn.Module, images: Tensor, target: Target, run: Forward | None) -> Tensor:
-    """d(target)/d(last block's output) (B, N, D) from a forward that keeps no graph before the head."""
-    with torch.enable_grad(), graph_after_blocks(model) as head_input:
-        total = target.select((run or model)(images)).sum()
-        if not head_input:
-            raise AttributionError("model: its forward did not run the last transformer block")
-        if total.requires_grad:
-            (gradient,) = torch.autograd.grad(total, head_input, allow_unused=True)
-            if gradient is not None:
-                return gradient
-    raise AttributionError("target: the output does not depend on any attention map from start_layer on")
+    with ExitStack() as stack:
+        pooled = stack.enter_context(pooled_tokens(model))
+        kept = stack.enter_context(capturing_heads(model, blocks))
+        if target is None:
+            stack.enter_context(torch.no_grad())
+        else:
+            stack.enter_context(torch.enable_grad())
+            stack.enter_context(graph_from_block(model, blocks[0]))
+        output = (run or model)(images)
+    grads: Sequence[Tensor | None] = [None] * len(blocks)
+    if target is not None:
+        total = target.select(output).sum()
+        if not total.requires_grad:
+            raise AttributionError("target: the output does not depend on any attention from start_layer on")
+        mixed = [kept[index].get("mixed", index) for index in blocks]
+        grads = torch.autograd.grad(total, mixed, allow_unused=True, materialize_grads=True)
+    heads = {
+        index: head_tensors(model, index, kept[index], grad)
+        for index, grad in zip(blocks, grads, strict=True)
+    }
+    weights = readout_weights(model, pooled)
+    return HeadCapture(heads, pooled[0], weights, output.detach())
 
 
 class AttentionMethod(Method):
@@ -262,7 +289,8 @@ class AttentionMethod(Method):
 
     applies_to: ClassVar[frozenset[str]] = frozenset({"vit", "hybrid"})
     uses_layer: ClassVar[bool] = False
-    needs_attention: ClassVar[bool] = True
+    # the attention is re-formed from the captured queries and keys, so timm's fused kernel may stay on
+    needs_attention: ClassVar[bool] = False
     # the gradient methods start their graph at a block, so parameters never need gradients
     freeze_parameters: ClassVar[bool] = True
     grid_note: ClassVar[str] = "patch-token grid (patch_embed.grid_size), prefix tokens dropped"

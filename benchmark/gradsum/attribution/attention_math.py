@@ -1,8 +1,15 @@
 """Attention math on per-block tensors: rollout, gradient rollout, pooling readouts, attention-GradCAM.
 
-Pure functions over attention tensors (B, heads, N, N) and their gradients, with no hooks and no model,
-so each can be checked by hand. `gradsum.attribution.attention_capture` gets the tensors from a timm
-model; `gradsum.attribution.methods.attention` registers the methods that combine the two.
+Pure functions over attention tensors and their gradients, with no hooks and no model, so each can be
+checked by hand. `gradsum.attribution.attention_capture` gets the tensors from a timm model;
+`gradsum.attribution.methods.attention` registers the methods that combine the two.
+
+Two forms of each rollout. The matrix form (`rollout`, `gradient_rollout`) multiplies full (B, N, N)
+matrices per block, L·N³ in time: it is the definition and the tests' oracle. Every map GradSUM uses is
+one read-out row of that product, wᵀ·F_L···F_s, so the methods propagate the row instead, from the last
+block down (`rollout_step`, `gradient_rollout_step`): N² per block. A block's attention is never whole
+either: `HeadTensors` re-forms it from the block's queries and keys a chunk of query rows at a time
+(`row_chunks`), so at most `CHUNK_ENTRIES` entries of it exist at once.
 
 Readout (which rows of the token-to-token matrix explain the output) follows the model's pooling: the
 rows are mixed with the weights the pooling gives the final tokens. Class-token models
@@ -15,6 +22,7 @@ the columns.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -140,8 +148,96 @@ def gradient_rollout(
     return relevance
 
 
-def attention_gradcam_row(attention: Tensor, gradient: Tensor, weights: Tensor, prefix: int) -> Tensor:
-    """Chefer's GradCAM on attention: heads weighted by their mean read-out gradient, (B, n_patches) ≥ 0."""
-    rows = read_out(attention, weights, prefix)  # (B, heads, n)
-    head_weights = read_out(gradient, weights, prefix).mean(-1, keepdim=True)
-    return (head_weights * rows).mean(1).clamp(min=0)
+# --- the row form: one read-out row through the blocks, the attention a chunk of rows at a time --------
+
+#: at most this many attention entries (batch × heads × query rows × keys) are formed at once: 16 MiB in
+#: float32, below one block's N×N attention from about 1,200 tokens on and far below it at a full frame
+CHUNK_ENTRIES = 2**22
+
+
+def row_chunks(batch: int, heads: int, tokens: int) -> list[slice]:
+    """Slices of query rows whose (batch, heads, rows, tokens) attention holds at most `CHUNK_ENTRIES`."""
+    size = max(1, CHUNK_ENTRIES // (batch * heads * tokens))
+    return [slice(start, min(start + size, tokens)) for start in range(0, tokens, size)]
+
+
+@dataclass(frozen=True)
+class HeadTensors:
+    """One block's per-head queries (already scaled), keys and values (B, heads, N, d).
+
+    `output_grad` is the explained output's gradient w.r.t. the attention output A·V (B, heads, N, d),
+    for the gradient methods: A·V's backward gives ∇A = G·Vᵀ, so ∇A is re-formed like A, by rows.
+    """
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    output_grad: Tensor | None = None
+
+    def chunks(self) -> list[slice]:
+        """The query-row chunks this block's attention is formed in."""
+        batch, heads, tokens, _ = self.query.shape
+        return row_chunks(batch, heads, tokens)
+
+    def scores(self, rows: slice) -> Tensor:
+        """Attention logits q·kᵀ of query rows `rows` (B, heads, rows, N), as timm's unfused path forms them."""
+        return self.query[:, :, rows] @ self.key.transpose(-1, -2)
+
+    def attention(self, rows: slice) -> Tensor:
+        """Softmax attention of query rows `rows`: (B, heads, rows, N)."""
+        return self.scores(rows).softmax(-1)
+
+    def attention_grad(self, rows: slice) -> Tensor:
+        """∇A of query rows `rows`: G·Vᵀ (B, heads, rows, N)."""
+        if self.output_grad is None:
+            raise AttributionError("model: no gradient of the attention output was captured for this block")
+        return self.output_grad[:, :, rows] @ self.value.transpose(-1, -2)
+
+
+def propagate_row(row: Tensor, matrix_rows: Callable[[slice], Tensor], chunks: Sequence[slice]) -> Tensor:
+    """row·M for M (B, [heads,] N, N) given a chunk of rows at a time: Σ_c row[:, c]·M[c, :], (B, [heads,] N)."""
+    result: Tensor | None = None
+    for rows in chunks:
+        block = matrix_rows(rows)
+        weights = row[:, rows].reshape(row.shape[0], *(1,) * (block.ndim - 3), 1, -1)
+        part = (weights.to(block.dtype) @ block)[..., 0, :].to(row.dtype)
+        result = part if result is None else result + part
+    if result is None:
+        raise AttributionError("model: a block with no tokens has no attention rows")
+    return result
+
+
+def rollout_factor_rows(heads: HeadTensors, rows: slice, head_fusion: str) -> Tensor:
+    """Rows `rows` of the rollout factor row-normalise(fuse(A) + I), (B, rows, N), without discarding."""
+    fused = HEAD_FUSIONS.get(head_fusion, "head_fusion")(heads.attention(rows))
+    # the identity's entries in these rows: (i, i) for i in rows, the chunk's diagonal shifted by its start
+    fused.diagonal(offset=rows.start, dim1=1, dim2=2).add_(1.0)
+    return fused / fused.sum(-1, keepdim=True)
+
+
+def rollout_step(
+    row: Tensor, heads: HeadTensors, head_fusion: str, discard_ratio: float, protect_first: bool
+) -> Tensor:
+    """row·F for one block's rollout factor F (`rollout_block`), (B, N) → (B, N).
+
+    Discarding ranks the entries of the whole fused map, so with `discard_ratio` > 0 the block's
+    head-fused (B, N, N) map is formed once; without it, a chunk of rows at a time.
+    """
+    if discard_ratio > 0:
+        factor = rollout_block(heads.attention(slice(None)), head_fusion, discard_ratio, protect_first)
+        return (row[:, None] @ factor.to(row.dtype))[:, 0]
+    return propagate_row(row, lambda rows: rollout_factor_rows(heads, rows, head_fusion), heads.chunks())
+
+
+def gradient_rollout_step(row: Tensor, heads: HeadTensors) -> Tensor:
+    """row·Ā for one block's Ā = mean_h((∇A ⊙ A)⁺) (Chefer ICCV 2021 rule 5), (B, N).
+
+    Rule 6, R ← R + Ā·R, makes the row after the block row + row·Ā; callers add the increments apart
+    from the read-out weights, so the readout wᵀ(R − I) never subtracts the weights from a sum that
+    holds them (which would leave float32 rounding of order 1e-7 in maps that can be smaller).
+    """
+
+    def reduced(rows: slice) -> Tensor:
+        return relevance_block(heads.attention(rows), heads.attention_grad(rows))
+
+    return propagate_row(row, reduced, heads.chunks())

@@ -4,21 +4,20 @@ import weakref
 
 import pytest
 import torch
+from matrix_oracle import capture
 from torch import Tensor, nn
 
-from gradsum.attribution import attribute, resolve_target
-from gradsum.attribution.adapters import HOOK_TABLES, attribution_mode
-from gradsum.attribution.attention_capture import pooled_tokens, readout_weights
+from gradsum.attribution import attention_math, attribute
+from gradsum.attribution.adapters import HOOK_TABLES
 from gradsum.attribution.attention_math import (
     POOLING_WEIGHTS,
+    HeadTensors,
     discard_lowest,
     gradient_rollout,
     read_out,
     residual_attention,
     rollout,
 )
-from gradsum.attribution.methods.attention import raw_attention_map
-from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError, UnknownNameError
 
 ATTENTION_METHODS = ["attention", "rollout", "gradrollout", "attention_gradcam"]
@@ -27,24 +26,6 @@ ATTENTION_METHODS = ["attention", "rollout", "gradrollout", "attention_gradcam"]
 def heads(*maps: list[list[float]]) -> Tensor:
     """One image's attention (1, heads, N, N) from per-head matrices."""
     return torch.tensor([maps], dtype=torch.float32)
-
-
-def capture(
-    model: nn.Module, images: Tensor, target: Target | None = None
-) -> tuple[list[Tensor], list[Tensor], Tensor]:
-    """Every block's attention and its gradient, from one forward keeping the whole graph (the old way),
-    and the pooling's row weights."""
-    kept: list[Tensor] = []
-    handles = [b.attn.attn_drop.register_forward_hook(lambda _m, _i, o: kept.append(o)) for b in model.blocks]
-    with attribution_mode(model, needs_attention=True), pooled_tokens(model) as pooled:
-        try:
-            output = model(images.clone().requires_grad_(True))
-        finally:
-            for handle in handles:
-                handle.remove()
-        total = (target or resolve_target(None)).select(output).sum()
-        grads = torch.autograd.grad(total, kept)
-    return [a.detach() for a in kept], list(grads), readout_weights(model, pooled)
 
 
 def hooks_left(model: nn.Module) -> int:
@@ -118,35 +99,6 @@ def test_max_pooling_weights_rows_by_the_channels_each_token_wins() -> None:
     assert torch.equal(leaf.grad.sum(-1) / 4, POOLING_WEIGHTS.get("max")(tokens, 1))
 
 
-@pytest.mark.parametrize("name", ["vit", "vit_avg", "vit_max", "hybrid"])
-def test_hook_path_equals_the_pure_functions(
-    name: str, images: Tensor, request: pytest.FixtureRequest
-) -> None:
-    model = request.getfixturevalue(name)
-    attentions, gradients, weights = capture(model, images)
-    prefix = model.num_prefix_tokens
-
-    def readout(matrix: Tensor) -> Tensor:
-        return read_out(matrix, weights, prefix)
-
-    rows, cols = model.patch_embed.grid_size
-    eye = torch.eye(attentions[0].shape[-1])
-
-    def grid(values: Tensor) -> Tensor:
-        return values.reshape(len(images), rows, cols)
-
-    expected = {
-        "rollout": grid(readout(rollout(attentions, protect_first=prefix > 0))),
-        "gradrollout": grid(readout(gradient_rollout(attentions, gradients) - eye)),
-        "attention": grid(readout(attentions[-1].mean(1))),
-    }
-    for method, want in expected.items():
-        got = attribute(model, images, method, normalise="raw").grid
-        assert torch.allclose(got, want, atol=1e-6), method
-    late = attribute(model, images, "gradrollout", normalise="raw", start_layer=-1).grid
-    assert torch.allclose(late, grid(readout(gradient_rollout(attentions, gradients, 1) - eye)), atol=1e-6)
-
-
 def test_attention_gradcam_weights_heads_by_their_gradient(hybrid: nn.Module, images: Tensor) -> None:
     attentions, gradients, _ = capture(hybrid, images)
     rows, grads = attentions[-1][:, :, 0, 1:], gradients[-1][:, :, 0, 1:]
@@ -186,16 +138,15 @@ def test_state_is_restored_after_calls_and_after_a_call_that_raised(vit: nn.Modu
     assert hooks_left(vit) == 0
 
 
-def test_attention_methods_refuse_cnns_and_fused_attention(
+def test_attention_methods_refuse_cnns_and_non_timm_attention(
     cnn: nn.Module, vit: nn.Module, images: Tensor
 ) -> None:
     for method in ATTENTION_METHODS:
         with pytest.raises(AttributionError, match="applies to hybrid/vit, not cnn"):
             attribute(cnn, images, method)
-    for block in vit.blocks:
-        block.attn.fused_attn = True
-    with pytest.raises(AttributionError, match="fused attention must be off"):
-        raw_attention_map(vit, images)
+    del vit.blocks[1].attn.q_norm
+    with pytest.raises(AttributionError, match=r"blocks\.1\.attn \(Attention\) has no q_norm"):
+        attribute(vit, images, "rollout")
     assert hooks_left(vit) == 0
 
 
@@ -218,23 +169,6 @@ def test_discarding_changes_rollout_but_keeps_it_finite(vit: nn.Module, images: 
     assert not torch.allclose(plain, sparse)
 
 
-@pytest.mark.parametrize("name", ["vit", "vit_avg", "vit_max", "hybrid"])
-def test_block_recompute_equals_the_graph_keeping_computation(
-    name: str, images: Tensor, request: pytest.FixtureRequest
-) -> None:
-    # per-sample targets and a late start: the recompute must pass each sample's own gradient down
-    model = request.getfixturevalue(name)
-    signs = [1.0, -1.0, -1.0, 1.0]
-    attentions, gradients, weights = capture(model, images, resolve_target(signs))
-    prefix = model.num_prefix_tokens
-    eye = torch.eye(attentions[0].shape[-1])
-    for start in (0, 1):
-        relevance = gradient_rollout(attentions, gradients, start) - eye
-        want = read_out(relevance, weights, prefix).reshape(4, 4, 8)
-        got = attribute(model, images, "gradrollout", target=signs, normalise="raw", start_layer=start).grid
-        assert torch.allclose(got, want, atol=1e-6), start
-
-
 def test_an_output_selected_by_name_is_explained(vit: nn.Module, images: Tensor) -> None:
     class TwoOutputs(nn.Module):
         """Stands in for a model whose forward returns named parts: the ViT's output and its double."""
@@ -248,21 +182,34 @@ def test_an_output_selected_by_name_is_explained(vit: nn.Module, images: Tensor)
     assert torch.allclose(twice, 2 * plain, atol=1e-6)
 
 
-def test_no_graph_outlives_the_call_and_one_block_is_kept_at_a_time(vit: nn.Module, images: Tensor) -> None:
-    alive_at_capture: list[int] = []
+def test_no_graph_outlives_the_call_and_no_attention_is_formed_whole(
+    vit: nn.Module, images: Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a budget of three query rows of (4 images × 2 heads × 33 tokens): the 33×33 attention of a block
+    # is only ever formed three rows at a time
+    monkeypatch.setattr(attention_math, "CHUNK_ENTRIES", 4 * 2 * 33 * 3)
+    formed: list[tuple[int, ...]] = []
     refs: list[weakref.ref[Tensor]] = []
+    scores = HeadTensors.scores
 
-    def watch(_module: nn.Module, _inputs: object, output: Tensor) -> None:
-        alive_at_capture.append(sum(ref() is not None for ref in refs))
-        refs.append(weakref.ref(output))
+    def watch_scores(self: HeadTensors, rows: slice) -> Tensor:
+        out = scores(self, rows)
+        formed.append(tuple(out.shape))
+        refs.append(weakref.ref(out))
+        return out
 
-    handles = [block.attn.attn_drop.register_forward_hook(watch) for block in vit.blocks]
+    monkeypatch.setattr(HeadTensors, "scores", watch_scores)
+    handles = [
+        block.attn.qkv.register_forward_hook(lambda _m, _a, o: refs.append(weakref.ref(o)))
+        for block in vit.blocks
+    ]
     try:
-        attribute(vit, images, "gradrollout")
+        for method in ("rollout", "gradrollout", "chefer_lrp", "attention", "attention_gradcam"):
+            attribute(vit, images, method)
     finally:
         for handle in handles:
             handle.remove()
-    # every block is re-run (slices of the batch) after a forward on the fused kernel
-    assert len(refs) == len(vit.blocks) * len(images)
-    assert max(alive_at_capture) == 0 and all(ref() is None for ref in refs)
+    assert formed and max(shape[-2] for shape in formed) == 3
+    assert all(shape[-1] == 33 for shape in formed)
+    assert all(ref() is None for ref in refs)
     assert all(param.grad is None for param in vit.parameters())

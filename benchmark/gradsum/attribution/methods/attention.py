@@ -1,9 +1,10 @@
 """Attention methods for timm ViTs and hybrid ViTs: raw attention, rollout, gradient rollout, attention-GradCAM.
 
-Each method captures per-block attention (`attention_capture`) and reduces it with the pure math of
-`attention_math`, one block at a time: rollout folds blocks during the forward; gradient rollout re-runs
-one block at a time from its saved input tokens, turns its (A, ∇A) into one (B, N, N) matrix and drops
-its graph, so no block's graph or per-head tensor outlives that block.
+Each method captures every block's queries, keys and values in one forward on timm's fused kernel
+(`attention_capture`), and the gradient methods each block's attention-output gradient in one backward.
+The read-out row is then propagated from the last block down with the pure math of `attention_math`,
+each block's attention re-formed a chunk of query rows at a time: N² per block in time, and no block's
+N×N attention is ever whole in memory.
 """
 
 from __future__ import annotations
@@ -17,22 +18,16 @@ from torch import Tensor, nn
 from gradsum.attribution.attention_capture import (
     AttentionMethod,
     Forward,
-    backward_in_slices,
     block_indices,
-    forward_capturing,
-    graph_from_block,
-    head_gradient,
-    pooled_tokens,
+    captured_heads,
     pooling_of,
-    readout_weights,
-    saving_block_inputs,
     to_token_grid,
 )
 from gradsum.attribution.attention_math import (
     HEAD_FUSIONS,
-    attention_gradcam_row,
-    read_out,
-    rollout_block,
+    gradient_rollout_step,
+    propagate_row,
+    rollout_step,
 )
 from gradsum.attribution.base import register_method
 from gradsum.attribution.options import float_option, int_option
@@ -43,15 +38,10 @@ from gradsum.models import num_prefix_tokens
 def raw_attention_map(model: nn.Module, images: Tensor, run: Forward | None = None) -> Tensor:
     """The last block's head-mean attention, read out per the model's pooling, on the token grid."""
     last = block_indices(model, -1)
-    kept: dict[int, Tensor] = {}
-
-    def keep(index: int, attention: Tensor) -> None:
-        kept[index] = attention.clamp(min=0).mean(1)
-
-    with torch.no_grad(), pooled_tokens(model) as pooled:
-        forward_capturing(model, images, last, keep, run=run)
-    weights = readout_weights(model, pooled)
-    return to_token_grid(model, read_out(kept[last[0]], weights, num_prefix_tokens(model)))
+    capture = captured_heads(model, images, last, None, run)
+    block, weights = capture.heads[last[0]], capture.weights
+    row = propagate_row(weights, lambda rows: block.attention(rows).clamp(min=0).mean(1), block.chunks())
+    return to_token_grid(model, row[:, num_prefix_tokens(model) :])
 
 
 def rollout_map(
@@ -62,49 +52,35 @@ def rollout_map(
     start_layer: int = 0,
     run: Forward | None = None,
 ) -> Tensor:
-    """Attention rollout folded block by block during the forward, read out on the token grid."""
+    """Attention rollout: the read-out row propagated from the last block down, on the token grid."""
     protect_first = pooling_of(model) == "token"
-    joint: list[Tensor] = []
-
-    def fold(_index: int, attention: Tensor) -> None:
-        factor = rollout_block(attention, head_fusion, discard_ratio, protect_first)
-        joint[:] = [factor @ joint[0] if joint else factor]
-
-    with torch.no_grad(), pooled_tokens(model) as pooled:
-        forward_capturing(model, images, block_indices(model, start_layer), fold, run=run)
-    weights = readout_weights(model, pooled)
-    return to_token_grid(model, read_out(joint[0], weights, num_prefix_tokens(model)))
+    blocks = block_indices(model, start_layer)
+    capture = captured_heads(model, images, blocks, None, run)
+    row = capture.weights
+    for index in reversed(blocks):
+        row = rollout_step(row, capture.heads.pop(index), head_fusion, discard_ratio, protect_first)
+    return to_token_grid(model, row[:, num_prefix_tokens(model) :])
 
 
 def gradient_rollout_map(
     model: nn.Module, images: Tensor, target: Target, start_layer: int = 0, run: Forward | None = None
 ) -> Tensor:
-    """Chefer ICCV 2021 relevance by a block-wise recompute, read out on the token grid.
+    """Chefer ICCV 2021 relevance, the read-out row propagated from the last block down, on the token grid.
 
-    A forward without a graph keeps only each block's input (B, N, D); the target's gradient w.r.t. the
-    last block's output comes from the head alone. Then, from the last block down, each block is re-run
-    on its input with a graph (a slice of the batch at a time), the incoming gradient backpropagated
-    through it, its (A, ∇A) reduced to Ā and the gradient w.r.t. its input passed down. The relevance
-    R = (I + Ā_L)···(I + Ā_start), the forward-order R ← R + Ā·R from R = I, is multiplied on the right
-    as the blocks come, so peak memory is the inference's plus the block inputs, one slice's block graph
-    and one (B, N, N) matrix. The readout uses R − I: the identity is the relevance a token has before
-    any attention, and for average-pooling models its diagonal would otherwise add a uniform 1/n to
-    every patch.
+    One forward on timm's fused kernel, with a graph from `start_layer`'s block, keeps each block's
+    queries, keys and values and one backward gives each block's attention-output gradient G. Then
+    wᵀ·R = wᵀ(I + Ā_L)···(I + Ā_start) is formed from the last block down as w ← w + w·Ā, each block's
+    Ā = mean_h((∇A ⊙ A)⁺) a chunk of rows at a time with ∇A = G·Vᵀ. The readout is wᵀ(R − I), summed
+    from the blocks' increments w·Ā rather than subtracted from wᵀR (see `gradient_rollout_step`): the
+    identity is the relevance a token has before any attention, and for average-pooling models its
+    diagonal would otherwise add a uniform 1/n to every patch.
     """
     blocks = block_indices(model, start_layer)
-    inputs: dict[int, Tensor] = {}
-    with saving_block_inputs(model, blocks, inputs), pooled_tokens(model) as pooled:
-        gradient: Tensor | None = head_gradient(model, images, target, run)
-    weights = readout_weights(model, pooled)
-    batch, tokens = inputs[blocks[0]].shape[:2]
-    eye = torch.eye(tokens, dtype=inputs[blocks[0]].dtype, device=inputs[blocks[0]].device)
-    relevance = eye.expand(batch, tokens, tokens).clone()
+    capture = captured_heads(model, images, blocks, target, run)
+    gain = torch.zeros_like(capture.weights)  # wᵀ(R − I), block by block
     for index in reversed(blocks):
-        assert gradient is not None  # only the lowest block passes no gradient down
-        gradient = backward_in_slices(
-            model, index, inputs.pop(index), gradient, relevance, to_input=index != blocks[0]
-        )
-    return to_token_grid(model, read_out(relevance - eye, weights, num_prefix_tokens(model)))
+        gain += gradient_rollout_step(capture.weights + gain, capture.heads.pop(index))
+    return to_token_grid(model, gain[:, num_prefix_tokens(model) :])
 
 
 def attention_gradcam_map(
@@ -112,14 +88,11 @@ def attention_gradcam_map(
 ) -> Tensor:
     """GradCAM over the heads of the last block's attention (Chefer's baseline), on the token grid."""
     last = block_indices(model, -1)
-    kept: list[Tensor] = []
-
-    with torch.enable_grad(), graph_from_block(model, last[0]), pooled_tokens(model) as pooled:
-        output = forward_capturing(model, images, last, lambda _i, a: kept.append(a), run=run)
-        (gradient,) = torch.autograd.grad(target.select(output).sum(), kept)
-    weights = readout_weights(model, pooled)
-    row = attention_gradcam_row(kept[0].detach(), gradient, weights, num_prefix_tokens(model))
-    return to_token_grid(model, row)
+    capture = captured_heads(model, images, last, target, run)
+    block, weights, prefix = capture.heads[last[0]], capture.weights, num_prefix_tokens(model)
+    rows = propagate_row(weights, block.attention, block.chunks())[..., prefix:]  # (B, heads, n)
+    head_weights = propagate_row(weights, block.attention_grad, block.chunks())[..., prefix:]
+    return to_token_grid(model, (head_weights.mean(-1, keepdim=True) * rows).mean(1).clamp(min=0))
 
 
 # --- registered methods ------------------------------------------------------------------------------

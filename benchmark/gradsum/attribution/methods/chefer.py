@@ -5,10 +5,11 @@ paper's rules (hila-chefer/Transformer-Explainability, `modules/layers_ours.py`)
 LRP-αβ with α=1, β=0 (only positive contributions, bias ignored); LayerNorm, GELU, softmax, dropout and
 LayerScale pass relevance unchanged; a residual sum splits it by gradient×input, rescaled so each branch
 keeps its share |Σa|/(|Σa|+|Σb|) of the total; both matrix products of the attention split it by
-gradient×input between their operands and halve each part. The relevance of each block's softmax
-attention R_A is kept; with the attention gradients ∇A of the target, each block gives
-Ā = mean_h((∇A ⊙ R_A)⁺) and the blocks are rolled out as R ← R + Ā·R from R = I (the ICCV aggregation,
-`attention_math.gradient_rollout`), read out from R − I by the model's pooling like `gradrollout`.
+gradient×input between their operands and halve each part. With the attention gradients ∇A of the
+target, each block's softmax-attention relevance R_A gives Ā = mean_h((∇A ⊙ R_A)⁺) and the blocks are
+rolled out as R ← R + Ā·R from R = I (the ICCV aggregation, `attention_math.gradient_rollout`), read out
+from R − I by the model's pooling like `gradrollout`. As there, only the read-out row wᵀ(R − I) is
+formed, from the last block down, and R_A a chunk of query rows at a time.
 
 Relevance starts at 1 per sample (the paper's one-hot), so the map does not scale with the output; the
 per-sample target sign enters through the head's weights (explaining −y is explaining the head −W).
@@ -30,14 +31,11 @@ from gradsum.attribution.attention_capture import (
     AttentionMethod,
     Forward,
     block_indices,
-    forward_capturing,
-    graph_from_block,
-    pooled_tokens,
-    readout_weights,
+    captured_heads,
     to_token_grid,
     transformer_blocks,
 )
-from gradsum.attribution.attention_math import gradient_rollout, read_out
+from gradsum.attribution.attention_math import HeadTensors, relevance_block
 from gradsum.attribution.base import register_method
 from gradsum.attribution.options import int_option
 from gradsum.attribution.targets import Target
@@ -97,12 +95,11 @@ def product_relevance(left: Tensor, right: Tensor, relevance: Tensor) -> tuple[T
 
 @dataclass
 class BlockTensors:
-    """What a block's forward leaves for its relevance propagation (all detached but the attention)."""
+    """What a block's forward leaves for its relevance propagation, detached; none of it is N×N."""
 
     inputs: Tensor | None = None
     qkv_in: Tensor | None = None
     qkv_out: Tensor | None = None
-    attention: Tensor | None = None
     proj_in: Tensor | None = None
     middle: Tensor | None = None
     fc1_in: Tensor | None = None
@@ -146,7 +143,7 @@ def _check_block(block: nn.Module, index: int) -> None:
 
 @contextmanager
 def capturing_blocks(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[int, BlockTensors]]:
-    """Forward hooks keeping each listed block's tensors (the attention itself stays in the graph)."""
+    """Forward hooks keeping each listed block's tensors."""
     blocks = transformer_blocks(model)
     kept = {index: BlockTensors() for index in indices}
 
@@ -178,11 +175,47 @@ def _weight(block: nn.Module, path: str) -> Tensor:
     return layer.weight
 
 
-def attention_relevance(
-    block: nn.Module, tensors: BlockTensors, relevance: Tensor, below: bool
+def _attention_heads(
+    heads: HeadTensors, relevance: Tensor, row: Tensor, below: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """Relevance of a block's softmax attention (B, heads, N, N) and, if `below`, of its input tokens."""
-    attn: Any = block.get_submodule("attn")  # a timm Attention, checked by `capturing_blocks`
+    """row·Ā for Ā = mean_h((∇A ⊙ R_A)⁺), and the relevance of q, k and v if `below`.
+
+    `relevance` (B, heads, N, d) is that of the attention output A·V. R_A and the relevance of q·kᵀ
+    are formed a chunk of query rows at a time, like A itself: both products split relevance by
+    gradient×input (`product_relevance`), and every factor of a row of A·V or of q·kᵀ lies in that row.
+    """
+    value_t, key_t = heads.value.transpose(-1, -2), heads.key.transpose(-1, -2)
+    increment = torch.zeros_like(row)
+    to_value = torch.zeros_like(heads.value)
+    to_query = torch.zeros_like(heads.query)
+    to_key_t = torch.zeros_like(key_t)
+    for rows in heads.chunks():
+        scores = heads.scores(rows)
+        attention = scores.softmax(-1)
+        scaled = safe_divide(relevance[:, :, rows], attention @ heads.value)
+        to_attention = attention * (scaled @ value_t) / 2
+        to_value += attention.transpose(-1, -2) @ scaled
+        increment += (row[:, None, rows] @ relevance_block(to_attention, heads.attention_grad(rows)))[:, 0]
+        if below:
+            # the softmax passes relevance unchanged: R_A is the relevance of the scores q·kᵀ
+            query = heads.query[:, :, rows]
+            per_score = safe_divide(to_attention, scores)
+            to_query[:, :, rows] = query * (per_score @ heads.key) / 2
+            to_key_t += query.transpose(-1, -2) @ per_score
+    if not below:
+        return increment, None
+    stacked = torch.stack([to_query, (key_t * to_key_t / 2).transpose(-1, -2), heads.value * to_value / 2])
+    return increment, stacked
+
+
+def block_relevance(
+    block: nn.Module, tensors: BlockTensors, heads: HeadTensors, relevance: Tensor, row: Tensor, below: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One block, top down: the read-out row's increment row·Ā and, if `below`, its input's relevance.
+
+    `relevance` (B, N, D) is that of the block's output tokens. The scale and the q/k norms are
+    elementwise, so relevance passes them unchanged.
+    """
     mlp_skip, mlp_branch = residual_relevance(
         tensors.get("middle"), tensors.get("output") - tensors.get("middle"), relevance
     )
@@ -194,20 +227,13 @@ def attention_relevance(
     )
     mixed = linear_relevance(tensors.get("proj_in"), _weight(block, "attn.proj"), attn_branch)
     batch, tokens, _ = mixed.shape
-    heads = int(attn.num_heads)
-    per_head = mixed.reshape(batch, tokens, heads, -1).transpose(1, 2)
-    qkv = tensors.get("qkv_out").reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
-    attention = tensors.get("attention").detach()
-    relevance_a, relevance_v = product_relevance(attention, qkv[2], per_head)
-    if not below:
-        return relevance_a, None
-    # softmax passes relevance unchanged; the scale and q/k norms are elementwise, so they do too
-    query = attn.q_norm(qkv[0]) * attn.scale
-    keys = attn.k_norm(qkv[1])
-    relevance_q, relevance_kt = product_relevance(query, keys.transpose(-1, -2), relevance_a)
-    stacked = torch.stack([relevance_q, relevance_kt.transpose(-1, -2), relevance_v])
+    per_head = mixed.reshape(batch, tokens, heads.query.shape[1], -1).transpose(1, 2)
+    increment, stacked = _attention_heads(heads, per_head, row, below)
+    if stacked is None:
+        return increment, None
     flat = stacked.permute(1, 3, 0, 2, 4).reshape(batch, tokens, -1)
-    return relevance_a, attn_skip + linear_relevance(tensors.get("qkv_in"), _weight(block, "attn.qkv"), flat)
+    below_relevance = attn_skip + linear_relevance(tensors.get("qkv_in"), _weight(block, "attn.qkv"), flat)
+    return increment, below_relevance
 
 
 # --- the head ----------------------------------------------------------------------------------------
@@ -240,38 +266,37 @@ def _head_input_keeper(model: nn.Module, kept: list[Tensor]) -> Any:
 def chefer_lrp_map(
     model: nn.Module, images: Tensor, target: Target, start_layer: int = 0, run: Forward | None = None
 ) -> Tensor:
-    """Chefer CVPR 2021 relevance of each patch token, read out by the model's pooling on the token grid."""
+    """Chefer CVPR 2021 relevance of each patch token, read out by the model's pooling on the token grid.
+
+    One forward on timm's fused kernel keeps each block's tokens, queries, keys and values, and one
+    backward each block's attention-output gradient. Relevance then goes from the head down, block by
+    block, and with it the read-out row w ← w + w·Ā, so the rollout of the blocks' Ā is never a matrix.
+    """
     blocks = block_indices(model, start_layer)
-    attentions: dict[int, Tensor] = {}
     head_in: list[Tensor] = []
     handle = _head_input_keeper(model, head_in)
     try:
-        with (
-            torch.enable_grad(),
-            graph_from_block(model, blocks[0]),
-            pooled_tokens(model) as pooled,
-            capturing_blocks(model, blocks) as kept,
-        ):
-            output = forward_capturing(model, images, blocks, attentions.__setitem__, run=run)
-            values = output_values(output)
-            gradients = torch.autograd.grad(target.select(output).sum(), [attentions[i] for i in blocks])
-            signs = target.signs(values)
+        with capturing_blocks(model, blocks) as kept:
+            capture = captured_heads(model, images, blocks, target, run)
     finally:
         handle.remove()
-    weights = readout_weights(model, pooled)
     if not head_in:
         raise AttributionError("model: its forward did not run `head`")
-    relevance: Tensor | None = head_relevance(model, pooled[0], head_in[0], signs)
-    relevances: dict[int, Tensor] = {}
+    signs = target.signs(output_values(capture.output))
+    relevance: Tensor | None = head_relevance(model, capture.tokens, head_in[0], signs)
+    gain = torch.zeros_like(capture.weights)  # wᵀ(R − I), block by block
     for index in reversed(blocks):
-        kept[index].attention = attentions[index]
         assert relevance is not None  # only the lowest block passes no relevance down
-        relevances[index], relevance = attention_relevance(
-            transformer_blocks(model)[index], kept[index], relevance, below=index != blocks[0]
+        increment, relevance = block_relevance(
+            transformer_blocks(model)[index],
+            kept[index],
+            capture.heads.pop(index),
+            relevance,
+            capture.weights + gain,
+            below=index != blocks[0],
         )
-    rolled = gradient_rollout([relevances[i] for i in blocks], list(gradients))
-    eye = torch.eye(rolled.shape[-1], dtype=rolled.dtype, device=rolled.device)
-    return to_token_grid(model, read_out(rolled - eye, weights, num_prefix_tokens(model)))
+        gain += increment
+    return to_token_grid(model, gain[:, num_prefix_tokens(model) :])
 
 
 @register_method("chefer_lrp")

@@ -60,7 +60,6 @@ class SplitTechnique(Method):
     description = "hybrid split: tokenizer GradCAM × attention relevance (combine product|mean; parts kept)"
     applies_to: ClassVar[frozenset[str]] = frozenset({"hybrid"})
     uses_layer: ClassVar[bool] = False
-    needs_attention: ClassVar[bool] = True
     freeze_parameters: ClassVar[bool] = True
     defaults: ClassVar[Mapping[str, Any]] = {"attention": "gradrollout", "combine": "product"}
     grid_note: ClassVar[str] = "the finer of the tokenizer feature map and the token grid; parts min–max'd"
