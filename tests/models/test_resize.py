@@ -48,6 +48,7 @@ def test_a_vit_is_rebuilt_for_the_new_size_with_its_positions_resampled(tmp_path
     after, saved = load_model(tmp_path / "large")
 
     assert saved.spec["img_size"] == list(LARGE) and card.spec == saved.spec
+    assert saved.spec["description"].startswith("resized to 64×256 by gradsum resize")
     # 2×4 tokens become 4×16: the constant channels stay, the class token's row is untouched
     positions = after.state_dict()[POSITION_EMBEDDING]
     channels = torch.arange(positions.shape[-1], dtype=torch.float32)

@@ -83,6 +83,12 @@ def _size(img_size: Sequence[int], argument: str) -> tuple[int, int]:
     return int(img_size[0]), int(img_size[1])
 
 
+def _described(spec: ModelSpec, size: tuple[int, int]) -> str:
+    """The spec's description, followed by the size it was resized to (it may name the old size)."""
+    note = f"resized to {size[0]}×{size[1]} by gradsum resize (see the card's resized record)"
+    return f"{spec.description}; {note}" if spec.description else note
+
+
 def resized_card(card: ModelCard, spec: ModelSpec, record: dict[str, Any]) -> ModelCard:
     """`card` for the resized weights: the new spec and the record of how they were made.
 
@@ -106,7 +112,8 @@ def resize_model(
     if tuple(spec.img_size) == size:
         raise SpecError(f"{argument}: {folder} is already made for {size[0]}×{size[1]}; nothing to resize")
     try:
-        patched = ModelSpec.from_dict({**spec.to_dict(), "img_size": list(size)}, f"{argument} for {folder}")
+        resized = {"img_size": list(size), "description": _described(spec, size)}
+        patched = ModelSpec.from_dict({**spec.to_dict(), **resized}, f"{argument} for {folder}")
         target = module_for(patched)
     except SpecError as error:  # e.g. a patch size that does not divide the new size
         raise SpecError(f"{argument}: {error}") from None
