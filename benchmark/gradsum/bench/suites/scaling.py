@@ -77,6 +77,7 @@ ATTENTION_METHODS = ("rollout", "gradrollout", "chefer_lrp")
 #: the large-frame target: these finish one frame, each peak under OOM_LIMIT_BYTES
 LARGE_FRAME_METHODS = ("gradcam", "gradrollout")
 OOM_LIMIT_BYTES = 24 * 2**30
+MIB = 2**20
 
 
 @functools.cache
@@ -260,6 +261,10 @@ def _peak(op: str, point: Point, device: str) -> float | str:
         return _failure(error)
 
 
+def _mib(peak: float | str) -> str:
+    return f"peak {peak / MIB:.0f} MiB" if isinstance(peak, float) else peak
+
+
 def _measure(point: Point, grid: Grid, device: str, earlier: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One point's record: per op its seconds, ratio to inference, peak bytes and memory ratio, or why not."""
     ops, why = _plan(point, grid.ops, earlier)
@@ -292,11 +297,12 @@ def _measure(point: Point, grid: Grid, device: str, earlier: Sequence[dict[str, 
         "attention_bytes": point.attention_bytes,
         "ops": figures,
     }
+    # a full run takes long on a small CPU: each point's figures are logged as they come
     log.info(
         "scaling: %d tokens, depth %d: %s",
         point.tokens,
         point.depth,
-        ", ".join(f"{op} {seconds[op]:.3g} s" for op in ops),
+        ", ".join(f"{op} {seconds[op]:.3g} s, {_mib(peaks[op])}" for op in ops),
     )
     return record
 
@@ -401,9 +407,6 @@ def run(quick: bool, device: str) -> dict[str, Any]:
 
 
 # --- figure ------------------------------------------------------------------------------------------
-
-
-MIB = 2**20
 
 
 def _series(
