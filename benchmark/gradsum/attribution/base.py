@@ -5,6 +5,7 @@ method is; `attribute` does everything around it once for all methods: applicabi
 checks, the scoped model adapter, non-finite checks, the named post-processing steps (the method's
 default, e.g. ReLU for CAMs, unless the caller names others), one batched bilinear upsampling to the
 input size and the per-image normalisation. Every step is recorded in `AttributionResult.steps`.
+`precision` (`gradsum.attribution.precision`) runs the method under a half-precision autocast.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradsum import taxonomy
-from gradsum.attribution.adapters import OutputKey, attribution_mode, prepare_images, select_output
+from gradsum.attribution.adapters import (
+    OutputKey,
+    attribution_mode,
+    model_device,
+    prepare_images,
+    select_output,
+)
 from gradsum.attribution.layers import resolve_layer
 from gradsum.attribution.normalise import DEFAULT_NORMALISER, NORMALISERS
 from gradsum.attribution.normalise import normalise as normalise_maps
 from gradsum.attribution.postprocess import apply_steps, check_steps
+from gradsum.attribution.precision import DEFAULT_PRECISION, resolve_precision
 from gradsum.attribution.targets import Target, resolve_target
 from gradsum.errors import AttributionError
 from gradsum.models import model_family
@@ -62,6 +70,8 @@ class AttributionResult:
     postprocess: tuple[str, ...] = ()
     performed: tuple[str, ...] = ()
     parts: Mapping[str, AttributionResult] = field(default_factory=dict)
+    #: the precision the method computed in (`gradsum.attribution.precision.PRECISIONS`)
+    precision: str = DEFAULT_PRECISION
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -81,6 +91,7 @@ class AttributionResult:
             "method": self.method,
             "target": self.target,
             "normalisation": self.normalisation,
+            "precision": self.precision,
             "steps": list(self.steps),
             "layer": self.layer,
             "map_shape": list(self.maps.shape),
@@ -113,6 +124,8 @@ class Method(abc.ABC):
     default_postprocess: ClassVar[tuple[str, ...]] = ()
     #: steps the method applies itself before returning its map, recorded first in the result's steps
     performs: ClassVar[tuple[str, ...]] = ()
+    #: why the method refuses a half precision (bf16, fp16); None: it runs under autocast
+    half_precision_refusal: ClassVar[str | None] = None
 
     def __init__(self, output: OutputKey = None, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
@@ -201,6 +214,7 @@ def attribute(
     normalise: str = DEFAULT_NORMALISER,
     postprocess: Sequence[str] | None = None,
     output: OutputKey = None,
+    precision: str = DEFAULT_PRECISION,
     **options: Any,
 ) -> AttributionResult:
     """Attribution maps (B,H,W) for `images` (B,3,H,W in [0,1]) by `method`, one target per sample.
@@ -209,12 +223,19 @@ def attribute(
     `Target`, or per-sample signs; `output` names the explained part of a tuple or dict output.
     `postprocess` names the steps applied to the raw map on its grid (None: the method's default, e.g.
     `("relu",)` for CAMs; `()`: the signed map as the method gives it) before upsampling and `normalise`.
+    `precision` names the autocast the method runs in (`fp32`: none; `bf16`, `fp16`: see
+    `gradsum.attribution.precision`); a method with a `half_precision_refusal` refuses a half precision.
     """
     cls = METHODS.get(method, "method")
     kind = model_family(model)
     if kind not in cls.applies_to:
         raise AttributionError(f"method {method} applies to {'/'.join(sorted(cls.applies_to))}, not {kind}")
     NORMALISERS.get(normalise, "normalise")
+    compute = resolve_precision(precision, model_device(model))
+    if compute.half and cls.half_precision_refusal is not None:
+        raise AttributionError(
+            f"precision: method {method} refuses {precision}: {cls.half_precision_refusal}"
+        )
     steps = check_steps(cls.default_postprocess if postprocess is None else postprocess)
     chosen = resolve_target(target, task)
     batch = prepare_images(model, images)
@@ -226,7 +247,9 @@ def attribute(
     ):
         layer = layer if layer is not None else cls.default_layer.get(kind)
         layer_name = resolve_layer(model, layer).name if cls.uses_layer else None
-        raw = instance.grid(model, batch, chosen, layer_name)
+        # the weights stay float32 (attribution_mode); autocast computes the method in the half type
+        with compute.autocast(batch.device.type):
+            raw = instance.grid(model, batch, chosen, layer_name)
     named = dict(raw) if isinstance(raw, Mapping) else {MAIN: raw}
     if MAIN not in named:
         raise AttributionError(f"method {method}: its parts {sorted(named)} have no {MAIN!r} map")
@@ -240,6 +263,7 @@ def attribute(
             layer=layer_name,
             postprocess=steps,
             performed=instance.performed,
+            precision=compute.name,
         )
         for part, raw_grid in grids.items()
     }

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gradsum.attribution.normalise import DEFAULT_NORMALISER
+from gradsum.attribution.precision import DEFAULT_PRECISION
 from gradsum.dataspec import build, load_yaml, shipped
 from gradsum.errors import SpecError
 from gradsum.evaluation.planned import PlannedMethod
@@ -135,6 +136,9 @@ class RunConfig:
     #: attribution target per task (see `gradsum methods`; steering: output|negative|direction)
     targets: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
     normalise: str = DEFAULT_NORMALISER
+    #: the attribution stage's precision: fp32, or a half-precision autocast (bf16; fp16 on CUDA only);
+    #: the trust checks compute their own maps in fp32 (see gradsum.attribution.precision)
+    precision: str = DEFAULT_PRECISION
     resolution: str = "label"
     batch_size: int = 32
     #: images per shard: the unit a killed run resumes from and processes of a distributed run share
@@ -255,6 +259,7 @@ def with_overrides(
     truthset: str | None = None,
     spec: str | None = None,
     workers: int | None = None,
+    precision: str | None = None,
 ) -> RunConfig:
     """`config` with the command line's overrides (None: keep the config's value).
 
@@ -271,6 +276,8 @@ def with_overrides(
         if workers < 0:
             raise SpecError(f"--workers: must be 0 or more, got {workers}")
         config = replace(config, workers=workers)
+    if precision is not None:
+        config = replace(config, precision=precision)
     return config
 
 

@@ -13,6 +13,7 @@ from gradsum.aggregation import RESOLUTIONS
 from gradsum.attribution import METHODS
 from gradsum.attribution.normalise import NORMALISERS
 from gradsum.attribution.postprocess import check_steps
+from gradsum.attribution.precision import PRECISIONS
 from gradsum.attribution.targets import TARGETS
 from gradsum.dataspec import changed_fields
 from gradsum.errors import SpecError, TruthSetError
@@ -298,6 +299,7 @@ def check_names(config: RunConfig) -> None:
             raise SpecError(f"targets: unknown task {task!r}; valid: {', '.join(TARGETS)}")
         TARGETS[task].get(name, f"targets.{task}")
     NORMALISERS.get(config.normalise, "normalise")
+    PRECISIONS.get(config.precision, "precision")
     for i, check in enumerate(config.evaluation.checks):
         CHECKS.get(check, f"evaluation.checks[{i}]")
     for check, options in config.evaluation.options.items():

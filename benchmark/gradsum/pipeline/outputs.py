@@ -73,6 +73,7 @@ def manifest(
         "families": {m.name: model_family(m.module) for m in models},
         "methods": [asdict(m) for m in config.methods],
         "normalisation": config.normalise,
+        "precision": config.precision,
         "resolution": config.resolution,
         "input_transform": INPUT_TRANSFORM,
         "targets": dict(config.targets),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from gradsum.aggregation import LabelBatch, per_image_frame
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS
 from gradsum.attribution import AttributionResult, attribute
+from gradsum.attribution.precision import DEFAULT_PRECISION
 from gradsum.errors import AttributionError
 from gradsum.evaluation import EvaluationContext
 from gradsum.evaluation.attention import AttentionDiagnostics
@@ -68,6 +69,7 @@ def _attribute(
             layer=method.layer,
             normalise=method.normalise or config.normalise,
             postprocess=method.postprocess,
+            precision=config.precision,
             **method.options,
         )
     except AttributionError as error:
@@ -147,7 +149,9 @@ class ShardProfiler:
             (positions, LabelBatch(torch.from_numpy(labels).to(self.device), config.resolution))
             for positions, labels in frames.by_size()
         ]
-        evaluated = 0 if self.evaluation is None else len(self.evaluation.indices)
+        # the trust checks compute their own maps in fp32: half-precision maps are not theirs to reuse
+        evaluation = self.evaluation if config.precision == DEFAULT_PRECISION else None
+        evaluated = 0 if evaluation is None else len(evaluation.indices)
         remembered = [p for p, index in enumerate(frames.indices) if index < evaluated]
         self.sizes += [
             {"index": i, "image": image, "height": int(labels.shape[0]), "width": int(labels.shape[1])}
@@ -157,8 +161,8 @@ class ShardProfiler:
             batch = model_input(frames.images, model.img_size, self.device)
             for method in self.plan[model.name]:
                 result = _attribute(model, method, batch, config, frames.ids)
-                if remembered and self.evaluation is not None:
-                    self.evaluation.remember(
+                if remembered and evaluation is not None:
+                    evaluation.remember(
                         model.name, method.name, [frames.ids[p] for p in remembered], result.maps[remembered]
                     )
                 for label, part in _profiled_maps(method.name, result):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gradsum.aggregation import compare_all, profiles
+from gradsum.attribution.precision import resolve_precision
 from gradsum.contract import REPORT
 from gradsum.evaluation import ground_truth_table, run_checks
 from gradsum.fileio import atomic_directory
@@ -66,6 +67,8 @@ def run(
     """
     check_names(config)
     device = resolve_device(config.device)
+    # a precision the device cannot run (fp16 on a CPU) is refused before any model is trained
+    resolve_precision(config.precision, device)
     target_dir = Path(out) if out is not None else Path(config.results_dir) / config.name
     with joined(device) as world:
         return _run(config, target_dir, world, world.device(device), progress, fresh)

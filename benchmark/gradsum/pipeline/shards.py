@@ -206,6 +206,7 @@ def run_fingerprint(
         "methods": [asdict(m) for m in config.methods],
         "targets": dict(config.targets),
         "normalise": config.normalise,
+        "precision": config.precision,
         "resolution": config.resolution,
         "batch_size": config.batch_size,
         "shards": {"count": plan.count, "size": plan.size},

@@ -97,6 +97,13 @@ FULLGRAD_STEPS = (
     "pytorch-grad-cam: sum over maps, minmax",
 )
 
+#: why ShapleyCAM refuses half precision (`_reshape` makes every other library method's tensors float32)
+SHAPLEY_HALF = (
+    "pytorch-grad-cam's ShapleyCAM keeps the layer's activations on the graph for its Hessian-vector "
+    "product and hands them to numpy in the dtype autocast gave them, past any reshape; numpy has no "
+    "bfloat16, and a float32 copy would cut the graph the product needs; attribute it in fp32"
+)
+
 
 @dataclass(frozen=True)
 class LibrarySpec:
@@ -116,6 +123,8 @@ class LibrarySpec:
     token_layers: bool = True
     #: the post-processing the library applies before handing back its map
     performs: tuple[str, ...] = BASE_CAM_STEPS
+    #: why the method refuses a half precision (None: it runs under autocast)
+    half_precision_refusal: str | None = None
 
 
 SPECS: dict[str, LibrarySpec] = {
@@ -155,6 +164,7 @@ SPECS: dict[str, LibrarySpec] = {
         needs_attention=True,
         # with detach=False the library skips reshape_transform, so token layers cannot work
         token_layers=False,
+        half_precision_refusal=SHAPLEY_HALF,
     ),
     "randomcam": LibrarySpec(
         "RandomCAM",
@@ -166,7 +176,9 @@ SPECS: dict[str, LibrarySpec] = {
 
 
 def _reshape(tensor: Tensor, model: nn.Module) -> Tensor:
-    return to_grid(tensor, model)
+    # the library reads activations and gradients through numpy, which has no bfloat16: under a
+    # half-precision autocast they arrive in the half type (a no-op in float32)
+    return to_grid(tensor, model).float()
 
 
 class LibraryCAM(Method):
@@ -224,6 +236,7 @@ def _library_class(spec: LibrarySpec, plain: bool) -> type[Method]:
             "needs_attention": spec.needs_attention,
             "defaults": dict(spec.defaults),
             "performs": spec.performs,
+            "half_precision_refusal": spec.half_precision_refusal,
             "__doc__": f"pytorch-grad-cam's {spec.class_name}.",
         },
     )

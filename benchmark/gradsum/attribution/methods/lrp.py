@@ -34,6 +34,7 @@ from zennit.types import Linear as ZennitLinear
 from gradsum.attribution.adapters import OutputSelector
 from gradsum.attribution.base import Method, register_method
 from gradsum.attribution.options import float_option
+from gradsum.attribution.precision import LRP_DENOMINATORS
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.models.architectures import Standardise, UnitToSigned
@@ -215,6 +216,7 @@ class ZennitLRPMethod(Method):
     applies_to: ClassVar[frozenset[str]] = frozenset({"cnn"})
     uses_layer: ClassVar[bool] = False
     grid_note: ClassVar[str] = "pixel relevance (input resolution), colour channels summed, signed"
+    half_precision_refusal: ClassVar[str | None] = LRP_DENOMINATORS
     composite: ClassVar[LRPComposite]
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:

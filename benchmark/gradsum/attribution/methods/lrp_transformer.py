@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from gradsum.attribution.adapters import select_output
 from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.precision import LRP_DENOMINATORS
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.registry import Registry
@@ -176,6 +177,7 @@ class TransformerLRP(Method):
     uses_layer: ClassVar[bool] = False
     freeze_parameters: ClassVar[bool] = True
     grid_note: ClassVar[str] = "pixels: input × LRP-modified gradient, summed over RGB (signed)"
+    half_precision_refusal: ClassVar[str | None] = LRP_DENOMINATORS
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Signed pixel relevance of the per-sample target, summed over colour channels."""

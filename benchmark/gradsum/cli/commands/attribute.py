@@ -26,6 +26,11 @@ def _add(parser: argparse.ArgumentParser) -> None:
         help="comma-separated steps on the method's grid: relu, abs, minmax, sum ('' for none; "
         "default: the method's own, relu for CAMs)",
     )
+    parser.add_argument(
+        "--precision",
+        help="attribution precision: fp32 (default), bf16 (CPU, CUDA) or fp16 (CUDA); a method that "
+        "cannot run in half precision (LRP) refuses it and says why",
+    )
     parser.add_argument("--split", default="test", help="truth-set split")
     parser.add_argument("--count", type=int, default=8, help="number of images (the first of the split)")
     parser.add_argument("--out", default=None, help="output folder (default: results/attribute-<method>)")
@@ -38,6 +43,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from gradsum.attribution import attribute
     from gradsum.attribution.base import upsample
+    from gradsum.attribution.precision import DEFAULT_PRECISION, resolve_precision
     from gradsum.models import checkpoint_folder, load_model
     from gradsum.models.inputs import INPUT_TRANSFORM, model_input
     from gradsum.report.overlays import save_overlays
@@ -50,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise ResultsError(f"--out {out} already exists; pass --overwrite to replace it")
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision or DEFAULT_PRECISION, device, "--precision").name
     model, card = load_model(checkpoint_folder(args.model), device=device)
     truthset = open_truthset(args.truthset, args.split)
     count = min(args.count, len(truthset))
@@ -65,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         layer=args.layer,
         normalise=args.normalise,
         postprocess=None if args.postprocess is None else [s for s in args.postprocess.split(",") if s],
+        precision=precision,
     )
     maps = result.maps.cpu().numpy()
     # overlays are drawn on the frames as stored: maps go back to each frame's own size

@@ -24,6 +24,11 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="attribute at most this many images")
     parser.add_argument("--normalise", default="minmax", help="minmax, raw or sum (default minmax)")
     parser.add_argument("--resolution", default="label", help="label (upsample maps) or grid (default label)")
+    parser.add_argument(
+        "--precision",
+        help="attribution precision: fp32 (default), bf16 (CPU, CUDA) or fp16 (CUDA); a method that "
+        "cannot run in half precision (LRP) refuses it and says why",
+    )
     parser.add_argument("--out", help="results folder (default results/profile-<first model>)")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument(
@@ -37,8 +42,11 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.attribution.precision import PRECISIONS
     from gradsum.pipeline import ModelConfig, PlannedMethod, RunConfig, TruthSetConfig, run, with_overrides
 
+    if args.precision is not None:
+        PRECISIONS.get(args.precision, "--precision")
     models = tuple(ModelConfig(name=Path(m).name, checkpoint=m) for m in args.model)
     config = RunConfig(
         name=f"profile-{models[0].name}",
@@ -49,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         device=args.device,
     )
-    folder = run(with_overrides(config, workers=args.workers), out=args.out, progress=True, fresh=args.fresh)
+    config = with_overrides(config, workers=args.workers, precision=args.precision)
+    folder = run(config, out=args.out, progress=True, fresh=args.fresh)
     print(f"report: {folder / REPORT}")
     return 0
 

@@ -23,6 +23,11 @@ def _add(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, help="DataLoader processes decoding frames (default: config's)"
     )
     parser.add_argument(
+        "--precision",
+        help="attribution precision: fp32, bf16 (CPU, CUDA) or fp16 (CUDA) (default: the config's); "
+        "a method that cannot run in half precision (LRP) refuses it and says why",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="discard an interrupted run's finished shards instead of resuming",
@@ -30,15 +35,23 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.attribution.precision import PRECISIONS
     from gradsum.pipeline import default_config, list_configs, load_config, run, with_overrides
 
     if args.list_configs:
         for name, description in list_configs().items():
             print(f"{name:16s} {description}")
         return 0
+    if args.precision is not None:
+        PRECISIONS.get(args.precision, "--precision")
     config = load_config(args.config) if args.config else default_config()
     config = with_overrides(
-        config, device=args.device, truthset=args.truthset, spec=args.spec, workers=args.workers
+        config,
+        device=args.device,
+        truthset=args.truthset,
+        spec=args.spec,
+        workers=args.workers,
+        precision=args.precision,
     )
     folder = run(config, out=args.out, progress=True, fresh=args.fresh)
     print(f"report: {folder / REPORT}")
