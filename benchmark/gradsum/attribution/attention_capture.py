@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -175,32 +175,50 @@ def _attention_module(model: nn.Module, index: int) -> nn.Module:
 
 @dataclass
 class CapturedBlock:
-    """What a block's forward leaves for the row-propagated methods.
+    """What a block's forward leaves for the row-propagated methods; none of it is N×N.
 
-    `qkv` is the output of `attn.qkv` (B, N, 3·D), detached; `mixed` the attention output A·V with its
-    heads merged (the input of `attn.norm`), still in the graph, so the target's gradient w.r.t. it can
-    be taken. Neither is N×N: with timm's fused attention the forward never forms the attention at all.
+    `heads` holds the block's per-head queries (scaled) and keys, detached, and its values when the
+    gradient methods ask for them; `mixed` is the attention output A·V with its heads merged (the input
+    of `attn.norm`), still in the graph, so the target's gradient w.r.t. it can be taken. With timm's
+    fused attention the forward never forms the attention at all.
     """
 
-    qkv: Tensor | None = None
+    heads: HeadTensors | None = None
     mixed: Tensor | None = None
 
-    def get(self, name: str, index: int) -> Tensor:
+    def get(self, name: str, index: int) -> Any:
         value = getattr(self, name)
         if value is None:
             raise AttributionError(f"model: the forward did not run block {index}'s attention")
-        assert isinstance(value, Tensor)
         return value
 
 
+def _split_heads(attn: Any, qkv: Tensor, values: bool) -> HeadTensors:
+    """Per-head queries, keys and (if `values`) values from `attn.qkv`'s output, as timm forms them.
+
+    Copies, not views of the (B, N, 3·D) output: rollout keeps two thirds of it per block, not all.
+    """
+    batch, tokens, _ = qkv.shape
+    heads, width = int(attn.num_heads), int(attn.head_dim)
+    query, key, value = qkv.detach().reshape(batch, tokens, 3, heads, width).permute(2, 0, 3, 1, 4).unbind(0)
+    with torch.no_grad():
+        return HeadTensors(
+            attn.q_norm(query) * attn.scale,
+            attn.k_norm(key).contiguous(),
+            value.contiguous() if values else None,
+        )
+
+
 @contextmanager
-def capturing_heads(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[int, CapturedBlock]]:
+def capturing_heads(
+    model: nn.Module, indices: Sequence[int], values: bool = True
+) -> Iterator[dict[int, CapturedBlock]]:
     """Hooks keeping each listed block's `CapturedBlock` during the forwards inside."""
     transformer_blocks(model)
     kept = {index: CapturedBlock() for index in indices}
 
-    def keep_qkv(store: CapturedBlock, _module: nn.Module, _args: Any, output: Tensor) -> None:
-        store.qkv = output.detach()
+    def keep_heads(store: CapturedBlock, attn: Any, _module: nn.Module, _args: Any, output: Tensor) -> None:
+        store.heads = _split_heads(attn, output, values)
 
     def keep_mixed(store: CapturedBlock, _module: nn.Module, args: tuple[Any, ...]) -> None:
         store.mixed = args[0]
@@ -209,7 +227,7 @@ def capturing_heads(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[i
     try:
         for index in indices:
             attn: Any = _attention_module(model, index)
-            handles.append(attn.qkv.register_forward_hook(partial(keep_qkv, kept[index])))
+            handles.append(attn.qkv.register_forward_hook(partial(keep_heads, kept[index], attn)))
             handles.append(attn.norm.register_forward_pre_hook(partial(keep_mixed, kept[index])))
         yield kept
     finally:
@@ -220,21 +238,14 @@ def capturing_heads(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[i
 def head_tensors(
     model: nn.Module, index: int, captured: CapturedBlock, output_grad: Tensor | None = None
 ) -> HeadTensors:
-    """Block `index`'s per-head queries, keys and values as timm's `Attention.forward` forms them.
-
-    `output_grad` (B, N, D), the gradient w.r.t. `captured.mixed`, is split into its heads like A·V.
-    """
-    attn: Any = _attention_module(model, index)
-    qkv = captured.get("qkv", index)
-    batch, tokens, _ = qkv.shape
-    heads, width = int(attn.num_heads), int(attn.head_dim)
-    query, key, value = qkv.reshape(batch, tokens, 3, heads, width).permute(2, 0, 3, 1, 4).unbind(0)
-    with torch.no_grad():
-        query, key = attn.q_norm(query) * attn.scale, attn.k_norm(key)
-    grad = None
-    if output_grad is not None:
-        grad = output_grad.reshape(batch, tokens, heads, width).transpose(1, 2)
-    return HeadTensors(query, key, value, grad)
+    """Block `index`'s captured heads, with `output_grad` (B, N, D), the gradient w.r.t. `captured.mixed`,
+    split into its heads like A·V."""
+    heads: HeadTensors = captured.get("heads", index)
+    if output_grad is None:
+        return heads
+    batch, _, tokens, width = heads.query.shape
+    grad = output_grad.reshape(batch, tokens, -1, width).transpose(1, 2)
+    return replace(heads, output_grad=grad)
 
 
 @dataclass(frozen=True)
@@ -262,7 +273,7 @@ def captured_heads(
     """
     with ExitStack() as stack:
         pooled = stack.enter_context(pooled_tokens(model))
-        kept = stack.enter_context(capturing_heads(model, blocks))
+        kept = stack.enter_context(capturing_heads(model, blocks, values=target is not None))
         if target is None:
             stack.enter_context(torch.no_grad())
         else:
@@ -282,6 +293,116 @@ def captured_heads(
     }
     weights = readout_weights(model, pooled)
     return HeadCapture(heads, pooled[0], weights, output.detach())
+
+
+@contextmanager
+def saving_block_inputs(
+    model: nn.Module, indices: Sequence[int], inputs: dict[int, Tensor]
+) -> Iterator[None]:
+    """Save the input tokens of blocks `indices` into `inputs` (detached) during the forwards inside."""
+    blocks = transformer_blocks(model)
+
+    def save(index: int, _module: nn.Module, args: tuple[Any, ...]) -> None:
+        inputs[index] = args[0].detach()
+
+    handles = [blocks[index].register_forward_pre_hook(partial(save, index)) for index in indices]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def graph_after_blocks(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Start the graph at the last block's output, with fused attention in the blocks meanwhile.
+
+    Yields a list that holds, after the forward, that output as the leaf the head's graph starts from.
+    With frozen parameters and plain images nothing before it keeps a graph; this forward reads no
+    attention map, so the fused kernel gives it the inference's own memory and speed.
+    """
+    blocks = transformer_blocks(model)
+    head_input: list[Tensor] = []
+
+    def restart(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
+        head_input[:] = [output.detach().requires_grad_(True)]
+        return head_input[0]
+
+    unfused = [m for m in blocks.modules() if getattr(m, "fused_attn", None) is False]
+    handle = blocks[-1].register_forward_hook(restart)
+    try:
+        for module in unfused:
+            setattr(module, "fused_attn", True)  # noqa: B010 - mypy sees Module.__setattr__ types
+        yield head_input
+    finally:
+        for module in unfused:
+            setattr(module, "fused_attn", False)  # noqa: B010 - mypy sees Module.__setattr__ types
+        handle.remove()
+
+
+def head_gradient(model: nn.Module, images: Tensor, target: Target, run: Forward | None) -> Tensor:
+    """d(target)/d(last block's output) (B, N, D) from a forward that keeps no graph before the head."""
+    with torch.enable_grad(), graph_after_blocks(model) as head_input:
+        total = target.select((run or model)(images)).sum()
+        if not head_input:
+            raise AttributionError("model: its forward did not run the last transformer block")
+        if total.requires_grad:
+            (gradient,) = torch.autograd.grad(total, head_input, allow_unused=True)
+            if gradient is not None:
+                return gradient
+    raise AttributionError("target: the output does not depend on any attention map from start_layer on")
+
+
+def block_heads(
+    model: nn.Module, index: int, tokens: Tensor, gradient: Tensor, to_input: bool
+) -> tuple[HeadTensors, Tensor | None]:
+    """Re-run block `index` on its input with a graph and backpropagate `gradient` from its output.
+
+    Returns the block's `HeadTensors` with the attention-output gradient and, if `to_input`, the gradient
+    w.r.t. its input (the lowest block skips the backward below its attention). The graph is gone when
+    this returns; a block output that does not depend on its attention gets G = 0, i.e. no relevance.
+    """
+    leaf = tokens.detach().requires_grad_(True)
+    with torch.enable_grad(), capturing_heads(model, [index]) as kept:
+        output = transformer_blocks(model)[index](leaf)
+        mixed = kept[index].get("mixed", index)
+        wanted = [mixed, leaf] if to_input else [mixed]
+        grads = torch.autograd.grad(output, wanted, gradient, allow_unused=True, materialize_grads=True)
+    return head_tensors(model, index, kept[index], grads[0]), grads[1] if to_input else None
+
+
+def heads_top_down(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    blocks: Sequence[int],
+    recompute: bool,
+    run: Forward | None = None,
+) -> tuple[Tensor, Iterator[HeadTensors]]:
+    """The pooling's row weights and each listed block's heads with their gradient, last block first.
+
+    Without `recompute`, from `captured_heads`: one forward and one backward, the graph of every block
+    held until the backward (the time floor, a forward and a backward). With it, the forward keeps only
+    each block's input tokens and the head's gradient; then each block is re-run on its input with a
+    graph and backpropagated alone (`block_heads`), so one block's graph exists at a time, for one
+    more forward's time.
+    """
+    if not recompute:
+        capture = captured_heads(model, images, blocks, target, run)
+        return capture.weights, (capture.heads.pop(index) for index in reversed(blocks))
+    inputs: dict[int, Tensor] = {}
+    with saving_block_inputs(model, blocks, inputs), pooled_tokens(model) as pooled:
+        gradient = head_gradient(model, images, target, run)
+
+    def recomputed(gradient: Tensor | None) -> Iterator[HeadTensors]:
+        for index in reversed(blocks):
+            assert gradient is not None  # only the lowest block passes no gradient down
+            heads, gradient = block_heads(
+                model, index, inputs.pop(index), gradient, to_input=index != blocks[0]
+            )
+            yield heads
+
+    return readout_weights(model, pooled), recomputed(gradient)
 
 
 class AttentionMethod(Method):

@@ -150,9 +150,9 @@ def gradient_rollout(
 
 # --- the row form: one read-out row through the blocks, the attention a chunk of rows at a time --------
 
-#: at most this many attention entries (batch × heads × query rows × keys) are formed at once: 16 MiB in
-#: float32, below one block's N×N attention from about 1,200 tokens on and far below it at a full frame
-CHUNK_ENTRIES = 2**22
+#: at most this many attention entries (batch × heads × query rows × keys) are formed at once: 4 MiB in
+#: float32, a quarter of one block's N×N attention at 1,153 tokens (3 heads) and 1/192 of it at 8,193
+CHUNK_ENTRIES = 2**20
 
 
 def row_chunks(batch: int, heads: int, tokens: int) -> list[slice]:
@@ -163,7 +163,7 @@ def row_chunks(batch: int, heads: int, tokens: int) -> list[slice]:
 
 @dataclass(frozen=True)
 class HeadTensors:
-    """One block's per-head queries (already scaled), keys and values (B, heads, N, d).
+    """One block's per-head queries (already scaled), keys and values (B, heads, N, d); rollout needs no values.
 
     `output_grad` is the explained output's gradient w.r.t. the attention output A·V (B, heads, N, d),
     for the gradient methods: A·V's backward gives ∇A = G·Vᵀ, so ∇A is re-formed like A, by rows.
@@ -171,7 +171,7 @@ class HeadTensors:
 
     query: Tensor
     key: Tensor
-    value: Tensor
+    value: Tensor | None = None
     output_grad: Tensor | None = None
 
     def chunks(self) -> list[slice]:
@@ -189,7 +189,7 @@ class HeadTensors:
 
     def attention_grad(self, rows: slice) -> Tensor:
         """∇A of query rows `rows`: G·Vᵀ (B, heads, rows, N)."""
-        if self.output_grad is None:
+        if self.output_grad is None or self.value is None:
             raise AttributionError("model: no gradient of the attention output was captured for this block")
         return self.output_grad[:, :, rows] @ self.value.transpose(-1, -2)
 

@@ -34,3 +34,11 @@ def float_option(
         high = "inf" if below is None else f"{below:g}"
         raise AttributionError(f"options: {name} must be in [{low}, {high}), got {number}")
     return number
+
+
+def bool_option(options: Mapping[str, Any], name: str) -> bool:
+    """The option `name` as a bool; 0, 1 and strings such as "false" are refused, not guessed."""
+    value = options[name]
+    if not isinstance(value, bool):
+        raise AttributionError(f"options: {name} must be true or false, got {value!r}")
+    return value

@@ -155,6 +155,8 @@ def test_bad_options_and_unsupported_pooling(vit: nn.Module, images: Tensor) -> 
         attribute(vit, images, "gradrollout", start_layer=2)
     with pytest.raises(AttributionError, match="discard_ratio"):
         attribute(vit, images, "rollout", discard_ratio=1.0)
+    with pytest.raises(AttributionError, match="recompute must be true or false, got 'no'"):
+        attribute(vit, images, "gradrollout", recompute="no")
     with pytest.raises(UnknownNameError, match="head_fusion"):
         attribute(vit, images, "rollout", head_fusion="median")
     vit.global_pool = "map"  # timm's attention pooling: no readout through token rows
@@ -206,6 +208,7 @@ def test_no_graph_outlives_the_call_and_no_attention_is_formed_whole(
     try:
         for method in ("rollout", "gradrollout", "chefer_lrp", "attention", "attention_gradcam"):
             attribute(vit, images, method)
+        attribute(vit, images, "gradrollout", recompute=True)
     finally:
         for handle in handles:
             handle.remove()
@@ -213,3 +216,24 @@ def test_no_graph_outlives_the_call_and_no_attention_is_formed_whole(
     assert all(shape[-1] == 33 for shape in formed)
     assert all(ref() is None for ref in refs)
     assert all(param.grad is None for param in vit.parameters())
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_recompute_holds_one_block_graph_at_a_time(recompute: bool, vit: nn.Module, images: Tensor) -> None:
+    # the attention output of each block's graph forward: without recompute every block's is alive until
+    # the backward; with it, the previous block's is gone before the next block is re-run
+    refs: list[weakref.ref[Tensor]] = []
+    alive: list[int] = []
+
+    def watch(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        if args[0].requires_grad:
+            alive.append(sum(ref() is not None for ref in refs))
+            refs.append(weakref.ref(args[0]))
+
+    handles = [block.attn.norm.register_forward_pre_hook(watch) for block in vit.blocks]
+    try:
+        attribute(vit, images, "gradrollout", recompute=recompute)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert alive == ([0, 0] if recompute else [0, 1])

@@ -22,7 +22,7 @@ FIXTURES = {"token": "vit", "avg": "vit_avg", "max": "vit_max", "avgmax": "vit_a
 #: method → option sets compared (start_layer 1 is the last of the tiny models' two blocks)
 CASES: dict[str, list[dict[str, Any]]] = {
     "rollout": [{}, {"start_layer": 1}, {"head_fusion": "max"}, {"head_fusion": "min", "discard_ratio": 0.5}],
-    "gradrollout": [{}, {"start_layer": 1}, {"start_layer": -1}],
+    "gradrollout": [{}, {"start_layer": 1}, {"start_layer": -1}, {"recompute": True}],
     "chefer_lrp": [{}, {"start_layer": 1}],
     "attention": [{}],
     "attention_gradcam": [{}],

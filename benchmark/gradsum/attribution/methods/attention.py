@@ -20,6 +20,7 @@ from gradsum.attribution.attention_capture import (
     Forward,
     block_indices,
     captured_heads,
+    heads_top_down,
     pooling_of,
     to_token_grid,
 )
@@ -30,7 +31,7 @@ from gradsum.attribution.attention_math import (
     rollout_step,
 )
 from gradsum.attribution.base import register_method
-from gradsum.attribution.options import float_option, int_option
+from gradsum.attribution.options import bool_option, float_option, int_option
 from gradsum.attribution.targets import Target
 from gradsum.models import num_prefix_tokens
 
@@ -63,7 +64,12 @@ def rollout_map(
 
 
 def gradient_rollout_map(
-    model: nn.Module, images: Tensor, target: Target, start_layer: int = 0, run: Forward | None = None
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    start_layer: int = 0,
+    recompute: bool = False,
+    run: Forward | None = None,
 ) -> Tensor:
     """Chefer ICCV 2021 relevance, the read-out row propagated from the last block down, on the token grid.
 
@@ -73,13 +79,14 @@ def gradient_rollout_map(
     Ā = mean_h((∇A ⊙ A)⁺) a chunk of rows at a time with ∇A = G·Vᵀ. The readout is wᵀ(R − I), summed
     from the blocks' increments w·Ā rather than subtracted from wᵀR (see `gradient_rollout_step`): the
     identity is the relevance a token has before any attention, and for average-pooling models its
-    diagonal would otherwise add a uniform 1/n to every patch.
+    diagonal would otherwise add a uniform 1/n to every patch. `recompute` trades one more forward for
+    holding one block's graph at a time instead of all (`heads_top_down`).
     """
     blocks = block_indices(model, start_layer)
-    capture = captured_heads(model, images, blocks, target, run)
-    gain = torch.zeros_like(capture.weights)  # wᵀ(R − I), block by block
-    for index in reversed(blocks):
-        gain += gradient_rollout_step(capture.weights + gain, capture.heads.pop(index))
+    weights, top_down = heads_top_down(model, images, target, blocks, recompute, run)
+    gain = torch.zeros_like(weights)  # wᵀ(R − I), block by block
+    for heads in top_down:
+        gain += gradient_rollout_step(weights + gain, heads)
     return to_token_grid(model, gain[:, num_prefix_tokens(model) :])
 
 
@@ -129,13 +136,18 @@ class AttentionRollout(AttentionMethod):
 class GradientRollout(AttentionMethod):
     """Chefer et al. ICCV 2021: R ← R + mean_h((∇A ⊙ A)⁺)·R from R = I, read out from R − I."""
 
-    description = "gradient-weighted attention rollout (Chefer et al. ICCV 2021; start_layer)"
-    defaults: ClassVar[Mapping[str, Any]] = {"start_layer": 0}
+    description = "gradient-weighted attention rollout (Chefer et al. ICCV 2021; start_layer, recompute)"
+    defaults: ClassVar[Mapping[str, Any]] = {"start_layer": 0, "recompute": False}
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Relevance of each patch token for the per-sample target."""
         return gradient_rollout_map(
-            model, images, target, int_option(self.options, "start_layer"), run=self.run(model)
+            model,
+            images,
+            target,
+            int_option(self.options, "start_layer"),
+            bool_option(self.options, "recompute"),
+            run=self.run(model),
         )
 
 

@@ -38,6 +38,7 @@ from gradsum.attribution.attention_capture import (
 from gradsum.attribution.attention_math import HeadTensors, relevance_block
 from gradsum.attribution.base import register_method
 from gradsum.attribution.options import int_option
+from gradsum.attribution.precision import LRP_DENOMINATORS
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
 from gradsum.models import num_prefix_tokens
@@ -184,6 +185,8 @@ def _attention_heads(
     are formed a chunk of query rows at a time, like A itself: both products split relevance by
     gradient×input (`product_relevance`), and every factor of a row of A·V or of q·kᵀ lies in that row.
     """
+    if heads.value is None:
+        raise AttributionError("model: chefer_lrp needs each block's values; they were not captured")
     value_t, key_t = heads.value.transpose(-1, -2), heads.key.transpose(-1, -2)
     increment = torch.zeros_like(row)
     to_value = torch.zeros_like(heads.value)
@@ -307,6 +310,7 @@ class CheferLRP(AttentionMethod):
         "LRP through the blocks × attention gradients, rolled out (Chefer et al. CVPR 2021; start_layer)"
     )
     defaults: ClassVar[Mapping[str, Any]] = {"start_layer": 0}
+    half_precision_refusal: ClassVar[str | None] = LRP_DENOMINATORS
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Relevance of each patch token for the per-sample target."""
