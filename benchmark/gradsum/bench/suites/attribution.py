@@ -98,9 +98,23 @@ def _infer(model: nn.Module, images: torch.Tensor) -> None:
         model(images)
 
 
+#: ops that are a method run with options: op name → (method, options)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gradrollout_recompute": ("gradrollout", {"recompute": True}),
+}
+
+
+def method_of(op: str) -> str:
+    """The registered method an op runs (the op itself unless it is one of `VARIANTS`)."""
+    return VARIANTS[op][0] if op in VARIANTS else op
+
+
 def _operation(op: str, model: nn.Module, images: torch.Tensor) -> Callable[[], Any]:
-    """`op` (INFERENCE or a method's name) on `images` as a call with no arguments."""
-    return partial(_infer, model, images) if op == INFERENCE else partial(attribute, model, images, op)
+    """`op` (INFERENCE, a method's name or one of `VARIANTS`) on `images` as a call with no arguments."""
+    if op == INFERENCE:
+        return partial(_infer, model, images)
+    method, options = VARIANTS.get(op, (op, {}))
+    return partial(attribute, model, images, method, **options)
 
 
 def _peak_in_this_process(

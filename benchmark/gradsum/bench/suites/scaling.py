@@ -40,6 +40,7 @@ from gradsum.bench.suites.attribution import (
     _interleaved_minimums,
     _operation,
     _peak_memory,
+    method_of,
 )
 from gradsum.errors import AttributionError
 from gradsum.models import build_model
@@ -55,11 +56,11 @@ PATCH = 16
 FLOAT_BYTES = 4
 
 #: every op measured, in the figure's order; the first is the reference each ratio divides by
-OPS = (INFERENCE, "gradcam", "rollout", "gradrollout", "chefer_lrp", "attnlrp")
+OPS = (INFERENCE, "gradcam", "rollout", "gradrollout", "gradrollout_recompute", "chefer_lrp", "attnlrp")
 #: methods that need the optional lxt, skipped with the import's message where it is missing
 LXT_METHODS = ("attnlrp",)
 #: the ops run at a large point: the issue's large-frame set
-LARGE_OPS = (INFERENCE, "gradcam", "rollout", "gradrollout")
+LARGE_OPS = (INFERENCE, "gradcam", "rollout", "gradrollout", "gradrollout_recompute")
 #: also run at a large point when the extrapolated seconds of one call fit GATED_BUDGET_S
 GATED_METHODS = ("chefer_lrp",)
 GATED_BUDGET_S = 300.0
@@ -67,13 +68,13 @@ GATED_BUDGET_S = 300.0
 CUBIC = 3.0
 
 #: the time targets: method ÷ inference at most `limit` at every token count up to TARGET_MAX_TOKENS
-TIME_LIMITS = {"rollout": 1.3, "gradrollout": 2.5, "chefer_lrp": 3.0}
+TIME_LIMITS = {"rollout": 1.3, "gradrollout": 2.5, "gradrollout_recompute": 2.5, "chefer_lrp": 3.0}
 TARGET_MAX_TOKENS = 2049
 #: "not growing with N": the log-log slope of a ratio against the token count at most this
 GROWTH_SLOPE = 0.1
 #: the memory target: peak ≤ MEMORY_HEADROOM × the inference's peak + one block's N×N attention
 MEMORY_HEADROOM = 1.5
-ATTENTION_METHODS = ("rollout", "gradrollout", "chefer_lrp")
+ATTENTION_METHODS = ("rollout", "gradrollout", "gradrollout_recompute", "chefer_lrp")
 #: the large-frame target: these finish one frame, each peak under OOM_LIMIT_BYTES
 LARGE_FRAME_METHODS = ("gradcam", "gradrollout")
 OOM_LIMIT_BYTES = 24 * 2**30
@@ -180,8 +181,8 @@ def _unavailable(op: str) -> str | None:
     """Why `op` cannot run here, or None."""
     if op == INFERENCE:
         return None
-    if op not in METHODS:
-        return f"skipped: method {op} is not registered"
+    if method_of(op) not in METHODS:
+        return f"skipped: method {method_of(op)} is not registered"
     if op in LXT_METHODS:
         try:
             lxt_module("rules", op)
