@@ -260,6 +260,7 @@ def with_overrides(
     spec: str | None = None,
     workers: int | None = None,
     precision: str | None = None,
+    batch_size: int | None = None,
 ) -> RunConfig:
     """`config` with the command line's overrides (None: keep the config's value).
 
@@ -276,6 +277,10 @@ def with_overrides(
         if workers < 0:
             raise SpecError(f"--workers: must be 0 or more, got {workers}")
         config = replace(config, workers=workers)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise SpecError(f"--batch-size: must be 1 or more, got {batch_size}")
+        config = replace(config, batch_size=batch_size)
     if precision is not None:
         config = replace(config, precision=precision)
     return config

@@ -100,6 +100,8 @@ def overlay_data(
     """The first few frames of the split and every profiled map drawn on them, for the report's grid.
 
     Computed apart from the streamed stage (a few images): a resumed or distributed run draws the same.
+    Frames are attributed `batch_size` at a time, as in the streamed stage, so a full-resolution ViT run
+    at batch size 1 never holds more than one frame's attribution.
     """
     samples = [truthset[i] for i in range(min(config.overlays, count))]
     if not samples:
@@ -107,13 +109,17 @@ def overlay_data(
     size = (int(samples[0].labels.shape[0]), int(samples[0].labels.shape[1]))
     ids = [sample_id(s.meta, i) for i, s in enumerate(samples)]
     images, labels = _frames_at([s.image for s in samples], [s.labels for s in samples], size)
-    maps: dict[str, np.ndarray] = {}
-    for model in models:
-        batch = model_input([s.image for s in samples], model.img_size, device)
-        for method in methods_for(model, config.methods):
-            for label, part in _profiled_maps(method.name, _attribute(model, method, batch, config, ids)):
-                shown = F.interpolate(part.maps[:, None], size=size, mode="bilinear")
-                maps[f"{model.name} · {label}"] = shown[:, 0].cpu().numpy()
+    shown: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(samples), config.batch_size):
+        chunk = slice(start, start + config.batch_size)
+        for model in models:
+            batch = model_input([s.image for s in samples[chunk]], model.img_size, device)
+            for method in methods_for(model, config.methods):
+                result = _attribute(model, method, batch, config, ids[chunk])
+                for label, part in _profiled_maps(method.name, result):
+                    resized = F.interpolate(part.maps[:, None], size=size, mode="bilinear")
+                    shown.setdefault(f"{model.name} · {label}", []).append(resized[:, 0].cpu().numpy())
+    maps = {name: np.concatenate(parts) for name, parts in shown.items()}
     return OverlayData(images=images, labels=labels, maps=maps)
 
 

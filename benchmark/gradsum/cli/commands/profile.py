@@ -29,6 +29,23 @@ def _add(parser: argparse.ArgumentParser) -> None:
         help="attribution precision: fp32 (default), bf16 (CPU, CUDA) or fp16 (CUDA); a method that "
         "cannot run in half precision (LRP) refuses it and says why",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="frames attributed together (default 32); 1 keeps a full-resolution ViT to one frame's memory",
+    )
+    parser.add_argument(
+        "--checks",
+        help="comma-separated trust checks run after profiling (default: gradsum run's); '' runs none, "
+        "and gradsum evaluate runs them later on the results folder",
+    )
+    parser.add_argument(
+        "--no-attention-diagnostics",
+        dest="attention_diagnostics",
+        action="store_false",
+        help="skip the ViTs' per-layer attention entropy and raw-attention profiles (each block's whole "
+        "attention matrix: at 8,192 tokens most of a frame's time and memory)",
+    )
     parser.add_argument("--out", help="results folder (default results/profile-<first model>)")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument(
@@ -43,10 +60,18 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from gradsum.attribution.precision import PRECISIONS
+    from gradsum.evaluation import CHECKS
     from gradsum.pipeline import ModelConfig, PlannedMethod, RunConfig, TruthSetConfig, run, with_overrides
+    from gradsum.pipeline.config import EvaluationConfig
 
     if args.precision is not None:
         PRECISIONS.get(args.precision, "--precision")
+    evaluation = EvaluationConfig()
+    if args.checks is not None:
+        checks = tuple(name.strip() for name in args.checks.split(",") if name.strip())
+        for name in checks:
+            CHECKS.get(name, "--checks")
+        evaluation = EvaluationConfig(checks=checks)
     models = tuple(ModelConfig(name=Path(m).name, checkpoint=m) for m in args.model)
     config = RunConfig(
         name=f"profile-{models[0].name}",
@@ -56,8 +81,12 @@ def _run(args: argparse.Namespace) -> int:
         normalise=args.normalise,
         resolution=args.resolution,
         device=args.device,
+        evaluation=evaluation,
+        attention_diagnostics=args.attention_diagnostics,
     )
-    config = with_overrides(config, workers=args.workers, precision=args.precision)
+    config = with_overrides(
+        config, workers=args.workers, precision=args.precision, batch_size=args.batch_size
+    )
     folder = run(config, out=args.out, progress=True, fresh=args.fresh)
     print(f"report: {folder / REPORT}")
     return 0

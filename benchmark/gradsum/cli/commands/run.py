@@ -28,6 +28,9 @@ def _add(parser: argparse.ArgumentParser) -> None:
         "a method that cannot run in half precision (LRP) refuses it and says why",
     )
     parser.add_argument(
+        "--batch-size", type=int, help="frames attributed together (default: the config's batch_size)"
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="discard an interrupted run's finished shards instead of resuming",
@@ -52,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         spec=args.spec,
         workers=args.workers,
         precision=args.precision,
+        batch_size=args.batch_size,
     )
     folder = run(config, out=args.out, progress=True, fresh=args.fresh)
     print(f"report: {folder / REPORT}")
