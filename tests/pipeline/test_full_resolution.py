@@ -251,3 +251,10 @@ def test_the_profile_flags_refuse_bad_values_before_any_work(
     err = capsys.readouterr().err
     assert named in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_run_takes_the_batch_size_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["run", "--batch-size", "0", "--out", str(out)]) == 2
+    assert "--batch-size: must be 1 or more, got 0" in capsys.readouterr().err
+    assert not out.exists()
