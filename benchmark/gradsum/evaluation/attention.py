@@ -17,24 +17,35 @@ from torch import Tensor, nn
 from gradsum.aggregation import class_scores, per_image_frame, profiles
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS
 from gradsum.attribution.adapters import attribution_mode
-from gradsum.attribution.attention_capture import (
-    forward_capturing,
-    pooled_tokens,
-    readout_weights,
-    to_token_grid,
-)
-from gradsum.attribution.attention_math import read_out
+from gradsum.attribution.attention_capture import captured_heads, to_token_grid
+from gradsum.attribution.attention_math import HeadTensors, propagate_row
 from gradsum.attribution.base import upsample
 from gradsum.attribution.normalise import DEFAULT_NORMALISER, normalise
 from gradsum.contract import ATTENTION, ATTENTION_PROFILES
 from gradsum.models import num_prefix_tokens
 
 
+def row_entropy(attention: Tensor) -> Tensor:
+    """Each row's entropy, (B, heads, rows, N) → (B, heads, rows)."""
+    return -(attention * attention.clamp_min(1e-12).log()).sum(-1)
+
+
 def entropy_ratio(attention: Tensor) -> Tensor:
     """Mean row entropy per head relative to a uniform row, (B, heads, N, N) → (B, heads)."""
-    tokens = attention.shape[-1]
-    entropy = -(attention * attention.clamp_min(1e-12).log()).sum(-1)
-    return entropy.mean(-1) / math.log(tokens)
+    return row_entropy(attention).mean(-1) / math.log(attention.shape[-1])
+
+
+def head_mean_row(heads: HeadTensors, weights: Tensor) -> Tensor:
+    """The read-out row (B, N) of a block's head-mean attention, formed a chunk of rows at a time."""
+    return propagate_row(weights, lambda rows: heads.attention(rows).mean(1), heads.chunks())
+
+
+def entropy_ratio_of(heads: HeadTensors) -> Tensor:
+    """`entropy_ratio` of a block's attention formed a chunk of query rows at a time, (B, heads)."""
+    tokens = heads.key.shape[-2]
+    total = sum(row_entropy(heads.attention(rows)).sum(-1) for rows in heads.chunks())
+    assert isinstance(total, Tensor)  # a block has at least one row
+    return total / (tokens * math.log(tokens))
 
 
 @dataclass
@@ -51,30 +62,27 @@ class AttentionDiagnostics:
     def update(
         self, module: nn.Module, images: Tensor, labels: Tensor, ids: list[str], resolution: str
     ) -> None:
-        """Add one batch: images as the model takes them, labels as Cityscapes ids."""
-        head_means: dict[int, Tensor] = {}
-        ratios: dict[int, Tensor] = {}
+        """Add one batch: images as the model takes them, labels as Cityscapes ids.
 
-        def keep(index: int, attention: Tensor) -> None:
-            ratios[index] = entropy_ratio(attention).sum(0)
-            head_means[index] = attention.mean(1)
-
-        with (
-            attribution_mode(module, needs_attention=True),
-            torch.no_grad(),
-            pooled_tokens(module) as pooled,
-        ):
-            forward_capturing(module, images, range(len(module.blocks)), keep)  # type: ignore[arg-type]
-        weights, prefix = readout_weights(module, pooled), num_prefix_tokens(module)
-        stacked = torch.stack([ratios[i] for i in sorted(ratios)])
-        self._entropy_sum = stacked if self._entropy_sum is None else self._entropy_sum + stacked
-        self._images += images.shape[0]
+        Each block's attention is re-formed from its captured queries and keys a chunk of rows at a time
+        (`attention_math.HeadTensors`), so the forward stays on timm's fused kernel and no block's N×N
+        attention is whole in memory: at a 1024×2048 frame one block's would be 0.8 GB.
+        """
+        with attribution_mode(module), torch.no_grad():
+            capture = captured_heads(module, images, range(len(module.blocks)), None)  # type: ignore[arg-type]
+        prefix = num_prefix_tokens(module)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        for index in sorted(head_means):
-            grid = to_token_grid(module, read_out(head_means[index], weights, prefix))
-            maps = normalise(upsample(grid, size), self.normalisation)
+        ratios = []
+        for index in sorted(capture.heads):
+            heads = capture.heads.pop(index)
+            ratios.append(entropy_ratio_of(heads).sum(0))
+            row = head_mean_row(heads, capture.weights)
+            maps = normalise(upsample(to_token_grid(module, row[:, prefix:]), size), self.normalisation)
             scores = class_scores(maps, labels, resolution=resolution)
             self._frames.append(per_image_frame(scores, ids, self.model, f"layer {index}"))
+        stacked = torch.stack(ratios)
+        self._entropy_sum = stacked if self._entropy_sum is None else self._entropy_sum + stacked
+        self._images += images.shape[0]
         self.batches += 1
 
     def shard_tables(self) -> dict[str, pd.DataFrame]:
