@@ -226,6 +226,10 @@ def rollout_step(
     if discard_ratio > 0:
         factor = rollout_block(heads.attention(slice(None)), head_fusion, discard_ratio, protect_first)
         return (row[:, None] @ factor.to(row.dtype))[:, 0]
+    if head_fusion == "mean":
+        # softmax rows sum to 1, so every row of mean_h(A) + I sums to 2 and F = (mean_h(A) + I) / 2:
+        # row·F = (row + mean_h(row·A_h)) / 2, with no fused, shifted or divided copy of the attention
+        return 0.5 * (row + propagate_row(row, heads.attention, heads.chunks()).mean(1))
     return propagate_row(row, lambda rows: rollout_factor_rows(heads, rows, head_fusion), heads.chunks())
 
 
