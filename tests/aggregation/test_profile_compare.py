@@ -91,3 +91,21 @@ def test_ranking_relation_reads_the_interval_against_zero(low: float, high: floa
 
     assert ranking_relation(low, high) == relation
     assert ranking_relation(float("nan"), float("nan")) == "unrelated"
+
+
+def test_one_map_computed_twice_does_not_differ_but_a_small_real_shift_does() -> None:
+    # known answers for the paired test's float tolerance: per-image scores are float32 map sums, so two
+    # computations of one map differ by float32 rounding (a few 1e-8 relative, as GradCAM on the hybrid's
+    # tokenizer with fused attention off and on did in the default run); that must never be a difference,
+    # while a shift of 1e-4 relative on every image must be
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.05, 0.5, 1000).astype(np.float32).astype(np.float64)
+    rounding = scores * (1 + rng.choice([-1.0, 1.0], 1000) * rng.uniform(0, 4, 1000) * 2.0**-24)
+    assert paired_test(scores, rounding)[1] == 1.0
+    biased = scores * (1 + rng.uniform(0, 2, 1000) * 2.0**-24)  # rounding that happens to lean one way
+    assert paired_test(scores, biased)[1] == 1.0
+    assert paired_test(scores, scores * (1 + 1e-4))[1] < 1e-10
+    # the nulls: an exact copy, and noise far above rounding in both directions, are judged as before
+    assert paired_test(scores, scores.copy()) == (0.0, 1.0)
+    noisy = scores + rng.normal(0, 0.01, 1000)
+    assert paired_test(scores, noisy)[1] > 0.001
