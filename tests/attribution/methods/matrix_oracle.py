@@ -112,7 +112,9 @@ def attention_relevance(
     batch, tokens, _ = mixed.shape
     heads = int(attn.num_heads)
     per_head = mixed.reshape(batch, tokens, heads, -1).transpose(1, 2)
-    qkv = tensors.get("qkv_out").reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    with torch.no_grad():  # the block's own qkv projection of its captured input: its output, exactly
+        qkv_out = attn.qkv(tensors.get("qkv_in"))
+    qkv = qkv_out.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
     relevance_a, relevance_v = product_relevance(attention, qkv[2], per_head)
     if not below:
         return relevance_a, None

@@ -100,7 +100,6 @@ class BlockTensors:
 
     inputs: Tensor | None = None
     qkv_in: Tensor | None = None
-    qkv_out: Tensor | None = None
     proj_in: Tensor | None = None
     middle: Tensor | None = None
     fc1_in: Tensor | None = None
@@ -124,7 +123,7 @@ CAPTURES = {
     "mlp.fc1": ("fc1_in", "input"),
     "mlp.fc2": ("fc2_in", "input"),
 }
-OUTPUT_CAPTURES = {"attn.qkv": "qkv_out", "": "output"}
+OUTPUT_CAPTURES = {"": "output"}
 
 
 def _check_block(block: nn.Module, index: int) -> None:
