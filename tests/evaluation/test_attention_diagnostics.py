@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import timm
@@ -15,9 +17,15 @@ from gradsum.attribution.attention_capture import forward_capturing, pooled_toke
 from gradsum.attribution.attention_math import read_out
 from gradsum.attribution.base import upsample
 from gradsum.attribution.normalise import normalise
-from gradsum.evaluation.attention import AttentionDiagnostics, entropy_ratio
+from gradsum.evaluation.attention import AttentionDiagnostics
 
 SIZE = (32, 64)
+
+
+def entropy_ratio(attention: Tensor) -> Tensor:
+    """The definition on a whole map: mean row entropy per head ÷ a uniform row's, (B, heads, N, N) → (B, heads)."""
+    entropy = -(attention * attention.clamp_min(1e-12).log()).sum(-1)
+    return entropy.mean(-1) / math.log(attention.shape[-1])
 
 
 def tiny_vit(global_pool: str) -> nn.Module:

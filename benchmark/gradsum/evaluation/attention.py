@@ -30,18 +30,14 @@ def row_entropy(attention: Tensor) -> Tensor:
     return -(attention * attention.clamp_min(1e-12).log()).sum(-1)
 
 
-def entropy_ratio(attention: Tensor) -> Tensor:
-    """Mean row entropy per head relative to a uniform row, (B, heads, N, N) → (B, heads)."""
-    return row_entropy(attention).mean(-1) / math.log(attention.shape[-1])
-
-
 def head_mean_row(heads: HeadTensors, weights: Tensor) -> Tensor:
     """The read-out row (B, N) of a block's head-mean attention, formed a chunk of rows at a time."""
     return propagate_row(weights, lambda rows: heads.attention(rows).mean(1), heads.chunks())
 
 
 def entropy_ratio_of(heads: HeadTensors) -> Tensor:
-    """`entropy_ratio` of a block's attention formed a chunk of query rows at a time, (B, heads)."""
+    """Mean row entropy per head relative to a uniform row's, (B, heads), the attention formed a chunk of
+    query rows at a time."""
     tokens = heads.key.shape[-2]
     total = sum(row_entropy(heads.attention(rows)).sum(-1) for rows in heads.chunks())
     assert isinstance(total, Tensor)  # a block has at least one row
