@@ -21,6 +21,7 @@ FLOORS = {
     "models": 2,
     "aggregation": 2,
     "attribution": 3,
+    "labelling": 3,
     "finetune": 4,
     "evaluation": 4,
     "report": 5,

@@ -1,0 +1,7 @@
+"""Labelling: segmenters that make truth sets from unlabelled frames, and what label quality does to profiles.
+
+`segmenter` holds the `Segmenter` (a segmentation network with its map onto Cityscapes ids) and
+`predict`; `segmenters` the architectures and the segmenter folder; `training` trains one on a labelled
+truth set (`gradsum train-segmenter`); `writer` labels a folder of frames into a pseudo-labelled truth set
+(`gradsum label`).
+"""
