@@ -135,6 +135,17 @@ PER_IMAGE = TableSchema(
     files=("per_image.parquet", "per_image.csv"),
     required=True,
 )
+#: GradSUM per model × method × image: the share of the map's mass and of the frame's area on void (ignored)
+#: ids, which the profile cannot see, and the image's robust distance from the model × method's median
+#: profile with the outlier flag (`gradsum.aggregation.outliers`). Folders written before it lack it.
+INPUT_DATA = TableSchema(
+    "input_data",
+    _columns(
+        (TEXT, ("model", "method", "image")),
+        (FLOAT, ("void_share", "void_area_share", "distance")),
+        (BOOL, ("outlier",)),
+    ),
+)
 #: One row per model × method × class: each per-image figure's mean with its bootstrap interval.
 PROFILES = TableSchema(
     "profiles",
@@ -225,6 +236,7 @@ CORE_TABLES = (
     GROUND_TRUTH,
     TRUST,
     RECOMMENDATIONS,
+    INPUT_DATA,
 )
 
 

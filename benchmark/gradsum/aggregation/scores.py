@@ -18,7 +18,11 @@ RESOLUTIONS = ("label", "grid")
 
 @dataclass(frozen=True)
 class ClassScores:
-    """Per image × class figures, each a (B, C) tensor; NaN where the class is absent or ignored."""
+    """Per image × class figures, each a (B, C) tensor; NaN where the class is absent or ignored.
+
+    `void_share` and `void_area_share` (B,) are what the profile cannot see: the share of each map's mass
+    (NaN where the map's mass is 0) and of its pixels on void / ignored ids, from the same sums.
+    """
 
     pixels: torch.Tensor
     map_sum: torch.Tensor
@@ -27,6 +31,8 @@ class ClassScores:
     area_share: torch.Tensor
     lift: torch.Tensor
     present: torch.Tensor
+    void_share: torch.Tensor
+    void_area_share: torch.Tensor
     resolution: str
 
     @property
@@ -45,7 +51,17 @@ class ClassScores:
         return ClassScores(**moved, resolution=self.resolution)
 
 
-_TENSOR_FIELDS = ("pixels", "map_sum", "score", "mass_share", "area_share", "lift", "present")
+_TENSOR_FIELDS = (
+    "pixels",
+    "map_sum",
+    "score",
+    "mass_share",
+    "area_share",
+    "lift",
+    "present",
+    "void_share",
+    "void_area_share",
+)
 
 
 @dataclass(frozen=True)
@@ -325,6 +341,12 @@ def _finish(pixels: torch.Tensor, map_sum: torch.Tensor, ignore: list[int], reso
     mass = map_sum * kept
     mass_share = mass / mass.sum(dim=1, keepdim=True)
     score = map_sum / pixels.double()
+    # Every pixel (or grid cell's weight) carries exactly one id, so the row sums are the map's whole mass
+    # and area, at the resolution the class sums were taken.
+    total = map_sum.sum(dim=1)
+    void_mass = (map_sum * ~kept).sum(dim=1)
+    void_share = torch.where(total != 0, void_mass / torch.where(total != 0, total, 1.0), nan)
+    void_area_share = (pixels.double() * ~kept).sum(dim=1) / pixels.double().sum(dim=1)
     return ClassScores(
         pixels=pixels,
         map_sum=torch.where(present, map_sum, nan),
@@ -333,6 +355,8 @@ def _finish(pixels: torch.Tensor, map_sum: torch.Tensor, ignore: list[int], reso
         area_share=torch.where(present, area_share, nan),
         lift=torch.where(present, mass_share / area_share, nan),
         present=present,
+        void_share=void_share,
+        void_area_share=void_area_share,
         resolution=resolution,
     )
 

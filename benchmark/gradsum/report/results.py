@@ -51,6 +51,8 @@ class Results:
     trust: pd.DataFrame | None = None
     #: one line per model: the method to use, or that none is shown better than chance (`verdicts.recommend`)
     recommendations: pd.DataFrame | None = None
+    #: per model × method × image: mass and area on void ids, outlier distance and flag (newer folders)
+    input_data: pd.DataFrame | None = None
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: every other table of the trust layer, by file stem (those the manifest lists in `trust_tables`)
     checks: dict[str, pd.DataFrame] = field(default_factory=dict)
