@@ -1,4 +1,8 @@
-"""`gradsum check`: validate a truth set and exit 0 only when it is usable."""
+"""`gradsum check`: validate a truth set, report its label statistics, and exit 0 only when it is usable.
+
+Label-statistics warnings (rare classes, classes missing across splits, mostly-void images) never change
+the exit code: a set with them stays usable.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spec", default=None, help="plug-in spec file or built-in spec name (implies --kind plugin)"
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the report (problems, label statistics, warnings) as JSON"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -29,5 +35,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    "check", "validate a truth set: counts, class histogram, sizes, unknown ids, missing files", _add, _run
+    "check",
+    "validate a truth set: counts, label statistics, sizes, unknown ids, missing files",
+    _add,
+    _run,
 )
