@@ -5,3 +5,18 @@
 truth set (`gradsum train-segmenter`); `writer` labels a folder of frames into a pseudo-labelled truth set
 (`gradsum label`).
 """
+
+from __future__ import annotations
+
+from gradsum.labelling.segmenter import INFERENCE_MODES, Prediction, Segmenter, predict
+from gradsum.labelling.segmenters import SEGMENTER_ARCHITECTURES, load_segmenter, save_segmenter
+
+__all__ = [
+    "INFERENCE_MODES",
+    "SEGMENTER_ARCHITECTURES",
+    "Prediction",
+    "Segmenter",
+    "load_segmenter",
+    "predict",
+    "save_segmenter",
+]
