@@ -3,7 +3,8 @@
 `open_truthset(path, split, kind, spec)` picks the reader from what is on disk (or a plug-in spec);
 the readers (`gradsum.truthsets.readers`) register themselves in `KINDS` with `@register_reader`
 (`gradsum.truthsets.kinds`, see `gradsum truthsets`) when this package imports them. `require_labels` refuses a split without labels (Cityscapes' public test split)
-before any work is spent on it.
+before any work is spent on it. `degrade` holds the label degradations of the label-quality study
+(`DEGRADATIONS`, Cityscapes' categories) and `RelabelledTruthSet` serves a truth set under other labels.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from gradsum.truthsets.base import (
     require_labels,
     steering_from_yaw_rate,
 )
+from gradsum.truthsets.degrade import (
+    CATEGORIES,
+    CATEGORY_OF,
+    DEGRADATIONS,
+    Degradation,
+    category_labels,
+    degradation,
+)
 from gradsum.truthsets.kinds import (
     KINDS,
     SpecSource,
@@ -31,9 +40,13 @@ from gradsum.truthsets.kinds import (
     truthset_kind,
 )
 from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable
+from gradsum.truthsets.relabelled import RelabelledTruthSet
 
 __all__ = [
+    "CATEGORIES",
+    "CATEGORY_OF",
     "CITYSCAPES",
+    "DEGRADATIONS",
     "KINDS",
     "STEERING_SIGN",
     "TASKS",
@@ -41,12 +54,16 @@ __all__ = [
     "CauseDeclaration",
     "ClassInfo",
     "ClassTable",
+    "Degradation",
+    "RelabelledTruthSet",
     "Sample",
     "SpecSource",
     "TorchTruthSet",
     "TruthSet",
     "TruthSetKind",
+    "category_labels",
     "default_split",
+    "degradation",
     "detect_kind",
     "open_truthset",
     "register_reader",
