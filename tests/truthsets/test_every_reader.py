@@ -18,7 +18,14 @@ from PIL import Image
 
 from gradsum.truthsets import KINDS, detect_kind, open_truthset
 from gradsum.truthsets.labels import CITYSCAPES
-from gradsum.truthsets.layout import FrameId
+from gradsum.truthsets.layout import MANIFEST, FrameId
+from gradsum.truthsets.readers.pseudo import (
+    FrameRecord,
+    PseudoManifest,
+    SegmenterRecord,
+    SplitRecord,
+    confidence_path,
+)
 from gradsum.truthsets.spec import SPEC_FILE
 from gradsum.truthsets.synthetic import generate
 from gradsum.truthsets.synthetic.writer import frame_id
@@ -97,10 +104,29 @@ def _synthetic(tmp_path: Path, request: pytest.FixtureRequest) -> Fixture:
     )
 
 
+def _pseudo(tmp_path: Path, request: pytest.FixtureRequest) -> Fixture:
+    """A hand-written pseudo-labelled set: one test frame (road, sky and a void pixel) and one train frame."""
+    root = tmp_path / "pseudo"
+    image = np.arange(18, dtype=np.uint8).reshape(2, 3, 3)
+    labels = np.array([[7, 7, 23], [0, 23, 23]], dtype=np.uint8)
+    splits = {}
+    for frame in (FrameId("test", "frames", 0, 0), FrameId("train", "frames", 1, 0)):
+        for path, array in [(frame.image(root), image), (frame.label_ids(root), labels)]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+        Image.fromarray(np.full((2, 3), 255, dtype=np.uint8)).save(confidence_path(frame, root))
+        splits[frame.split] = SplitRecord(1, 0.0, {frame.stem: FrameRecord(f"{frame.seq}.png")})
+    segmenter = SegmenterRecord("colour", None, None, [7, 23], [2, 3], {})
+    manifest = PseudoManifest(segmenter, 0.5, "resize", 1, splits, "/frames", {}, "2026-12-07", "0")
+    (root / MANIFEST).write_text(json.dumps(manifest.to_dict()))
+    return Fixture(root, "test", ["train", "test"], 1, image, labels)
+
+
 #: kind → the builder of its tiny folder
 FIXTURES: dict[str, Callable[[Path, pytest.FixtureRequest], Fixture]] = {
     "cityscapes": _cityscapes,
     "plugin": _plugin,
+    "pseudo": _pseudo,
     "synthetic": _synthetic,
 }
 
