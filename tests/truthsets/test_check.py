@@ -74,7 +74,10 @@ def test_empty_folder_and_unknown_kind_are_problems(tmp_path: Path) -> None:
     report = check_truthset(tmp_path)
     assert not report.usable and "not a truth set" in report.problems[0]
     report = check_truthset(tmp_path, kind="cityscape")
-    assert "unknown truth-set kind 'cityscape' for --kind (did you mean cityscapes?)" in report.problems[0]
+    assert (
+        "unknown truth-set kind 'cityscape' for --kind (did you mean cityscapes, cityscapes-coarse?)"
+        in report.problems[0]
+    )
 
 
 def test_check_exit_codes(

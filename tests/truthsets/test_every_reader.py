@@ -65,6 +65,26 @@ def _cityscapes(tmp_path: Path, request: pytest.FixtureRequest) -> Fixture:
     )
 
 
+def _cityscapes_coarse(tmp_path: Path, request: pytest.FixtureRequest) -> Fixture:
+    """Only coarse annotations (gtCoarse/, conftest's polygons) for train, train_extra and two val frames."""
+    root = tmp_path / "cityscapes-coarse"
+    add = request.getfixturevalue("trees").add_cityscapes_frame
+    frames = [
+        FrameId(s, "erfurt", n, 19) for s, n in [("train", 0), ("train_extra", 0), ("val", 0), ("val", 1)]
+    ]
+    for frame in frames:
+        add(root, frame, annotation="gtCoarse")
+    frame = frames[2]
+    return Fixture(
+        root,
+        "val",
+        ["train", "train_extra", "val"],
+        2,
+        _png(frame.image(root)),
+        _png(frame.label_ids(root, "gtCoarse")),
+    )
+
+
 #: own ids 0..2 of the plug-in fixture and the Cityscapes ids its spec maps them to by hand
 PLUGIN_LABELS = np.array([[2, 2, 2], [1, 0, 1]], dtype=np.uint8)
 PLUGIN_AS_CITYSCAPES = np.array([[23, 23, 23], [7, 0, 7]], dtype=np.uint8)  # sky, road, unlabeled
@@ -125,6 +145,7 @@ def _pseudo(tmp_path: Path, request: pytest.FixtureRequest) -> Fixture:
 #: kind → the builder of its tiny folder
 FIXTURES: dict[str, Callable[[Path, pytest.FixtureRequest], Fixture]] = {
     "cityscapes": _cityscapes,
+    "cityscapes-coarse": _cityscapes_coarse,
     "plugin": _plugin,
     "pseudo": _pseudo,
     "synthetic": _synthetic,

@@ -30,7 +30,9 @@ from gradsum.truthsets.layout import SPLITS, FrameId, parse_image_name
 
 log = logging.getLogger(__name__)
 
-ANNOTATIONS = ("gtFine", "gtCoarse")
+#: the fine annotations, and the coarse ones (train, val and the 19,998 frames of train_extra)
+FINE, COARSE = "gtFine", "gtCoarse"
+ANNOTATIONS = (FINE, COARSE)
 IMAGE_FOLDER = "leftImg8bit"
 #: trainId of classes left out of the 19 evaluated ones
 IGNORE_TRAIN_ID = 255
@@ -253,3 +255,42 @@ class CityscapesTruthSet(TruthSet):
     @staticmethod
     def splits(root: Path, spec: SpecSource) -> list[str]:
         return list(SPLITS) + [s for s in available_splits(root) if s not in SPLITS]
+
+
+#: the splits Cityscapes annotates coarsely
+COARSE_SPLITS = ("train", "train_extra", "val")
+
+
+@register_reader(
+    "cityscapes-coarse",
+    description=f"official Cityscapes layout read with its coarse annotations ({COARSE}/), also where gtFine/ "
+    f"exists (--kind cityscapes-coarse)",
+    # before `cityscapes`, which also detects a folder with only coarse annotations
+    priority=49,
+)
+class CityscapesCoarseTruthSet(CityscapesTruthSet):
+    """One split of a Cityscapes-layout folder with its `gtCoarse` labelIds, whether or not `gtFine` exists.
+
+    Detected only on a folder that has coarse annotations and no fine ones, so a folder with both still
+    opens as `cityscapes` (gtFine) unless `--kind cityscapes-coarse` (or a config's `truthset.kind`)
+    names this kind; the same frames then profile under both annotations.
+    """
+
+    def __init__(
+        self, root: str | Path, split: str = "val", min_speed: float = 1.0, drop_slow: bool = True
+    ) -> None:
+        super().__init__(root, split, annotation=COARSE, min_speed=min_speed, drop_slow=drop_slow)
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        return is_folder(root / IMAGE_FOLDER) and is_folder(root / COARSE) and not is_folder(root / FINE)
+
+    @classmethod
+    def open(cls, root: Path, split: str, spec: SpecSource) -> TruthSet:
+        return cls(root, split)
+
+    @staticmethod
+    def splits(root: Path, spec: SpecSource) -> list[str]:
+        # the public test split has no coarse annotations; other split folders count when gtCoarse has them
+        found = [s for s in available_splits(root) if s not in COARSE_SPLITS and is_folder(root / COARSE / s)]
+        return [*COARSE_SPLITS, *found]
