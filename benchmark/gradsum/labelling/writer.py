@@ -39,7 +39,7 @@ from gradsum.progress import Heartbeat
 from gradsum.taxonomy import TASKS
 from gradsum.truthsets.encodings import read_rgb
 from gradsum.truthsets.labels import UNLABELED_ID
-from gradsum.truthsets.layout import MANIFEST, FrameId
+from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.readers.cityscapes import IMAGE_FOLDER, CityscapesTruthSet, available_splits
 from gradsum.truthsets.readers.pseudo import (
     ANNOTATION,
@@ -167,7 +167,8 @@ def list_frames(root: Path, split: str | None = None) -> list[SourceFrame]:
 
 
 def _cityscapes_frames(root: Path, split: str | None) -> list[SourceFrame]:
-    present = available_splits(root)
+    found = available_splits(root)
+    present = [s for s in SPLITS if s in found] + sorted(s for s in found if s not in SPLITS)
     if split is not None and split not in present:
         raise TruthSetError(
             f"{root / IMAGE_FOLDER}: no split {split!r} (--split); valid: {', '.join(present)}"
