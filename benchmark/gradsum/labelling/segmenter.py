@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from gradsum.errors import ShapeError, UnknownNameError
 from gradsum.models.inputs import model_input
+from gradsum.utils import default_device
 
 #: How `predict` fits a frame to the segmenter: the whole frame resized, or windows at full resolution.
 INFERENCE_MODES = ("resize", "slide")
@@ -70,7 +71,7 @@ def predict(
             raise ShapeError(
                 f"frames[{index}]: expected (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}"
             )
-    target = torch.device(device) if device is not None else _default_device()
+    target = torch.device(device if device is not None else default_device())
     module = segmenter.module.to(target).eval()
     probabilities: list[torch.Tensor | None] = [None] * len(frames)
     with torch.no_grad():
@@ -150,7 +151,3 @@ def _smaller(frame: np.ndarray, size: tuple[int, int]) -> bool:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
