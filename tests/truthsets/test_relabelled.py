@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from gradsum.errors import GradSUMError
 from gradsum.evaluation.erasure import InDomainEraser, InDomainPlacebo
 from gradsum.truthsets import ArrayTruthSet, RelabelledTruthSet, TruthSet, degradation, open_truthset
+from gradsum.truthsets.readers.cityscapes import to_train_ids
 from gradsum.truthsets.synthetic import generate
 
 
@@ -95,6 +97,15 @@ def test_protocols_answer_as_for_the_base(base: TruthSet, relabelled: Relabelled
     assert not isinstance(plain, InDomainEraser) and not isinstance(plain, InDomainPlacebo)
     with pytest.raises(AttributeError):
         plain.erase  # noqa: B018
+
+
+def test_label_views_follow_the_new_labels(cityscapes_root: Path) -> None:
+    base = open_truthset(cityscapes_root, "val")
+    sky_to_road = RelabelledTruthSet(base, lambda labels, index: np.where(labels == 23, 7, labels), "no sky")
+    train_ids = sky_to_road.train_ids(0)  # type: ignore[attr-defined]
+    assert train_ids[1, 5] == train_ids[5, 5] == 0  # sky's pixel now holds road's trainId
+    np.testing.assert_array_equal(train_ids, to_train_ids(sky_to_road.label_map(0)))
+    assert base.train_ids(0)[1, 5] == 10  # type: ignore[attr-defined]
 
 
 def test_a_degradation_relabels_a_set(base: TruthSet) -> None:

@@ -17,9 +17,13 @@ import numpy as np
 from gradsum.errors import GradSUMError
 from gradsum.truthsets.base import CauseDeclaration, Sample, TruthSet
 from gradsum.truthsets.labels import ClassTable
+from gradsum.truthsets.readers.cityscapes import to_train_ids
 
 #: (labels, index) → new labels: (H, W) uint8 Cityscapes ids of sample `index` in, the same shape out
 Relabel = Callable[[np.ndarray, int], np.ndarray]
+#: methods `(index) -> array` of some readers that view a sample's labels otherwise: each is recomputed from
+#: the relabelled ids (where the base has it), not taken from the base's own labels
+LABEL_VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"train_ids": to_train_ids}
 
 
 class RelabelledTruthSet(TruthSet):
@@ -27,7 +31,8 @@ class RelabelledTruthSet(TruthSet):
 
     `labels` and `raw_labels` of each sample (from `__getitem__`, `label_map` and any method of the base
     that returns a `Sample`, such as the synthetic set's `erase`, `placebo`, `flip_tint` and
-    `counterfactual`, whose first argument is the sample index) hold the relabelled Cityscapes ids.
+    `counterfactual`, whose first argument is the sample index) hold the relabelled Cityscapes ids, and
+    the label views of `LABEL_VIEWS` (Cityscapes' `train_ids`) are computed from them.
     Images, targets, instances, meta, causes and cause/plausibility masks are the base's: the masks say
     what causes a target, which relabelling does not change. Attributes the base lacks stay missing, so
     `isinstance` checks against the evaluation's protocols (an in-domain eraser) answer as for the base.
@@ -96,6 +101,9 @@ class RelabelledTruthSet(TruthSet):
         if name == "base" or name.startswith("__"):
             raise AttributeError(name)
         found = getattr(self.base, name)
+        if name in LABEL_VIEWS:
+            view = LABEL_VIEWS[name]
+            return lambda index: view(self.label_map(index))
         if not callable(found):
             return found
 
