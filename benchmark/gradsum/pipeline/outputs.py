@@ -37,13 +37,17 @@ def write_tables(
     models: list[LoadedModel],
     n_resamples: int,
     seed: int,
+    input_data: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write the aggregation tables; `attention` holds the shards' attention tables, concatenated."""
+    """Write the aggregation tables; `attention` holds the shards' attention tables, concatenated, and
+    `input_data` the void shares and outlier distances (None where the shards predate them)."""
     written = [
         write_table(folder, contract.PER_IMAGE, per_image),
         write_table(folder, contract.PROFILES, profile_table),
         write_table(folder, contract.GROUND_TRUTH, truth),
     ]
+    if input_data is not None:
+        written.append(write_table(folder, contract.INPUT_DATA, input_data))
     if comparisons is not None:
         written.append(write_table(folder, contract.COMPARISONS, comparisons))
     rows, sums = attention.get(ATTENTION_ROWS), attention.get(ATTENTION_ENTROPY)

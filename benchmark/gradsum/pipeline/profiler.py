@@ -1,7 +1,7 @@
 """The attribution stage's per-batch work: every model and method on a batch of frames, scored per class.
 
 `ShardProfiler` holds one shard's rows until the shard is written; `overlay_data` draws the report's
-overlay grid from the first frames of the split.
+overlay grid from the first frames of the split, `outlier_thumbnails` its outliers' frames and maps.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from gradsum.aggregation import LabelBatch, per_image_frame
+from gradsum.aggregation.outliers import VOID_COLUMNS, void_frame
 from gradsum.aggregation.profiles import PER_IMAGE_COLUMNS
 from gradsum.attribution import AttributionResult, attribute
 from gradsum.attribution.precision import DEFAULT_PRECISION
@@ -30,11 +31,13 @@ from gradsum.pipeline.config import RunConfig
 from gradsum.pipeline.inputs import methods_for
 from gradsum.pipeline.stream import FrameBatch
 from gradsum.report import OverlayData
+from gradsum.report.input_data import Thumbnail, shown_outliers, thumbnail_size
 from gradsum.truthsets import TruthSet
 from gradsum.truthsets.base import sample_id
 
-#: Shard tables: per-image GradSUM rows, and each frame's index, id and label size.
+#: Shard tables: per-image GradSUM rows, each map's void shares, and each frame's index, id and label size.
 PER_IMAGE = "per_image"
+VOIDS = "voids"
 FRAMES = "frames"
 FRAME_COLUMNS = ("index", "image", "height", "width")
 
@@ -123,6 +126,43 @@ def overlay_data(
     return OverlayData(images=images, labels=labels, maps=maps)
 
 
+def outlier_thumbnails(
+    config: RunConfig,
+    truthset: TruthSet,
+    models: list[LoadedModel],
+    input_data: pd.DataFrame,
+    frames: pd.DataFrame,
+    device: str,
+) -> list[Thumbnail]:
+    """The frame, labels and map of each outlier the report draws (`shown_outliers`), at thumbnail size.
+
+    The maps are computed again for these few images (at most a handful per model), as the overlay grid's
+    are: the streamed stage keeps no map beyond its batch. `frames` maps image ids to split indices.
+    """
+    index = dict(zip(frames["image"].astype(str), frames["index"].astype(int), strict=True))
+    by_name = {model.name: model for model in models}
+    thumbnails = []
+    for row in shown_outliers(input_data).itertuples(index=False):
+        model, image, label = by_name[str(row.model)], str(row.image), str(row.method)
+        sample = truthset[index[image]]
+        size = thumbnail_size(int(sample.labels.shape[0]), int(sample.labels.shape[1]))
+        frame, labels = _frames_at([sample.image], [sample.labels], size)
+        batch = model_input([sample.image], model.img_size, device)
+        planned = [
+            m
+            for m in methods_for(model, config.methods)
+            if label == m.name or label.startswith(part_label(m.name, ""))
+        ]
+        maps = {
+            name: part.maps
+            for method in planned
+            for name, part in _profiled_maps(method.name, _attribute(model, method, batch, config, [image]))
+        }
+        heat = F.interpolate(maps[label][:, None].float(), size=size, mode="bilinear")[0, 0].cpu().numpy()
+        thumbnails.append(Thumbnail(model.name, label, image, frame[0], labels[0], heat))
+    return thumbnails
+
+
 @dataclass
 class ShardProfiler:
     """The attribution and aggregation of one shard at a time: every model and method on every batch.
@@ -137,6 +177,7 @@ class ShardProfiler:
     #: the trust checks' context: maps of its images are handed over so that no check recomputes them
     evaluation: EvaluationContext | None = None
     frames: list[pd.DataFrame] = field(default_factory=list)
+    voids: list[pd.DataFrame] = field(default_factory=list)
     sizes: list[dict[str, object]] = field(default_factory=list)
     diagnostics: dict[str, AttentionDiagnostics] = field(init=False)
 
@@ -177,6 +218,7 @@ class ShardProfiler:
                         scores = label_batch.scores(aggregated[positions])
                         ids = [frames.ids[p] for p in positions]
                         self.frames.append(per_image_frame(scores, ids, model.name, label))
+                        self.voids.append(void_frame(scores, ids, model.name, label))
             if model.name in self.diagnostics:
                 for positions, label_batch in groups:
                     self.diagnostics[model.name].update(
@@ -193,6 +235,9 @@ class ShardProfiler:
             PER_IMAGE: pd.concat(self.frames, ignore_index=True)
             if self.frames
             else pd.DataFrame(columns=list(PER_IMAGE_COLUMNS)),
+            VOIDS: pd.concat(self.voids, ignore_index=True)
+            if self.voids
+            else pd.DataFrame(columns=list(VOID_COLUMNS)),
             FRAMES: pd.DataFrame(self.sizes, columns=list(FRAME_COLUMNS)),
         }
         for diagnostics in self.diagnostics.values():
@@ -200,5 +245,5 @@ class ShardProfiler:
                 tables[name] = (
                     pd.concat([tables[name], table], ignore_index=True) if name in tables else table
                 )
-        self.frames, self.sizes = [], []
+        self.frames, self.voids, self.sizes = [], [], []
         return tables

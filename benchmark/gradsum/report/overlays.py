@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from gradsum.errors import ShapeError
 from gradsum.fileio import atomic_write_bytes
+from gradsum.truthsets.labels import cityscapes_palette
 
 #: Colour map of the attribution (blue = none, red = the frame's most) and its opacity over the frame.
 CMAP = "jet"
@@ -24,8 +25,9 @@ ALPHA = 0.45
 #: PNG pixels per frame pixel once the figure's margins are cropped.
 PIXELS_PER_INCH = 48
 DPI = 96
-#: Height in inches kept above the frame for the title.
+#: Height in inches kept above the frame for the title, and between two panels side by side.
 TITLE_INCHES = 0.3
+GAP_INCHES = 0.1
 
 
 def overlay_figure(image: np.ndarray, heat: np.ndarray, title: str) -> Figure:
@@ -40,6 +42,30 @@ def overlay_figure(image: np.ndarray, heat: np.ndarray, title: str) -> Figure:
     axis.imshow(heat, cmap=CMAP, alpha=ALPHA, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
     axis.set_title(title, fontsize=7)
     axis.axis("off")
+    return figure
+
+
+def labelled_overlay_figure(image: np.ndarray, labels: np.ndarray, heat: np.ndarray, title: str) -> Figure:
+    """Two panels side by side: the frame under its Cityscapes label colours, and under `heat` (as in
+    `overlay_figure`), so that a reader sees at once what the label says and where the map looks."""
+    if labels.shape != heat.shape or heat.ndim != 2 or image.shape[:2] != heat.shape:
+        raise ShapeError(
+            f"overlay {title!r}: map {heat.shape} and labels {labels.shape} for a frame of shape {image.shape}"
+        )
+    height, width = heat.shape
+    inches = height / PIXELS_PER_INCH + TITLE_INCHES
+    figure = Figure(figsize=(2 * width / PIXELS_PER_INCH + GAP_INCHES, inches), dpi=DPI)
+    # the report embeds the figure as drawn (no tight crop): the panels fill it but for the title and gap
+    figure.subplots_adjust(left=0, right=1, bottom=0, top=1 - TITLE_INCHES / inches, wspace=0.05)
+    figure.suptitle(title, fontsize=7)
+    palette = cityscapes_palette()
+    left, right = figure.subplots(1, 2)
+    left.imshow(image)
+    left.imshow(palette[np.clip(labels, 0, len(palette) - 1)], alpha=ALPHA)
+    right.imshow(image)
+    right.imshow(heat, cmap=CMAP, alpha=ALPHA, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
+    left.axis("off")
+    right.axis("off")
     return figure
 
 
