@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from gradsum.labelling.segmenter import INFERENCE_MODES, Prediction, Segmenter, predict
 from gradsum.labelling.segmenters import SEGMENTER_ARCHITECTURES, load_segmenter, save_segmenter
+from gradsum.labelling.writer import label_frames
 
 __all__ = [
     "INFERENCE_MODES",
     "SEGMENTER_ARCHITECTURES",
     "Prediction",
     "Segmenter",
+    "label_frames",
     "load_segmenter",
     "predict",
     "save_segmenter",

@@ -29,7 +29,7 @@ from gradsum.taxonomy import TASKS
 from gradsum.truthsets.encodings import read_png
 from gradsum.truthsets.kinds import SpecSource, register_reader
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId, parse_image_name
-from gradsum.truthsets.readers.cityscapes import IMAGE_FOLDER, CityscapesTruthSet
+from gradsum.truthsets.readers.cityscapes import FINE, IMAGE_FOLDER, CityscapesTruthSet
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ PSEUDO_KIND = "pseudo"
 #: 1: the first layout
 FORMAT_VERSION = 1
 #: the annotation folder predicted labels and confidences go to (the Cityscapes reader reads its labelIds)
-ANNOTATION = "gtFine"
+ANNOTATION = FINE
 #: `{stem}_{CONFIDENCE_SUFFIX}` in the annotation folder: uint8 round(CONFIDENCE_LEVELS · confidence)
 CONFIDENCE_SUFFIX = f"{ANNOTATION}_confidence.png"
 CONFIDENCE_LEVELS = 255
