@@ -3,6 +3,7 @@ the written set read back, the two source layouts, targets carried or read from 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 
 from gradsum.errors import GradSUMError, TruthSetError
 from gradsum.labelling.segmenter import Segmenter
+from gradsum.labelling.segmenters import build_segmenter, load_segmenter
 from gradsum.labelling.writer import label_frames
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.layout import MANIFEST, FrameId
@@ -229,3 +232,21 @@ def test_bad_options_are_refused_naming_them(
         save(FrameId("test", "x", 0, 0).image(source), frame_of(REDS))
     with pytest.raises(GradSUMError, match=message):
         label_frames(source, colour_segmenter((2, 6)), tmp_path / "out", progress=False, **options)
+
+
+def test_a_user_checkpoint_is_recorded_by_the_sha256_of_its_weights(frames: Path, tmp_path: Path) -> None:
+    net = build_segmenter("lraspp_mobilenet_v3_large", (ROAD, SKY), (32, 64)).module.net
+    weights = tmp_path / "user" / "weights.safetensors"
+    weights.parent.mkdir()
+    safetensors.torch.save_file(net.state_dict(), weights)
+    spec = tmp_path / "user" / "segmenter.yaml"
+    spec.write_text(
+        "architecture: lraspp_mobilenet_v3_large\nweights: weights.safetensors\n"
+        "classes: [road, sky]\ninput_size: [32, 64]\n"
+    )
+    manifest = label_frames(
+        frames, load_segmenter(spec), tmp_path / "out", segmenter_path=spec, progress=False
+    )
+    assert manifest.segmenter.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (manifest.segmenter.path, manifest.segmenter.classes) == (str(spec.resolve()), [ROAD, SKY])
+    assert manifest.segmenter.held_out == {}
