@@ -97,8 +97,8 @@ def test_labels_confidences_targets_and_label_source(tmp_path: Path) -> None:
 TASKS_BOTH = ("steering", "obstacle")
 
 
-def test_without_vehicle_files_only_the_manifest_targets_count(tmp_path: Path) -> None:
-    write_set(tmp_path, {A: {"obstacle": 1.0}, B: {"obstacle": 0.0}}, vehicles=False)
+def test_without_vehicle_files_only_the_targets_of_every_frame_count(tmp_path: Path) -> None:
+    write_set(tmp_path, {A: {"obstacle": 1.0, "steering": 0.1}, B: {"obstacle": 0.0}}, vehicles=False)
     truthset = open_truthset(tmp_path, "test")
     assert truthset.tasks == ("obstacle",)
     np.testing.assert_array_equal(truthset.targets("obstacle"), [1.0, 0.0])

@@ -212,7 +212,9 @@ class PseudoTruthSet(CityscapesTruthSet):
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        carried = set(super().tasks).union(*(set(r.targets) for r in self._records.values()))
+        # a task of the manifest counts where every frame carries it (the reader opens no empty split)
+        shared = set.intersection(*(set(r.targets) for r in self._records.values()))
+        carried = set(super().tasks) | shared
         return tuple(task for task in TASKS if task in carried)
 
     @property
