@@ -29,6 +29,16 @@ VOID_WARNING = 0.10
 MAX_SHOWN = 4
 #: Frame rows of a thumbnail: full-resolution frames are shrunk to this height (aspect kept).
 THUMBNAIL_HEIGHT = 96
+#: How the page heads `void_summary`'s columns and the listed outliers' figures.
+HEADERS = {
+    "void_mass_median": "void mass share, median image",
+    "void_mass_max": "void mass share, most",
+    "void_area_median": "void area share, median image",
+    "outliers": "outliers",
+    "cutoff": "distance cut-off",
+    "distance": "distance (robust SDs)",
+    "void_share": "void mass share",
+}
 
 
 @dataclass(frozen=True)
@@ -143,9 +153,9 @@ def input_data_section(results: Results) -> str:
     )
     shown = shown_outliers(data)
     listed = (
-        table(shown[["model", "method", "image", "distance", "void_share"]])
+        table(shown[["model", "method", "image", "distance", "void_share"]].rename(columns=HEADERS))
         if not shown.empty
         else paragraph("No image lies beyond the cut-off for any model × method.")
     )
     sentences = "".join(paragraph(s, "finding") for s in warnings)
-    return void + sentences + table(summary) + outliers + listed
+    return void + sentences + table(summary.rename(columns=HEADERS)) + outliers + listed
