@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from gradsum.labelling.segmenter import INFERENCE_MODES, Prediction, Segmenter, predict
 from gradsum.labelling.segmenters import SEGMENTER_ARCHITECTURES, load_segmenter, save_segmenter
+from gradsum.labelling.training import train_segmenter
 from gradsum.labelling.writer import label_frames
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "load_segmenter",
     "predict",
     "save_segmenter",
+    "train_segmenter",
 ]
