@@ -226,6 +226,58 @@ RECOMMENDATIONS = TableSchema(
     "recommendations",
     _columns((TEXT, ("model", "method")), (INT, ("passed",)), (TEXT, ("sentence",))),
 )
+#: The label-quality study (`labels` config), one row per level of labels: how it was made and how
+#: well it matches the exact labels (mIoU, pixel accuracy over pixels both label, void share).
+LABEL_LEVELS = TableSchema(
+    "label_levels",
+    _columns(
+        (TEXT, ("level", "kind", "description", "details")),
+        (FLOAT, ("miou", "pixel_accuracy", "void_share", "held_out_miou")),
+    ),
+)
+#: Per level × model × method: the profile's Spearman against the exact-label profile, image-bootstrap CI.
+LABEL_AGREEMENT = TableSchema(
+    "label_agreement",
+    _columns(
+        (TEXT, ("level", "model", "method")),
+        (FLOAT, ("miou", "spearman", "spearman_ci_low", "spearman_ci_high")),
+        (INT, ("classes", "lost")),
+    ),
+)
+#: Per model × method: the label mIoU below which its profile stopped agreeing (NaN: it always agreed).
+LABEL_THRESHOLDS = TableSchema(
+    "label_thresholds",
+    _columns((TEXT, ("model", "method")), (FLOAT, ("agreement", "miou_threshold", "lowest_miou_agreeing"))),
+)
+#: Per level × model × method × class: the paired per-image score change with its bootstrap CI.
+LABEL_CLASSES = TableSchema(
+    "label_classes",
+    _columns(
+        (TEXT, ("level", "model", "method", "class")),
+        (INT, ("class_id", "images")),
+        (FLOAT, ("exact", "degraded", "change", "change_ci_low", "change_ci_high", "relative_change")),
+    ),
+)
+#: Per level × model × method × verdict of the trust table: the verdict under exact and level labels.
+LABEL_VERDICTS = TableSchema(
+    "label_verdicts",
+    _columns(
+        (TEXT, ("level", "model", "method", "role", "criterion", "exact", "degraded")),
+        (BOOL, ("changed",)),
+    ),
+)
+#: Per model × method × Cityscapes category: the category's score and the spread of its classes' scores.
+LABEL_CATEGORIES = TableSchema(
+    "label_categories",
+    _columns(
+        (TEXT, ("model", "method", "category")),
+        (FLOAT, ("score",)),
+        (INT, ("classes",)),
+        (FLOAT, ("class_min", "class_max")),
+    ),
+)
+#: The study's tables, in the order the report reads them.
+LABEL_TABLES = (LABEL_LEVELS, LABEL_AGREEMENT, LABEL_THRESHOLDS, LABEL_CLASSES, LABEL_VERDICTS, LABEL_CATEGORIES)
 #: The tables a results folder may hold besides the checks' own, in the order the report reads them.
 CORE_TABLES = (
     PER_IMAGE,
@@ -237,6 +289,7 @@ CORE_TABLES = (
     TRUST,
     RECOMMENDATIONS,
     INPUT_DATA,
+    *LABEL_TABLES,
 )
 
 

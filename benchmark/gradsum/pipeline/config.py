@@ -13,7 +13,7 @@ from typing import Any
 from gradsum.attribution.normalise import DEFAULT_NORMALISER
 from gradsum.attribution.precision import DEFAULT_PRECISION
 from gradsum.dataspec import build, load_yaml, shipped
-from gradsum.errors import SpecError
+from gradsum.errors import GradSUMError, SpecError
 from gradsum.evaluation.planned import PlannedMethod
 from gradsum.finetune.settings import FinetuneSettings
 from gradsum.names import check_model_name
@@ -126,6 +126,46 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class DegradationConfig:
+    """One level of the label-quality study: a label degradation (`gradsum.truthsets.degrade`) and its
+    parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PseudoLabelConfig:
+    """The study's pseudo-label levels: one segmenter per training budget, each trained on the run's
+    truth set (its train split, held out on val) when its folder does not exist yet."""
+
+    architecture: str = "lraspp_mobilenet_v3_large"
+    #: training steps of each segmenter: one level per budget, so the labels' mIoU spans a range
+    budgets: tuple[int, ...] = (15, 40, 120, 400)
+    batch_size: int = 16
+    #: where the segmenters live: `<folder>/<architecture>_<steps>steps`
+    folder: str = "models/segmenters"
+    #: predicted pixels below this confidence become void (0: every pixel keeps the segmenter's class)
+    threshold: float = 0.0
+    #: how frames reach the segmenter (`gradsum.labelling.INFERENCE_MODES`)
+    mode: str = "resize"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabelStudyConfig:
+    """The label-quality study (`labels` config): the run's profiles and verdicts recomputed on the
+    evaluated images under degraded and predicted labels, against the exact labels."""
+
+    degradations: tuple[DegradationConfig, ...] = ()
+    pseudo: PseudoLabelConfig | None = None
+    #: rerun the run's trust checks under each level's labels and compare every verdict
+    verdicts: bool = True
+    #: a profile agrees with the exact-label one while its Spearman CI's lower bound is at least this
+    agreement: float = 0.9
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one `gradsum run` needs; the same config gives the same tables."""
 
@@ -153,6 +193,8 @@ class RunConfig:
     attention_diagnostics: bool = True
     #: the trust layer's checks (causal erasure, sanity, perturbation, localisation, granularity)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    #: the label-quality study, run on the evaluated images after the trust checks (None: not run)
+    labels: LabelStudyConfig | None = None
     models_dir: str = "models"
     results_dir: str = "results"
     device: str | None = None
@@ -175,6 +217,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
     _check_twins(config, source, "shuffled_labels", "shuffled-label twin")
     # a seed twin overrides the spec's training seed, so it needs a spec even where its folder exists
     _check_twins(config, source, "seed_twins", "seed twin", needs_spec=True)
+    if config.labels is not None:
+        check_label_study(config, f"{source}.labels")
     for i, method in enumerate(config.methods):
         for model in method.models or ():
             if model not in names:
@@ -182,6 +226,35 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
                     f"{source}.methods[{i}].models: unknown model {model!r}; valid: {', '.join(names)}"
                 )
     return config
+
+
+def check_label_study(config: RunConfig, where: str) -> None:
+    """Refuse a label study that names an unknown degradation, parameter, segmenter architecture or
+    inference mode, or that has no evaluated images to run on."""
+    # imported here: the study's registries load torchvision, which a config without the study never needs
+    from gradsum.labelling.segmenter import INFERENCE_MODES
+    from gradsum.labelling.segmenters import SEGMENTER_ARCHITECTURES
+    from gradsum.truthsets.degrade import degradation
+
+    settings = config.labels
+    if settings is None:
+        return
+    if not config.evaluation.checks:
+        raise SpecError(f"{where}: the study runs on the evaluated images; evaluation.checks must name a check")
+    for i, entry in enumerate(settings.degradations):
+        try:
+            degradation(entry.name, **entry.params)
+        except GradSUMError as error:
+            raise SpecError(f"{where}.degradations[{i}]: {error}") from None
+    if not 0.0 < settings.agreement <= 1.0:
+        raise SpecError(f"{where}.agreement: must be in (0, 1], got {settings.agreement}")
+    pseudo = settings.pseudo
+    if pseudo is not None:
+        SEGMENTER_ARCHITECTURES.get(pseudo.architecture, f"{where}.pseudo.architecture")
+        if pseudo.mode not in INFERENCE_MODES:
+            raise SpecError(f"{where}.pseudo.mode: {pseudo.mode!r}; valid: {', '.join(INFERENCE_MODES)}")
+        if not pseudo.budgets or min(pseudo.budgets) < 1:
+            raise SpecError(f"{where}.pseudo.budgets: one or more step counts, each at least 1")
 
 
 def _check_twins(config: RunConfig, source: str, name: str, what: str, needs_spec: bool = False) -> None:

@@ -53,6 +53,13 @@ class Results:
     recommendations: pd.DataFrame | None = None
     #: per model × method × image: mass and area on void ids, outlier distance and flag (newer folders)
     input_data: pd.DataFrame | None = None
+    #: the label-quality study's tables (`labels` config; `gradsum.contract.LABEL_TABLES`)
+    label_levels: pd.DataFrame | None = None
+    label_agreement: pd.DataFrame | None = None
+    label_thresholds: pd.DataFrame | None = None
+    label_classes: pd.DataFrame | None = None
+    label_verdicts: pd.DataFrame | None = None
+    label_categories: pd.DataFrame | None = None
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: every other table of the trust layer, by file stem (those the manifest lists in `trust_tables`)
     checks: dict[str, pd.DataFrame] = field(default_factory=dict)

@@ -22,8 +22,7 @@ from gradsum.truthsets.base import (
     steering_from_yaw_rate,
 )
 from gradsum.truthsets.degrade import (
-    CATEGORIES,
-    CATEGORY_OF,
+    CATEGORY_IDS,
     DEGRADATIONS,
     Degradation,
     category_labels,
@@ -43,8 +42,7 @@ from gradsum.truthsets.labels import CITYSCAPES, ClassInfo, ClassTable
 from gradsum.truthsets.relabelled import RelabelledTruthSet
 
 __all__ = [
-    "CATEGORIES",
-    "CATEGORY_OF",
+    "CATEGORY_IDS",
     "CITYSCAPES",
     "DEGRADATIONS",
     "KINDS",

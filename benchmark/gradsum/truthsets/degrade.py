@@ -12,8 +12,9 @@ image edge is no class boundary, as annotators leave no void along the frame.
 - `coarse(tolerance, band, min_area)`: Cityscapes' gtCoarse in miniature: each region outlined, its outline
   simplified, re-filled, and an unlabelled band along every boundary of the exact labels.
 - `erode(k)` / `dilate(k)`: every class shrinks (into void) / grows (over its neighbours) by k px.
-- granularity: `CATEGORY_OF`, `CATEGORIES` and `category_labels` aggregate ids into Cityscapes' 8
-  categories; the labels themselves do not change, so it is no entry of `DEGRADATIONS`.
+- granularity: `category_labels` merges ids into Cityscapes' categories, each written as one class id
+  (`CATEGORY_IDS`), so a profile over categories is scored like one over classes; it answers what a
+  category profile hides, not how labels degrade, so it is no entry of `DEGRADATIONS`.
 """
 
 from __future__ import annotations
@@ -234,32 +235,42 @@ class Coarse(Degradation):
         return filled
 
 
-#: Cityscapes label id → its category (flat, construction, object, nature, sky, human, vehicle, void)
-CATEGORY_OF: dict[int, str] = {c.id: c.category for c in CITYSCAPES.classes}
-#: the categories in Cityscapes' categoryId order (void first), the index `category_labels` gives
-CATEGORIES: tuple[str, ...] = tuple(
-    dict.fromkeys(c.category for c in sorted(CITYSCAPES.classes, key=lambda c: c.id))
-)
+def _category_representatives() -> dict[str, int]:
+    """Each evaluated Cityscapes category's first evaluated class id (void has none)."""
+    chosen: dict[str, int] = {}
+    for info in CITYSCAPES.classes:
+        if not info.ignore:
+            chosen.setdefault(info.category, info.id)
+    return chosen
+
+
+#: Cityscapes category → the class id that stands for it in a category label map, so that the class-score
+#: code scores each category as GradSUM scores a class (its map sum ÷ its pixel count).
+CATEGORY_IDS: dict[str, int] = _category_representatives()
 
 
 def _category_lookup() -> np.ndarray:
     # ids outside the Cityscapes table keep 255, which category_labels refuses
     lookup = np.full(256, 255, dtype=np.uint8)
-    for class_id, category in CATEGORY_OF.items():
-        lookup[class_id] = CATEGORIES.index(category)
+    for info in CITYSCAPES.classes:
+        lookup[info.id] = UNLABELED_ID if info.ignore else CATEGORY_IDS[info.category]
     return lookup
 
 
-_CATEGORY_INDEX = _category_lookup()
+_CATEGORY_LOOKUP = _category_lookup()
 
 
 def category_labels(labels: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 Cityscapes ids → the index of each pixel's category in `CATEGORIES` (void = 0)."""
+    """(H, W) uint8 Cityscapes ids merged into Cityscapes' 7 evaluated categories (flat, construction,
+    object, nature, sky, human, vehicle), each pixel given its category's `CATEGORY_IDS` class id; void and
+    ignored classes become unlabelled."""
     if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8:
         got = labels.dtype if isinstance(labels, np.ndarray) else type(labels).__name__
         raise ShapeError(f"labels: expected a uint8 array of Cityscapes ids, got {got}")
-    categories = _CATEGORY_INDEX[labels]
-    if (categories == 255).any():
-        unknown = sorted(int(i) for i in np.unique(labels[categories == 255]))
-        raise SpecError(f"labels: ids {unknown} are not Cityscapes label ids (0..{max(CATEGORY_OF)})")
-    return categories
+    merged = _CATEGORY_LOOKUP[labels]
+    if (merged == 255).any():
+        unknown = sorted(int(i) for i in np.unique(labels[merged == 255]))
+        raise SpecError(
+            f"labels: ids {unknown} are not Cityscapes label ids (0..{len(CITYSCAPES.classes) - 1})"
+        )
+    return merged
