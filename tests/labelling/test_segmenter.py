@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradsum.errors import ShapeError, UnknownNameError
+from gradsum.errors import GradSUMError, ShapeError, UnknownNameError
 from gradsum.labelling.segmenter import INFERENCE_MODES, Segmenter, predict, window_starts
 
 #: channel → Cityscapes labelId (road, car)
@@ -105,6 +105,8 @@ def test_unknown_mode_lists_the_valid_ones() -> None:
     with pytest.raises(UnknownNameError, match="valid: resize, slide"):
         predict(segmenter(ColourLogits(), (4, 6)), [np.zeros((4, 6, 3), np.uint8)], mode="tile")
     assert INFERENCE_MODES == ("resize", "slide")
+    with pytest.raises(GradSUMError, match="batch_size=0"):
+        predict(segmenter(ColourLogits(), (4, 6)), [np.zeros((4, 6, 3), np.uint8)], batch_size=0)
 
 
 def test_a_frame_that_is_not_uint8_rgb_is_named() -> None:

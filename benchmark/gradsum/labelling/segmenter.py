@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gradsum.errors import ShapeError, UnknownNameError
+from gradsum.errors import GradSUMError, ShapeError, UnknownNameError
 from gradsum.models.inputs import model_input
 from gradsum.utils import default_device
 
@@ -65,7 +65,7 @@ def predict(
             f"unknown inference mode {mode!r} for mode; valid: {', '.join(INFERENCE_MODES)}"
         )
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise GradSUMError(f"batch_size={batch_size}: must be at least 1")
     for index, frame in enumerate(frames):
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ShapeError(
