@@ -123,15 +123,15 @@ def test_a_reader_from_outside_the_package_works_everywhere_a_built_in_one_does(
     assert cli(["check", str(root)]) == 0
     checked = capsys.readouterr().out.splitlines()
     assert checked[0] == f"{root} (toy)"
-    # 12 pixels per split: 7 road, 3 sky, 2 car
-    assert checked[1:5] == ["  test: 2 samples, 2 readable, targets: none", *_shares()]
+    # 12 pixels per split: 7 road (both images), 3 sky (the first), 2 car (the second)
+    assert checked[1:6] == ["  test: 2 samples, 2 readable, targets: none", *_shares()]
     assert checked[-1] == "usable: yes (0 problems)"
 
 
 def _shares() -> list[str]:
-    return [
-        f"    {name:22s} {share:7.2%}" for name, share in [("road", 7 / 12), ("sky", 3 / 12), ("car", 2 / 12)]
-    ]
+    header = f"    {'class':22s} {'pixels':>7s} {'images':>7s}"
+    rows = [("road", 7 / 12, 1.0), ("sky", 3 / 12, 0.5), ("car", 2 / 12, 0.5)]
+    return [header, *(f"    {name:22s} {share:7.2%} {images:7.2%}" for name, share, images in rows)]
 
 
 def test_the_reader_is_gone_once_its_test_ends(tmp_path: Path) -> None:
