@@ -2,9 +2,10 @@
 
 The figures are the report's profile figures drawn for print: the headline figure per task (each
 model's recommended profile: its GradSUM score and its scale-free lift), every model × method profile,
-and every comparison the report shows (same task; the same method across models or the same model
-across methods). They are drawn under seaborn's "paper" context and "ticks" style at a journal's single
-(3.5 in) or double column width.
+every comparison the report shows (same task; the same method across models or the same model
+across methods) and, when the label-quality study ran, its agreement curve against label mIoU. They
+are drawn under seaborn's "paper" context and "ticks" style at a journal's single (3.5 in) or double
+column width.
 
 Fonts: PDF embeds TrueType (Type 42) fonts, which journals accept (Type 3 is often refused) and which
 keep the text selectable. SVG draws glyphs as paths (`svg.fonttype = "path"`): an SVG is used on
@@ -34,8 +35,9 @@ from gradsum.fileio import atomic_directory, atomic_write_bytes
 from gradsum.names import pair_label
 from gradsum.report import plots
 from gradsum.report.findings import SERIES, headline_profiles, meaningful_comparisons, models_by_task
+from gradsum.report.label_quality import agreement_figure, has_study
 from gradsum.report.results import Results, load_results
-from gradsum.report.writer import slug
+from gradsum.report.writer import LABEL_AGREEMENT_STEM, slug
 
 #: Paper formats: vector for the paper (PDF) and slides (SVG), a raster for quick looks.
 PAPER_FORMATS = ("pdf", "svg", "png")
@@ -116,7 +118,8 @@ def _headline(rows: pd.DataFrame, title: str, size: str) -> Figure:
 
 
 def paper_figures(results: Results) -> list[PaperFigure]:
-    """Every figure of the paper set: headline per task, each profile, each shown comparison."""
+    """Every figure of the paper set: headline per task, each profile, each shown comparison, and the
+    label-quality study's agreement curve when the folder holds the study."""
     profiles = results.profiles
     figures = [
         PaperFigure(f"headline_{slug(task)}", partial(_headline, headline_profiles(results, models), task))
@@ -137,6 +140,8 @@ def paper_figures(results: Results) -> list[PaperFigure]:
         )
         for a, b in comparison_sides(results)
     ]
+    if has_study(results):
+        figures.append(PaperFigure(LABEL_AGREEMENT_STEM, partial(agreement_figure, results)))
     return figures
 
 

@@ -24,6 +24,7 @@ from gradsum.report.findings import (
     meaningful_comparisons,
     recommendations,
 )
+from gradsum.report.label_quality import label_quality_section
 from gradsum.report.page import paragraph, scroll, table, verdict_span
 from gradsum.report.plots import label
 from gradsum.report.results import Results
@@ -60,6 +61,7 @@ SECTIONS = (
     ("findings", "Findings"),
     ("trust", "Trust"),
     ("shortcuts", "Shortcuts"),
+    ("labels", "Label quality"),
     ("profiles", "Profiles"),
     ("comparisons", "Comparisons"),
     ("models", "Models"),
@@ -70,7 +72,7 @@ SECTIONS = (
 
 #: Sections left off the page (and its navigation) when they have neither text nor figures: their check
 #: did not run, and an empty heading would suggest it had found nothing.
-OPTIONAL_SECTIONS = frozenset({"shortcuts"})
+OPTIONAL_SECTIONS = frozenset({"shortcuts", "labels"})
 
 
 @dataclass(frozen=True)
@@ -552,6 +554,7 @@ _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
     "models": models_section,
     "trust": trust_section,
     "shortcuts": shortcuts_section,
+    "labels": label_quality_section,
     "profiles": profiles_section,
     "comparisons": comparisons_section,
     "attention": attention_section,
@@ -560,8 +563,8 @@ _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
 
 
 #: Sections whose figures come before their text: the headline figure is compact and the findings table
-#: runs long, so both fit the first screen only in this order.
-FIGURES_FIRST = frozenset({"findings"})
+#: runs long, so both fit the first screen only in this order; the label study leads with its curve.
+FIGURES_FIRST = frozenset({"findings", "labels"})
 
 
 def render_html(results: Results, plots: Sequence[Plot]) -> str:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from gradsum.contract import MANIFEST, PLOTS, REPORT
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from gradsum.progress import Heartbeat
-from gradsum.report import plots, shortcut
+from gradsum.report import label_quality, plots, shortcut
 from gradsum.report.findings import SERIES, best_methods, headline_profiles, models_by_task
 from gradsum.report.html import Plot, render_html, verdict_labels
 from gradsum.report.results import Results, folder_checksums, load_results, read_results
@@ -23,6 +23,8 @@ from gradsum.report.results import Results, folder_checksums, load_results, read
 log = logging.getLogger(__name__)
 
 OVERLAY_STEM = "overlay"
+#: The label-quality study's curve, in plots/ and in the paper set.
+LABEL_AGREEMENT_STEM = "label_agreement"
 #: The hybrid ViT panel: (role, method names that fill it, first present wins), in panel order.
 #: Names follow the run configs: `gradcam_tokenizer` is GradCAM on the tokenizer, `split` the combined map.
 HYBRID_PANEL = (
@@ -162,7 +164,7 @@ def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -
             )
         )
     pending += _attention_plots(results)
-    return pending + _trust_plots(results) + _shortcut_plots(results)
+    return pending + _trust_plots(results) + _shortcut_plots(results) + _label_plots(results)
 
 
 def _model_names(table: pd.DataFrame | None) -> list[str]:
@@ -229,6 +231,22 @@ def _shortcut_plots(results: Results) -> list[PendingPlot]:
             )
         )
     return pending
+
+
+def _label_plots(results: Results) -> list[PendingPlot]:
+    """The Label quality section's curve: profile agreement against label mIoU (when the study ran)."""
+    if not label_quality.has_study(results):
+        return []
+    return [
+        PendingPlot(
+            "labels",
+            LABEL_AGREEMENT_STEM,
+            f"each profile's Spearman ρ with its exact-label profile ({label_quality.LEVEL} image-bootstrap CI) "
+            "against the labels' mIoU, one panel per model; marker: how the level's labels were made; "
+            "dashed: the agreement floor; dotted: the mIoU below which the method's profile stopped agreeing",
+            lambda: label_quality.agreement_figure(results),
+        )
+    ]
 
 
 def _attention_plots(results: Results) -> list[PendingPlot]:
