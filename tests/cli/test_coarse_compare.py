@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from gradsum.cli import main
@@ -72,17 +71,9 @@ def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "",
     ]
     assert main([*fine, "--device", "cpu", "--out", str(root / "fine")]) == 0
-    # gtCoarse: the same frames through the kind named in a run config
-    config = {
-        "name": "coarse",
-        "truthset": {"path": str(data), "split": "val", "kind": "cityscapes-coarse"},
-        "models": [{"name": "tiny", "checkpoint": str(root / "tiny")}],
-        "methods": [{"method": "gradcam"}],
-        "evaluation": {"checks": []},
-        "device": "cpu",
-    }
-    (root / "coarse.yaml").write_text(yaml.safe_dump(config))
-    assert main(["run", "--config", str(root / "coarse.yaml"), "--out", str(root / "coarse")]) == 0
+    # gtCoarse: the same frames through the coarse reader named on the command line
+    coarse = [*fine, "--kind", "cityscapes-coarse"]
+    assert main([*coarse, "--device", "cpu", "--out", str(root / "coarse")]) == 0
     return root
 
 

@@ -21,6 +21,11 @@ def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spec", help="plug-in spec for the folder: a built-in name (gradsum truthsets) or a file"
     )
+    parser.add_argument(
+        "--kind",
+        help="truth-set reader (gradsum truthsets), e.g. cityscapes-coarse for gtCoarse beside gtFine "
+        "(default: detected from the folder)",
+    )
     parser.add_argument("--limit", type=int, help="attribute at most this many images")
     parser.add_argument("--normalise", default="minmax", help="minmax, raw or sum (default minmax)")
     parser.add_argument("--resolution", default="label", help="label (upsample maps) or grid (default label)")
@@ -75,7 +80,9 @@ def _run(args: argparse.Namespace) -> int:
     models = tuple(ModelConfig(name=Path(m).name, checkpoint=m) for m in args.model)
     config = RunConfig(
         name=f"profile-{models[0].name}",
-        truthset=TruthSetConfig(path=args.truthset, split=args.split, limit=args.limit, spec=args.spec),
+        truthset=TruthSetConfig(
+            path=args.truthset, split=args.split, limit=args.limit, kind=args.kind, spec=args.spec
+        ),
         models=models,
         methods=tuple(PlannedMethod(method=m, layer=args.layer) for m in args.method or ["gradcam"]),
         normalise=args.normalise,
