@@ -33,8 +33,10 @@ from gradsum.report.html import render_html
 from gradsum.report.label_quality import (
     agreement_figure,
     category_spread,
+    headline_sentence,
     label_quality_section,
     largest_class_changes,
+    threshold_sentence,
     verdict_counts,
 )
 from gradsum.report.plots import COLUMN_WIDTHS
@@ -222,16 +224,33 @@ def test_each_profile_has_its_threshold_sentence(page: str) -> None:
     section = _section(page)
     assert (
         "pilotnet · gradcam: the profile agrees (Spearman CI lower bound ≥ 0.9) with labels of mIoU above "
-        "0.700; at mIoU 0.700 its CI fell below 0.9, and the 2 level(s) of higher mIoU stayed at or above it."
+        "0.700 (the 2 level(s) tested there); at label mIoU 0.700 its Spearman CI lower bound fell below 0.9."
     ) in section
     assert (
-        "vit · gradcam: the profile agrees (Spearman CI lower bound ≥ 0.9) with labels of mIoU above 0.800"
+        "vit · gradcam: the profile agrees (Spearman CI lower bound ≥ 0.9) with labels of mIoU above 0.800 (the 1 level(s)"
         in section
     )
     assert (
         "vit · gradrollout: the profile agreed with the exact-label profile (Spearman CI lower bound ≥ 0.9) "
         "at every level tested, down to label mIoU 0.600."
     ) in section
+
+
+def test_a_profile_failing_at_the_best_labels_tested_claims_no_threshold(study_folder: Path) -> None:
+    # pilotnet · gradcam now falls below the floor at the best level too (mIoU 0.9): nothing tested agrees above it
+    agreement = _agreement()
+    first = (agreement["model"] == "pilotnet") & (agreement["level"] == "erode_k1")
+    agreement.loc[first, "spearman_ci_low"] = 0.85
+    thresholds = _thresholds().assign(miou_threshold=[0.9, 0.8, math.nan])
+    row = thresholds.iloc[0].to_dict()
+    assert threshold_sentence(row, agreement) == (
+        "pilotnet · gradcam: at label mIoU 0.900 its Spearman CI lower bound fell below 0.9, and no better "
+        "labels were tested: they must be better than mIoU 0.900, by how much this study cannot tell."
+    )
+    assert headline_sentence(load_results(study_folder), thresholds, agreement).startswith(
+        "How good labels must be on this set: better than label mIoU 0.900, the best labels tested, at which "
+        "pilotnet · gradcam's profile fell below the floor (0.9)"
+    )
 
 
 def test_the_headline_threshold_is_the_highest_over_the_headline_methods(page: str) -> None:
@@ -259,7 +278,7 @@ def test_the_largest_class_changes_by_relative_change() -> None:
     top = largest_class_changes(_classes(), top=2)
     assert top["class"].tolist() == ["sky", "road"]
     assert top["relative change"].tolist() == [-0.8, 0.5]
-    assert top["per-image change [95% CI]"].tolist() == ["-0.40 [-0.50, -0.30]", "0.20 [0.10, 0.30]"]
+    assert top["per-image change [95% CI]"].tolist() == ["-0.4 [-0.5, -0.3]", "0.2 [0.1, 0.3]"]
     # the infinite relative change (an exact score of 0) is never ranked
     assert "vegetation" not in set(largest_class_changes(_classes())["class"])
 

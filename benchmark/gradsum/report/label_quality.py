@@ -26,7 +26,7 @@ from gradsum.aggregation.label_quality import CONFIDENCE
 from gradsum.contract import LABEL_AGREEMENT
 from gradsum.errors import ResultsError
 from gradsum.report.findings import best_methods
-from gradsum.report.page import paragraph, scroll, table, verdict_span, with_ci
+from gradsum.report.page import paragraph, scroll, table, verdict_span
 from gradsum.report.plots import COLUMN_WIDTHS, label
 from gradsum.report.results import Results
 
@@ -35,6 +35,8 @@ from gradsum.report.results import Results
 MARKERS = ("s", "^", "v", "o", "D", "P", "X", "*", "h", "<", ">")
 #: Panels per row of the agreement figure at each column width.
 PANEL_COLUMNS = {"single": 2, "double": 3}
+#: Inches: a panel is at most this tall, so that one or two models do not fill a page.
+MAX_PANEL_HEIGHT = 2.6
 #: Text size and legend columns of the agreement figure at each column width (report and paper alike).
 FONTSIZES = {"single": 6, "double": 7}
 LEGEND_COLUMNS = {"single": 3, "double": 5}
@@ -177,7 +179,8 @@ def agreement_figure(results: Results, size: str = "double") -> Figure:
     columns = min(len(models), PANEL_COLUMNS[size])
     rows = math.ceil(len(models) / columns)
     width = COLUMN_WIDTHS[size]
-    fig = Figure(figsize=(width, 0.75 * width / columns * rows + 0.8), layout="constrained")
+    panel_height = min(0.75 * width / columns, MAX_PANEL_HEIGHT)
+    fig = Figure(figsize=(width, panel_height * rows + 0.8), layout="constrained")
     axes = list(fig.subplots(rows, columns, squeeze=False, sharey=True).ravel())
     for ax in axes[len(models) :]:
         ax.set_axis_off()
@@ -200,15 +203,20 @@ def agreement_figure(results: Results, size: str = "double") -> Figure:
     return fig
 
 
-def _above(agreement: pd.DataFrame, model: str, method: str, miou: float) -> pd.DataFrame:
+def ranked_above(agreement: pd.DataFrame, model: str, method: str, miou: float) -> tuple[int, int]:
+    """(ranked, unranked): how many levels of label mIoU above `miou` one model × method has, with and
+    without a Spearman CI (a level whose resamples could not be ranked has none)."""
     rows = agreement[(agreement["model"].astype(str) == model) & (agreement["method"].astype(str) == method)]
-    return rows[rows["miou"] > miou]
+    above = rows[rows["miou"] > miou]
+    ranked = int(above["spearman_ci_low"].notna().sum())
+    return ranked, len(above) - ranked
 
 
 def threshold_sentence(row: Mapping[str, Any], agreement: pd.DataFrame) -> str:
     """What one model × method's threshold says: the mIoU of the best level at which its profile's CI fell
-    below the floor and how the levels above it fared, or that every level tested agreed."""
-    name, floor = label(str(row["model"]), str(row["method"])), float(row["agreement"])
+    below the floor and how many levels above it agreed, or that every level tested agreed."""
+    model, method, floor = str(row["model"]), str(row["method"]), float(row["agreement"])
+    name = label(model, method)
     threshold, lowest = float(row["miou_threshold"]), float(row["lowest_miou_agreeing"])
     if not math.isfinite(threshold):
         if not math.isfinite(lowest):
@@ -217,20 +225,21 @@ def threshold_sentence(row: Mapping[str, Any], agreement: pd.DataFrame) -> str:
             f"{name}: the profile agreed with the exact-label profile (Spearman CI lower bound ≥ {floor:g}) "
             f"at every level tested, down to label mIoU {lowest:.3f}."
         )
-    above = _above(agreement, str(row["model"]), str(row["method"]), threshold)
-    ranked = above["spearman_ci_low"].notna()
-    if above.empty:
-        rest = "no level tested had a higher mIoU"
-    else:
-        rest = f"the {int(ranked.sum())} level(s) of higher mIoU stayed at or above it"
-        rest += f" ({int((~ranked).sum())} could not be ranked)" if (~ranked).any() else ""
+    failed = f"at label mIoU {threshold:.3f} its Spearman CI lower bound fell below {floor:g}"
+    ranked, unranked = ranked_above(agreement, model, method, threshold)
+    skipped = f"; {unranked} level(s) above could not be ranked" if unranked else ""
+    if not ranked:
+        return (
+            f"{name}: {failed}, and no better labels were tested{skipped}: they must be better than "
+            f"mIoU {threshold:.3f}, by how much this study cannot tell."
+        )
     return (
         f"{name}: the profile agrees (Spearman CI lower bound ≥ {floor:g}) with labels of mIoU above "
-        f"{threshold:.3f}; at mIoU {threshold:.3f} its CI fell below {floor:g}, and {rest}."
+        f"{threshold:.3f} (the {ranked} level(s) tested there{skipped}); {failed}."
     )
 
 
-def headline_sentence(results: Results, thresholds: pd.DataFrame) -> str:
+def headline_sentence(results: Results, thresholds: pd.DataFrame, agreement: pd.DataFrame) -> str:
     """How good labels must be on this set: the highest threshold over each model's headline method."""
     best = best_methods(results)
     shown = thresholds[
@@ -248,10 +257,17 @@ def headline_sentence(results: Results, thresholds: pd.DataFrame) -> str:
             f"mIoU {float(shown['lowest_miou_agreeing'].max()):.3f}."
         )
     worst = failing.loc[failing["miou_threshold"].idxmax()]
+    model, method, threshold = str(worst["model"]), str(worst["method"]), float(worst["miou_threshold"])
+    if not ranked_above(agreement, model, method, threshold)[0]:
+        return (
+            f"How good labels must be on this set: better than label mIoU {threshold:.3f}, the best labels "
+            f"tested, at which {label(model, method)}'s profile fell below the floor ({floor:g}) among the "
+            f"headline profiles ({names}); how much better, this study cannot tell."
+        )
     return (
-        f"How good labels must be on this set: at every level tested above label mIoU "
-        f"{float(worst['miou_threshold']):.3f}, every headline profile ({names}) agreed with its exact-label profile (Spearman CI lower bound ≥ "
-        f"{floor:g}); the highest threshold is {label(str(worst['model']), str(worst['method']))}'s."
+        f"How good labels must be on this set: at every level tested above label mIoU {threshold:.3f}, every "
+        f"headline profile ({names}) agreed with its exact-label profile (Spearman CI lower bound ≥ "
+        f"{floor:g}); the highest threshold is {label(model, method)}'s."
     )
 
 
@@ -294,6 +310,14 @@ def changed_verdicts(verdicts: pd.DataFrame) -> str:
     return scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def change_text(value: float, low: float, high: float) -> str:
+    """ "value [low, high]" at three significant digits ("—" without a value): scores are small, and two
+    decimals would round most changes to 0.00."""
+    if not math.isfinite(value):
+        return "—"
+    return f"{value:.3g} [{low:.3g}, {high:.3g}]"
+
+
 def largest_class_changes(classes: pd.DataFrame, top: int = TOP_CLASS_CHANGES) -> pd.DataFrame:
     """The `top` class profile changes largest in |relative change| over every level × model × method."""
     finite = classes[np.isfinite(classes["relative_change"].to_numpy(float))]
@@ -309,7 +333,12 @@ def largest_class_changes(classes: pd.DataFrame, top: int = TOP_CLASS_CHANGES) -
             "exact-label score": chosen["exact"],
             "level's score": chosen["degraded"],
             "relative change": chosen["relative_change"],
-            f"per-image change [{LEVEL} CI]": [with_ci(r, "change") for r in chosen.itertuples(index=False)],
+            f"per-image change [{LEVEL} CI]": [
+                change_text(v, lo, hi)
+                for v, lo, hi in zip(
+                    chosen["change"], chosen["change_ci_low"], chosen["change_ci_high"], strict=True
+                )
+            ],
             "images": chosen["images"],
         }
     )
@@ -388,7 +417,7 @@ def label_quality_section(results: Results) -> str:
         ""
         if thresholds is None
         else "".join(paragraph(threshold_sentence(r, agreement)) for r in thresholds.to_dict("records"))
-        + paragraph(headline_sentence(results, thresholds), "recommendation")
+        + paragraph(headline_sentence(results, thresholds, agreement), "recommendation")
     )
     levels = _table(results.label_levels)
     levels_part = "" if levels is None else table(levels_table(levels))

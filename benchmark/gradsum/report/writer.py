@@ -243,7 +243,8 @@ def _label_plots(results: Results) -> list[PendingPlot]:
             LABEL_AGREEMENT_STEM,
             f"each profile's Spearman ρ with its exact-label profile ({label_quality.LEVEL} image-bootstrap CI) "
             "against the labels' mIoU, one panel per model; marker: how the level's labels were made; "
-            "dashed: the agreement floor; dotted: the mIoU below which the method's profile stopped agreeing",
+            "dashed: the agreement floor; dotted, in a method's colour: its threshold, the best label mIoU at "
+            "which its profile fell below the floor",
             lambda: label_quality.agreement_figure(results),
         )
     ]
