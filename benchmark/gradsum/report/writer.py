@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,17 @@ from gradsum.contract import MANIFEST, PLOTS, REPORT
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from gradsum.progress import Heartbeat
 from gradsum.report import label_quality, plots, shortcut
+from gradsum.report import overlays as frame_overlays
 from gradsum.report.findings import SERIES, best_methods, headline_profiles, models_by_task
 from gradsum.report.html import Plot, render_html, verdict_labels
+from gradsum.report.input_data import Thumbnail, outlier_cutoffs, shown_outliers, thumbnail_caption
 from gradsum.report.results import Results, folder_checksums, load_results, read_results
 
 log = logging.getLogger(__name__)
 
 OVERLAY_STEM = "overlay"
+#: The input-data section's outlier thumbnails: `plots/outlier_<model>_<rank>.png`, rank 0 the farthest.
+OUTLIER_STEM = "outlier"
 #: The label-quality study's curve, in plots/ and in the paper set.
 LABEL_AGREEMENT_STEM = "label_agreement"
 #: The hybrid ViT panel: (role, method names that fill it, first present wins), in panel order.
@@ -130,7 +134,45 @@ def comparison_plots(results: Results) -> list[PendingPlot]:
     return pending
 
 
-def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -> list[PendingPlot]:
+def outlier_stems(results: Results) -> Iterator[tuple[str, str, pd.Series]]:
+    """(file stem, caption, input_data row) of each outlier thumbnail the report shows, in order."""
+    if results.input_data is None or results.input_data.empty:
+        return
+    cutoffs = outlier_cutoffs(results.input_data)
+    shown = shown_outliers(results.input_data)
+    ranks = shown.groupby("model", sort=False).cumcount()
+    for (_, row), rank in zip(shown.iterrows(), ranks, strict=True):
+        stem = f"{OUTLIER_STEM}_{slug(str(row['model']))}_{rank}"
+        yield stem, thumbnail_caption(row, cutoffs), row
+
+
+def outlier_plots(results: Results, thumbnails: Sequence[Thumbnail]) -> list[PendingPlot]:
+    """The outlier thumbnails the pipeline drew frames and maps for, in the order the section lists them."""
+    drawn = {(t.model, t.method, t.image): t for t in thumbnails}
+    pending = []
+    for stem, caption, row in outlier_stems(results):
+        thumbnail = drawn.get((str(row["model"]), str(row["method"]), str(row["image"])))
+        if thumbnail is not None:
+            pending.append(
+                PendingPlot(
+                    "input_data",
+                    stem,
+                    caption,
+                    lambda t=thumbnail: frame_overlays.labelled_overlay_figure(  # type: ignore[misc]
+                        t.frame, t.labels, t.heat, f"{t.image} · {plots.label(t.model, t.method)}"
+                    ),
+                    # photographs: an SVG would only wrap the same pixels
+                    formats=("png",),
+                )
+            )
+    return pending
+
+
+def pending_plots(
+    results: Results,
+    overlays: plots.OverlayData | None = None,
+    thumbnails: Sequence[Thumbnail] = (),
+) -> list[PendingPlot]:
     """Every figure the report shows for this folder, in report order."""
     profiles = results.profiles
     verdicts = verdict_labels(results)
@@ -164,7 +206,13 @@ def pending_plots(results: Results, overlays: plots.OverlayData | None = None) -
             )
         )
     pending += _attention_plots(results)
-    return pending + _trust_plots(results) + _shortcut_plots(results) + _label_plots(results)
+    return (
+        pending
+        + _trust_plots(results)
+        + _shortcut_plots(results)
+        + _label_plots(results)
+        + outlier_plots(results, thumbnails)
+    )
 
 
 def _model_names(table: pd.DataFrame | None) -> list[str]:
@@ -294,6 +342,7 @@ def write_report(
     results_dir: str | Path,
     *,
     overlays: plots.OverlayData | None = None,
+    thumbnails: Sequence[Thumbnail] | None = None,
     manifest: Mapping[str, Any] | None = None,
 ) -> Path:
     """Validate a results folder, (re)write its plots and report.html, and bring the manifest up to date.
@@ -302,7 +351,8 @@ def write_report(
     refreshed (`gradsum report`). With it (the pipeline, whose manifest comes last), the tables are
     checked for columns and `manifest` is written with the checksums of every file in the folder.
     Everything is drawn in memory before any file is replaced, so a failure leaves the old files.
-    Without `overlays`, an overlay grid already under plots/ is embedded as it is.
+    Without `overlays`, an overlay grid already under plots/ is embedded as it is; without `thumbnails`
+    (the outliers' frames and maps, which only the pipeline has), so are the outlier thumbnails.
     """
     if manifest is None:
         results = load_results(results_dir)
@@ -311,7 +361,7 @@ def write_report(
     folder = results.path
     drawn: dict[str, bytes] = {}
     shown: list[Plot] = []
-    pending = pending_plots(results, overlays)
+    pending = pending_plots(results, overlays, thumbnails or ())
     heartbeat = Heartbeat("report", len(pending), unit="figures")
     for item in pending:
         heartbeat.add()
@@ -324,6 +374,9 @@ def write_report(
             Plot("overlays", f"samples ({path.name})", path.read_bytes())
             for path in sorted((folder / PLOTS).glob(f"{OVERLAY_STEM}*.png"))
         ]
+    if thumbnails is None:
+        saved = [(folder / PLOTS / f"{stem}.png", caption) for stem, caption, _ in outlier_stems(results)]
+        shown += [Plot("input_data", caption, path.read_bytes()) for path, caption in saved if path.is_file()]
     page = render_html(results, shown)
     for relative, data in drawn.items():
         atomic_write_bytes(folder / relative, data)
