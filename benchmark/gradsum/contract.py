@@ -277,7 +277,14 @@ LABEL_CATEGORIES = TableSchema(
     ),
 )
 #: The study's tables, in the order the report reads them.
-LABEL_TABLES = (LABEL_LEVELS, LABEL_AGREEMENT, LABEL_THRESHOLDS, LABEL_CLASSES, LABEL_VERDICTS, LABEL_CATEGORIES)
+LABEL_TABLES = (
+    LABEL_LEVELS,
+    LABEL_AGREEMENT,
+    LABEL_THRESHOLDS,
+    LABEL_CLASSES,
+    LABEL_VERDICTS,
+    LABEL_CATEGORIES,
+)
 #: The tables a results folder may hold besides the checks' own, in the order the report reads them.
 CORE_TABLES = (
     PER_IMAGE,

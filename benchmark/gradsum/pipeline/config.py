@@ -240,7 +240,9 @@ def check_label_study(config: RunConfig, where: str) -> None:
     if settings is None:
         return
     if not config.evaluation.checks:
-        raise SpecError(f"{where}: the study runs on the evaluated images; evaluation.checks must name a check")
+        raise SpecError(
+            f"{where}: the study runs on the evaluated images; evaluation.checks must name a check"
+        )
     for i, entry in enumerate(settings.degradations):
         try:
             degradation(entry.name, **entry.params)
