@@ -15,7 +15,7 @@ from scipy import stats
 
 from gradsum.aggregation.label_quality import profile
 from gradsum.attribution import attribute
-from gradsum.contract import LABEL_TABLES, TRUST, read_table
+from gradsum.contract import LABEL_TABLES, REPORT, TRUST, read_table
 from gradsum.errors import SpecError, UnknownNameError
 from gradsum.labelling.metrics import confusion_matrix, scores
 from gradsum.models import load_model
@@ -28,7 +28,6 @@ from gradsum.truthsets.degrade import DEGRADATIONS, Degradation, degradation, re
 from gradsum.truthsets.labels import CITYSCAPES
 
 
-@register_degradation("unchanged")
 @dataclass(frozen=True)
 class Unchanged(Degradation):
     """The known-answer level: the exact labels themselves (nothing may change)."""
@@ -46,6 +45,8 @@ class Unchanged(Degradation):
 
 @pytest.fixture(scope="module", autouse=True)
 def _unchanged_registered() -> Iterator[None]:
+    # registered for this module's tests only: the degradations' own tests list the registry
+    register_degradation("unchanged")(Unchanged)
     yield
     DEGRADATIONS.unregister("unchanged")
 
@@ -91,7 +92,9 @@ def test_config_refuses_unknown_names_and_a_study_without_evaluated_images(tmp_p
         config_from_dict(study_config(tmp_path, {"degradations": [{"name": "erodes"}]}))
     with pytest.raises(SpecError, match=r"labels\.degradations\[0\].*'k'"):
         config_from_dict(study_config(tmp_path, {"degradations": [{"name": "erode", "params": {"k": 0}}]}))
-    with pytest.raises(UnknownNameError, match=r"labels\.pseudo\.architecture.*valid: .*lraspp_mobilenet_v3_large"):
+    with pytest.raises(
+        UnknownNameError, match=r"labels\.pseudo\.architecture.*valid: .*lraspp_mobilenet_v3_large"
+    ):
         config_from_dict(study_config(tmp_path, {"pseudo": {"architecture": "unet"}}))
     with pytest.raises(SpecError, match=r"labels: .*evaluation\.checks"):
         config_from_dict(
@@ -174,6 +177,9 @@ def test_unchanged_labels_change_no_verdict(study: tuple[Path, dict[str, pd.Data
     assert len(same) == len(trust) * len(columns)
     assert not same["changed"].any()
     assert set(verdicts["level"]) == {"unchanged", "erode_2", "pseudo_2"}
+    # the run's own labels are the annotated (rendered) ones: the report gives no predicted-label warning
+    report = (folder / REPORT).read_text()
+    assert 'id="labels"' in report and "labels of this truth set are predicted" not in report
 
 
 def test_the_threshold_is_read_off_the_agreement_curve(

@@ -166,7 +166,12 @@ def test_agreement_falls_with_dilation_and_coverage_with_erosion() -> None:
 
 @pytest.mark.parametrize("name", DEGRADATIONS.names())
 def test_every_degradation_keeps_shape_dtype_and_names_its_level(name: str) -> None:
-    params = {"erode": {"k": 2}, "dilate": {"k": 2}, "coarse": {"tolerance": 2.0, "band": 1}}[name]
+    params = {
+        "erode": {"k": 2},
+        "dilate": {"k": 2},
+        "coarse": {"tolerance": 2.0, "band": 1},
+        "jitter": {"p": 0.5},
+    }[name]
     made = degradation(name, **params)
     assert isinstance(made, Degradation) and made.name == name
     out = made(square_and_disc())
@@ -178,11 +183,12 @@ def test_levels() -> None:
     assert degradation("erode", k=2).level == "erode_2"
     assert degradation("dilate", k=3).level == "dilate_3"
     assert degradation("coarse", tolerance=4, band=2).level == "coarse_t4_b2"
+    assert degradation("jitter", p=0.25).level == "jitter_p0.25_w1"
 
 
 def test_bad_names_parameters_and_inputs_are_refused() -> None:
     with pytest.raises(
-        UnknownNameError, match=r"unknown label degradation 'erosion'.*valid: coarse, dilate, erode"
+        UnknownNameError, match=r"unknown label degradation 'erosion'.*valid: coarse, dilate, erode, jitter"
     ):
         degradation("erosion", k=1)
     with pytest.raises(SpecError, match=r"degradation 'erode': field 'k' must be at least 1, got 0"):
@@ -191,10 +197,43 @@ def test_bad_names_parameters_and_inputs_are_refused() -> None:
         degradation("dilate", k=1.5)
     with pytest.raises(SpecError, match=r"field 'band' must be at least 0, got -1"):
         degradation("coarse", tolerance=1.0, band=-1)
+    with pytest.raises(SpecError, match=r"field 'p' must be at most 1, got 1.5"):
+        degradation("jitter", p=1.5)
     with pytest.raises(SpecError, match=r"unknown field 'radius'"):
         degradation("erode", radius=1)
     with pytest.raises(ShapeError, match=r"labels: expected an \(H, W\) uint8 array"):
         degradation("erode", k=1)(np.zeros((4, 4), dtype=np.int64))
+
+
+def test_jitter_with_p_zero_is_the_identity_and_is_seeded() -> None:
+    labels = square_and_disc()
+    np.testing.assert_array_equal(degradation("jitter", p=0.0)(labels), labels)
+    once, again = degradation("jitter", p=0.5)(labels), degradation("jitter", p=0.5)(labels)
+    np.testing.assert_array_equal(once, again)
+    assert not np.array_equal(once, degradation("jitter", p=0.5, seed=1)(labels))
+
+
+def test_jitter_moves_only_boundary_pixels_and_only_to_a_neighbour_s_id() -> None:
+    labels = square_and_disc()
+    out = degradation("jitter", p=1.0, width=2)(labels)
+    changed = out != labels
+    assert changed.any() and not (changed & ~near_boundary(labels, 2)).any()
+    for row, col in zip(*np.nonzero(changed), strict=True):
+        window = labels[max(row - 2, 0) : row + 3, max(col - 2, 0) : col + 3]
+        assert out[row, col] in window
+
+
+def test_jitter_on_a_straight_boundary_changes_a_third_of_its_two_columns() -> None:
+    # left half road, right half car: a pixel of either boundary column draws one of 9 neighbours, 3 of
+    # them across the boundary, so with p = 1 each changes with probability 1/3 (and p = 0.5 halves it)
+    labels = np.full((3000, 8), ROAD, dtype=np.uint8)
+    labels[:, 4:] = CAR
+    for p, expected in ((1.0, 1 / 3), (0.5, 1 / 6)):
+        out = degradation("jitter", p=p)(labels)
+        changed = out != labels
+        assert not changed[:, [0, 1, 2, 5, 6, 7]].any()
+        # 6,000 boundary pixels: the binomial standard deviation is under 0.007
+        assert changed[:, 3:5].mean() == pytest.approx(expected, abs=0.03)
 
 
 def test_categories_follow_cityscapes() -> None:

@@ -12,6 +12,8 @@ image edge is no class boundary, as annotators leave no void along the frame.
 - `coarse(tolerance, band, min_area)`: Cityscapes' gtCoarse in miniature: each region outlined, its outline
   simplified, re-filled, and an unlabelled band along every boundary of the exact labels.
 - `erode(k)` / `dilate(k)`: every class shrinks (into void) / grows (over its neighbours) by k px.
+- `jitter(p, width)`: boundary noise; a pixel near an outline takes a random neighbour's class with
+  probability p (gentler than a whole pixel of erosion or dilation, which at 96×192 erases thin classes).
 - granularity: `category_labels` merges ids into Cityscapes' categories, each written as one class id
   (`CATEGORY_IDS`), so a profile over categories is scored like one over classes; it answers what a
   category profile hides, not how labels degrade, so it is no entry of `DEGRADATIONS`.
@@ -20,6 +22,7 @@ image edge is no class boundary, as annotators leave no void along the frame.
 from __future__ import annotations
 
 import abc
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -161,6 +164,49 @@ class Dilate(Degradation):
         for class_id, mask in regions:
             # edt of the complement: every pixel's distance to the nearest pixel of the class
             out[ndimage.distance_transform_edt(~mask) <= self.k] = class_id
+        return out
+
+
+@register_degradation("jitter")
+@dataclass(frozen=True)
+class Jitter(Degradation):
+    """Boundary noise: each pixel within `width` px of another id takes, with probability `p`, the id of a
+    pixel drawn uniformly from the (2·width + 1)² square around it (itself included, clipped at the frame).
+
+    An annotator's hand wandering along outlines, unbiased in direction: no class grows or shrinks on
+    average, and nothing becomes void, so it degrades labels more gently than a whole pixel of erosion or
+    dilation. The draw is seeded by `seed` and the label map's bytes: a map always degrades the same way.
+    """
+
+    p: float
+    width: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self.name, "p", self.p, 0)
+        if self.p > 1:
+            raise SpecError(f"degradation {self.name!r}: field 'p' must be at most 1, got {self.p!r}")
+        _positive(self.name, "width", self.width, 1)
+
+    @property
+    def level(self) -> str:
+        return f"jitter_p{self.p:g}_w{self.width}"
+
+    def describe(self) -> str:
+        return (
+            f"boundary noise: a pixel within {self.width} px of another class takes a random neighbour's "
+            f"class (within {self.width} px) with probability {self.p:g}"
+        )
+
+    def degrade(self, labels: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, zlib.crc32(labels.tobytes())])
+        rows, cols = np.nonzero(near_boundary(labels, self.width) & (rng.random(labels.shape) < self.p))
+        shift = rng.integers(-self.width, self.width + 1, size=(2, rows.size))
+        height, width = labels.shape
+        out = labels.copy()
+        out[rows, cols] = labels[
+            np.clip(rows + shift[0], 0, height - 1), np.clip(cols + shift[1], 0, width - 1)
+        ]
         return out
 
 
