@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gradsum.aggregation import compare_all, profiles
+from gradsum.aggregation.outliers import input_data_table
 from gradsum.attribution.precision import resolve_precision
 from gradsum.contract import REPORT
 from gradsum.evaluation import ground_truth_table, run_checks
@@ -24,8 +25,16 @@ from gradsum.fileio import atomic_directory
 from gradsum.pipeline.config import RunConfig
 from gradsum.pipeline.distributed import World, joined
 from gradsum.pipeline.inputs import check_names, ensure_model, ensure_truthset, open_configured
+from gradsum.pipeline.label_quality import label_study, write_label_tables
 from gradsum.pipeline.outputs import frame_sizes, manifest, write_tables
-from gradsum.pipeline.profiler import FRAMES, PER_IMAGE, ShardProfiler, overlay_data
+from gradsum.pipeline.profiler import (
+    FRAMES,
+    PER_IMAGE,
+    VOIDS,
+    ShardProfiler,
+    outlier_thumbnails,
+    overlay_data,
+)
 from gradsum.pipeline.shards import (
     ShardPlan,
     attribute_shards,
@@ -119,11 +128,22 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
         comparisons = compare_all(per_image) if len(combos) > 1 else None
         truth = ground_truth_table(profile_table, {m.name: m.task for m in models}, truthset.causes)
         overlays = overlay_data(config, truthset, models, count, device)
+        # shards written before void shares were kept have none: their folder gets no input_data table
+        input_data = input_data_table(per_image, tables[VOIDS]) if VOIDS in tables else None
+        thumbnails = (
+            outlier_thumbnails(config, truthset, models, input_data, tables[FRAMES], device)
+            if input_data is not None
+            else None
+        )
 
     trust = None
     if evaluation is not None:
         with stage("evaluation"):
             trust = run_checks(evaluation, config.evaluation.checks)
+    study = None
+    if evaluation is not None and config.labels is not None:
+        with stage("label quality"):
+            study = label_study(config, evaluation, trust, truthset_root, device)
 
     with stage("report"), atomic_directory(target_dir, overwrite=True) as staging:
         write_tables(
@@ -136,6 +156,7 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
             models,
             config.bootstrap_resamples,
             config.seed,
+            input_data,
         )
         recorded = manifest(config, truthset, models, started, stage.timings, device) | {
             "shards": {"size": plan.size, "count": plan.shards, "processes": world.size},
@@ -145,7 +166,10 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
         if trust is not None:
             write_trust_tables(staging, trust)
             recorded |= {"trust_tables": sorted(trust.tables()), "evaluation_seconds": trust.seconds}
-        write_report(staging, overlays=overlays, manifest=recorded)
+        if study is not None:
+            write_label_tables(staging, study)
+            recorded |= {"label_tables": sorted(study)}
+        write_report(staging, overlays=overlays, thumbnails=thumbnails, manifest=recorded)
     work.remove()
     log.info("report: %s", target_dir / REPORT)
     return target_dir

@@ -24,6 +24,7 @@ from gradsum.report.findings import (
     meaningful_comparisons,
     recommendations,
 )
+from gradsum.report.input_data import input_data_section
 from gradsum.report.label_quality import label_quality_section
 from gradsum.report.page import paragraph, scroll, table, verdict_span
 from gradsum.report.plots import label
@@ -66,13 +67,14 @@ SECTIONS = (
     ("comparisons", "Comparisons"),
     ("models", "Models"),
     ("attention", "Attention diagnostics"),
+    ("input_data", "Issues in the input data"),
     ("overlays", "Samples"),
     ("configuration", "Configuration"),
 )
 
 #: Sections left off the page (and its navigation) when they have neither text nor figures: their check
 #: did not run, and an empty heading would suggest it had found nothing.
-OPTIONAL_SECTIONS = frozenset({"shortcuts", "labels"})
+OPTIONAL_SECTIONS = frozenset({"shortcuts", "labels", "input_data"})
 
 
 @dataclass(frozen=True)
@@ -558,6 +560,7 @@ _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
     "profiles": profiles_section,
     "comparisons": comparisons_section,
     "attention": attention_section,
+    "input_data": input_data_section,
     "overlays": lambda results: "",
 }
 
@@ -565,6 +568,31 @@ _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
 #: Sections whose figures come before their text: the headline figure is compact and the findings table
 #: runs long, so both fit the first screen only in this order; the label study leads with its curve.
 FIGURES_FIRST = frozenset({"findings", "labels"})
+
+
+def label_source_notice(results: Results) -> str:
+    """A warning paragraph when the truth set's labels were predicted by a segmenter (`gradsum label`):
+    by what, with what held-out mIoU, and which pixels the profiles skip; empty for annotated labels."""
+    truthset = results.manifest.get("truthset", {})
+    parameters = truthset.get("parameters", {}) if isinstance(truthset, dict) else {}
+    source = parameters.get("label_source") if isinstance(parameters, dict) else None
+    if not isinstance(source, dict) or not source.get("predicted"):
+        return ""
+    held_out = source.get("held_out_miou")
+    quality = (
+        f"held-out mIoU {held_out:.3f}" if isinstance(held_out, int | float) else "held-out mIoU unknown"
+    )
+    threshold = source.get("threshold")
+    skipped = (
+        f" Pixels it was less than {threshold:g} sure of are unlabelled, and no profile counts them."
+        if isinstance(threshold, int | float) and threshold > 0
+        else ""
+    )
+    return paragraph(
+        f"The labels of this truth set are predicted, not annotated: {source.get('architecture', 'a segmenter')} "
+        f"from {source.get('segmenter', 'an unnamed file')} ({quality}, {source.get('mode', '?')} inference)."
+        f"{skipped} The label-quality study (config labels) measures how far profiles move with label mIoU."
+    )
 
 
 def render_html(results: Results, plots: Sequence[Plot]) -> str:
@@ -596,5 +624,6 @@ def render_html(results: Results, plots: Sequence[Plot]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head>"
-        f"<body><h1>{escape(title)}</h1><nav>{nav}</nav>{''.join(sections)}</body></html>\n"
+        f"<body><h1>{escape(title)}</h1>{label_source_notice(results)}<nav>{nav}</nav>{''.join(sections)}"
+        "</body></html>\n"
     )
