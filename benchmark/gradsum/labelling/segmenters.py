@@ -33,7 +33,7 @@ from gradsum.fileio import (
     sha256_file,
 )
 from gradsum.labelling.segmenter import Segmenter
-from gradsum.models.checkpoints import _mismatches, read_state_dict
+from gradsum.models.checkpoints import read_state_dict, state_dict_mismatches
 from gradsum.models.inputs import INPUT_TRANSFORM
 from gradsum.registry import Registry
 from gradsum.truthsets.labels import cityscapes_class
@@ -273,7 +273,7 @@ def _assemble(
             )
     segmenter = build_segmenter(architecture, classes, input_size, mean=mean, std=std, card=card)
     assert isinstance(segmenter.module, SegmentationNet)  # build_segmenter's module
-    if problems := _mismatches(segmenter.module.net.state_dict(), state):
+    if problems := state_dict_mismatches(segmenter.module.net.state_dict(), state):
         raise CheckpointError(
             f"{where}: {weights.name} does not fit architecture {architecture!r}: {'; '.join(problems[:3])}"
         )

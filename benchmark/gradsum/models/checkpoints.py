@@ -224,7 +224,7 @@ def load_weights(
 def _load_state(
     module: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path, dtype: torch.dtype, strict: bool
 ) -> nn.Module:
-    problems = _mismatches(module.state_dict(), state) if strict else []
+    problems = state_dict_mismatches(module.state_dict(), state) if strict else []
     if problems:
         raise CheckpointError(f"{source}: checkpoint does not match the model: {'; '.join(problems)}")
     cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -233,7 +233,9 @@ def _load_state(
     return module
 
 
-def _mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+def state_dict_mismatches(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]
+) -> list[str]:
     """Readable differences between two state dicts' keys and shapes."""
     problems = []
     missing = sorted(set(expected) - set(found))
@@ -328,7 +330,7 @@ def load_model(
     if weights.suffix != ".safetensors":
         log.info("%s: no %s; read %s with torch's weights-only loader", weights.parent, WEIGHTS, weights.name)
     model = module_for(spec)
-    if problems := _mismatches(model.state_dict(), state):
+    if problems := state_dict_mismatches(model.state_dict(), state):
         raise CheckpointError(
             f"{weights}: does not fit the {spec.architecture} model of {card_path}: {'; '.join(problems)}"
         )
