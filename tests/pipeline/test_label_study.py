@@ -21,8 +21,8 @@ from gradsum.labelling.metrics import confusion_matrix, scores
 from gradsum.models import load_model
 from gradsum.models.inputs import model_input
 from gradsum.pipeline import config_from_dict, run
+from gradsum.pipeline.label_quality import figure_rng, verdict_changes
 from gradsum.pipeline.label_quality import score_matrix as study_scores
-from gradsum.pipeline.label_quality import verdict_changes
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.degrade import DEGRADATIONS, Degradation, degradation, register_degradation
 from gradsum.truthsets.labels import CITYSCAPES
@@ -191,6 +191,14 @@ def test_the_threshold_is_read_off_the_agreement_curve(
     failing = agreement[agreement["spearman_ci_low"] < row["agreement"]]
     expected = failing["miou"].max() if len(failing) else np.nan
     assert row["miou_threshold"] == pytest.approx(expected, nan_ok=True)
+
+
+def test_each_figure_draws_its_own_bootstrap_stream() -> None:
+    # a level's intervals must not depend on the levels run before it
+    first = figure_rng(0, "erode_2", "pilotnet", "gradcam").random(4)
+    np.testing.assert_array_equal(first, figure_rng(0, "erode_2", "pilotnet", "gradcam").random(4))
+    assert not np.array_equal(first, figure_rng(0, "erode_1", "pilotnet", "gradcam").random(4))
+    assert not np.array_equal(first, figure_rng(1, "erode_2", "pilotnet", "gradcam").random(4))
 
 
 def test_verdict_changes_compare_every_verdict_column() -> None:

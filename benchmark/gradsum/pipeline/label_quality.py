@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,12 @@ def label_quality(labels: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     return {"miou": matched.miou, "pixel_accuracy": matched.pixel_accuracy, "void_share": void}
 
 
+def figure_rng(seed: int, *names: str) -> np.random.Generator:
+    """The bootstrap generator of one level × model × method: seeded by their names, so a figure's interval
+    does not depend on which other levels, models or methods the study ran before it."""
+    return np.random.default_rng([seed, zlib.crc32("/".join(names).encode())])
+
+
 def write_label_tables(folder: Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
     """Write the study's tables into a results folder, each as `gradsum.contract` declares it."""
     written = []
@@ -283,7 +290,6 @@ def label_study(
         levels += pseudo_levels(settings.pseudo, truthset_root, images, device)
     combos = _combos(context, [images[i] for i in indices], exact_stack, ids)
     exact_scores = {id(c): score_matrix(c.maps, exact_stack, context.resolution) for c in combos}
-    rng = np.random.default_rng(config.seed)
     level_rows, agreement_rows, class_rows, verdict_frames = [], [], [], []
     for level in levels:
         stack = np.stack([level.labels[i] for i in indices])
@@ -297,6 +303,7 @@ def label_study(
         log.info("label level %s: mIoU %.3f", level.name, quality["miou"])
         for combo in combos:
             moved = score_matrix(combo.maps, stack, context.resolution)
+            rng = figure_rng(config.seed, level.name, combo.model.name, combo.method.name)
             agreement = profile_agreement(exact_scores[id(combo)], moved, rng, context.n_resamples)
             key = {"level": level.name, "model": combo.model.name, "method": combo.method.name}
             agreement_rows.append(
