@@ -18,6 +18,8 @@ import numpy as np
 from gradsum.errors import ShapeError
 from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS, cityscapes_class, ignored_cityscapes_ids
 
+#: The key of the mean IoU in `SegmentationScores.to_dict` (a segmenter card's held-out figures).
+MIOU = "miou"
 #: True ids that no metric counts.
 VOID_IDS = frozenset(ignored_cityscapes_ids())
 
@@ -56,7 +58,7 @@ class SegmentationScores:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, classes by Cityscapes name (what a segmenter card holds)."""
         return {
-            "miou": self.miou,
+            MIOU: self.miou,
             "iou": {cityscapes_class(i).name: value for i, value in self.iou.items()},
             "pixel_accuracy": self.pixel_accuracy,
             "pixels": self.pixels,

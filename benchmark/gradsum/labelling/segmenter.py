@@ -17,11 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from gradsum.errors import GradSUMError, ShapeError, UnknownNameError
+from gradsum.labelling.metrics import MIOU
 from gradsum.models.inputs import model_input
 from gradsum.utils import default_device
 
 #: How `predict` fits a frame to the segmenter: the whole frame resized, or windows at full resolution.
 INFERENCE_MODES = ("resize", "slide")
+#: The card field holding a segmenter's figures on its held-out split (`SegmentationScores.to_dict`).
+HELD_OUT = "metrics"
 #: A window's stride in `slide` mode, as a fraction of the window: neighbours overlap by a third.
 SLIDE_STRIDE = 2 / 3
 
@@ -39,6 +42,17 @@ class Segmenter:
     architecture: str
     #: what the segmenter folder's card says (held-out IoU per class, training settings, source file)
     card: Mapping[str, Any]
+
+    @property
+    def held_out(self) -> Mapping[str, Any]:
+        """The card's figures on the held-out split (empty for a checkpoint trained elsewhere)."""
+        figures: Mapping[str, Any] = self.card.get(HELD_OUT, {})
+        return figures
+
+    @property
+    def held_out_miou(self) -> float:
+        """The held-out mean IoU; NaN when the card has none."""
+        return float(self.held_out.get(MIOU, float("nan")))
 
 
 @dataclass(frozen=True)

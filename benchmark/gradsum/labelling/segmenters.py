@@ -39,6 +39,8 @@ from gradsum.registry import Registry
 from gradsum.truthsets.labels import cityscapes_class
 from gradsum.utils import library_versions
 
+#: The card field of a segmenter loaded from a `segmenter.yaml`: the spec and the checkpoint it names.
+SOURCE = "source"
 #: The file that describes a segmenter trained elsewhere (in place of a card).
 SEGMENTER_SPEC = "segmenter.yaml"
 #: The spec's fields: required, then optional.
@@ -240,7 +242,7 @@ def _from_spec(spec_path: Path) -> Segmenter:
         "classes": [cityscapes_class(c).name for c in classes],
         "input_size": list(input_size),
         "normalisation": {"mean": list(mean), "std": list(std)},
-        "source": {"spec": str(spec_path), "weights": str(weights)},
+        SOURCE: {"spec": str(spec_path), "weights": str(weights)},
     }
     return _assemble(
         spec["architecture"], classes, input_size, mean, std, state, str(spec_path), weights, card

@@ -27,7 +27,7 @@ from torch import nn
 
 from gradsum.errors import CheckpointError, TrainingError
 from gradsum.labelling.metrics import VOID_IDS, SegmentationScores, scores, total_confusion
-from gradsum.labelling.segmenter import Segmenter, predict
+from gradsum.labelling.segmenter import HELD_OUT, Segmenter, predict
 from gradsum.labelling.segmenters import (
     DEFAULT_ARCHITECTURE,
     SEGMENTER_ARCHITECTURES,
@@ -120,7 +120,7 @@ def train_segmenter(
         "%s: held-out mIoU %.3f on %d %s frames", target, held_out_scores.miou, len(evaluation), held_out
     )
     card = {
-        "metrics": {
+        HELD_OUT: {
             **held_out_scores.to_dict(),
             "split": held_out,
             "frames": len(evaluation),

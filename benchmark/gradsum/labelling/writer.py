@@ -34,7 +34,7 @@ from gradsum.contract import WEIGHTS
 from gradsum.errors import CheckpointError, GradSUMError, TruthSetError
 from gradsum.fileio import atomic_directory, atomic_write_json, sha256_file
 from gradsum.labelling.segmenter import INFERENCE_MODES, Prediction, Segmenter, predict
-from gradsum.labelling.segmenters import SEGMENTER_SPEC
+from gradsum.labelling.segmenters import SEGMENTER_SPEC, SOURCE
 from gradsum.progress import Heartbeat
 from gradsum.taxonomy import TASKS
 from gradsum.truthsets.encodings import read_rgb
@@ -62,8 +62,6 @@ PLAIN_SPLIT = "test"
 PLAIN_CITY = "frames"
 #: the targets CSV's column naming the frame
 IMAGE_COLUMN = "image"
-#: the segmenter card's field holding its metrics on the held-out split (`gradsum.labelling.training`)
-HELD_OUT_CARD_FIELD = "metrics"
 
 
 @dataclass(frozen=True)
@@ -288,7 +286,7 @@ def describe_segmenter(segmenter: Segmenter, path: str | Path | None) -> Segment
         sha256=None if path is None else sha256_file(weights_path(segmenter, Path(path))),
         classes=list(segmenter.classes),
         input_size=list(segmenter.input_size),
-        held_out=dict(segmenter.card.get(HELD_OUT_CARD_FIELD, {})),
+        held_out=dict(segmenter.held_out),
     )
 
 
@@ -297,7 +295,7 @@ def weights_path(segmenter: Segmenter, path: Path) -> Path:
     its `segmenter.yaml` names (which the card's `source` records)."""
     if (path / WEIGHTS).is_file():
         return path / WEIGHTS
-    source = segmenter.card.get("source")
+    source = segmenter.card.get(SOURCE)
     if isinstance(source, Mapping) and "weights" in source:
         return Path(source["weights"])
     raise CheckpointError(f"{path}: no {WEIGHTS} and no checkpoint named by a {SEGMENTER_SPEC}")

@@ -131,7 +131,7 @@ def pseudo_levels(
             index: np.where(p.confidence >= settings.threshold, p.labels, 0).astype(np.uint8)
             for index, p in zip(indices, predictions, strict=True)
         }
-        held_out = segmenter.card.get("metrics", {}).get("miou", float("nan"))
+        held_out = segmenter.held_out_miou
         description = f"{segmenter.architecture} trained {steps} steps (held-out mIoU {held_out:.3f})"
         details = {"steps": steps, "segmenter": str(segmenter_folder(settings, steps))}
         levels.append(Level(f"{PSEUDO}_{steps}", PSEUDO, description, labels, details, float(held_out)))

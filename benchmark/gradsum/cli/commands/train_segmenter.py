@@ -38,6 +38,8 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.labelling.metrics import MIOU
+    from gradsum.labelling.segmenter import HELD_OUT
     from gradsum.labelling.training import train_segmenter
 
     card = train_segmenter(
@@ -54,10 +56,10 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    metrics, training = card["metrics"], card["training"]
+    metrics, training = card[HELD_OUT], card["training"]
     print(
         f"wrote {args.out}: {training['architecture']} trained {training['steps']} steps on {training['split']}; "
-        f"held-out mIoU {metrics['miou']:.3f} on {metrics['split']} ({metrics['frames']} frames)"
+        f"held-out mIoU {metrics[MIOU]:.3f} on {metrics['split']} ({metrics['frames']} frames)"
     )
     return 0
 

@@ -42,7 +42,7 @@ ANNOTATION = FINE
 CONFIDENCE_SUFFIX = f"{ANNOTATION}_confidence.png"
 CONFIDENCE_LEVELS = 255
 #: the key of the held-out mean IoU among a segmenter's `held_out` metrics
-HELD_OUT_MIOU = "miou"
+HELD_OUT_MIOU = "miou"  # as `gradsum.labelling.metrics.MIOU` writes it (that floor is above this one)
 #: the split opened when none is named: every split is labelled, so the held-out ones come first
 DEFAULT_SPLITS = ("test", "val", "train")
 
