@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from gradsum.aggregation.profiles import check_columns
 from gradsum.aggregation.scores import ClassScores
@@ -37,8 +38,9 @@ from gradsum.errors import GradSUMError
 
 #: The per-image figure an image's profile vector is made of (see the module's docstring for why).
 PROFILE_FIGURE = "mass_share"
-#: The MAD of a normal sample times this is its standard deviation (1 / Φ⁻¹(3/4)).
-MAD_TO_SD = 1.4826
+#: The MAD of a normal sample times this is its standard deviation (1 / Φ⁻¹(3/4) ≈ 1.4826), the factor
+#: scipy's `median_abs_deviation(scale="normal")` divides by the reciprocal of.
+MAD_TO_SD = float(1 / stats.norm.ppf(0.75))
 #: A class whose share barely varies over images (MAD 0: the class on one image, or a constant share)
 #: gets one percentage point of mass share as its scale, so that a deviation of a hundredth of the map's
 #: mass counts as one robust standard deviation rather than an infinite one.
@@ -73,7 +75,7 @@ def robust_scale(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan")
-    return MAD_TO_SD * float(np.median(np.abs(finite - np.median(finite))))
+    return float(stats.median_abs_deviation(finite, scale="normal"))
 
 
 def cutoff(distances: np.ndarray) -> float:
@@ -106,7 +108,7 @@ def _distances(rows: pd.DataFrame) -> pd.DataFrame:
         # a class whose every share is undefined (maps of no mass) has no centre: its column stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         centre = np.nanmedian(shares, axis=0)
-        scale = np.nanmedian(np.abs(shares - centre), axis=0) * MAD_TO_SD
+        scale = stats.median_abs_deviation(shares, axis=0, scale="normal", nan_policy="omit")
     scale = np.fmax(scale, SCALE_FLOOR)
     standardised = (shares - centre) / scale
     present = np.isfinite(standardised)

@@ -144,8 +144,8 @@ def input_data_section(results: Results) -> str:
     outliers = paragraph(
         "Outliers: an image's profile is its classes' shares of the map's mass; its distance is the root mean "
         "square over its classes of (share − median share) ÷ (MAD × "
-        f"{MAD_TO_SD}, at least {SCALE_FLOOR:g}), medians and MADs over the model × method's images, absent "
-        f"classes left out. An image is an outlier above the median distance + {CUTOFF_SDS:g} × {MAD_TO_SD} × "
+        f"{MAD_TO_SD:.4f}, at least {SCALE_FLOOR:g}), medians and MADs over the model × method's images, absent "
+        f"classes left out. An image is an outlier above the median distance + {CUTOFF_SDS:g} × {MAD_TO_SD:.4f} × "
         "the distances' MAD (the robust 3-sigma rule of Leys et al., \"Detecting outliers: Do not use standard "
         'deviation around the mean, use absolute deviation around the median", 2013). Outliers are where '
         f"a model does something unusual or the label is wrong; the {MAX_SHOWN} farthest per model are "
