@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from gradsum.errors import CheckpointError, TrainingError
 from gradsum.labelling.metrics import VOID_IDS, SegmentationScores, scores, total_confusion
@@ -228,19 +229,10 @@ def recalibrate_batch_norm(module: nn.Module, batches: Iterable[torch.Tensor]) -
     torchvision's MobileNetV3 updates its running averages with momentum 0.01, so after a few hundred
     steps they still remember the random initial network and eval mode predicts one class everywhere;
     the statistics of the trained network, measured once, are what eval mode should normalise with.
-    Leaves the module in eval mode.
+    Leaves the module in eval mode. torch's `update_bn` (from stochastic weight averaging) does the
+    measuring: running statistics reset, a cumulative average over the batches, the momenta restored.
     """
-    norms = [layer for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.reset_running_stats()
-        layer.momentum = None  # None: a cumulative average over the batches seen
-    module.train()
-    with torch.no_grad():
-        for images in batches:
-            module(images)
-    for layer, momentum in zip(norms, momenta, strict=True):
-        layer.momentum = momentum
+    update_bn(batches, module)
     module.eval()
 
 
