@@ -51,15 +51,18 @@ SEED_OFFSET = 1
 SEED_SUFFIX = f"_seed{SEED_OFFSET}"
 
 
-def seed_twin_entry(entry: ModelConfig) -> ModelConfig:
-    """The entry of `entry`'s seed twin: the same spec, overrides and training set, the training seed + 1,
-    in its own folder (`<models_dir>/<name>_seed1`)."""
+def seed_twin_entry(
+    entry: ModelConfig, offset: int = SEED_OFFSET, field: str = "evaluation.seed_twins"
+) -> ModelConfig:
+    """The entry of `entry`'s seed twin: the same spec, overrides and training set, the training seed +
+    `offset`, in its own folder (`<models_dir>/<name>_seed<offset>`; `field` names the setting that asked
+    for it in the error for an entry without a spec)."""
     spec = configured_spec(entry)
     if spec is None:
-        raise SpecError(f"evaluation.seed_twins: models[{entry.name}] has no spec to train a seed twin from")
-    train = {**entry.overrides.get("train", {}), "seed": spec.train.seed + SEED_OFFSET}
+        raise SpecError(f"{field}: models[{entry.name}] has no spec to train a seed twin from")
+    train = {**entry.overrides.get("train", {}), "seed": spec.train.seed + offset}
     overrides = {**entry.overrides, "train": train}
-    return dataclasses.replace(entry, name=f"{entry.name}{SEED_SUFFIX}", checkpoint=None, overrides=overrides)
+    return dataclasses.replace(entry, name=f"{entry.name}_seed{offset}", checkpoint=None, overrides=overrides)
 
 
 def seed_twins(
