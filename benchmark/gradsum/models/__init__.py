@@ -16,6 +16,8 @@ from gradsum.models.checkpoints import (
     save_model,
     weights_file,
 )
+from gradsum.models.compression import COMPRESSIONS, Compression, compress_model, compress_variants
+from gradsum.models.int8 import Int8Linear, is_quantised
 from gradsum.models.introspect import cam_layer, model_family, num_prefix_tokens, token_grid, tokenizer
 from gradsum.models.outputs import output_values
 from gradsum.models.specs import AugmentConfig, ModelSpec, TrainConfig, builtin_specs, load_spec
@@ -24,9 +26,12 @@ from gradsum.models.training import train_model
 
 __all__ = [
     "ARCHITECTURES",
+    "COMPRESSIONS",
     "TRAINING_TASKS",
     "VIT_SIZES",
     "AugmentConfig",
+    "Compression",
+    "Int8Linear",
     "ModelCard",
     "ModelSpec",
     "Task",
@@ -35,6 +40,9 @@ __all__ = [
     "builtin_specs",
     "cam_layer",
     "checkpoint_folder",
+    "compress_model",
+    "compress_variants",
+    "is_quantised",
     "load_model",
     "load_spec",
     "load_weights",

@@ -33,6 +33,7 @@ from gradsum.errors import CheckpointError, SpecError
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
 from gradsum.models.architectures import WEIGHT_ARGUMENTS, build_model
 from gradsum.models.inputs import INPUT_TRANSFORM
+from gradsum.models.int8 import INT8_LAYERS, int8_skeleton
 from gradsum.models.specs import ModelSpec
 from gradsum.utils import library_versions
 
@@ -81,6 +82,10 @@ class ModelCard:
     #: weights' SHA-256, the input sizes and token grids before and after, and the resampling; empty for
     #: a model used at the size it was made for
     resized: dict[str, Any] = field(default_factory=dict)
+    #: how `gradsum.models.compression` made these weights from a parent model: the method, level, parent
+    #: folder and its weights' SHA-256, measured sparsity, bytes, the parent's metrics (and, for int8, the
+    #: layers `load_model` rebuilds as int8); empty for an uncompressed model
+    compression: dict[str, Any] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=library_versions)
     format_version: int = 1
 
@@ -329,7 +334,8 @@ def load_model(
     spec = card.model_spec(str(card_path))
     if weights.suffix != ".safetensors":
         log.info("%s: no %s; read %s with torch's weights-only loader", weights.parent, WEIGHTS, weights.name)
-    model = module_for(spec)
+    # an int8 card's layers are rebuilt as int8 before its int8 tensors are loaded into them
+    model = int8_skeleton(module_for(spec), card.compression.get(INT8_LAYERS, ()), str(card_path))
     if problems := state_dict_mismatches(model.state_dict(), state):
         raise CheckpointError(
             f"{weights}: does not fit the {spec.architecture} model of {card_path}: {'; '.join(problems)}"

@@ -1,0 +1,171 @@
+"""Int8 linear layers that attribution can backpropagate through.
+
+`quantise_linears` runs PyTorch's own dynamic quantisation (`torch.ao.quantization.quantize_dynamic`,
+qint8 weights, per-tensor symmetric scale, activations quantised per batch at run time) and then wraps
+each quantised layer in an `Int8Linear`:
+
+- its forward *is* PyTorch's dynamic int8 linear (`torch.ao.nn.quantized.dynamic.Linear`, the module
+  `quantize_dynamic` made), so outputs equal `quantize_dynamic`'s bit for bit;
+- its backward is the straight-through gradient: the input gradient of a float linear layer whose weight is
+  the *dequantised* int8 weight. PyTorch's quantised op has no backward at all; the only step between the
+  int8 forward and that float linear is the rounding of the activations to uint8, whose derivative is zero
+  almost everywhere, so it is passed through as the identity (the straight-through estimator of
+  quantisation-aware training). Gradient methods therefore see the int8 model's forward and the
+  dequantised weights' backward.
+
+The layer's state is plain tensors (the int8 weight, its scale and zero point, the float bias), so a
+quantised model saves to safetensors like any other and is about four times smaller in its linear layers.
+PyTorch's dynamic int8 kernels (fbgemm / x86 / qnnpack) run on the CPU only; a CUDA input is refused.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.ao.nn.quantized import dynamic
+
+from gradsum.errors import CheckpointError, SpecError
+
+#: the weight type every quantised layer holds
+INT8 = torch.qint8
+#: why an int8 model runs on the CPU only (the refusal's reason)
+CPU_ONLY = "PyTorch's dynamic int8 linear kernels (fbgemm, x86, qnnpack) run on the CPU only"
+#: the key under which a compressed card lists its int8 layers (`load_model` rebuilds them from it)
+INT8_LAYERS = "int8_layers"
+
+
+@contextmanager
+def _quiet_torch_ao() -> Iterator[None]:
+    """Silence torch's deprecation notices for `torch.ao` eager quantisation (it points to torchao, which
+    is not installed): the code below uses torch's own kernels on purpose, and says so in its records."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao")
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning)
+        yield
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the int8 kernel. Backward: the input gradient through the dequantised weight."""
+
+    @staticmethod
+    def forward(ctx: Any, inputs: Tensor, layer: Int8Linear) -> Tensor:
+        ctx.layer = layer
+        ctx.dtype = inputs.dtype
+        # the int8 kernel takes float32 only (an autocast region may hand it bf16/fp16)
+        return layer.kernel(inputs.float())
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        weight = ctx.layer.dequantised()
+        return (grad.float() @ weight).to(ctx.dtype), None
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights (see the module docstring): state `weight` (int8), `scale`,
+    `zero_point` and `bias` (float32, or none)."""
+
+    weight: Tensor
+    scale: Tensor
+    zero_point: Tensor
+    bias: Tensor | None
+    #: PyTorch's dynamic int8 linear, packed from the tensors above (`repack`)
+    kernel: dynamic.Linear
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones((), dtype=torch.float32))
+        self.register_buffer("zero_point", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.repack())
+        self.repack()
+
+    @classmethod
+    def from_kernel(cls, kernel: dynamic.Linear) -> Int8Linear:
+        """Wrap a layer `quantize_dynamic` made, keeping that very kernel."""
+        qweight, bias = kernel.weight(), kernel.bias()
+        layer = cls(kernel.in_features, kernel.out_features, bias is not None)
+        layer.weight.copy_(qweight.int_repr())
+        # the observer computes the scale in float32, so the float32 buffer holds it exactly
+        layer.scale.fill_(qweight.q_scale())
+        layer.zero_point.fill_(qweight.q_zero_point())
+        if bias is not None and layer.bias is not None:
+            layer.bias.copy_(bias.detach())
+        object.__setattr__(layer, "kernel", kernel)
+        return layer
+
+    def repack(self) -> None:
+        """Rebuild the int8 kernel from the state tensors (after loading them)."""
+        with _quiet_torch_ao():
+            kernel = dynamic.Linear(
+                self.in_features, self.out_features, bias_=self.bias is not None, dtype=INT8
+            )
+            scale, zero_point = float(self.scale), int(self.zero_point)
+            # (q − z)·s re-quantised with the same s and z rounds back to q exactly
+            qweight = torch.quantize_per_tensor(self._dequantise(), scale, zero_point, INT8)
+            kernel.set_weight_bias(qweight, self.bias)
+        # kept out of the module tree on purpose: the state dict holds the int8 tensors above, not the
+        # kernel's packed parameters (which safetensors cannot store)
+        object.__setattr__(self, "kernel", kernel)
+
+    def _dequantise(self) -> Tensor:
+        return (self.weight.float() - self.zero_point.float()) * self.scale
+
+    def dequantised(self) -> Tensor:
+        """The float32 weight the int8 weight stands for, as PyTorch dequantises it."""
+        weight: Tensor = self.kernel.weight().dequantize()
+        return weight
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        if inputs.device.type != "cpu":
+            raise SpecError(f"device {inputs.device}: this model has int8 layers, and {CPU_ONLY}; use cpu")
+        output: Tensor = _StraightThrough.apply(inputs, self)
+        return output
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        )
+
+
+def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+
+
+def quantise_linears(model: nn.Module) -> list[str]:
+    """Quantise every `nn.Linear` of `model` in place to an `Int8Linear`; returns their names."""
+    with _quiet_torch_ao():
+        torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=INT8, inplace=True)
+    kernels = {name: module for name, module in model.named_modules() if isinstance(module, dynamic.Linear)}
+    for name, kernel in kernels.items():
+        _replace(model, name, Int8Linear.from_kernel(kernel))
+    return list(kernels)
+
+
+def int8_skeleton(model: nn.Module, names: Sequence[str], source: str) -> nn.Module:
+    """`model` with an empty `Int8Linear` in place of each `nn.Linear` named, ready to load a state into."""
+    for name in names:
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            layer = None
+        if not isinstance(layer, nn.Linear):
+            raise CheckpointError(
+                f"{source}: field 'compression.{INT8_LAYERS}' names {name!r}, which is not a linear layer "
+                "of the card's model"
+            )
+        _replace(model, name, Int8Linear(layer.in_features, layer.out_features, layer.bias is not None))
+    return model
+
+
+def is_quantised(model: nn.Module) -> bool:
+    """Whether `model` holds int8 layers."""
+    return any(isinstance(module, Int8Linear) for module in model.modules())
