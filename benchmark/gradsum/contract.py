@@ -285,6 +285,55 @@ LABEL_TABLES = (
     LABEL_VERDICTS,
     LABEL_CATEGORIES,
 )
+#: The compression study (`compression` config), one row per compressed variant: what was compressed how
+#: (the card's `compression` record) and the task metric's change against the parent on the same images,
+#: with its paired image-bootstrap CI; `dropped`: the drop's CI lies wholly beyond the tolerance.
+COMPRESSION_LEVELS = TableSchema(
+    "compression_levels",
+    _columns(
+        (TEXT, ("model", "parent", "compression")),
+        (FLOAT, ("level", "sparsity")),
+        (INT, ("parameters", "bytes", "images")),
+        (TEXT, ("metric",)),
+        (FLOAT, ("parent_value", "value", "change", "change_ci_low", "change_ci_high", "tolerance")),
+        (BOOL, ("dropped",)),
+    ),
+)
+#: Per variant × method: the profile's agreement with its parent's on the same images (Spearman with its
+#: image-bootstrap CI; the class whose per-image `statistic` moved most, with its paired CI), whether it is
+#: shown to drift, and the gate's verdict against the parent.
+COMPRESSION_AGREEMENT = TableSchema(
+    "compression_agreement",
+    _columns(
+        (TEXT, ("model", "parent", "compression")),
+        (FLOAT, ("level",)),
+        (TEXT, ("method",)),
+        (FLOAT, ("spearman", "spearman_ci_low", "spearman_ci_high")),
+        (INT, ("classes", "lost")),
+        (TEXT, ("statistic", "shift_class")),
+        (FLOAT, ("shift", "shift_ci_low", "shift_ci_high")),
+        (INT, ("shift_images",)),
+        (FLOAT, ("floor", "tolerance")),
+        (BOOL, ("drifted",)),
+        (TEXT, ("gate", "gate_failed")),
+    ),
+)
+#: Per parent × compression × method: the lowest level at which the profile is shown to drift and the
+#: lowest at which the task metric is shown to drop (NaN: at no level tested), and which came first.
+COMPRESSION_ONSET = TableSchema(
+    "compression_onset",
+    _columns(
+        (TEXT, ("parent", "compression", "method")),
+        (INT, ("levels",)),
+        (TEXT, ("drift_model",)),
+        (FLOAT, ("drift_level",)),
+        (TEXT, ("drop_model",)),
+        (FLOAT, ("drop_level",)),
+        (TEXT, ("order",)),
+    ),
+)
+#: The compression study's tables, in the order the report reads them.
+COMPRESSION_TABLES = (COMPRESSION_LEVELS, COMPRESSION_AGREEMENT, COMPRESSION_ONSET)
 #: The tables a results folder may hold besides the checks' own, in the order the report reads them.
 CORE_TABLES = (
     PER_IMAGE,
@@ -297,6 +346,7 @@ CORE_TABLES = (
     RECOMMENDATIONS,
     INPUT_DATA,
     *LABEL_TABLES,
+    *COMPRESSION_TABLES,
 )
 
 

@@ -78,6 +78,19 @@ class FinetuneConfig(FinetuneSettings):
 
 
 @dataclass(frozen=True)
+class CompressConfig:
+    """A compressed copy of another model of the run (`gradsum.models.compression`), made when missing."""
+
+    #: the model entry compressed: another entry of the config, listed before this one
+    base: str
+    #: the compression (`gradsum compress --help`): magnitude, channels, int8_dynamic
+    method: str
+    #: its strength (magnitude: the sparsity; channels: the share of each conv's channels zeroed);
+    #: None for a method without one (int8_dynamic)
+    level: float | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One model: a checkpoint folder, trained from `spec` (or fine-tuned from another model) when it does
     not exist yet."""
@@ -92,6 +105,8 @@ class ModelConfig:
     train_on: TrainingSetConfig | None = None
     #: fine-tune another model of the run instead of training from `spec`
     finetune: FinetuneConfig | None = None
+    #: compress another model of the run instead of training from `spec`
+    compress: CompressConfig | None = None
 
 
 #: The trust checks `gradsum run` runs by default: fast enough for the default run's budget.
@@ -165,6 +180,27 @@ class LabelStudyConfig:
     agreement: float = 0.9
 
 
+#: The per-image figures whose class shifts the compression study measures (columns of the per_image table).
+SHIFT_STATISTICS = ("mass_share", "score", "lift")
+
+
+@dataclass(frozen=True)
+class CompressionStudyConfig:
+    """The compression study (`compression` config): each `compress:` model of the run set against its parent
+    on the same images. The thresholds decide what counts as shown and are fixed before any result is seen;
+    they are never tuned to a run's figures."""
+
+    #: a profile has drifted once its Spearman CI against the parent's lies wholly below this floor
+    spearman_floor: float = 0.9
+    #: ... or once a class's paired per-image `statistic` change has its CI wholly outside ±this
+    shift_tolerance: float = 0.05
+    statistic: str = "mass_share"
+    #: the task metric (the task's headline: R², accuracy) has dropped once the drop's CI lies wholly above this
+    metric_tolerance: float = 0.02
+    #: the split of each parent's training set on which both models' task metric is measured
+    metric_split: str = "test"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one `gradsum run` needs; the same config gives the same tables."""
@@ -195,6 +231,8 @@ class RunConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     #: the label-quality study, run on the evaluated images after the trust checks (None: not run)
     labels: LabelStudyConfig | None = None
+    #: the compression study, run after the trust checks on the attributed images (None: not run)
+    compression: CompressionStudyConfig | None = None
     models_dir: str = "models"
     results_dir: str = "results"
     device: str | None = None
@@ -214,11 +252,15 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
     for index, entry in enumerate(config.models):
         if entry.finetune is not None:
             check_finetune(entry, entry.finetune, names[:index], f"{source}.models[{entry.name}]")
+        if entry.compress is not None:
+            check_compress(entry, entry.compress, names[:index], f"{source}.models[{entry.name}]")
     _check_twins(config, source, "shuffled_labels", "shuffled-label twin")
     # a seed twin overrides the spec's training seed, so it needs a spec even where its folder exists
     _check_twins(config, source, "seed_twins", "seed twin", needs_spec=True)
     if config.labels is not None:
         check_label_study(config, f"{source}.labels")
+    if config.compression is not None:
+        check_compression_study(config, f"{source}.compression")
     for i, method in enumerate(config.methods):
         for model in method.models or ():
             if model not in names:
@@ -268,6 +310,11 @@ def _check_twins(config: RunConfig, source: str, name: str, what: str, needs_spe
         entry = entries.get(twin)
         if entry is None:
             raise SpecError(f"{where}: unknown model {twin!r}; valid: {', '.join(entries)}")
+        if entry.compress is not None:
+            raise SpecError(
+                f"{where}: {twin!r} is compressed from {entry.compress.base!r}, not trained, so it has no "
+                f"{what}; name a trained model"
+            )
         if entry.finetune is not None:
             # a twin is trained like the model; a fine-tune has no training of its own
             raise SpecError(
@@ -300,6 +347,45 @@ def check_finetune(entry: ModelConfig, settings: FinetuneConfig, earlier: list[s
                 "or the finetune block"
             )
     settings.check(lambda name: f"{where}.finetune.{name}")
+
+
+def check_compress(entry: ModelConfig, settings: CompressConfig, earlier: list[str], where: str) -> None:
+    """Refuse a compressed entry whose base is not an earlier entry, that also says how to train or
+    fine-tune, or whose method or level its compression refuses; messages name `where` and the field."""
+    # imported here: the compressions load torch's quantisation and pruning, which most configs never need
+    from gradsum.models.compression import COMPRESSIONS, check_level
+
+    if settings.base not in earlier:
+        valid = ", ".join(earlier) or "none (list the base model before this one)"
+        raise SpecError(
+            f"{where}.compress.base: {settings.base!r} is not a model listed before {entry.name!r}; "
+            f"valid: {valid}"
+        )
+    for name in (*TRAINING_FIELDS, "finetune"):
+        if getattr(entry, name):
+            raise SpecError(
+                f"{where}.{name}: a compressed model is made from its base; remove {name} or the compress block"
+            )
+    COMPRESSIONS.get(settings.method, f"{where}.compress.method")
+    check_level(settings.method, settings.level, f"{where}.compress.level")
+
+
+def check_compression_study(config: RunConfig, where: str) -> None:
+    """Refuse a compression study without a compressed model to study, or with thresholds out of range."""
+    settings = config.compression
+    if settings is None:
+        return
+    if not any(entry.compress is not None for entry in config.models):
+        raise SpecError(
+            f"{where}: the study compares compressed models with their parents; no models[] entry has a compress block"
+        )
+    if not 0.0 < settings.spearman_floor <= 1.0:
+        raise SpecError(f"{where}.spearman_floor: must be in (0, 1], got {settings.spearman_floor}")
+    for name in ("shift_tolerance", "metric_tolerance"):
+        if getattr(settings, name) < 0:
+            raise SpecError(f"{where}.{name}: must be 0 or more, got {getattr(settings, name)}")
+    if settings.statistic not in SHIFT_STATISTICS:
+        raise SpecError(f"{where}.statistic: {settings.statistic!r}; valid: {', '.join(SHIFT_STATISTICS)}")
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -25,7 +25,7 @@ from gradsum.finetune.loop import finetune_model
 from gradsum.models import ModelSpec, checkpoint_folder, load_model, load_spec, model_family, train_model
 from gradsum.models.checkpoints import CARD, weights_file
 from gradsum.models.loaded import LoadedModel
-from gradsum.pipeline.config import FinetuneConfig, GenerateConfig, ModelConfig, RunConfig
+from gradsum.pipeline.config import CompressConfig, FinetuneConfig, GenerateConfig, ModelConfig, RunConfig
 from gradsum.truthsets import TruthSet, open_truthset, require_labels
 from gradsum.truthsets.layout import MANIFEST
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION as SYNTHETIC_FORMAT
@@ -153,16 +153,16 @@ def model_folder(entry: ModelConfig, config: RunConfig) -> Path:
     return checkpoint_folder(entry.checkpoint or Path(config.models_dir) / entry.name)
 
 
-def base_entry(settings: FinetuneConfig, config: RunConfig) -> ModelConfig:
-    """The model entry a fine-tune starts from (`config_from_dict` checked that it exists)."""
+def base_entry(settings: FinetuneConfig | CompressConfig, config: RunConfig) -> ModelConfig:
+    """The model entry a fine-tune or compression starts from (`config_from_dict` checked that it exists)."""
     return next(m for m in config.models if m.name == settings.base)
 
 
 def training_root(entry: ModelConfig, config: RunConfig, truthset_root: Path) -> Path:
     """The truth set `entry` trains on: its `train_on` set (rendered when missing), else the run's at
-    `truthset_root`; a fine-tune's is the set its base (and its base's base) trained on."""
-    while entry.finetune is not None:
-        entry = base_entry(entry.finetune, config)
+    `truthset_root`; a fine-tune's or compression's is the set its base (and its base's base) trained on."""
+    while (derived := entry.finetune or entry.compress) is not None:
+        entry = base_entry(derived, config)
     if entry.train_on is None:
         return truthset_root
     field = f"models[{entry.name}].train_on"
@@ -193,6 +193,8 @@ def ensure_model(
             raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} ({CARD}); train it first")
         if entry.finetune is not None:
             finetune_entry(entry, entry.finetune, config, truthset_root, device)
+        elif entry.compress is not None:
+            compress_entry(entry, entry.compress, config, truthset_root, device)
         elif spec is None:
             raise SpecError(f"models[{entry.name}]: no checkpoint at {folder} and no spec to train one from")
         else:
@@ -220,6 +222,8 @@ def ensure_model(
         )
     if entry.finetune is not None:
         warn_if_finetuned_otherwise(entry, entry.finetune, card.finetune, config)
+    if entry.compress is not None:
+        warn_if_compressed_otherwise(entry, entry.compress, card.compression, config)
     size = card.spec["img_size"]
     return LoadedModel(entry.name, module, card.to_dict(), card.task, (int(size[0]), int(size[1])))
 
@@ -233,6 +237,51 @@ def finetune_entry(
     log.info("fine-tuning %s from %s (%s) into %s", entry.name, base.name, base_folder, folder)
     root = training_root(base, config, truthset_root)
     finetune_model(base_folder, root, folder, settings.settings, device=device)
+
+
+def compress_entry(
+    entry: ModelConfig, settings: CompressConfig, config: RunConfig, truthset_root: Path, device: str
+) -> None:
+    """Compress `entry`'s base (already ensured) into `entry`'s folder, its metrics re-measured on the
+    base's training set."""
+    # imported here: the compressions load torch's quantisation and pruning, which most runs never need
+    from gradsum.models.compression import compress_model
+
+    base = base_entry(settings, config)
+    base_folder, folder = model_folder(base, config), model_folder(entry, config)
+    log.info(
+        "compressing %s (%s %s) from %s into %s",
+        entry.name,
+        settings.method,
+        settings.level,
+        base_folder,
+        folder,
+    )
+    root = training_root(base, config, truthset_root)
+    compress_model(base_folder, settings.method, settings.level, folder, truthset=root, device=device)
+
+
+def warn_if_compressed_otherwise(
+    entry: ModelConfig, settings: CompressConfig, recorded: dict[str, Any], config: RunConfig
+) -> None:
+    """Log a warning naming the fields in which the card's `compression` record differs from `settings`
+    (a changed base counts: its weights are no longer those compressed)."""
+    base = model_folder(base_entry(settings, config), config)
+    wanted = {
+        "method": settings.method,
+        "level": settings.level,
+        "parent_sha256": sha256_file(weights_file(base)),
+    }
+    if changed := changed_fields({key: recorded.get(key) for key in wanted}, wanted):
+        # kept, not redone: the checkpoint may be the one a user's results rest on
+        log.warning(
+            "%s was compressed with settings that differ from models[%s].compress in %s; it is used as it "
+            "is (remove the folder to compress %s again)",
+            model_folder(entry, config),
+            entry.name,
+            ", ".join(changed),
+            settings.base,
+        )
 
 
 def finetune_record(settings: FinetuneConfig, config: RunConfig) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from gradsum.attribution.precision import resolve_precision
 from gradsum.contract import REPORT
 from gradsum.evaluation import ground_truth_table, run_checks
 from gradsum.fileio import atomic_directory
+from gradsum.pipeline.compression import compression_study, write_compression_tables
 from gradsum.pipeline.config import RunConfig
 from gradsum.pipeline.distributed import World, joined
 from gradsum.pipeline.inputs import check_names, ensure_model, ensure_truthset, open_configured
@@ -144,6 +145,10 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
     if evaluation is not None and config.labels is not None:
         with stage("label quality"):
             study = label_study(config, evaluation, trust, truthset_root, device)
+    compressed = None
+    if config.compression is not None:
+        with stage("compression"):
+            compressed = compression_study(config, per_image, models, truthset_root, device)
 
     with stage("report"), atomic_directory(target_dir, overwrite=True) as staging:
         write_tables(
@@ -169,6 +174,9 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
         if study is not None:
             write_label_tables(staging, study)
             recorded |= {"label_tables": sorted(study)}
+        if compressed is not None:
+            write_compression_tables(staging, compressed)
+            recorded |= {"compression_tables": sorted(compressed)}
         write_report(staging, overlays=overlays, thumbnails=thumbnails, manifest=recorded)
     work.remove()
     log.info("report: %s", target_dir / REPORT)

@@ -60,6 +60,10 @@ class Results:
     label_classes: pd.DataFrame | None = None
     label_verdicts: pd.DataFrame | None = None
     label_categories: pd.DataFrame | None = None
+    #: the compression study's tables (`compression` config; `gradsum.contract.COMPRESSION_TABLES`)
+    compression_levels: pd.DataFrame | None = None
+    compression_agreement: pd.DataFrame | None = None
+    compression_onset: pd.DataFrame | None = None
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: every other table of the trust layer, by file stem (those the manifest lists in `trust_tables`)
     checks: dict[str, pd.DataFrame] = field(default_factory=dict)
