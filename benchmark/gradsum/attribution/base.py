@@ -34,7 +34,7 @@ from gradsum.attribution.postprocess import apply_steps, check_steps
 from gradsum.attribution.precision import DEFAULT_PRECISION, resolve_precision
 from gradsum.attribution.targets import Target, resolve_target
 from gradsum.errors import AttributionError
-from gradsum.models import model_family
+from gradsum.models import is_quantised, model_family
 from gradsum.names import part_label
 from gradsum.registry import Registry
 
@@ -126,6 +126,8 @@ class Method(abc.ABC):
     performs: ClassVar[tuple[str, ...]] = ()
     #: why the method refuses a half precision (bf16, fp16); None: it runs under autocast
     half_precision_refusal: ClassVar[str | None] = None
+    #: why the method refuses a model with int8 layers (`gradsum.models.int8`); None: it runs on one
+    int8_refusal: ClassVar[str | None] = None
 
     def __init__(self, output: OutputKey = None, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
@@ -147,6 +149,14 @@ class Method(abc.ABC):
 
 
 METHODS: Registry[type[Method]] = Registry("attribution method")
+
+#: why the LRP methods (Zennit's rules, Chefer's LRP, lxt's AttnLRP and CP-LRP) refuse an int8 model
+LRP_ON_INT8 = (
+    "LRP passes relevance through each linear layer by a rule on its float weights, attached to nn.Linear "
+    "modules (Zennit, Chefer's LRP, lxt); an int8 layer is PyTorch's quantised kernel with a straight-through "
+    "gradient, so no rule would apply there and the map would mix LRP with plain gradients unannounced; "
+    "attribute the float parent (the card's compression.parent) instead"
+)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
@@ -236,6 +246,8 @@ def attribute(
         raise AttributionError(
             f"precision: method {method} refuses {precision}: {cls.half_precision_refusal}"
         )
+    if cls.int8_refusal is not None and is_quantised(model):
+        raise AttributionError(f"model: method {method} refuses a model with int8 layers: {cls.int8_refusal}")
     steps = check_steps(cls.default_postprocess if postprocess is None else postprocess)
     chosen = resolve_target(target, task)
     batch = prepare_images(model, images)

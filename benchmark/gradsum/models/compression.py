@@ -213,10 +213,12 @@ def _read_parent(model_folder: str | Path, truthset: str | Path | None, device: 
 
 
 def _check_device(compression: Compression, method: str, device: str) -> str:
-    resolved = resolve_device(device)
-    if compression.cpu_only is not None and torch.device(resolved).type != "cpu":
-        raise SpecError(f"device {device!r}: method {method} runs on the CPU only: {compression.cpu_only}")
-    return resolved
+    # refused before the device is resolved, so the reason is the method's even where no GPU is present
+    if compression.cpu_only is not None and device.partition(":")[0] != "cpu":
+        raise SpecError(
+            f"device {device!r}: method {method} runs on the CPU only: {compression.cpu_only}; use cpu"
+        )
+    return resolve_device(device)
 
 
 def _write_variant(parent: _Parent, method: str, level: float | None, out: Path) -> Path:

@@ -34,7 +34,7 @@ from gradsum.errors import CheckpointError, SpecError
 #: the weight type every quantised layer holds
 INT8 = torch.qint8
 #: why an int8 model runs on the CPU only (the refusal's reason)
-CPU_ONLY = "PyTorch's dynamic int8 linear kernels (fbgemm, x86, qnnpack) run on the CPU only"
+CPU_ONLY = "PyTorch's dynamic int8 linear kernels (fbgemm, x86, qnnpack) have no CUDA version"
 #: the key under which a compressed card lists its int8 layers (`load_model` rebuilds them from it)
 INT8_LAYERS = "int8_layers"
 

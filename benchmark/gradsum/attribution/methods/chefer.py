@@ -36,7 +36,7 @@ from gradsum.attribution.attention_capture import (
     transformer_blocks,
 )
 from gradsum.attribution.attention_math import HeadTensors, relevance_block
-from gradsum.attribution.base import register_method
+from gradsum.attribution.base import LRP_ON_INT8, register_method
 from gradsum.attribution.options import int_option
 from gradsum.attribution.precision import LRP_DENOMINATORS
 from gradsum.attribution.targets import Target
@@ -310,6 +310,7 @@ class CheferLRP(AttentionMethod):
     )
     defaults: ClassVar[Mapping[str, Any]] = {"start_layer": 0}
     half_precision_refusal: ClassVar[str | None] = LRP_DENOMINATORS
+    int8_refusal: ClassVar[str | None] = LRP_ON_INT8
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Relevance of each patch token for the per-sample target."""

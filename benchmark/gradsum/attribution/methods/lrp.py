@@ -32,7 +32,7 @@ from zennit.rules import Pass
 from zennit.types import Linear as ZennitLinear
 
 from gradsum.attribution.adapters import OutputSelector
-from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.base import LRP_ON_INT8, Method, register_method
 from gradsum.attribution.options import float_option
 from gradsum.attribution.precision import LRP_DENOMINATORS
 from gradsum.attribution.targets import Target
@@ -217,6 +217,7 @@ class ZennitLRPMethod(Method):
     uses_layer: ClassVar[bool] = False
     grid_note: ClassVar[str] = "pixel relevance (input resolution), colour channels summed, signed"
     half_precision_refusal: ClassVar[str | None] = LRP_DENOMINATORS
+    int8_refusal: ClassVar[str | None] = LRP_ON_INT8
     composite: ClassVar[LRPComposite]
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:

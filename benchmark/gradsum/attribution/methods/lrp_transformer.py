@@ -29,7 +29,7 @@ from timm.layers import Attention, Mlp
 from torch import Tensor, nn
 
 from gradsum.attribution.adapters import select_output
-from gradsum.attribution.base import Method, register_method
+from gradsum.attribution.base import LRP_ON_INT8, Method, register_method
 from gradsum.attribution.precision import LRP_DENOMINATORS
 from gradsum.attribution.targets import Target
 from gradsum.errors import AttributionError
@@ -178,6 +178,7 @@ class TransformerLRP(Method):
     freeze_parameters: ClassVar[bool] = True
     grid_note: ClassVar[str] = "pixels: input × LRP-modified gradient, summed over RGB (signed)"
     half_precision_refusal: ClassVar[str | None] = LRP_DENOMINATORS
+    int8_refusal: ClassVar[str | None] = LRP_ON_INT8
 
     def grid(self, model: nn.Module, images: Tensor, target: Target, layer: str | None) -> Tensor:
         """Signed pixel relevance of the per-sample target, summed over colour channels."""
