@@ -290,3 +290,14 @@ def test_the_same_policy_and_folders_give_the_same_figures(base: Path, tmp_path:
     assert first == second
     reseeded = _gate(base, cand, CLASS_SHIFT, seed=1).outcomes[0].figures
     assert reseeded["low"] != first["outcomes"][0]["figures"]["low"]
+
+
+def test_a_figure_on_its_bar_but_for_float_rounding_is_within_it(base: Path, tmp_path: Path) -> None:
+    # 0.95 - 0.94 is 0.010000000000000009 in floats
+    cand = write_results(
+        tmp_path / "cand", cards={"vit": {**CARD, "metrics": {**CARD["metrics"], "r2": 0.94}}}
+    )
+    (outcome,) = _gate(base, cand, {"check": "task_metric", "tolerance": 0.01}).outcomes
+    assert outcome.figures["drop"] > 0.01 and outcome.verdict == "pass"
+    sky = write_results(tmp_path / "sky", shifted(per_image(), "sky", "mass_share", 0.05))
+    assert _gate(base, sky, CLASS_SHIFT).outcomes[0].verdict == "pass"

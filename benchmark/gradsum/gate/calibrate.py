@@ -168,11 +168,16 @@ def _top(run: GateInputs, model: str, method: str | None, k: int) -> set[str]:
 
 
 def _up(value: float) -> float:
-    return math.ceil(value * 10**PLACES) / 10**PLACES
+    return math.ceil(_scaled(value)) / 10**PLACES
 
 
 def _down(value: float) -> float:
-    return math.floor(value * 10**PLACES) / 10**PLACES
+    return math.floor(_scaled(value)) / 10**PLACES
+
+
+def _scaled(value: float) -> float:
+    # a figure one float rounding off a round number (0.010000000000000009) stays that number
+    return round(value * 10**PLACES, 6)
 
 
 def write_policy(data: dict[str, Any], path: str | os.PathLike[str], header: str = HEADER) -> Path:

@@ -35,6 +35,9 @@ from gradsum.registry import Registry
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
 #: How trust verdicts order: a candidate whose verdict ranks lower than the baseline's got worse.
 TRUST_ORDER = {PASS: 2, INCONCLUSIVE: 1, UNINFORMATIVE: 1, FAIL: 0}
+#: A figure this close to its bar is on it: 0.95 − 0.94 is 0.010000000000000009 in floats, and a drop of
+#: 0.01 is within a tolerance of 0.01 (the figures are O(1): an absolute slack far below any reported digit)
+SLACK = 1e-9
 #: Severity of a gate verdict, worst first: the outcome of several items is the worst of theirs.
 SEVERITY = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
 
@@ -149,8 +152,9 @@ class ClassShift(GateCheck):
             return Finding(
                 INCONCLUSIVE, f"no class to compare ({options.statistic})", {"tolerance": tolerance}
             )
-        inside = (table["low"] >= -tolerance) & (table["high"] <= tolerance)
-        outside = (table["low"] > tolerance) | (table["high"] < -tolerance)
+        edge = tolerance + SLACK
+        inside = (table["low"] >= -edge) & (table["high"] <= edge)
+        outside = (table["low"] > edge) | (table["high"] < -edge)
         verdicts = [interval_verdict(i, o) for i, o in zip(inside, outside, strict=True)]
         table = table.assign(verdict=verdicts, reach=np.maximum(table["low"].abs(), table["high"].abs()))
         order = table.assign(severity=table["verdict"].map(SEVERITY)).sort_values(
@@ -214,7 +218,8 @@ class Spearman(GateCheck):
         shown = f"Spearman rho {rho.value:.3f} [{rho.low:.3f}, {rho.high:.3f}] of the {options.statistic} profiles"
         if math.isnan(rho.low):
             return Finding(INCONCLUSIVE, f"the {options.statistic} profiles cannot be ranked", figures)
-        verdict = interval_verdict(rho.low >= options.floor, rho.high < options.floor)
+        edge = options.floor - SLACK
+        verdict = interval_verdict(rho.low >= edge, rho.high < edge)
         where = {PASS: "above", FAIL: "below", INCONCLUSIVE: "not shown above"}[verdict]
         return Finding(verdict, f"{shown}, {where} the floor {options.floor:g}", figures)
 
@@ -257,7 +262,7 @@ class Placement:
         """Fail when the class breaks the rule in at least 1 − alpha/2 of the resamples, pass when in at
         most alpha/2 of them."""
         violating = 1.0 - self.share if self.keep_in else self.share
-        return interval_verdict(violating <= alpha / 2, violating >= 1 - alpha / 2)
+        return interval_verdict(violating <= alpha / 2 + SLACK, violating >= 1 - alpha / 2 - SLACK)
 
     def sentence(self) -> str:
         """Where the class went, in words: "sky entered the top 3 (rank 2 of 12; ...)"."""
@@ -419,7 +424,7 @@ class TaskMetric(GateCheck):
             return Finding(INCONCLUSIVE, f"{metric} is undefined on one side ({base} → {cand})", figures)
         drop = metric_drop(metric, base, cand)
         figures["drop"] = drop
-        verdict = FAIL if drop > options.tolerance else PASS
+        verdict = FAIL if drop > options.tolerance + SLACK else PASS
         where = "beyond" if verdict == FAIL else "within"
         message = f"{metric} {base:.4g} → {cand:.4g} (drop {drop:+.4g}), {where} the tolerance {options.tolerance:g}"
         return Finding(verdict, message, figures)
