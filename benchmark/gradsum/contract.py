@@ -332,6 +332,10 @@ COMPRESSION_ONSET = TableSchema(
         (TEXT, ("order",)),
     ),
 )
+#: `COMPRESSION_ONSET.order`: which was shown first as the level rises, the profile's drift or the task
+#: metric's drop (at the same level: together; at no level tested: neither), in the order the report counts them.
+PROFILE_FIRST, TOGETHER, METRIC_FIRST, NEITHER = "profile first", "together", "metric first", "neither"
+ONSET_ORDERS = (PROFILE_FIRST, TOGETHER, METRIC_FIRST, NEITHER)
 #: The compression study's tables, in the order the report reads them.
 COMPRESSION_TABLES = (COMPRESSION_LEVELS, COMPRESSION_AGREEMENT, COMPRESSION_ONSET)
 #: The tables a results folder may hold besides the checks' own, in the order the report reads them.

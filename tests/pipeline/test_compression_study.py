@@ -10,16 +10,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from gradsum.contract import METRIC_FIRST, NEITHER, PROFILE_FIRST, TOGETHER
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS
 from gradsum.models.tasks import regression_metrics
 from gradsum.pipeline.compression import (
     CHECKS,
     CLASS_SHIFT,
-    METRIC_FIRST,
-    NEITHER,
-    PROFILE_FIRST,
     SPEARMAN,
-    TOGETHER,
     Variant,
     agreement_row,
     interval_verdict,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gradsum.aggregation.label_quality import CONFIDENCE, class_changes, profile_agreement
-from gradsum.contract import COMPRESSION_TABLES, write_table
+from gradsum.contract import COMPRESSION_TABLES, METRIC_FIRST, NEITHER, PROFILE_FIRST, TOGETHER, write_table
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS
 from gradsum.models.loaded import LoadedModel
 from gradsum.models.tasks import TRAINING_TASKS
@@ -36,11 +36,6 @@ from gradsum.truthsets.labels import CITYSCAPES, NUM_CITYSCAPES_IDS
 
 log = logging.getLogger(__name__)
 
-#: Which came first for one parent × compression × method (`COMPRESSION_ONSET.order`).
-PROFILE_FIRST = "profile first"
-METRIC_FIRST = "metric first"
-TOGETHER = "together"
-NEITHER = "neither"
 #: The criteria of a variant's verdict against its parent, as `gate_failed` names them.
 SPEARMAN, CLASS_SHIFT, TASK_METRIC = "spearman", "class_shift", "task_metric"
 #: The key under which a row carries its criteria's verdicts until the study joins them.

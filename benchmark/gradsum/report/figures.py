@@ -3,7 +3,8 @@
 The figures are the report's profile figures drawn for print: the headline figure per task (each
 model's recommended profile: its GradSUM score and its scale-free lift), every model × method profile,
 every comparison the report shows (same task; the same method across models or the same model
-across methods) and, when the label-quality study ran, its agreement curve against label mIoU. They
+across methods), when the label-quality study ran, its agreement curve against label mIoU, and when the
+compression study ran, each parent's figure against the compression level. They
 are drawn under seaborn's "paper" context and "ticks" style at a journal's single (3.5 in) or double
 column width.
 
@@ -33,11 +34,11 @@ from matplotlib.figure import Figure
 from gradsum.errors import ResultsError
 from gradsum.fileio import atomic_directory, atomic_write_bytes
 from gradsum.names import pair_label
-from gradsum.report import plots
+from gradsum.report import compression, plots
 from gradsum.report.findings import SERIES, headline_profiles, meaningful_comparisons, models_by_task
 from gradsum.report.label_quality import agreement_figure, has_study
 from gradsum.report.results import Results, load_results
-from gradsum.report.writer import LABEL_AGREEMENT_STEM, slug
+from gradsum.report.writer import COMPRESSION_STEM, LABEL_AGREEMENT_STEM, slug
 
 #: Paper formats: vector for the paper (PDF) and slides (SVG), a raster for quick looks.
 PAPER_FORMATS = ("pdf", "svg", "png")
@@ -142,6 +143,13 @@ def paper_figures(results: Results) -> list[PaperFigure]:
     ]
     if has_study(results):
         figures.append(PaperFigure(LABEL_AGREEMENT_STEM, partial(agreement_figure, results)))
+    if compression.has_study(results):
+        figures += [
+            PaperFigure(
+                f"{COMPRESSION_STEM}_{slug(parent)}", partial(compression.compression_figure, results, parent)
+            )
+            for parent in compression.parents(results)
+        ]
     return figures
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 from gradsum.contract import COMPARISONS
 from gradsum.evaluation.base import CHANCE, CONFOUND, CONTROL, HEURISTIC, METHOD, ROLES
 from gradsum.evaluation.verdicts import ALPHA, FAIL, MEANINGS, NO_STRONGER_THAN_RANDOM, NOT_RUN, OUTCOMES
+from gradsum.report.compression import compression_section
 from gradsum.report.findings import (
     best_methods,
     criterion_keys,
@@ -63,6 +64,7 @@ SECTIONS = (
     ("trust", "Trust"),
     ("shortcuts", "Shortcuts"),
     ("labels", "Label quality"),
+    ("compression", "Compression"),
     ("profiles", "Profiles"),
     ("comparisons", "Comparisons"),
     ("models", "Models"),
@@ -74,7 +76,7 @@ SECTIONS = (
 
 #: Sections left off the page (and its navigation) when they have neither text nor figures: their check
 #: did not run, and an empty heading would suggest it had found nothing.
-OPTIONAL_SECTIONS = frozenset({"shortcuts", "labels", "input_data"})
+OPTIONAL_SECTIONS = frozenset({"shortcuts", "labels", "compression", "input_data"})
 
 
 @dataclass(frozen=True)
@@ -557,6 +559,7 @@ _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
     "trust": trust_section,
     "shortcuts": shortcuts_section,
     "labels": label_quality_section,
+    "compression": compression_section,
     "profiles": profiles_section,
     "comparisons": comparisons_section,
     "attention": attention_section,
@@ -567,7 +570,7 @@ _SECTION_TEXT: dict[str, Callable[[Results], str]] = {
 
 #: Sections whose figures come before their text: the headline figure is compact and the findings table
 #: runs long, so both fit the first screen only in this order; the label study leads with its curve.
-FIGURES_FIRST = frozenset({"findings", "labels"})
+FIGURES_FIRST = frozenset({"findings", "labels", "compression"})
 
 
 def label_source_notice(results: Results) -> str:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from gradsum.contract import MANIFEST, PLOTS, REPORT
 from gradsum.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from gradsum.progress import Heartbeat
-from gradsum.report import label_quality, plots, shortcut
+from gradsum.report import compression, label_quality, plots, shortcut
 from gradsum.report import overlays as frame_overlays
 from gradsum.report.findings import SERIES, best_methods, headline_profiles, models_by_task
 from gradsum.report.html import Plot, render_html, verdict_labels
@@ -29,6 +29,8 @@ OVERLAY_STEM = "overlay"
 OUTLIER_STEM = "outlier"
 #: The label-quality study's curve, in plots/ and in the paper set.
 LABEL_AGREEMENT_STEM = "label_agreement"
+#: The compression study's figure of each parent, in plots/ and in the paper set: `compression_<parent>`.
+COMPRESSION_STEM = "compression"
 #: The hybrid ViT panel: (role, method names that fill it, first present wins), in panel order.
 #: Names follow the run configs: `gradcam_tokenizer` is GradCAM on the tokenizer, `split` the combined map.
 HYBRID_PANEL = (
@@ -211,6 +213,7 @@ def pending_plots(
         + _trust_plots(results)
         + _shortcut_plots(results)
         + _label_plots(results)
+        + _compression_plots(results)
         + outlier_plots(results, thumbnails)
     )
 
@@ -295,6 +298,23 @@ def _label_plots(results: Results) -> list[PendingPlot]:
             "which its profile fell below the floor",
             lambda: label_quality.agreement_figure(results),
         )
+    ]
+
+
+def _compression_plots(results: Results) -> list[PendingPlot]:
+    """The Compression section's figures: one per parent, against the compression level (when the study ran)."""
+    if not compression.has_study(results):
+        return []
+    return [
+        PendingPlot(
+            "compression",
+            f"{COMPRESSION_STEM}_{slug(parent)}",
+            f"{parent} compressed: the task metric's change, each method's profile Spearman ρ and largest class "
+            f"shift against the parent ({compression.LEVEL} CIs) by compression level; dashed: the study's "
+            "thresholds, fixed before it ran",
+            lambda p=parent: compression.compression_figure(results, p),  # type: ignore[misc]
+        )
+        for parent in compression.parents(results)
     ]
 
 
