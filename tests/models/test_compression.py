@@ -304,3 +304,33 @@ def test_lrp_refuses_an_int8_model_and_says_why(architecture: str, method: str) 
         AttributionError, match=rf"^model: method {method} refuses a model with int8 layers: LRP"
     ):
         attribute(_compressed(parent, "int8_dynamic", None), _images(), method)
+
+
+def test_a_card_whose_truth_set_is_gone_asks_for_one(folders: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(
+        SpecError, match=rf"^truthset: {tmp_path / 'gone'}, the truth set given, is not a folder"
+    ):
+        compress_model(folders["pilotnet"], "magnitude", 0.5, tmp_path / "out", truthset=tmp_path / "gone")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("architecture", ["pilotnet", "vit"])
+def test_model_randomisation_redraws_int8_layers_as_it_redraws_the_parents(architecture: str) -> None:
+    from gradsum.evaluation.randomise import randomisation_blocks, randomised
+
+    parent = _model(architecture)
+    int8 = _compressed(parent, "int8_dynamic", None)
+    blocks = [block.name for block in randomisation_blocks(parent)]
+    assert [block.name for block in randomisation_blocks(int8)] == blocks
+    top = blocks[0]
+    redrawn, oracle = randomised(int8, [top], seed=3), _quantize_dynamic(randomised(parent, [top], seed=3))
+    layers = [
+        name for name, m in redrawn.named_modules() if name.startswith(top) and isinstance(m, Int8Linear)
+    ]
+    assert layers
+    for name in layers:
+        mine, expected = redrawn.get_submodule(name), oracle.get_submodule(name)
+        assert torch.equal(mine.weight, expected.weight().int_repr())
+        assert not torch.equal(mine.weight, int8.get_submodule(name).weight)
+    with torch.no_grad():
+        assert torch.equal(redrawn(_images()), oracle(_images()))

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from gradsum.contract import CARD
 from gradsum.errors import SpecError, TrainingError
 from gradsum.fileio import atomic_directory, sha256_file
 from gradsum.models.checkpoints import ModelCard, load_model, save_model, state_dict_bytes, weights_file
@@ -194,10 +195,11 @@ def _read_parent(model_folder: str | Path, truthset: str | Path | None, device: 
     folder = Path(model_folder)
     model, card = load_model(folder)
     root = truthset if truthset is not None else card.truthset.get("root")
-    if root is None or root == "<memory>":
+    if root is None or not Path(root).is_dir():
+        named = "given" if truthset is not None else f"that {folder / CARD} records (truthset.root)"
         raise SpecError(
-            f"truthset: {folder / 'card.json'} records no truth-set folder to measure the compressed model "
-            "on; name one (--truthset)"
+            f"truthset: {root}, the truth set {named}, is not a folder; name the truth set whose test split "
+            "scores the compressed model (--truthset)"
         )
     try:
         splits = open_splits(root, card.task)

@@ -66,13 +66,13 @@ class _StraightThrough(torch.autograd.Function):
 
 
 class Int8Linear(nn.Module):
-    """A linear layer with int8 weights (see the module docstring): state `weight` (int8), `scale`,
-    `zero_point` and `bias` (float32, or none)."""
+    """A linear layer with int8 weights (see the module docstring): buffers `weight` (int8), `scale` and
+    `zero_point`, and a frozen float32 `bias` parameter (or none)."""
 
     weight: Tensor
     scale: Tensor
     zero_point: Tensor
-    bias: Tensor | None
+    bias: nn.Parameter | None
     #: PyTorch's dynamic int8 linear, packed from the tensors above (`repack`)
     kernel: dynamic.Linear
 
@@ -83,23 +83,41 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scale", torch.ones((), dtype=torch.float32))
         self.register_buffer("zero_point", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        # a parameter, as nn.Linear's, so code that walks a model's parameters (model randomisation's
+        # blocks) finds the layer; frozen: an int8 layer is not trained
+        initial = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+        self.register_parameter("bias", initial)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.repack())
         self.repack()
 
     @classmethod
     def from_kernel(cls, kernel: dynamic.Linear) -> Int8Linear:
         """Wrap a layer `quantize_dynamic` made, keeping that very kernel."""
-        qweight, bias = kernel.weight(), kernel.bias()
-        layer = cls(kernel.in_features, kernel.out_features, bias is not None)
-        layer.weight.copy_(qweight.int_repr())
-        # the observer computes the scale in float32, so the float32 buffer holds it exactly
-        layer.scale.fill_(qweight.q_scale())
-        layer.zero_point.fill_(qweight.q_zero_point())
-        if bias is not None and layer.bias is not None:
-            layer.bias.copy_(bias.detach())
-        object.__setattr__(layer, "kernel", kernel)
+        layer = cls(kernel.in_features, kernel.out_features, kernel.bias() is not None)
+        layer._take(kernel)
         return layer
+
+    def _take(self, kernel: dynamic.Linear) -> None:
+        """Hold `kernel`'s int8 weight, scale, zero point and bias, and the kernel itself."""
+        qweight, bias = kernel.weight(), kernel.bias()
+        with torch.no_grad():
+            self.weight.copy_(qweight.int_repr())
+            # the observer computes the scale in float32, so the float32 buffer holds it exactly
+            self.scale.fill_(qweight.q_scale())
+            self.zero_point.fill_(qweight.q_zero_point())
+            if bias is not None and self.bias is not None:
+                self.bias.copy_(bias)
+        # kept out of the module tree on purpose: the state dict holds the int8 tensors above, not the
+        # kernel's packed parameters (which safetensors cannot store)
+        object.__setattr__(self, "kernel", kernel)
+
+    def reset_parameters(self) -> None:
+        """Re-draw the layer as `nn.Linear` initialises one (from torch's global generator), quantised as
+        `quantise_linears` quantises: how model randomisation re-initialises an int8 layer."""
+        fresh = nn.Sequential(nn.Linear(self.in_features, self.out_features, bias=self.bias is not None))
+        with _quiet_torch_ao():
+            quantised = torch.ao.quantization.quantize_dynamic(fresh, {nn.Linear}, dtype=INT8)
+        self._take(quantised[0])
 
     def repack(self) -> None:
         """Rebuild the int8 kernel from the state tensors (after loading them)."""
@@ -110,9 +128,7 @@ class Int8Linear(nn.Module):
             scale, zero_point = float(self.scale), int(self.zero_point)
             # (q − z)·s re-quantised with the same s and z rounds back to q exactly
             qweight = torch.quantize_per_tensor(self._dequantise(), scale, zero_point, INT8)
-            kernel.set_weight_bias(qweight, self.bias)
-        # kept out of the module tree on purpose: the state dict holds the int8 tensors above, not the
-        # kernel's packed parameters (which safetensors cannot store)
+            kernel.set_weight_bias(qweight, None if self.bias is None else self.bias.detach())
         object.__setattr__(self, "kernel", kernel)
 
     def _dequantise(self) -> Tensor:
