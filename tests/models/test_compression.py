@@ -334,3 +334,12 @@ def test_model_randomisation_redraws_int8_layers_as_it_redraws_the_parents(archi
         assert not torch.equal(mine.weight, int8.get_submodule(name).weight)
     with torch.no_grad():
         assert torch.equal(redrawn(_images()), oracle(_images()))
+
+
+def test_an_int8_layer_refuses_an_input_off_the_cpu_with_the_reason() -> None:
+    layer = _compressed(nn.Sequential(nn.Linear(5, 3)), "int8_dynamic", None)[0]
+    # the meta device stands in for CUDA here: both are off the CPU, where the int8 kernels run
+    with pytest.raises(
+        SpecError, match=rf"^device meta: this model has int8 layers, and {re.escape(CPU_ONLY)}; use cpu$"
+    ):
+        layer(torch.empty(2, 5, device="meta"))
