@@ -343,3 +343,19 @@ def test_an_int8_layer_refuses_an_input_off_the_cpu_with_the_reason() -> None:
         SpecError, match=rf"^device meta: this model has int8 layers, and {re.escape(CPU_ONLY)}; use cpu$"
     ):
         layer(torch.empty(2, 5, device="meta"))
+
+
+def test_a_pruned_model_can_be_quantised_but_an_int8_model_is_not_compressed_again(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    pruned = compress_model(folders["vit"], "magnitude", 0.5, tmp_path / "pruned")
+    both = compress_model(pruned, "int8_dynamic", None, tmp_path / "both")
+    record = load_model(both)[1].compression
+    assert record["parent"] == str(pruned) and record["parent_compression"]["level"] == 0.5
+    # zeros quantise to zeros: the pruned weights stay pruned
+    assert record["sparsity"] >= 0.5
+    with pytest.raises(
+        SpecError, match=rf"^model: {both} has int8 layers already \(int8_dynamic of {pruned}\)"
+    ):
+        compress_model(both, "magnitude", 0.5, tmp_path / "again")
+    assert not (tmp_path / "again").exists()

@@ -34,7 +34,7 @@ from gradsum.contract import CARD
 from gradsum.errors import SpecError, TrainingError
 from gradsum.fileio import atomic_directory, sha256_file
 from gradsum.models.checkpoints import ModelCard, load_model, save_model, state_dict_bytes, weights_file
-from gradsum.models.int8 import CPU_ONLY, INT8_LAYERS, Int8Linear, quantise_linears
+from gradsum.models.int8 import CPU_ONLY, INT8_LAYERS, Int8Linear, is_quantised, quantise_linears
 from gradsum.models.tasks import TRAINING_TASKS, Metrics
 from gradsum.models.training import SplitData, evaluate, open_splits, preload
 from gradsum.registry import Registry
@@ -194,6 +194,12 @@ def _measure(model: nn.Module, parent: _Parent) -> Metrics:
 def _read_parent(model_folder: str | Path, truthset: str | Path | None, device: str) -> _Parent:
     folder = Path(model_folder)
     model, card = load_model(folder)
+    if is_quantised(model):
+        # pruning would reach only its float layers, and int8 layers cannot be quantised again
+        raise SpecError(
+            f"model: {folder} has int8 layers already ({card.compression.get('method')} of "
+            f"{card.compression.get('parent')}); compress the float model"
+        )
     root = truthset if truthset is not None else card.truthset.get("root")
     if root is None or not Path(root).is_dir():
         named = "given" if truthset is not None else f"that {folder / CARD} records (truthset.root)"
@@ -241,6 +247,8 @@ def _write_variant(parent: _Parent, method: str, level: float | None, out: Path)
         "parent_bytes": parent_weights.stat().st_size,
         "metrics_split": parent.split,
         "parent_metrics": parent.metrics,
+        # a variant of a variant (int8 after pruning) keeps how its parent was made
+        "parent_compression": parent.card.compression,
         **figures,
     }
     spec = dict(parent.card.spec)
