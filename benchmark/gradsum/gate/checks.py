@@ -21,7 +21,6 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from gradsum.aggregation.profiles import PROFILE_STATISTICS
 from gradsum.contract import RECOMMENDATIONS, TRUST
@@ -144,41 +143,35 @@ class ClassShift(GateCheck):
     bounds = MappingProxyType({"tolerance": (0.0, None)})
 
     def evaluate(self, subject: Subject, options: ClassShiftOptions) -> Finding:
-        table = class_shift(subject.pair, options.statistic, subject.alpha)
+        rows = class_shift(subject.pair, options.statistic, subject.alpha)
         if options.classes is not None:
-            table = table[table["class"].isin(options.classes)]
+            rows = [row for row in rows if row["class"] in options.classes]
         tolerance = options.tolerance
-        if table.empty:
+        if not rows:
             return Finding(
                 INCONCLUSIVE, f"no class to compare ({options.statistic})", {"tolerance": tolerance}
             )
         edge = tolerance + SLACK
-        inside = (table["low"] >= -edge) & (table["high"] <= edge)
-        outside = (table["low"] > edge) | (table["high"] < -edge)
-        verdicts = [interval_verdict(i, o) for i, o in zip(inside, outside, strict=True)]
-        table = table.assign(verdict=verdicts, reach=np.maximum(table["low"].abs(), table["high"].abs()))
-        order = table.assign(severity=table["verdict"].map(SEVERITY)).sort_values(
-            ["severity", "reach"], ascending=[True, False], kind="stable"
-        )
-        top = order.iloc[0]
-        verdict = str(top["verdict"])
-        figures = {
-            "statistic": options.statistic,
-            "tolerance": tolerance,
-            "class": str(top["class"]),
-            "shift": float(top["shift"]),
-            "low": float(top["low"]),
-            "high": float(top["high"]),
-        }
         details = [
-            {k: _plain(row[k]) for k in ("class", "class_id", "images", "shift", "low", "high", "verdict")}
-            for _, row in table.iterrows()
+            {
+                **row,
+                "verdict": interval_verdict(
+                    -edge <= row["low"] and row["high"] <= edge, row["low"] > edge or row["high"] < -edge
+                ),
+            }
+            for row in rows
         ]
-        alike = int((table["verdict"] == verdict).sum()) - 1
-        return Finding(verdict, _shift_message(top, options, alike), figures, details)
+        # the worst verdict first, then the interval reaching furthest from zero
+        top = min(
+            details, key=lambda row: (SEVERITY[row["verdict"]], -max(abs(row["low"]), abs(row["high"])))
+        )
+        figures = {"statistic": options.statistic, "tolerance": tolerance}
+        figures.update({key: top[key] for key in ("class", "shift", "low", "high")})
+        alike = sum(row["verdict"] == top["verdict"] for row in details) - 1
+        return Finding(top["verdict"], _shift_message(top, options, alike), figures, details)
 
 
-def _shift_message(top: pd.Series, options: ClassShiftOptions, alike: int) -> str:
+def _shift_message(top: dict[str, Any], options: ClassShiftOptions, alike: int) -> str:
     moved = (
         f"{top['class']} {options.statistic} moved {_signed(top['shift'])} "
         f"[{_signed(top['low'])}, {_signed(top['high'])}]"
@@ -189,10 +182,6 @@ def _shift_message(top: pd.Series, options: ClassShiftOptions, alike: int) -> st
     what = "beyond" if top["verdict"] == FAIL else "not shown within"
     more = f"; {alike} more class(es) {what} {bound}" if alike else ""
     return f"{moved}, {what} {bound}{more}"
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # --- spearman -------------------------------------------------------------------------------------------

@@ -48,12 +48,7 @@ class GateInputs:
     @property
     def models(self) -> list[str]:
         """The models of the per_image table, sorted."""
-        return sorted(self.per_image["model"].astype(str).unique())
-
-    def methods(self, model: str) -> list[str]:
-        """The methods the per_image table holds for `model`, sorted."""
-        rows = self.per_image[self.per_image["model"] == model]
-        return sorted(rows["method"].astype(str).unique())
+        return sorted(str(m) for m in self.per_image["model"].unique())
 
     def card_path(self, model: str) -> Path:
         """Where `model`'s card is stored."""
@@ -121,7 +116,7 @@ def _truthset(inputs: GateInputs) -> Mapping[str, Any]:
 
 
 def _image_ids(inputs: GateInputs) -> set[str]:
-    return set(inputs.per_image["image"].astype(str))
+    return {str(i) for i in inputs.per_image["image"].unique()}
 
 
 def pair_models(

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-import pandas as pd
-
 from gradsum.gate.checks import Subject
 from gradsum.gate.inputs import GateInputs, as_inputs, check_same_tasks, check_same_truthset, pair_models
 from gradsum.gate.outcome import CheckOutcome, GateReport
 from gradsum.gate.policy import CheckSpec, Policy, check_against, load_policy
-from gradsum.gate.statistics import Paired, pair_rng, paired
+from gradsum.gate.statistics import CANDIDATE, Paired, Resamples, Tables
 
 Results = str | os.PathLike[str] | GateInputs
 
@@ -35,12 +33,14 @@ def gate(
     check_same_truthset(base, cand)
     pairs = pair_models(base, cand, models)
     check_same_tasks(base, cand, pairs)
+    tables = Tables(base.per_image, cand.per_image)
     methods = {
-        model: [m for m in base.methods(model) if m in cand.methods(other)] for model, other in pairs.items()
+        model: [m for m in tables.methods(model) if m in tables.methods(other, CANDIDATE)]
+        for model, other in pairs.items()
     }
-    classes = set(base.per_image["class"].astype(str))
+    classes = set(tables.baseline_classes.values())
     check_against(rules, classes, pairs, {m for found in methods.values() for m in found})
-    load = _loader(base, cand, pairs, rules)
+    load = _loader(tables, pairs, rules)
     outcomes = [
         outcome
         for spec in rules.checks
@@ -106,30 +106,14 @@ def _judge(spec: CheckSpec, subjects: Subjects, available: list[str]) -> list[Ch
     return outcomes
 
 
-def _loader(
-    baseline: GateInputs, candidate: GateInputs, pairs: Mapping[str, str], policy: Policy
-) -> Callable[[str, str], Paired]:
-    """Builds each model × method's paired arrays once, on first use, from one grouping of each table."""
-    base_groups = _groups(baseline.per_image)
-    cand_groups = _groups(candidate.per_image)
+def _loader(tables: Tables, pairs: Mapping[str, str], policy: Policy) -> Callable[[str, str], Paired]:
+    """Builds each model × method's paired arrays once, on first use."""
+    resamples = Resamples(policy.resamples, policy.seed)
     built: dict[tuple[str, str], Paired] = {}
 
     def load(model: str, method: str) -> Paired:
-        key = (model, method)
-        if key not in built:
-            built[key] = paired(
-                base_groups[key],
-                cand_groups[(pairs[model], method)],
-                policy.resamples,
-                pair_rng(policy.seed, model, method),
-            )
-        return built[key]
+        if (model, method) not in built:
+            built[model, method] = tables.paired(model, pairs[model], method, resamples)
+        return built[model, method]
 
     return load
-
-
-def _groups(per_image: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    return {
-        (str(model), str(method)): rows
-        for (model, method), rows in per_image.groupby(["model", "method"], sort=False)
-    }
