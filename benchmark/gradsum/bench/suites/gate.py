@@ -143,6 +143,7 @@ def run(quick: bool, device: str) -> dict[str, Any]:
         "checks": [entry["check"] for entry in POLICY["checks"]],
         "outcomes": len(report.outcomes),
         "timing": f"min over {repeats} repeats after one warm-up",
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "read_seconds": None if read_seconds is None else round(read_seconds, 4),
         "gate_seconds": round(seconds, 4),
         "target_seconds": TARGET_SECONDS,
