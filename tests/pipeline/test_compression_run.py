@@ -200,7 +200,7 @@ def test_a_compressed_entry_that_also_trains_is_refused(tmp_path: Path) -> None:
     [
         ({"spearman_floor": 1.5}, r"compression\.spearman_floor: must be in \(0, 1\]"),
         ({"shift_tolerance": -0.1}, r"compression\.shift_tolerance: must be 0 or more"),
-        ({"statistic": "mass"}, r"compression\.statistic: 'mass'; valid: mass_share"),
+        ({"statistic": "mass"}, r"compression\.statistic: 'mass'; valid: score, mass_share, lift"),
         ({"floor": 0.9}, r"unknown field 'compression\.floor'"),
     ],
 )

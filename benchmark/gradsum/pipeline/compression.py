@@ -25,6 +25,8 @@ import pandas as pd
 from gradsum.aggregation.label_quality import CONFIDENCE, class_changes, profile_agreement
 from gradsum.contract import COMPRESSION_TABLES, METRIC_FIRST, NEITHER, PROFILE_FIRST, TOGETHER, write_table
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS
+from gradsum.gate import GateInputs, Policy, gate, policy_from_dict
+from gradsum.gate.inputs import TRUTHSET
 from gradsum.models.loaded import LoadedModel
 from gradsum.models.tasks import TRAINING_TASKS
 from gradsum.models.training import SplitData, predict, preload
@@ -36,10 +38,8 @@ from gradsum.truthsets.labels import CITYSCAPES, NUM_CITYSCAPES_IDS
 
 log = logging.getLogger(__name__)
 
-#: The criteria of a variant's verdict against its parent, as `gate_failed` names them.
+#: The gate's checks of a variant against its parent (`gradsum.gate`), as `gate_failed` names them.
 SPEARMAN, CLASS_SHIFT, TASK_METRIC = "spearman", "class_shift", "task_metric"
-#: The key under which a row carries its criteria's verdicts until the study joins them.
-CHECKS = "checks"
 
 
 @dataclass(frozen=True)
@@ -101,32 +101,59 @@ def largest_shift(changes: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def interval_verdict(low: float, high: float, floor: float, ceiling: float) -> str:
-    """fail when the CI lies wholly outside [floor, ceiling], pass when wholly inside, else inconclusive
-    (a missing interval decides nothing)."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return INCONCLUSIVE
-    if high < floor or low > ceiling:
-        return FAIL
-    return PASS if floor <= low and high <= ceiling else INCONCLUSIVE
-
-
-def shift_verdict(changes: pd.DataFrame, tolerance: float) -> str:
-    """The class-shift verdict over every class: fail when some class's change CI lies wholly outside
-    ±`tolerance`, pass when every class's lies inside, else inconclusive."""
-    verdicts = {
-        interval_verdict(low, high, -tolerance, tolerance)
-        for low, high in zip(changes.get("change_ci_low", ()), changes.get("change_ci_high", ()), strict=True)
-    }
-    return FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
+def shift_beyond(changes: pd.DataFrame, tolerance: float) -> bool:
+    """True when some class's change CI lies wholly outside ±`tolerance`."""
+    if changes.empty:
+        return False
+    low, high = changes["change_ci_low"].to_numpy(float), changes["change_ci_high"].to_numpy(float)
+    return bool(((low > tolerance) | (high < -tolerance)).any())
 
 
 def overall(verdicts: Mapping[str, str]) -> tuple[str, str]:
-    """(verdict, failed criteria): fail when one fails, pass when all pass, else inconclusive."""
+    """(verdict, failed checks) of several outcomes: fail when one fails, pass when all pass, else
+    inconclusive."""
     failed = [name for name, verdict in verdicts.items() if verdict == FAIL]
     if failed:
         return FAIL, ", ".join(failed)
     return (PASS if all(v == PASS for v in verdicts.values()) else INCONCLUSIVE), ""
+
+
+def study_policy(config: RunConfig, settings: CompressionStudyConfig) -> Policy:
+    """The gate policy the study judges each variant by: its own thresholds, decided on intervals at the
+    study's confidence from the run's resamples and seed."""
+    data = {
+        "alpha": 1.0 - CONFIDENCE,
+        "resamples": config.bootstrap_resamples,
+        "seed": config.seed,
+        "checks": [
+            {"check": SPEARMAN, "floor": settings.spearman_floor},
+            {"check": CLASS_SHIFT, "statistic": settings.statistic, "tolerance": settings.shift_tolerance},
+            {"check": TASK_METRIC, "tolerance": settings.metric_tolerance},
+        ],
+    }
+    return policy_from_dict(data, f"{config.name}.compression")
+
+
+def gate_verdicts(
+    per_image: pd.DataFrame,
+    cards: Mapping[str, dict[str, Any]],
+    variant: Variant,
+    policy: Policy,
+    folder: Path,
+) -> dict[str, tuple[str, str]]:
+    """Method → (verdict, failed checks) of `variant` gated against its parent (`gradsum.gate.gate`); a check
+    of the model alone (the task metric) counts for every method."""
+    pair = per_image[per_image["model"].isin([variant.parent, variant.name])]
+    # one run holds both sides: the same truth set and frames by construction, so one description serves both
+    inputs = GateInputs(
+        folder, {TRUTHSET: {}}, pair, cards={m: cards[m] for m in (variant.parent, variant.name)}
+    )
+    report = gate(inputs, inputs, policy, models={variant.parent: variant.name})
+    methods = {o.method for o in report.outcomes if o.method}
+    return {
+        method: overall({o.name: o.verdict for o in report.outcomes if o.method in (method, "")})
+        for method in methods
+    }
 
 
 def agreement_row(
@@ -146,10 +173,7 @@ def agreement_row(
         score_matrix(per_image, m, method, settings.statistic, images) for m in (variant.parent, variant.name)
     ]
     changes = class_changes(figures[0], figures[1], range(NUM_CITYSCAPES_IDS), rng, n_resamples)
-    checks = {
-        SPEARMAN: interval_verdict(agreement.low, agreement.high, settings.spearman_floor, math.inf),
-        CLASS_SHIFT: shift_verdict(changes, settings.shift_tolerance),
-    }
+    below = math.isfinite(agreement.high) and agreement.high < settings.spearman_floor
     return (
         {"model": variant.name, "parent": variant.parent, "compression": variant.settings.method}
         | {"level": variant.level, "method": method}
@@ -157,7 +181,7 @@ def agreement_row(
         | {"classes": agreement.classes, "lost": agreement.lost, "statistic": settings.statistic}
         | largest_shift(changes)
         | {"floor": settings.spearman_floor, "tolerance": settings.shift_tolerance}
-        | {"drifted": FAIL in checks.values(), CHECKS: checks}
+        | {"drifted": below or shift_beyond(changes, settings.shift_tolerance)}
     )
 
 
@@ -253,7 +277,6 @@ def level_row(
         "tolerance": settings.metric_tolerance,
         # the headline metrics (R², accuracy) are higher-is-better: a drop is a negative change
         "dropped": math.isfinite(high) and high < -settings.metric_tolerance,
-        CHECKS: {TASK_METRIC: interval_verdict(low, high, -settings.metric_tolerance, math.inf)},
     }
 
 
@@ -302,6 +325,10 @@ def compression_study(
     if settings is None:
         raise ValueError("compression_study needs a config with a `compression` block")
     by_name = {m.name: m for m in models}
+    cards = {m.name: m.card for m in models}
+    policy = study_policy(config, settings)
+    # the gate names this folder in its messages: the run's results folder
+    folder = Path(config.results_dir) / config.name
     n_resamples = config.bootstrap_resamples
     predictions = Predictions(settings.metric_split, device)
     level_rows, agreement_rows = [], []
@@ -310,13 +337,13 @@ def compression_study(
         rng = figure_rng(config.seed, "metric", variant.name)
         level_rows.append(level_row(variant, by_name, root, predictions, settings, rng, n_resamples))
         methods = per_image.loc[per_image["model"] == variant.name, "method"].drop_duplicates()
+        verdicts = gate_verdicts(per_image, cards, variant, policy, folder)
         for method in methods:
             rng = figure_rng(config.seed, variant.name, str(method))
-            agreement_rows.append(agreement_row(per_image, variant, str(method), settings, rng, n_resamples))
+            row = agreement_row(per_image, variant, str(method), settings, rng, n_resamples)
+            row["gate"], row["gate_failed"] = verdicts.get(str(method), (INCONCLUSIVE, ""))
+            agreement_rows.append(row)
         log.info("compression %s: %s", variant.name, level_rows[-1]["change"])
-    metric_checks = {row["model"]: row.pop(CHECKS) for row in level_rows}
-    for row in agreement_rows:
-        row["gate"], row["gate_failed"] = overall(row.pop(CHECKS) | metric_checks[row["model"]])
     levels, agreement = pd.DataFrame(level_rows), pd.DataFrame(agreement_rows)
     return {
         "compression_levels": levels,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gradsum.aggregation.profiles import PROFILE_STATISTICS
 from gradsum.attribution.normalise import DEFAULT_NORMALISER
 from gradsum.attribution.precision import DEFAULT_PRECISION
 from gradsum.dataspec import build, load_yaml, shipped
@@ -178,10 +179,6 @@ class LabelStudyConfig:
     verdicts: bool = True
     #: a profile agrees with the exact-label one while its Spearman CI's lower bound is at least this
     agreement: float = 0.9
-
-
-#: The per-image figures whose class shifts the compression study measures (columns of the per_image table).
-SHIFT_STATISTICS = ("mass_share", "score", "lift")
 
 
 @dataclass(frozen=True)
@@ -384,8 +381,8 @@ def check_compression_study(config: RunConfig, where: str) -> None:
     for name in ("shift_tolerance", "metric_tolerance"):
         if getattr(settings, name) < 0:
             raise SpecError(f"{where}.{name}: must be 0 or more, got {getattr(settings, name)}")
-    if settings.statistic not in SHIFT_STATISTICS:
-        raise SpecError(f"{where}.statistic: {settings.statistic!r}; valid: {', '.join(SHIFT_STATISTICS)}")
+    if settings.statistic not in PROFILE_STATISTICS:
+        raise SpecError(f"{where}.statistic: {settings.statistic!r}; valid: {', '.join(PROFILE_STATISTICS)}")
 
 
 def load_config(path: str | Path) -> RunConfig:
