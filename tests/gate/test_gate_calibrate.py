@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gate_results import CARD, IMAGES, per_image, shifted, write_results
-from gradsum.gate import gate, load_policy, policy_from_dict, propose_policy, write_policy
+from gradsum.gate import GateInputError, gate, load_policy, policy_from_dict, propose_policy, write_policy
 
 
 def _only_method(frame: pd.DataFrame, method: str, moved: pd.DataFrame) -> pd.DataFrame:
@@ -127,5 +127,5 @@ def test_the_written_policy_loads_back_with_its_notes_as_comments(
 
 
 def test_a_proposal_needs_a_twin(twins: tuple[Path, list[Path]]) -> None:
-    with pytest.raises(ValueError, match="at least one twin"):
+    with pytest.raises(GateInputError, match="twins: a proposal needs at least one twin"):
         propose_policy(twins[0], [], model="vit")

@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gradsum.gate import (
@@ -129,3 +130,17 @@ def test_an_outcome_line_names_verdict_check_subject_and_figures() -> None:
         "FAIL class_shift [vit/gradcam]: sky score moved +0.200 [+0.190, +0.210], beyond ±0.05"
     )
     assert OUTCOMES[3].subject == "vit"
+
+
+def test_an_undefined_figure_is_null_in_the_summary(tmp_path: Path) -> None:
+    nan = CheckOutcome(
+        "spearman",
+        "spearman",
+        "vit",
+        "gradcam",
+        "inconclusive",
+        "cannot be ranked",
+        {"rho": float("nan"), "n": np.int64(3)},
+    )
+    data = json.loads(write_summary(GateReport("a", "b", "p", [nan]), tmp_path / GATE_SUMMARY).read_text())
+    assert data["outcomes"][0]["figures"] == {"rho": None, "n": 3}

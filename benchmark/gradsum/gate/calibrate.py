@@ -27,7 +27,7 @@ import yaml
 
 from gradsum.evaluation.verdicts import PASS
 from gradsum.fileio import atomic_write_text
-from gradsum.gate.inputs import GateInputs, as_inputs
+from gradsum.gate.inputs import GateInputError, GateInputs, as_inputs
 from gradsum.gate.outcome import CheckOutcome
 from gradsum.gate.policy import policy_from_dict
 from gradsum.gate.runner import gate
@@ -55,7 +55,7 @@ def propose_policy(
     meets; `method` None covers every method the baseline holds for the model. The data's `calibration`
     says, per number, which twin set it."""
     if not twins:
-        raise ValueError("propose_policy needs at least one twin results folder")
+        raise GateInputError("twins: a proposal needs at least one twin results folder, got none")
     base = as_inputs(baseline)
     runs = [as_inputs(t) for t in twins]
     selectors: dict[str, Any] = {"models": [model], **({"methods": [method]} if method else {})}

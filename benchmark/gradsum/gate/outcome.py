@@ -10,6 +10,7 @@ reported as inconclusive.
 from __future__ import annotations
 
 import json
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
@@ -96,14 +97,23 @@ class GateReport:
 
 
 def write_summary(report: GateReport, path: str | os.PathLike[str]) -> Path:
-    """Write the report as JSON (`GateReport.to_dict`)."""
-    text = json.dumps(report.to_dict(), indent=2, sort_keys=False, default=_plain, allow_nan=True)
+    """Write the report as JSON (`GateReport.to_dict`); an undefined figure (NaN) is null, as strict JSON
+    readers in CI need."""
+    text = json.dumps(_strict(report.to_dict()), indent=2, allow_nan=False)
     return atomic_write_text(path, text + "\n")
 
 
-def _plain(value: Any) -> Any:
-    # numpy scalars in figures are plain numbers in JSON
-    return value.item() if hasattr(value, "item") else str(value)
+def _strict(value: Any) -> Any:
+    """`value` with numpy scalars as plain numbers and non-finite floats as None, at any depth."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_junit(report: GateReport, path: str | os.PathLike[str]) -> Path:
