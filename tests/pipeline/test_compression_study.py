@@ -20,6 +20,7 @@ from gradsum.pipeline.compression import (
     TASK_METRIC,
     Variant,
     agreement_row,
+    dropped,
     gate_verdicts,
     metric_change,
     onset_rows,
@@ -169,6 +170,12 @@ def test_the_onset_is_the_lowest_level_shown() -> None:
     assert none["order"] == NEITHER and math.isnan(none["drift_level"]) and none["drop_model"] == ""
     # a profile that drifts where the metric never drops moved first
     assert _onset([False, True], [False, False], [0.3, 0.5])["order"] == PROFILE_FIRST
+
+
+def test_a_drop_is_judged_in_the_metric_s_own_direction() -> None:
+    assert dropped("r2", -0.1, -0.03, 0.02) and not dropped("r2", -0.1, -0.01, 0.02)
+    assert dropped("rmse", 0.03, 0.1, 0.02) and not dropped("rmse", -0.1, -0.03, 0.02)
+    assert not dropped("accuracy", math.nan, math.nan, 0.02)
 
 
 def _cards(parent_r2: float, variant_r2: float, variant_name: str) -> dict[str, dict[str, object]]:

@@ -25,7 +25,7 @@ import pandas as pd
 from gradsum.aggregation.label_quality import CONFIDENCE, class_changes, profile_agreement
 from gradsum.contract import COMPRESSION_TABLES, METRIC_FIRST, NEITHER, PROFILE_FIRST, TOGETHER, write_table
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS
-from gradsum.gate import GateInputs, Policy, gate, policy_from_dict
+from gradsum.gate import LOWER_IS_BETTER, GateInputs, Policy, gate, policy_from_dict
 from gradsum.gate.inputs import TRUTHSET
 from gradsum.models.loaded import LoadedModel
 from gradsum.models.tasks import TRAINING_TASKS
@@ -238,6 +238,13 @@ class Predictions:
         return self._outputs[model.name]
 
 
+def dropped(metric: str, low: float, high: float, tolerance: float) -> bool:
+    """Whether a change CI [low, high] (variant − parent) shows the metric worse by more than `tolerance`:
+    lower for a higher-is-better metric, higher for one of the gate's LOWER_IS_BETTER (mae, rmse)."""
+    worse = low if metric in LOWER_IS_BETTER else -high
+    return math.isfinite(worse) and worse > tolerance
+
+
 def level_row(
     variant: Variant,
     models: Mapping[str, LoadedModel],
@@ -259,6 +266,7 @@ def level_row(
         n_resamples,
     )
     record = model.card.get("compression", {})
+    metric = TRAINING_TASKS.get(parent.task, "task").headline
     return {
         "model": variant.name,
         "parent": variant.parent,
@@ -268,15 +276,14 @@ def level_row(
         "parameters": int(record.get("parameters", 0)),
         "bytes": int(record.get("bytes", 0)),
         "images": len(targets),
-        "metric": TRAINING_TASKS.get(parent.task, "task").headline,
+        "metric": metric,
         "parent_value": base,
         "value": value,
         "change": change,
         "change_ci_low": low,
         "change_ci_high": high,
         "tolerance": settings.metric_tolerance,
-        # the headline metrics (R², accuracy) are higher-is-better: a drop is a negative change
-        "dropped": math.isfinite(high) and high < -settings.metric_tolerance,
+        "dropped": dropped(metric, low, high, settings.metric_tolerance),
     }
 
 
