@@ -13,6 +13,7 @@ import pytest
 from gate_results import CARD, IMAGES, TRUTHSET, per_image, shifted, write_results
 from gradsum.errors import ResultsError
 from gradsum.gate import GateInputError, GateReport, gate, policy_from_dict
+from gradsum.gate.checks import Placement
 
 CLASS_SHIFT = {"check": "class_shift", "statistic": "mass_share", "tolerance": 0.05}
 TOP_K = {"check": "top_k", "k": 3, "keep_in": ["road"], "keep_out": ["sky"], "statistic": "mass_share"}
@@ -300,3 +301,30 @@ def test_a_figure_on_its_bar_but_for_float_rounding_is_within_it(base: Path, tmp
     assert outcome.figures["drop"] > 0.01 and outcome.verdict == "pass"
     sky = write_results(tmp_path / "sky", shifted(per_image(), "sky", "mass_share", 0.05))
     assert _gate(base, sky, CLASS_SHIFT).outcomes[0].verdict == "pass"
+
+
+@pytest.mark.parametrize(
+    ("keep_in", "rank", "baseline_rank", "head", "verdict"),
+    [
+        (False, 2, 6, "sky entered the top 3", "fail"),
+        (False, 2, 1, "sky is in the top 3, as in the baseline", "fail"),
+        (False, 5, 1, "sky left the top 3", "pass"),
+        (False, 5, 6, "sky stays out of the top 3", "pass"),
+        (True, 2, 6, "sky entered the top 3", "pass"),
+        (True, 2, 1, "sky stays in the top 3", "pass"),
+        (True, 5, 1, "sky left the top 3", "fail"),
+        (True, 5, 6, "sky is not in the top 3, as in the baseline", "fail"),
+    ],
+)
+def test_every_top_k_sentence(keep_in: bool, rank: int, baseline_rank: int, head: str, verdict: str) -> None:
+    share = 1.0 if rank <= 3 else 0.0
+    placement = Placement("sky", keep_in, float(rank), 12, float(baseline_rank), share, 3)
+    assert placement.sentence() == (
+        f"{head} (rank {rank} of 12; baseline rank {baseline_rank}; in the top 3 in {share:.0%} of resamples)"
+    )
+    assert placement.verdict(0.05) == verdict
+    # a share between alpha/2 and 1 - alpha/2 decides nothing
+    assert (
+        Placement("sky", keep_in, float(rank), 12, float(baseline_rank), 0.5, 3).verdict(0.05)
+        == "inconclusive"
+    )

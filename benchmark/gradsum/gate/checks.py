@@ -256,26 +256,19 @@ class Placement:
     def sentence(self) -> str:
         """Where the class went, in words: "sky entered the top 3 (rank 2 of 12; ...)"."""
         top = f"the top {self.k}"
-        kept = self.in_top == self.keep_in
-        moves = {
-            (True, False): f"{self.name} entered {top}",
-            (False, True): f"{self.name} left {top}",
-            (True, True): f"{self.name} stays in {top}"
-            if kept
-            else f"{self.name} is in {top}, as in the baseline",
-            (False, False): (
-                f"{self.name} stays out of {top}"
-                if kept
-                else f"{self.name} is not in {top}, as in the baseline"
-            ),
-        }
+        if self.in_top != self.baseline_in_top:
+            head = f"{self.name} {'entered' if self.in_top else 'left'} {top}"
+        elif self.in_top == self.keep_in:
+            head = f"{self.name} stays {'in' if self.in_top else 'out of'} {top}"
+        else:
+            head = f"{self.name} is {'' if self.in_top else 'not '}in {top}, as in the baseline"
         rank = f"rank {int(self.rank)} of {self.ranked}" if math.isfinite(self.rank) else "absent"
         base = (
             f"baseline rank {int(self.baseline_rank)}"
             if math.isfinite(self.baseline_rank)
             else "baseline: absent"
         )
-        return f"{moves[(self.in_top, self.baseline_in_top)]} ({rank}; {base}; in {top} in {self.share:.0%} of resamples)"
+        return f"{head} ({rank}; {base}; in {top} in {self.share:.0%} of resamples)"
 
     def row(self, alpha: float) -> dict[str, Any]:
         return {

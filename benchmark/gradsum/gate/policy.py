@@ -75,12 +75,12 @@ class CheckSpec:
     name: str
     check: str
     options: Any
-    field: str
+    where: str
     models: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
 
     @property
-    def runs(self) -> GateCheck:
+    def gate_check(self) -> GateCheck:
         """The registered check."""
         return GATE_CHECKS.get(self.check)
 
@@ -221,11 +221,11 @@ def check_against(
     """Refuse a policy that names a class, model or method the baseline does not hold, naming the policy
     file and field and listing the baseline's."""
     for spec in policy.checks:
-        check = spec.runs
+        check = spec.gate_check
         for name in check.class_fields:
-            _known(getattr(spec.options, name) or (), classes, "class", policy.source, f"{spec.field}.{name}")
-        _known(spec.models or (), models, "model", policy.source, f"{spec.field}.models")
-        _known(spec.methods or (), methods, "method", policy.source, f"{spec.field}.methods")
+            _known(getattr(spec.options, name) or (), classes, "class", policy.source, f"{spec.where}.{name}")
+        _known(spec.models or (), models, "model", policy.source, f"{spec.where}.models")
+        _known(spec.methods or (), methods, "method", policy.source, f"{spec.where}.methods")
 
 
 def _known(named: Collection[str], valid: Collection[str], what: str, source: str, where: str) -> None:

@@ -81,7 +81,7 @@ class Subjects:
 
 
 def _judge(spec: CheckSpec, subjects: Subjects, available: list[str]) -> list[CheckOutcome]:
-    check = spec.runs
+    check = spec.gate_check
     if not check.per_method:
         chosen = [""]
     elif spec.methods is not None:

@@ -44,10 +44,7 @@ def weighted_means(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     """(resamples, classes) means of `values` (images × classes, NaN where a class is absent) under each
     row of image `weights`; NaN where no drawn image holds the class."""
     present = np.isfinite(values)
-    sums = weights @ np.where(present, values, 0.0)
-    counts = weights @ present.astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan)
+    return _divide(weights @ np.where(present, values, 0.0), weights @ present.astype(float))
 
 
 def class_means(values: np.ndarray) -> np.ndarray:
