@@ -27,11 +27,9 @@ from gradsum.contract import RECOMMENDATIONS, TRUST
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS, UNINFORMATIVE
 from gradsum.gate.inputs import GateInputError, GateInputs, card, card_task, required_table
 from gradsum.gate.statistics import BASELINE, CANDIDATE, Paired, class_means, class_shift, ranks, spearman
-from gradsum.models.tasks import TRAINING_TASKS
+from gradsum.models.tasks import LOWER_IS_BETTER, TRAINING_TASKS
 from gradsum.registry import Registry
 
-#: Task metrics where a smaller value is better: their drop is candidate − baseline.
-LOWER_IS_BETTER = frozenset({"mae", "rmse"})
 #: How trust verdicts order: a candidate whose verdict ranks lower than the baseline's got worse.
 TRUST_ORDER = {PASS: 2, INCONCLUSIVE: 1, UNINFORMATIVE: 1, FAIL: 0}
 #: A figure this close to its bar is on it: 0.95 − 0.94 is 0.010000000000000009 in floats, and a drop of

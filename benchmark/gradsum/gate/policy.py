@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradsum.dataspec import build, load_yaml
+from gradsum.dataspec import build, load_yaml, shipped
 from gradsum.errors import GradSUMError, SpecError
 from gradsum.evaluation.verdicts import PASS
 from gradsum.gate.checks import GATE_CHECKS, GateCheck
@@ -98,19 +98,9 @@ class Policy:
     calibration: dict[str, str] = field(default_factory=dict)
 
 
-#: Policies shipped by name: a starting point, to be calibrated (`gradsum gate --calibrate`).
-BUILTIN_POLICIES: Registry[dict[str, Any]] = Registry("built-in policy")
-BUILTIN_POLICIES.add(
-    "default",
-    {
-        "checks": [
-            {"check": "class_shift", "statistic": "mass_share", "tolerance": 0.05},
-            {"check": "spearman", "floor": 0.8},
-            {"check": "verdict"},
-            {"check": "task_metric", "tolerance": 0.02},
-        ]
-    },
-)
+#: Policies shipped by name (`gradsum/gate/policies/*.yaml`): a starting point, to be calibrated
+#: (`gradsum gate --calibrate`).
+BUILTIN_POLICIES: Registry[Path] = shipped(Path(__file__).parent / "policies", "built-in policy")
 
 
 def load_policy(policy: str | os.PathLike[str]) -> Policy:
@@ -119,7 +109,7 @@ def load_policy(policy: str | os.PathLike[str]) -> Policy:
     if isinstance(policy, str) and not path.exists() and path.suffix not in (".yaml", ".yml"):
         if policy not in BUILTIN_POLICIES:
             raise SpecError(f"{policy}: no such policy file, and {BUILTIN_POLICIES.unknown_message(policy)}")
-        return policy_from_dict(BUILTIN_POLICIES.get(policy), f"built-in policy {policy!r}")
+        path = BUILTIN_POLICIES.get(policy)
     return policy_from_dict(load_yaml(path), str(path))
 
 

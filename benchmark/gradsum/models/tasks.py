@@ -13,6 +13,8 @@ from torch.nn import functional
 from gradsum.taxonomy import TaskRegistry
 
 Metrics = dict[str, float | None]
+#: The metrics where a smaller value is better (the regression errors); for every other one, larger is.
+LOWER_IS_BETTER = frozenset({"mae", "rmse"})
 
 
 @dataclass(frozen=True)
