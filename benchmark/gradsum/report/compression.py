@@ -171,7 +171,9 @@ def compression_figure(results: Results, parent: str, size: str = "double") -> F
         ax.grid(alpha=0.3)
     metric = str(levels["metric"].iloc[0]) if not levels.empty else "metric"
     metric_ax.set_ylabel(f"{metric} change", fontsize=fontsize)
-    axes[-1].set_xlabel(
+    rows_, columns = GRID[size]
+    # one x label, under the bottom row's middle panel: the panels share their levels
+    axes[(rows_ - 1) * columns + columns // 2].set_xlabel(
         "compression level (magnitude: sparsity; channels: share of channels)", fontsize=fontsize
     )
     fig.suptitle(f"{parent}, compressed", fontsize=fontsize + 1)
