@@ -4,6 +4,7 @@ magnitude level too small to prune one weight leaves the model, its profile and 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,14 @@ from gradsum.attribution import attribute
 from gradsum.cli import main
 from gradsum.contract import COMPRESSION_TABLES, PLOTS, REPORT, read_table
 from gradsum.errors import SpecError, UnknownNameError
+from gradsum.fileio import sha256_file
 from gradsum.models import load_model
+from gradsum.models.checkpoints import weights_file
 from gradsum.models.inputs import model_input
 from gradsum.models.tasks import regression_metrics
 from gradsum.models.training import predict, preload
 from gradsum.pipeline import config_from_dict, load_config, run
+from gradsum.pipeline.inputs import ensure_model
 from gradsum.pipeline.label_quality import score_matrix
 from gradsum.truthsets import open_truthset
 
@@ -224,3 +228,25 @@ def test_the_shipped_config_compresses_every_default_model() -> None:
     assert parents == {"pilotnet", "vit", "hybrid_vit", "compact_cnn", "vit_obstacle"}
     assert config.compression is not None and config.compression.spearman_floor == 0.9
     assert not config.evaluation.checks
+
+
+def test_a_variant_compressed_otherwise_is_kept_with_a_warning(
+    study: tuple[Path, dict[str, pd.DataFrame], dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, _, data = study
+    changed = {**data, "models": [*data["models"]]}
+    changed["models"][2] = {"name": "pruned", "compress": {**data["models"][2]["compress"], "level": 0.6}}
+    config = config_from_dict(changed)
+    folder = Path(data["models_dir"]) / "pruned"
+    before = sha256_file(weights_file(folder))
+    with caplog.at_level(logging.WARNING, logger="gradsum.pipeline.inputs"):
+        model = ensure_model(config.models[2], config, Path(data["truthset"]["path"]), "cpu")
+    assert model.card["compression"]["level"] == 0.5 and sha256_file(weights_file(folder)) == before
+    assert "differ from models[pruned].compress in level" in caplog.text
+
+
+def test_a_compressed_model_has_no_seed_twin(tmp_path: Path) -> None:
+    data = study_config(tmp_path)
+    data["evaluation"] = {"checks": ["sanity"], "seed_twins": ["pruned"]}
+    with pytest.raises(SpecError, match=r"seed_twins\[0\]: 'pruned' is compressed from 'pilotnet'"):
+        config_from_dict(data)
