@@ -25,6 +25,7 @@ from gradsum.pipeline.compression import (
     metric_change,
     onset_rows,
     overall,
+    shared_methods,
     study_policy,
 )
 from gradsum.pipeline.config import CompressConfig, CompressionStudyConfig, RunConfig
@@ -170,6 +171,15 @@ def test_the_onset_is_the_lowest_level_shown() -> None:
     assert none["order"] == NEITHER and math.isnan(none["drift_level"]) and none["drop_model"] == ""
     # a profile that drifts where the metric never drops moved first
     assert _onset([False, True], [False, False], [0.3, 0.5])["order"] == PROFILE_FIRST
+
+
+def test_a_method_run_on_one_side_only_is_not_compared(parent_figures: tuple[np.ndarray, np.ndarray]) -> None:
+    scores, shares = parent_figures
+    extra = per_image_rows("same", scores, shares).assign(method="gradrollout")
+    table = pd.concat(
+        [per_image_rows("parent", scores, shares), per_image_rows("same", scores, shares), extra]
+    )
+    assert shared_methods(table, variant("same")) == ["gradcam"]
 
 
 def test_a_drop_is_judged_in_the_metric_s_own_direction() -> None:

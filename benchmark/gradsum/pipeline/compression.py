@@ -85,6 +85,16 @@ def paired_images(per_image: pd.DataFrame, a: str, b: str, method: str) -> list[
     return sorted(held[0] & held[1])
 
 
+def shared_methods(per_image: pd.DataFrame, variant: Variant) -> list[str]:
+    """The methods run on both the variant and its parent, in the variant's order (a method run on one
+    side only has nothing to be compared with)."""
+    held = {
+        m: per_image.loc[per_image["model"] == m, "method"].astype(str).unique()
+        for m in (variant.parent, variant.name)
+    }
+    return [method for method in held[variant.name] if method in set(held[variant.parent])]
+
+
 def largest_shift(changes: pd.DataFrame) -> dict[str, Any]:
     """The class whose mean paired change is largest in size, with its CI and image count (NaN: none)."""
     if changes.empty or not np.isfinite(changes["change"].to_numpy(float)).any():
@@ -343,12 +353,12 @@ def compression_study(
         root = training_root(base_entry(variant.settings, config), config, truthset_root)
         rng = figure_rng(config.seed, "metric", variant.name)
         level_rows.append(level_row(variant, by_name, root, predictions, settings, rng, n_resamples))
-        methods = per_image.loc[per_image["model"] == variant.name, "method"].drop_duplicates()
+        methods = shared_methods(per_image, variant)
         verdicts = gate_verdicts(per_image, cards, variant, policy, folder)
         for method in methods:
-            rng = figure_rng(config.seed, variant.name, str(method))
-            row = agreement_row(per_image, variant, str(method), settings, rng, n_resamples)
-            row["gate"], row["gate_failed"] = verdicts.get(str(method), (INCONCLUSIVE, ""))
+            rng = figure_rng(config.seed, variant.name, method)
+            row = agreement_row(per_image, variant, method, settings, rng, n_resamples)
+            row["gate"], row["gate_failed"] = verdicts.get(method, (INCONCLUSIVE, ""))
             agreement_rows.append(row)
         log.info("compression %s: %s", variant.name, level_rows[-1]["change"])
     levels, agreement = pd.DataFrame(level_rows), pd.DataFrame(agreement_rows)
