@@ -310,12 +310,12 @@ def first_level(rows: pd.DataFrame, flag: str) -> tuple[str, float, int]:
 def onset_rows(agreement: pd.DataFrame, levels: pd.DataFrame) -> list[dict[str, Any]]:
     """Per parent × compression × method: the lowest level at which the profile is shown to drift, the
     lowest at which the metric is shown to drop, and which came first."""
-    dropped = dict(zip(levels["model"], levels["dropped"], strict=True))
+    drops = dict(zip(levels["model"], levels["dropped"], strict=True))
     rows = []
     for (parent, compression, method), group in agreement.groupby(
         ["parent", "compression", "method"], sort=False
     ):
-        ordered = group.sort_values("level", kind="stable").assign(dropped=lambda t: t["model"].map(dropped))
+        ordered = group.sort_values("level", kind="stable").assign(dropped=lambda t: t["model"].map(drops))
         drift_model, drift_level, drift_rank = first_level(ordered, "drifted")
         drop_model, drop_level, drop_rank = first_level(ordered, "dropped")
         if drift_rank == drop_rank:
