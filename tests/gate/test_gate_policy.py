@@ -182,3 +182,12 @@ def test_names_the_baseline_lacks_are_refused_at_gate_time(tmp_path: Path) -> No
         with pytest.raises(PolicyMismatchError, match=r"p.yaml: " + match):
             gate(base, base, policy)
     assert issubclass(PolicyMismatchError, GradSUMError)
+
+
+def test_a_builtin_name_is_not_shadowed_by_a_folder_of_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `gradsum gate results/default ... --policy default` run from `results/`: the folder is no policy file
+    (tmp_path / "default").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_policy("default").source.endswith("gradsum/gate/policies/default.yaml")

@@ -106,7 +106,7 @@ BUILTIN_POLICIES: Registry[Path] = shipped(Path(__file__).parent / "policies", "
 def load_policy(policy: str | os.PathLike[str]) -> Policy:
     """The policy in the YAML file `policy`, or the built-in one of that name (`BUILTIN_POLICIES`)."""
     path = Path(policy)
-    if isinstance(policy, str) and not path.exists() and path.suffix not in (".yaml", ".yml"):
+    if isinstance(policy, str) and not path.is_file() and path.suffix not in (".yaml", ".yml"):
         if policy not in BUILTIN_POLICIES:
             raise SpecError(f"{policy}: no such policy file, and {BUILTIN_POLICIES.unknown_message(policy)}")
         path = BUILTIN_POLICIES.get(policy)
