@@ -25,10 +25,10 @@ import pandas as pd
 from gradsum.aggregation.label_quality import CONFIDENCE, class_changes, profile_agreement
 from gradsum.contract import COMPRESSION_TABLES, METRIC_FIRST, NEITHER, PROFILE_FIRST, TOGETHER, write_table
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS
-from gradsum.gate import LOWER_IS_BETTER, GateInputs, Policy, gate, policy_from_dict
+from gradsum.gate import GateInputs, Policy, gate, policy_from_dict
 from gradsum.gate.inputs import TRUTHSET
 from gradsum.models.loaded import LoadedModel
-from gradsum.models.tasks import TRAINING_TASKS
+from gradsum.models.tasks import LOWER_IS_BETTER, TRAINING_TASKS
 from gradsum.models.training import SplitData, predict, preload
 from gradsum.pipeline.config import CompressConfig, CompressionStudyConfig, RunConfig
 from gradsum.pipeline.inputs import base_entry, training_root
@@ -250,7 +250,7 @@ class Predictions:
 
 def dropped(metric: str, low: float, high: float, tolerance: float) -> bool:
     """Whether a change CI [low, high] (variant − parent) shows the metric worse by more than `tolerance`:
-    lower for a higher-is-better metric, higher for one of the gate's LOWER_IS_BETTER (mae, rmse)."""
+    lower for a higher-is-better metric, higher for one of LOWER_IS_BETTER (mae, rmse)."""
     worse = low if metric in LOWER_IS_BETTER else -high
     return math.isfinite(worse) and worse > tolerance
 
