@@ -44,34 +44,39 @@ def test_each_bar_is_the_loosest_twin_figure(twins: tuple[Path, list[Path]]) -> 
     base, folders = twins
     data = propose_policy(base, folders, model="vit")
     checks = data["checks"]
-    assert [c["check"] for c in checks] == [
-        "class_shift",
-        "class_shift",
-        "spearman",
-        "top_k",
-        "verdict",
-        "task_metric",
+    per_method = ["class_shift", "class_shift", "spearman", "top_k"]
+    assert [c["check"] for c in checks] == [*per_method, *per_method, "verdict", "task_metric"]
+    # the profile checks have bars of their own per method; the model's own checks cover it whole
+    assert [c.get("methods") for c in checks] == [["gradcam"]] * 4 + [["gradrollout"]] * 4 + [None, None]
+    assert all(c["models"] == ["vit"] for c in checks)
+    # constant shifts: the intervals are the shift itself; the score moved nowhere. Sky moved +0.01 under
+    # gradcam (the first twin) and +0.02 under gradrollout (the second)
+    assert [(c["statistic"], c["tolerance"]) for c in (checks[0], checks[1], checks[4], checks[5])] == [
+        ("score", 0.0),
+        ("mass_share", 0.01),
+        ("score", 0.0),
+        ("mass_share", 0.02),
     ]
-    assert all(c["models"] == ["vit"] and "methods" not in c for c in checks)
-    # constant shifts: the intervals are the shift itself; the score moved nowhere
-    assert (checks[0]["statistic"], checks[0]["tolerance"]) == ("score", 0.0)
-    assert (checks[1]["statistic"], checks[1]["tolerance"]) == ("mass_share", 0.02)
     # the score profiles did not move: every resample ranks them alike
-    assert checks[2]["floor"] == 1.0
-    # score ranks road, car, building, vegetation, sky in the baseline and both twins
-    assert (checks[3]["k"], checks[3]["keep_in"], checks[3]["keep_out"]) == (
-        3,
-        ["building", "car", "road"],
-        ["sky", "vegetation"],
-    )
+    assert checks[2]["floor"] == checks[6]["floor"] == 1.0
+    # score ranks road, car, building, vegetation, sky in the baseline and both twins, under both methods
+    for top in (checks[3], checks[7]):
+        assert (top["k"], top["keep_in"], top["keep_out"]) == (
+            3,
+            ["building", "car", "road"],
+            ["sky", "vegetation"],
+        )
     # r2 0.95 → 0.94 is the largest drop (the other twin improved)
-    assert checks[5]["tolerance"] == 0.01
+    assert checks[9]["tolerance"] == 0.01
     notes = data["calibration"]
     assert notes["twins"] == ", ".join(str(f) for f in folders)
     assert notes["checks[1]"] == (
+        "largest |CI bound| over the twins: seed1 (vit/gradcam), class sky: [+0.0100, +0.0100]"
+    )
+    assert notes["checks[5]"] == (
         "largest |CI bound| over the twins: seed2 (vit/gradrollout), class sky: [+0.0200, +0.0200]"
     )
-    assert notes["checks[5]"].startswith("largest drop over the twins: seed1: r2 0.95 → 0.94")
+    assert notes["checks[9]"].startswith("largest drop over the twins: seed1: r2 0.95 → 0.94")
 
 
 def test_every_twin_passes_the_proposal(twins: tuple[Path, list[Path]]) -> None:
@@ -85,7 +90,7 @@ def test_every_twin_passes_the_proposal(twins: tuple[Path, list[Path]]) -> None:
 def test_a_proposal_for_one_method_selects_it(twins: tuple[Path, list[Path]]) -> None:
     base, folders = twins
     data = propose_policy(base, folders[:1], model="vit", method="gradcam")
-    assert all(c["methods"] == ["gradcam"] for c in data["checks"])
+    assert [c.get("methods") for c in data["checks"]] == [["gradcam"]] * 4 + [None, None]
     assert data["checks"][1]["tolerance"] == 0.01
 
 
@@ -118,8 +123,8 @@ def test_the_written_policy_loads_back_with_its_notes_as_comments(
     assert lines[0].startswith("# a gate policy proposed by `gradsum gate --calibrate`")
     assert lines[1] == f"# twins: {data['calibration']['twins']}"
     assert (
-        "  - {check: class_shift, statistic: mass_share, tolerance: 0.02, models: [vit]}  # largest |CI bound|"
-        in "\n".join(lines)
+        "  - {check: class_shift, statistic: mass_share, tolerance: 0.02, models: [vit], methods: [gradrollout]}"
+        "  # largest |CI bound|" in "\n".join(lines)
     )
     loaded = load_policy(path)
     assert [s.options for s in loaded.checks] == [s.options for s in policy_from_dict(data, "data").checks]

@@ -11,6 +11,8 @@ same as a real gate's, on the same resamples), and the policy takes the loosest 
 - task_metric: the largest drop of any twin (at least 0), rounded up;
 - verdict: included as it is (a retrained twin does not move the bar).
 
+The profile checks are proposed per method: a retrained model moves one method's maps more than another's.
+
 So every twin passes the class-shift, Spearman and task-metric checks, and each number says which twin set
 it (the policy's `calibration`, written as comments by `write_policy`).
 """
@@ -52,35 +54,41 @@ def propose_policy(
     k: int = 3,
 ) -> dict[str, Any]:
     """Policy data (ready for `policy_from_dict` and `write_policy`) whose bars every twin of `model`
-    meets; `method` None covers every method the baseline holds for the model. The data's `calibration`
-    says, per number, which twin set it."""
+    meets; `method` None proposes the profile checks for every method the baseline holds for the model,
+    each with bars of its own (methods differ in how much a retrained model moves their maps). The data's
+    `calibration` says, per number, which twin set it."""
     if not twins:
         raise GateInputError("twins: a proposal needs at least one twin results folder, got none")
     base = as_inputs(baseline)
     runs = [as_inputs(t) for t in twins]
-    selectors: dict[str, Any] = {"models": [model], **({"methods": [method]} if method else {})}
-    probes = [_probe(base, twin, model, selectors) for twin in runs]
+    held = sorted(set(base.per_image.loc[base.per_image["model"] == model, "method"].astype(str)))
     checks: list[dict[str, Any]] = []
     notes: dict[str, str] = {"twins": ", ".join(str(t.folder) for t in runs)}
 
-    def add(entry: dict[str, Any], note: str) -> None:
+    def add(entry: dict[str, Any], note: str, selectors: dict[str, Any]) -> None:
         notes[f"checks[{len(checks)}]"] = note
         checks.append({**entry, **selectors})
 
-    for statistic in SHIFT_STATISTICS:
-        reach, why = _loosest_shift(probes, runs, f"class_shift_{statistic}")
-        add({"check": "class_shift", "statistic": statistic, "tolerance": _up(reach)}, why)
-    low, why = _lowest_spearman(probes, runs)
-    add({"check": "spearman", "floor": _down(low)}, why)
-    keep_in, keep_out = _top_k(base, runs, model, method, k)
-    if keep_in or keep_out:
-        add(
-            {"check": "top_k", "k": k, "keep_in": keep_in, "keep_out": keep_out},
-            f"keep_in: in the top {k} of the baseline and every twin; keep_out: in the top {k} of none",
-        )
-    add({"check": "verdict"}, "the baseline's trust verdict may not get worse")
+    probes: list[list[CheckOutcome]] = []
+    for chosen in [method] if method else held:
+        selectors: dict[str, Any] = {"models": [model], "methods": [chosen]}
+        probes = [_probe(base, twin, model, selectors) for twin in runs]
+        for statistic in SHIFT_STATISTICS:
+            reach, why = _loosest_shift(probes, runs, f"class_shift_{statistic}")
+            add({"check": "class_shift", "statistic": statistic, "tolerance": _up(reach)}, why, selectors)
+        low, why = _lowest_spearman(probes, runs)
+        add({"check": "spearman", "floor": _down(low)}, why, selectors)
+        keep_in, keep_out = _top_k(base, runs, model, chosen, k)
+        if keep_in or keep_out:
+            add(
+                {"check": "top_k", "k": k, "keep_in": keep_in, "keep_out": keep_out},
+                f"keep_in: in the top {k} of the baseline and every twin; keep_out: in the top {k} of none",
+                selectors,
+            )
+    # the model's own checks: its verdict, and its task metric (the same in every method's probe)
+    add({"check": "verdict"}, "the baseline's trust verdict may not get worse", {"models": [model]})
     drop, why = _largest_drop(probes, runs)
-    add({"check": "task_metric", "tolerance": _up(max(drop, 0.0))}, why)
+    add({"check": "task_metric", "tolerance": _up(max(drop, 0.0))}, why, {"models": [model]})
     return {
         "alpha": 0.05,
         "resamples": 1000,
@@ -144,7 +152,7 @@ def _largest_drop(probes: list[list[CheckOutcome]], runs: list[GateInputs]) -> t
 
 
 def _top_k(
-    base: GateInputs, runs: list[GateInputs], model: str, method: str | None, k: int
+    base: GateInputs, runs: list[GateInputs], model: str, method: str, k: int
 ) -> tuple[list[str], list[str]]:
     tops = [_top(run, model if model in run.models else run.models[0], method, k) for run in [base, *runs]]
     classes = sorted(set(base.per_image["class"].astype(str)))
@@ -153,18 +161,14 @@ def _top_k(
     return keep_in, keep_out
 
 
-def _top(run: GateInputs, model: str, method: str | None, k: int) -> set[str]:
-    """The classes in the top k of any of the model's (chosen) methods' point profiles."""
-    rows = run.per_image[run.per_image["model"] == model]
-    if method:
-        rows = rows[rows["method"] == method]
-    top: set[str] = set()
-    for _, group in rows.groupby("method"):
-        wide = group.pivot_table(index="image", columns="class", values=RANKED, aggfunc="first")
-        means = class_means(wide.to_numpy(float))
-        order = sorted(range(len(means)), key=lambda i: -means[i])
-        top |= {str(wide.columns[i]) for i in order[:k] if math.isfinite(means[i])}
-    return top
+def _top(run: GateInputs, model: str, method: str, k: int) -> set[str]:
+    """The classes in the top k of the model's point profile under `method`."""
+    table = run.per_image
+    rows = table[(table["model"] == model) & (table["method"] == method)]
+    wide = rows.pivot_table(index="image", columns="class", values=RANKED, aggfunc="first")
+    means = class_means(wide.to_numpy(float))
+    order = sorted(range(len(means)), key=lambda i: -means[i])
+    return {str(wide.columns[i]) for i in order[:k] if math.isfinite(means[i])}
 
 
 def _up(value: float) -> float:
