@@ -44,39 +44,43 @@ def test_each_bar_is_the_loosest_twin_figure(twins: tuple[Path, list[Path]]) -> 
     base, folders = twins
     data = propose_policy(base, folders, model="vit")
     checks = data["checks"]
-    per_method = ["class_shift", "class_shift", "spearman", "top_k"]
+    per_method = ["class_shift", "class_shift", "spearman", "top_k", "top_k"]
     assert [c["check"] for c in checks] == [*per_method, *per_method, "verdict", "task_metric"]
     # the profile checks have bars of their own per method; the model's own checks cover it whole
-    assert [c.get("methods") for c in checks] == [["gradcam"]] * 4 + [["gradrollout"]] * 4 + [None, None]
+    assert [c.get("methods") for c in checks] == [["gradcam"]] * 5 + [["gradrollout"]] * 5 + [None, None]
     assert all(c["models"] == ["vit"] for c in checks)
     # constant shifts: the intervals are the shift itself; the score moved nowhere. Sky moved +0.01 under
     # gradcam (the first twin) and +0.02 under gradrollout (the second)
-    assert [(c["statistic"], c["tolerance"]) for c in (checks[0], checks[1], checks[4], checks[5])] == [
+    assert [(c["statistic"], c["tolerance"]) for c in (checks[0], checks[1], checks[5], checks[6])] == [
         ("score", 0.0),
         ("mass_share", 0.01),
         ("score", 0.0),
         ("mass_share", 0.02),
     ]
     # the score profiles did not move: every resample ranks them alike
-    assert checks[2]["floor"] == checks[6]["floor"] == 1.0
-    # score ranks road, car, building, vegetation, sky in the baseline and both twins, under both methods
-    for top in (checks[3], checks[7]):
-        assert (top["k"], top["keep_in"], top["keep_out"]) == (
+    assert checks[2]["floor"] == checks[7]["floor"] == 1.0
+    # score and mass share both rank road, car, building, vegetation, sky in the baseline and both twins,
+    # under both methods
+    for top, statistic in zip(
+        (checks[3], checks[4], checks[8], checks[9]), ["score", "mass_share"] * 2, strict=True
+    ):
+        assert (top["k"], top["keep_in"], top["keep_out"], top["statistic"]) == (
             3,
             ["building", "car", "road"],
             ["sky", "vegetation"],
+            statistic,
         )
     # r2 0.95 → 0.94 is the largest drop (the other twin improved)
-    assert checks[9]["tolerance"] == 0.01
+    assert checks[11]["tolerance"] == 0.01
     notes = data["calibration"]
     assert notes["twins"] == ", ".join(str(f) for f in folders)
     assert notes["checks[1]"] == (
         "largest |CI bound| over the twins: seed1 (vit/gradcam), class sky: [+0.0100, +0.0100]"
     )
-    assert notes["checks[5]"] == (
+    assert notes["checks[6]"] == (
         "largest |CI bound| over the twins: seed2 (vit/gradrollout), class sky: [+0.0200, +0.0200]"
     )
-    assert notes["checks[9]"].startswith("largest drop over the twins: seed1: r2 0.95 → 0.94")
+    assert notes["checks[11]"].startswith("largest drop over the twins: seed1: r2 0.95 → 0.94")
 
 
 def test_every_twin_passes_the_proposal(twins: tuple[Path, list[Path]]) -> None:
@@ -90,7 +94,7 @@ def test_every_twin_passes_the_proposal(twins: tuple[Path, list[Path]]) -> None:
 def test_a_proposal_for_one_method_selects_it(twins: tuple[Path, list[Path]]) -> None:
     base, folders = twins
     data = propose_policy(base, folders[:1], model="vit", method="gradcam")
-    assert [c.get("methods") for c in data["checks"]] == [["gradcam"]] * 4 + [None, None]
+    assert [c.get("methods") for c in data["checks"]] == [["gradcam"]] * 5 + [None, None]
     assert data["checks"][1]["tolerance"] == 0.01
 
 
@@ -134,3 +138,35 @@ def test_the_written_policy_loads_back_with_its_notes_as_comments(
 def test_a_proposal_needs_a_twin(twins: tuple[Path, list[Path]]) -> None:
     with pytest.raises(GateInputError, match="twins: a proposal needs at least one twin"):
         propose_policy(twins[0], [], model="vit")
+
+
+def test_no_verdict_check_is_proposed_for_a_baseline_without_trust_tables(tmp_path: Path) -> None:
+    # a policy must not ask for what the baseline cannot give: the gate would stop (exit 2) on every candidate
+    base = write_results(tmp_path / "base")
+    twin = write_results(tmp_path / "twin", shifted(per_image(), "sky", "mass_share", 0.01))
+    for folder in (base, twin):
+        (folder / "trust.csv").unlink()
+    data = propose_policy(base, [twin], model="vit", method="gradcam")
+    assert "verdict" not in [c["check"] for c in data["checks"]]
+    assert data["calibration"]["verdict"].startswith("no verdict check: the baseline ran no trust checks")
+    assert gate(base, twin, policy_from_dict(data, "proposal")).passed
+
+
+def test_a_class_that_takes_the_map_but_not_the_score_enters_the_mass_share_top_k(tmp_path: Path) -> None:
+    """Sky's share of the map rises to second while its score (relevance per pixel) stays last: the
+    proposal's mass-share top 3 keeps it out, its score top 3 cannot see it; a twin passes both."""
+    base = write_results(tmp_path / "base")
+    twin = write_results(tmp_path / "twin", shifted(per_image(), "sky", "mass_share", 0.01))
+    data = propose_policy(base, [twin], model="vit", method="gradcam")
+    tops = {c["statistic"]: c for c in data["checks"] if c["check"] == "top_k"}
+    assert tops["mass_share"]["keep_out"] == tops["score"]["keep_out"] == ["sky", "vegetation"]
+    policy = policy_from_dict(data, "proposal")
+    assert gate(base, twin, policy).passed
+    taken = write_results(tmp_path / "sky", shifted(per_image(), "sky", "mass_share", 0.25))
+    report = gate(base, taken, policy)
+    by_statistic = {o.name: o for o in report.outcomes if o.check == "top_k"}
+    assert [o.verdict for o in by_statistic.values()] == ["pass", "fail"]
+    # sky's mass share 0.08 + 0.25 = 0.33 is second to road's 0.40 in every resample
+    assert "sky entered the top 3 (rank 2 of 5; baseline rank 5; in the top 3 in 100% of resamples)" in (
+        list(by_statistic.values())[1].message
+    )

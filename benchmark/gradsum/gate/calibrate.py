@@ -6,10 +6,10 @@ same as a real gate's, on the same resamples), and the policy takes the loosest 
 
 - class_shift (score and mass share): the largest |CI bound| of any class's shift in any twin, rounded up;
 - spearman: the lowest CI low bound of any twin, rounded down;
-- top_k: keep_in the classes in the top k of the baseline and of every twin, keep_out the classes in the
-  top k of none of them (point profiles of the score);
+- top_k (score and mass share): keep_in the classes in the top k of the baseline and of every twin,
+  keep_out the classes in the top k of none of them (point profiles);
 - task_metric: the largest drop of any twin (at least 0), rounded up;
-- verdict: included as it is (a retrained twin does not move the bar).
+- verdict: included as it is (a retrained twin does not move the bar), where the baseline has trust tables.
 
 The profile checks are proposed per method: a retrained model moves one method's maps more than another's.
 
@@ -37,10 +37,9 @@ from gradsum.gate.statistics import class_means
 
 #: Decimal places of a proposed number: rounded outwards, so a twin at the edge still passes.
 PLACES = 4
-#: The statistics whose class shifts a proposal bounds.
+#: The statistics whose class shifts and top k a proposal bounds: the score (relevance per pixel) and the
+#: mass share (the share of the map), which rank classes differently where class areas differ.
 SHIFT_STATISTICS = ("score", "mass_share")
-#: The statistic the proposed top-k ranks by (the top_k check's default).
-RANKED = "score"
 #: The first comment line of a written policy: what it guards.
 HEADER = "a gate policy proposed by `gradsum gate --calibrate` from the spread of seed twins of the baseline"
 
@@ -78,15 +77,24 @@ def propose_policy(
             add({"check": "class_shift", "statistic": statistic, "tolerance": _up(reach)}, why, selectors)
         low, why = _lowest_spearman(probes, runs)
         add({"check": "spearman", "floor": _down(low)}, why, selectors)
-        keep_in, keep_out = _top_k(base, runs, model, chosen, k)
-        if keep_in or keep_out:
-            add(
-                {"check": "top_k", "k": k, "keep_in": keep_in, "keep_out": keep_out},
-                f"keep_in: in the top {k} of the baseline and every twin; keep_out: in the top {k} of none",
-                selectors,
-            )
-    # the model's own checks: its verdict, and its task metric (the same in every method's probe)
-    add({"check": "verdict"}, "the baseline's trust verdict may not get worse", {"models": [model]})
+        for statistic in SHIFT_STATISTICS:
+            keep_in, keep_out = _top_k(base, runs, model, chosen, k, statistic)
+            if keep_in or keep_out:
+                entry = {
+                    "check": "top_k",
+                    "k": k,
+                    "keep_in": keep_in,
+                    "keep_out": keep_out,
+                    "statistic": statistic,
+                }
+                why = f"keep_in: in the top {k} by {statistic} of the baseline and every twin; keep_out: of none"
+                add(entry, why, selectors)
+    # the model's own checks: its verdict (where the baseline has one to keep), and its task metric (the same
+    # in every method's probe)
+    if base.trust is not None:
+        add({"check": "verdict"}, "the baseline's trust verdict may not get worse", {"models": [model]})
+    else:
+        notes["verdict"] = "no verdict check: the baseline ran no trust checks (no trust table)"
     drop, why = _largest_drop(probes, runs)
     add({"check": "task_metric", "tolerance": _up(max(drop, 0.0))}, why, {"models": [model]})
     return {
@@ -152,20 +160,23 @@ def _largest_drop(probes: list[list[CheckOutcome]], runs: list[GateInputs]) -> t
 
 
 def _top_k(
-    base: GateInputs, runs: list[GateInputs], model: str, method: str, k: int
+    base: GateInputs, runs: list[GateInputs], model: str, method: str, k: int, statistic: str
 ) -> tuple[list[str], list[str]]:
-    tops = [_top(run, model if model in run.models else run.models[0], method, k) for run in [base, *runs]]
+    tops = [
+        _top(run, model if model in run.models else run.models[0], method, k, statistic)
+        for run in [base, *runs]
+    ]
     classes = sorted(set(base.per_image["class"].astype(str)))
     keep_in = [c for c in classes if all(c in top for top in tops)]
     keep_out = [c for c in classes if not any(c in top for top in tops)]
     return keep_in, keep_out
 
 
-def _top(run: GateInputs, model: str, method: str, k: int) -> set[str]:
-    """The classes in the top k of the model's point profile under `method`."""
+def _top(run: GateInputs, model: str, method: str, k: int, statistic: str) -> set[str]:
+    """The classes in the top k of the model's point profile of `statistic` under `method`."""
     table = run.per_image
     rows = table[(table["model"] == model) & (table["method"] == method)]
-    wide = rows.pivot_table(index="image", columns="class", values=RANKED, aggfunc="first")
+    wide = rows.pivot_table(index="image", columns="class", values=statistic, aggfunc="first")
     means = class_means(wide.to_numpy(float))
     order = sorted(range(len(means)), key=lambda i: -means[i])
     return {str(wide.columns[i]) for i in order[:k] if math.isfinite(means[i])}
