@@ -39,16 +39,6 @@ SHORTCUT = 0.99
 SKY_MESSAGE = "sky entered the top 3"
 #: where the sky model's training set is rendered, beside the baseline's
 SKY_DATA = "datasets/gate_sky"
-# Two gaps in gradsum.gate.calibrate's proposal, measured on this example (docs/gate.md, section 3); strict, so
-# the markers must go once the proposal changes.
-PROPOSES_VERDICT = (
-    "the proposal always holds the verdict check, so on a baseline without a trust layer every gate under it "
-    "is an input error (exit 2: the trust tables are missing)"
-)
-RANKS_BY_SCORE = (
-    "the proposal ranks top_k by score only, where the sky model's sky is rank 3 in 84% of resamples "
-    "(inconclusive); by mass share it is rank 2 in 100%"
-)
 
 
 def workflow() -> dict[str, Any]:
@@ -178,7 +168,6 @@ def test_the_cache_carries_what_the_gate_job_reads() -> None:
     assert workflow()["env"]["CANDIDATE_DATA"] == config.truthset.path
 
 
-@pytest.mark.xfail(strict=True, reason=PROPOSES_VERDICT)
 def test_the_policy_is_the_calibrations_proposal(example: Path) -> None:
     env = workflow()["env"]
     text = (example / env["CALIBRATION"] / POLICY_FILE).read_text(encoding="utf-8")
@@ -211,7 +200,6 @@ def test_the_models_learnt_to_steer(example: Path, twin: Gated, sky: Gated) -> N
     assert manifest["splits"]["test"]["shortcut"] == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=PROPOSES_VERDICT)
 def test_a_retrained_seed_twin_passes(twin: Gated) -> None:
     assert twin.codes == [0, 0]
     summary = twin.summary
@@ -221,7 +209,6 @@ def test_a_retrained_seed_twin_passes(twin: Gated) -> None:
     assert twin.markdown.is_file()
 
 
-@pytest.mark.xfail(strict=True, reason=f"{PROPOSES_VERDICT}; {RANKS_BY_SCORE}")
 def test_the_sky_shortcut_model_fails_with_sky_in_the_top_3(sky: Gated) -> None:
     assert sky.codes == [0, 1]
     summary = sky.summary
