@@ -20,6 +20,7 @@ from gradsum.fileio import sha256_file
 from gradsum.report import load_results, write_report
 from gradsum.report.input_data import (
     MAX_SHOWN,
+    MAX_SHOWN_IN_ALL,
     THUMBNAIL_HEIGHT,
     Thumbnail,
     shown_outliers,
@@ -93,6 +94,20 @@ def test_at_most_four_outliers_per_model_are_shown_the_farthest_first() -> None:
     shown = shown_outliers(_input_data())
     assert shown["image"].tolist() == [PLANTED, "v5", "v4", "v3", "v2"]
     assert (shown["model"] == "vit").sum() == MAX_SHOWN
+
+
+def test_a_run_of_many_models_shows_the_farthest_outliers_of_all() -> None:
+    # 12 models with 4 outliers each, model k's at distances 10k + 1..4: the 20 farthest are models 7-11's
+    rows = [
+        (f"m{k:02d}", "gradcam", f"i{j}", 0.0, 0.05, 10.0 * k + j, True)
+        for k in range(12)
+        for j in range(1, 5)
+    ]
+    shown = shown_outliers(pd.DataFrame(rows, columns=list(INPUT_DATA.names)))
+    assert len(shown) == MAX_SHOWN_IN_ALL == 20
+    assert sorted(set(shown["model"])) == [f"m{k:02d}" for k in range(7, 12)]
+    # still listed by model, the farthest first within each
+    assert shown["image"].tolist()[:4] == ["i4", "i3", "i2", "i1"] and shown["model"].is_monotonic_increasing
 
 
 def test_thumbnails_are_shrunk_to_a_fixed_height_with_their_aspect() -> None:

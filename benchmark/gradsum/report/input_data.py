@@ -27,6 +27,9 @@ from gradsum.report.results import Results
 VOID_WARNING = 0.10
 #: Outlier thumbnails per model, the farthest first: enough to see a pattern, few enough to look at.
 MAX_SHOWN = 4
+#: Outlier thumbnails in all: a run of many models (a compression study's 36) shows the farthest of them,
+#: as many as five models fill, not a page of a hundred photographs (every outlier stays in the table).
+MAX_SHOWN_IN_ALL = 5 * MAX_SHOWN
 #: Frame rows of a thumbnail: full-resolution frames are shrunk to this height (aspect kept).
 THUMBNAIL_HEIGHT = 96
 #: How the page heads `void_summary`'s columns and the listed outliers' figures.
@@ -70,12 +73,15 @@ def thumbnail_size(height: int, width: int) -> tuple[int, int]:
 
 def shown_outliers(input_data: pd.DataFrame) -> pd.DataFrame:
     """The outliers the report draws: per model the `MAX_SHOWN` farthest flagged images over its methods
-    (an image once, under the method that finds it farthest), farthest first, models in name order."""
-    flagged = input_data[input_data["outlier"]].sort_values(
-        ["model", "distance", "method", "image"], ascending=[True, False, True, True], kind="stable"
-    )
+    (an image once, under the method that finds it farthest), and of those the `MAX_SHOWN_IN_ALL` farthest;
+    farthest first, models in name order."""
+    order = ["model", "distance", "method", "image"]
+    ascending = [True, False, True, True]
+    flagged = input_data[input_data["outlier"]].sort_values(order, ascending=ascending, kind="stable")
     once = flagged.drop_duplicates(["model", "image"])
-    return once.groupby("model", sort=True).head(MAX_SHOWN).reset_index(drop=True)
+    per_model = once.groupby("model", sort=True).head(MAX_SHOWN)
+    farthest = per_model.sort_values("distance", ascending=False, kind="stable").head(MAX_SHOWN_IN_ALL)
+    return farthest.sort_values(order, ascending=ascending, kind="stable").reset_index(drop=True)
 
 
 def thumbnail_caption(row: pd.Series, cutoffs: dict[tuple[str, str], float]) -> str:
@@ -149,7 +155,7 @@ def input_data_section(results: Results) -> str:
         "the distances' MAD (the robust 3-sigma rule of Leys et al., \"Detecting outliers: Do not use standard "
         'deviation around the mean, use absolute deviation around the median", 2013). Outliers are where '
         f"a model does something unusual or the label is wrong; the {MAX_SHOWN} farthest per model are "
-        f"drawn below. Every image's figures are in {INPUT_DATA.file}."
+        f"drawn below ({MAX_SHOWN_IN_ALL} at most in all, the farthest). Every image's figures are in {INPUT_DATA.file}."
     )
     shown = shown_outliers(data)
     listed = (
