@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
@@ -375,6 +376,21 @@ def write_table(folder: str | os.PathLike[str], schema: TableSchema, frame: pd.D
         frame.to_parquet(buffer, index=False)
         return atomic_write_bytes(path, buffer.getvalue())
     return atomic_write_bytes(path, frame.to_csv(index=False).encode("utf-8"))
+
+
+def write_study_tables(
+    folder: str | os.PathLike[str], schemas: Sequence[TableSchema], tables: Mapping[str, pd.DataFrame]
+) -> list[Path]:
+    """Write each of `schemas`' tables from `tables` (by name), its declared columns in order: a study's
+    tables. A table without rows (a study without levels of a kind) is written with its header only."""
+    written = []
+    for schema in schemas:
+        frame = tables[schema.name]
+        columns = list(schema.names)
+        written.append(
+            write_table(folder, schema, frame.reindex(columns=columns) if frame.empty else frame[columns])
+        )
+    return written
 
 
 @overload

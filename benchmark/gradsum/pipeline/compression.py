@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gradsum.aggregation.label_quality import CONFIDENCE, class_changes, profile_agreement
-from gradsum.contract import COMPRESSION_TABLES, METRIC_FIRST, NEITHER, PROFILE_FIRST, TOGETHER, write_table
+from gradsum.contract import METRIC_FIRST, NEITHER, PROFILE_FIRST, TOGETHER
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS
 from gradsum.gate import GateInputs, Policy, gate, policy_from_dict
 from gradsum.gate.inputs import TRUTHSET
@@ -367,15 +367,3 @@ def compression_study(
         "compression_agreement": agreement,
         "compression_onset": pd.DataFrame(onset_rows(agreement, levels)),
     }
-
-
-def write_compression_tables(folder: Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
-    """Write the study's tables into a results folder, each as `gradsum.contract` declares it."""
-    written = []
-    for schema in COMPRESSION_TABLES:
-        frame = tables[schema.name]
-        columns = list(schema.names)
-        written.append(
-            write_table(folder, schema, frame.reindex(columns=columns) if frame.empty else frame[columns])
-        )
-    return written

@@ -27,7 +27,7 @@ import torch
 
 from gradsum.aggregation import LabelBatch
 from gradsum.aggregation.label_quality import agreement_threshold, class_changes, profile, profile_agreement
-from gradsum.contract import CARD, LABEL_TABLES, write_table
+from gradsum.contract import CARD
 from gradsum.evaluation import EvaluationContext, run_checks
 from gradsum.evaluation.planned import METHOD, PlannedMethod
 from gradsum.evaluation.trust import TrustReport
@@ -181,19 +181,6 @@ def figure_rng(seed: int, *names: str) -> np.random.Generator:
     """The bootstrap generator of one level × model × method: seeded by their names, so a figure's interval
     does not depend on which other levels, models or methods the study ran before it."""
     return np.random.default_rng([seed, zlib.crc32("/".join(names).encode())])
-
-
-def write_label_tables(folder: Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
-    """Write the study's tables into a results folder, each as `gradsum.contract` declares it."""
-    written = []
-    for schema in LABEL_TABLES:
-        frame = tables[schema.name]
-        # a study without levels of a kind (no verdicts asked for) writes that table with its header only
-        columns = list(schema.names)
-        written.append(
-            write_table(folder, schema, frame.reindex(columns=columns) if frame.empty else frame[columns])
-        )
-    return written
 
 
 def score_matrix(maps: torch.Tensor, labels: np.ndarray, resolution: str) -> np.ndarray:

@@ -19,14 +19,14 @@ from typing import TypeVar
 from gradsum.aggregation import compare_all, profiles
 from gradsum.aggregation.outliers import input_data_table
 from gradsum.attribution.precision import resolve_precision
-from gradsum.contract import REPORT
+from gradsum.contract import COMPRESSION_TABLES, LABEL_TABLES, REPORT, write_study_tables
 from gradsum.evaluation import ground_truth_table, run_checks
 from gradsum.fileio import atomic_directory
-from gradsum.pipeline.compression import compression_study, write_compression_tables
+from gradsum.pipeline.compression import compression_study
 from gradsum.pipeline.config import RunConfig
 from gradsum.pipeline.distributed import World, joined
 from gradsum.pipeline.inputs import check_names, ensure_model, ensure_truthset, open_configured
-from gradsum.pipeline.label_quality import label_study, write_label_tables
+from gradsum.pipeline.label_quality import label_study
 from gradsum.pipeline.outputs import frame_sizes, manifest, write_tables
 from gradsum.pipeline.profiler import (
     FRAMES,
@@ -172,10 +172,10 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
             write_trust_tables(staging, trust)
             recorded |= {"trust_tables": sorted(trust.tables()), "evaluation_seconds": trust.seconds}
         if study is not None:
-            write_label_tables(staging, study)
+            write_study_tables(staging, LABEL_TABLES, study)
             recorded |= {"label_tables": sorted(study)}
         if compressed is not None:
-            write_compression_tables(staging, compressed)
+            write_study_tables(staging, COMPRESSION_TABLES, compressed)
             recorded |= {"compression_tables": sorted(compressed)}
         write_report(staging, overlays=overlays, thumbnails=thumbnails, manifest=recorded)
     work.remove()

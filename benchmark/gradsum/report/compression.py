@@ -27,7 +27,7 @@ from gradsum.aggregation.label_quality import CONFIDENCE
 from gradsum.contract import COMPRESSION_AGREEMENT, ONSET_ORDERS
 from gradsum.errors import ResultsError
 from gradsum.report.page import paragraph, scroll, table, verdict_span
-from gradsum.report.plots import COLUMN_WIDTHS
+from gradsum.report.plots import COLUMN_WIDTHS, ci_errors
 from gradsum.report.results import Results
 
 #: The level of the study's intervals, as the section names it.
@@ -81,13 +81,6 @@ def _x(levels: pd.Series) -> np.ndarray:
     return np.where(np.isfinite(values), values, UNLEVELLED_X)
 
 
-def _errors(values: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarray:
-    # a figure without an interval (nothing to resample) gets no whisker rather than no point
-    return np.nan_to_num(
-        np.clip(np.vstack([values - low.to_numpy(float), high.to_numpy(float) - values]), 0, None)
-    )
-
-
 def _series(
     ax: Axes,
     rows: pd.DataFrame,
@@ -106,7 +99,7 @@ def _series(
     ax.errorbar(
         x,
         y,
-        yerr=_errors(y, rows[f"{column}_ci_low"], rows[f"{column}_ci_high"]),
+        yerr=ci_errors(y, rows[f"{column}_ci_low"], rows[f"{column}_ci_high"]),
         fmt=marker,
         color=color,
         markersize=3,

@@ -27,7 +27,7 @@ from gradsum.contract import LABEL_AGREEMENT
 from gradsum.errors import ResultsError
 from gradsum.report.findings import best_methods
 from gradsum.report.page import paragraph, scroll, table, verdict_span
-from gradsum.report.plots import COLUMN_WIDTHS, label
+from gradsum.report.plots import COLUMN_WIDTHS, ci_errors, label
 from gradsum.report.results import Results
 
 #: Marker of each level kind, handed out in the order of the kinds' names (a kind the study adds later
@@ -87,13 +87,6 @@ def _kinds(results: Results, agreement: pd.DataFrame) -> pd.Series:
     return agreement["level"].astype(str).map(lambda level: known.get(level, level))
 
 
-def _errors(values: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarray:
-    # A level whose resamples could not be ranked has no interval: draw no whisker rather than drop the point.
-    return np.nan_to_num(
-        np.clip(np.vstack([values - low.to_numpy(float), high.to_numpy(float) - values]), 0, None)
-    )
-
-
 def _panel(
     ax: Axes,
     rows: pd.DataFrame,
@@ -111,7 +104,7 @@ def _panel(
         ax.errorbar(
             x,
             y,
-            yerr=_errors(y, group["spearman_ci_low"], group["spearman_ci_high"]),
+            yerr=ci_errors(y, group["spearman_ci_low"], group["spearman_ci_high"]),
             fmt="none",
             ecolor=color,
             elinewidth=0.7,

@@ -86,10 +86,12 @@ def _select(profiles: pd.DataFrame, model: str, method: str) -> pd.DataFrame:
     return rows
 
 
-def _ci_errors(values: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarray:
-    # A class seen in one image has no interval; draw no whisker rather than drop the bar.
-    errors = np.vstack([values - low.to_numpy(float), high.to_numpy(float) - values])
-    return np.nan_to_num(np.clip(errors, 0, None))
+def ci_errors(values: np.ndarray | pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
+    """Matplotlib's (2, N) error-bar lengths of `values` to their interval [`low`, `high`]."""
+    # A figure without an interval (a class seen in one image, a level with nothing to resample) draws no
+    # whisker rather than dropping its point or bar.
+    v = np.asarray(values, dtype=float)
+    return np.nan_to_num(np.clip(np.vstack([v - low.to_numpy(float), high.to_numpy(float) - v]), 0, None))
 
 
 def _bars(ax: Axes, rows: pd.DataFrame, measure: str, order: Sequence[str]) -> None:
@@ -100,7 +102,7 @@ def _bars(ax: Axes, rows: pd.DataFrame, measure: str, order: Sequence[str]) -> N
     colors = [class_color(i) for i in rows["class_id"]]
     ax.bar(x, values, color=colors, edgecolor="black", linewidth=0.5)
     ax.errorbar(
-        x, values, yerr=_ci_errors(values, rows[low], rows[high]), fmt="none", ecolor="black", capsize=2
+        x, values, yerr=ci_errors(values, rows[low], rows[high]), fmt="none", ecolor="black", capsize=2
     )
     ax.set_xticks(x, rows.index, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel(MEASURE_LABELS[measure])
@@ -153,7 +155,7 @@ def _grouped_bars(ax: Axes, profiles: pd.DataFrame, group: str, measure: str, fo
         colors = [class_color(ids[c]) for c in rows.index[present]]
         hatch = HATCHES[i % len(HATCHES)]
         ax.bar(x, values, step, color=colors, edgecolor="black", linewidth=0.4, hatch=hatch, label=name)
-        errors = _ci_errors(values, rows[low][present], rows[high][present])
+        errors = ci_errors(values, rows[low][present], rows[high][present])
         ax.errorbar(x, values, yerr=errors, fmt="none", ecolor="black", elinewidth=0.6, capsize=1)
     ax.set_xticks(np.arange(len(order)), order, rotation=60, ha="right", fontsize=fontsize)
     ax.tick_params(axis="y", labelsize=fontsize)
@@ -274,7 +276,7 @@ def paired_profile(
         rows = rows.set_index("class").reindex(order)
         values = rows[mean].to_numpy(float)
         ax.bar(x + offset, values, width, color=colors, edgecolor="black", linewidth=0.5, hatch=hatch)
-        errors = _ci_errors(values, rows[low], rows[high])
+        errors = ci_errors(values, rows[low], rows[high])
         ax.errorbar(x + offset, values, yerr=errors, fmt="none", ecolor="black", capsize=2)
     ax.set_xticks(x, order, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel(MEASURE_LABELS[measure])
@@ -410,7 +412,7 @@ def causal_profile(causal_profiles: pd.DataFrame, model: str, effect: str = "abs
     values = rows["mean"].to_numpy(float)
     ax.bar(x, values, color=[class_color(i) for i in rows["class_id"]], edgecolor="black", linewidth=0.5)
     ax.errorbar(
-        x, values, yerr=_ci_errors(values, rows["ci_low"], rows["ci_high"]), fmt="none", ecolor="black"
+        x, values, yerr=ci_errors(values, rows["ci_low"], rows["ci_high"]), fmt="none", ecolor="black"
     )
     ax.set_xticks(x, rows["class"], rotation=60, ha="right", fontsize=8)
     domains = ", ".join(sorted(set(rows["domain"].astype(str))))
@@ -436,7 +438,7 @@ def granularity(table: pd.DataFrame, model: str) -> Figure:
             ax.errorbar(
                 group["depth"],
                 group[column],
-                yerr=_ci_errors(
+                yerr=ci_errors(
                     group[column].to_numpy(float), group[f"{column}_ci_low"], group[f"{column}_ci_high"]
                 ),
                 marker="o",

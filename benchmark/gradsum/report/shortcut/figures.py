@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from gradsum.evaluation.checks.shortcut import t_interval
 from gradsum.report.page import with_ci
+from gradsum.report.plots import ci_errors
 from gradsum.report.shortcut.section import QUANTITY_LABELS, finetune_long, quantities, rho_text
 from gradsum.report.shortcut.tables import ShortcutTables
 
@@ -36,12 +37,6 @@ def _grid(count: int, columns: int, panel: tuple[float, float]) -> tuple[Figure,
     for ax in axes[count:]:
         ax.set_axis_off()
     return fig, axes[:count]
-
-
-def _errors(values: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
-    # A missing interval draws no whisker rather than dropping the point.
-    v = values.to_numpy(float)
-    return np.nan_to_num(np.clip(np.vstack([v - low.to_numpy(float), high.to_numpy(float) - v]), 0, None))
 
 
 def _legend(fig: Figure, axes: Sequence[Axes]) -> None:
@@ -80,8 +75,8 @@ def detection_figure(tables: ShortcutTables) -> Figure:
             ax.errorbar(
                 group["pull"],
                 group["cue_mass_share"],
-                xerr=_errors(group["pull"], group["pull_ci_low"], group["pull_ci_high"]),
-                yerr=_errors(
+                xerr=ci_errors(group["pull"], group["pull_ci_low"], group["pull_ci_high"]),
+                yerr=ci_errors(
                     group["cue_mass_share"], group["cue_mass_share_ci_low"], group["cue_mass_share_ci_high"]
                 ),
                 fmt="none",
@@ -135,7 +130,7 @@ def series_figure(tables: ShortcutTables) -> Figure:
             ax.errorbar(
                 x,
                 group["cue_mass_share"],
-                yerr=_errors(
+                yerr=ci_errors(
                     group["cue_mass_share"], group["cue_mass_share_ci_low"], group["cue_mass_share_ci_high"]
                 ),
                 color=color,
