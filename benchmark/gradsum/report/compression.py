@@ -26,7 +26,7 @@ from matplotlib.typing import LineStyleType
 from gradsum.aggregation.label_quality import CONFIDENCE
 from gradsum.contract import COMPRESSION_AGREEMENT, ONSET_ORDERS
 from gradsum.errors import ResultsError
-from gradsum.report.page import paragraph, scroll, table, verdict_span
+from gradsum.report.page import interval_text, paragraph, scroll, table, verdict_span
 from gradsum.report.plots import COLUMN_WIDTHS, ci_errors
 from gradsum.report.results import Results
 
@@ -232,12 +232,6 @@ def headline_sentence(onset: pd.DataFrame) -> str:
     )
 
 
-def _with_ci(value: float, low: float, high: float) -> str:
-    if not math.isfinite(value):
-        return "—"
-    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
-
-
 def levels_table(levels: pd.DataFrame) -> pd.DataFrame:
     """The variants as the section lists them: how each was made and its task metric against the parent's."""
     return pd.DataFrame(
@@ -252,7 +246,7 @@ def levels_table(levels: pd.DataFrame) -> pd.DataFrame:
             "parent's": levels["parent_value"],
             "variant's": levels["value"],
             f"change [{LEVEL} CI]": [
-                _with_ci(v, lo, hi)
+                interval_text(v, lo, hi, "+.3f")
                 for v, lo, hi in zip(
                     levels["change"], levels["change_ci_low"], levels["change_ci_high"], strict=True
                 )
@@ -283,7 +277,7 @@ def agreement_table(agreement: pd.DataFrame) -> str:
         failed = _cell(r["gate_failed"])
         cells = [escape(str(r["model"])), escape(str(r["method"])), spearman]
         cells += [escape(f"{_cell(r['shift_class']) or '—'} ({r['statistic']})")]
-        cells += [_with_ci(float(r["shift"]), float(r["shift_ci_low"]), float(r["shift_ci_high"]))]
+        cells += [interval_text(r["shift"], r["shift_ci_low"], r["shift_ci_high"], "+.3f")]
         cells += [verdict_span(verdict + (f" ({failed})" if failed else ""), verdict)]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{escape(h)}</th>" for h in head)

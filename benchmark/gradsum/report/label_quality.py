@@ -26,7 +26,7 @@ from gradsum.aggregation.label_quality import CONFIDENCE
 from gradsum.contract import LABEL_AGREEMENT
 from gradsum.errors import ResultsError
 from gradsum.report.findings import best_methods
-from gradsum.report.page import paragraph, scroll, table, verdict_span
+from gradsum.report.page import interval_text, paragraph, scroll, table, verdict_span
 from gradsum.report.plots import COLUMN_WIDTHS, ci_errors, label
 from gradsum.report.results import Results
 
@@ -303,14 +303,6 @@ def changed_verdicts(verdicts: pd.DataFrame) -> str:
     return scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def change_text(value: float, low: float, high: float) -> str:
-    """ "value [low, high]" at three significant digits ("—" without a value): scores are small, and two
-    decimals would round most changes to 0.00."""
-    if not math.isfinite(value):
-        return "—"
-    return f"{value:.3g} [{low:.3g}, {high:.3g}]"
-
-
 def largest_class_changes(classes: pd.DataFrame, top: int = TOP_CLASS_CHANGES) -> pd.DataFrame:
     """The `top` class profile changes largest in |relative change| over every level × model × method."""
     finite = classes[np.isfinite(classes["relative_change"].to_numpy(float))]
@@ -327,7 +319,8 @@ def largest_class_changes(classes: pd.DataFrame, top: int = TOP_CLASS_CHANGES) -
             "level's score": chosen["degraded"],
             "relative change": chosen["relative_change"],
             f"per-image change [{LEVEL} CI]": [
-                change_text(v, lo, hi)
+                # three significant digits: scores are small, and two decimals would round most changes to 0.00
+                interval_text(v, lo, hi, ".3g")
                 for v, lo, hi in zip(
                     chosen["change"], chosen["change_ci_low"], chosen["change_ci_high"], strict=True
                 )

@@ -29,13 +29,17 @@ def paragraph(text: str, css: str = "") -> str:
     return f"<p{attribute}>{escape(text)}</p>"
 
 
+def interval_text(value: Any, low: Any, high: Any, spec: str = ".2f") -> str:
+    """ "value [low, high]", each in the format `spec`; "—" without a value."""
+    if not isinstance(value, int | float) or value != value:
+        return "—"
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
 def with_ci(row: Any, column: str) -> str:
     """ "value [low, high]" of a row's `column` and its `_ci_low` / `_ci_high` attributes, two decimals;
     "—" without a value."""
-    value, low, high = (getattr(row, f"{column}{suffix}") for suffix in ("", "_ci_low", "_ci_high"))
-    if not isinstance(value, int | float) or value != value:
-        return "—"
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    return interval_text(*(getattr(row, f"{column}{suffix}") for suffix in ("", "_ci_low", "_ci_high")))
 
 
 def outcome_class(outcome: str) -> str:
