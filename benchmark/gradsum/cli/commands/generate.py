@@ -29,12 +29,20 @@ def _add(parser: argparse.ArgumentParser) -> None:
         help="also render the test scenes with the sky tint against (test_decorrelated) and with "
         "(test_agreeing) the steering sign in every scene",
     )
+    parser.add_argument(
+        "--difficulty",
+        action="append",
+        default=[],
+        metavar="KNOB=LEVEL",
+        help="render harder: a rendering knob (shadows, weather, camera) at level 0..3, labels unchanged "
+        "(repeatable)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing set at --out")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gradsum.truthsets.synthetic import generate, parse_size
+    from gradsum.truthsets.synthetic import generate, parse_difficulty, parse_size
     from gradsum.truthsets.synthetic.writer import DEFAULT_COUNT, DEFAULT_SIZE
 
     root = generate(
@@ -46,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         workers=args.workers,
         decorrelated=args.decorrelated,
+        difficulty=parse_difficulty(args.difficulty),
     )
     print(f"synthetic truth set written to {root}")
     return 0

@@ -4,11 +4,13 @@
 back as a `SyntheticTruthSet` (the reader, `gradsum.truthsets.readers.synthetic`), whose `counterfactual(...)` re-renders a scene with one factor changed,
 `erase(index, cls)` erases one class in-domain and `flip_tint(index)` repaints the sky in the other tint.
 `generate(..., decorrelated=True)` adds the TINT_SPLITS: the test scenes with the tint against / with
-the steering sign everywhere.
+the steering sign everywhere. `generate(..., difficulty={"shadows": 2})` renders harder images with
+the difficulty ladder's knobs (`ladder.KNOBS`, levels 0..3); labels and targets stay exact.
 """
 
 from __future__ import annotations
 
+from gradsum.truthsets.synthetic.ladder import KNOBS, Difficulty, parse_difficulty
 from gradsum.truthsets.synthetic.render import (
     Rendered,
     counterfactual_params,
@@ -33,7 +35,9 @@ from gradsum.truthsets.synthetic.writer import TINT_SPLITS, generate, parse_size
 __all__ = [
     "CAUSES",
     "ERASURE",
+    "KNOBS",
     "TINT_SPLITS",
+    "Difficulty",
     "Rendered",
     "SceneParams",
     "counterfactual_params",
@@ -42,6 +46,7 @@ __all__ = [
     "generate",
     "instance_ids",
     "opposite_tint",
+    "parse_difficulty",
     "parse_size",
     "render",
     "render_counterfactual",

@@ -29,6 +29,8 @@ _WINDOW = np.array((48, 58, 72), dtype=np.float32)
 _TYRE = np.array((24, 24, 26), dtype=np.float32)
 _SKIN = np.array((214, 176, 146), dtype=np.float32)
 _TRUNK = np.array((78, 58, 40), dtype=np.float32)
+#: side of a traffic sign's square, in metres
+SIGN_SIZE = 0.75
 _SKY_TINT = {1: np.array((24, 6, -24), dtype=np.float32), -1: np.array((-20, 0, 24), dtype=np.float32)}
 
 
@@ -181,11 +183,11 @@ def _pole(canvas: _Canvas, pole: sc.Pole) -> None:
         canvas.paint(*window, None, "pole", canvas.params.palette["pole"])
     if pole.sign is None:
         return
-    sign = canvas.box(pole.z, x, 0.75, 0.75)
+    sign = canvas.box(pole.z, x, SIGN_SIZE, SIGN_SIZE)
     if sign is None:
         return
     # Lift the sign to the top of the pole.
-    lift = int(np.floor(canvas.focal * (pole.height - 0.75) / pole.z + 0.5))
+    lift = int(np.floor(canvas.focal * (pole.height - SIGN_SIZE) / pole.z + 0.5))
     r0, r1 = max(sign[0].start - lift, 0), max(sign[0].stop - lift, 0)
     if r0 < r1:
         canvas.paint(slice(r0, r1), sign[1], None, "traffic sign", pole.sign)

@@ -7,8 +7,8 @@ import logging
 import multiprocessing
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from gradsum.fileio import atomic_directory, atomic_write_json
 from gradsum.truthsets.labels import cityscapes_palette, subset
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.synthetic import scene as sc
+from gradsum.truthsets.synthetic.ladder import Difficulty
 from gradsum.truthsets.synthetic.render import Rendered, instance_records, obstacle_instances, render
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class SplitPlan:
     shortcut: float
     #: set for a tint split: every scene's sky tint agrees (True) or disagrees (False) with the steering sign
     tint_agrees: bool | None = None
+    #: the difficulty ladder's level per rendering knob (clean by default)
+    difficulty: Difficulty = field(default_factory=Difficulty)
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -114,7 +117,7 @@ def scene_params(plan: SplitPlan, index: int, size: tuple[int, int]) -> sc.Scene
 def tint_plans(source: SplitPlan) -> list[SplitPlan]:
     """The TINT_SPLITS plans: the source split's seed and count, so they render the source's scenes."""
     return [
-        SplitPlan(split, source.count, source.seed, source.shortcut, agrees)
+        SplitPlan(split, source.count, source.seed, source.shortcut, agrees, source.difficulty)
         for split, agrees in TINT_SPLITS.items()
     ]
 
@@ -188,8 +191,8 @@ def _write_range(task: tuple[Path, SplitPlan, int, int, tuple[int, int]]) -> lis
     root, plan, start, stop, size = task
     records = []
     for index in range(start, stop):
-        frame = frame_id(plan.split, index)
-        records.append(write_scene(root, frame, render(scene_params(plan, index, size))))
+        rendered = plan.difficulty.apply(render(scene_params(plan, index, size)))
+        records.append(write_scene(root, frame_id(plan.split, index), rendered))
     return records
 
 
@@ -233,23 +236,28 @@ def generate(
     overwrite: bool = False,
     workers: int = 1,
     decorrelated: bool = False,
+    difficulty: Mapping[str, int] | Difficulty | None = None,
 ) -> Path:
     """Render `count` scenes into train/val/test at `out`; the set appears only once it is complete.
 
     `decorrelated` adds the TINT_SPLITS (test_decorrelated, test_agreeing): the test scenes again with
-    the sky tint disagreeing / agreeing with the steering sign in every scene.
+    the sky tint disagreeing / agreeing with the steering sign in every scene. `difficulty` (knob →
+    level 0..3, `ladder.KNOBS`) renders every split harder; images change, labels and targets do not.
     """
     size = check_size(size)
     if not 0.0 <= shortcut <= 1.0:
         raise GradSUMError(f"shortcut={shortcut}: must lie in [0, 1] (--shortcut)")
     if workers < 1:
         raise GradSUMError(f"workers={workers}: must be at least 1 (--workers)")
+    ladder = Difficulty.of(difficulty)
     counts = split_counts(count, splits)
     target = Path(out)
     if target.exists() and not overwrite:
         raise TruthSetError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
     plans = [
-        SplitPlan(split, counts[split], split_seed(seed, split), shortcut if split == "train" else 0.0)
+        SplitPlan(
+            split, counts[split], split_seed(seed, split), shortcut if split == "train" else 0.0, None, ladder
+        )
         for split in SPLITS
     ]
     if decorrelated:
@@ -268,6 +276,9 @@ def generate(
                 "size": list(size),
                 "shortcut": shortcut,
                 "decorrelated": decorrelated,
+                # recorded for a harder set only: a clean set's manifest stays as before, so results
+                # profiled on it still pair with those of sets rendered earlier (the gate compares them)
+                **({} if ladder.clean else {"difficulty": ladder.to_dict()}),
                 "split_fractions": list(splits),
                 "city": CITY,
             },
