@@ -28,6 +28,7 @@ from gradsum.truthsets.synthetic.ladder import (
     fog,
     jpeg,
     knob_rng,
+    rain,
     vignette,
 )
 from gradsum.truthsets.synthetic.render import IDS, Rendered, instance_ids
@@ -140,6 +141,17 @@ def test_depth_map_is_the_ground_plane_and_the_objects_own_distance() -> None:
     upright = np.isin(rendered.labels, [IDS["pole"], IDS["traffic sign"]])
     assert upright.any()
     assert set(np.unique(depth[upright])) <= {pole.z for pole in rendered.params.poles}
+
+
+def test_rain_streaks_lighten_a_few_short_slanted_lines() -> None:
+    flat = np.full((64, 128, 3), 100, dtype=np.uint8)
+    wet = rain(flat, count=5, rng=np.random.default_rng(0))
+    changed = (wet != 100).any(axis=2)
+    # a streak pixel keeps 60 % of itself and takes 40 % of a light grey (220): 100 → 148, once or twice
+    assert set(np.unique(wet[changed])) <= {148.0, 0.6 * 148.0 + 88.0}
+    assert 5 <= changed.sum() <= 5 * (64 // 8)
+    rows, cols = np.nonzero(changed)
+    assert np.ptp(cols) > 0 and np.ptp(rows) > 0
 
 
 def test_dusk_darkens_and_adds_noise_of_its_sigma() -> None:
