@@ -29,6 +29,7 @@ FLOORS = {
     "pipeline": 6,
     "testing": 6,
     "bench": 7,
+    "leaderboard": 7,
     "cli": 8,
     "__main__": 9,
 }
