@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from gradsum.cli import main
 from gradsum.errors import GradSUMError, UnknownNameError
+from gradsum.truthsets import open_truthset
 from gradsum.truthsets.layout import MANIFEST
 from gradsum.truthsets.synthetic import KNOBS, Difficulty, generate, parse_difficulty, render, sample_scene
 from gradsum.truthsets.synthetic.ladder import (
@@ -230,6 +231,18 @@ def test_generate_records_the_difficulty_and_keeps_the_labels(tmp_path: Path) ->
     # a clean set's manifest is the one sets had before the ladder: absent means clean
     assert _files(zeros, "*.json") == _files(clean, "*.json")
     assert "difficulty" not in json.loads((clean / MANIFEST).read_text())["parameters"]
+
+
+def test_a_harder_sets_re_renders_go_through_its_knobs(tmp_path: Path) -> None:
+    # a counterfactual that changes nothing is the stored frame, as it is for a clean set
+    hard = generate(
+        tmp_path / "hard", count=10, size=(32, 64), seed=4, difficulty={"weather": 2, "camera": 3}
+    )
+    split = open_truthset(hard, "train")
+    stored = split[0]
+    np.testing.assert_array_equal(split.counterfactual(0).image, stored.image)
+    clean = open_truthset(generate(tmp_path / "clean", count=10, size=(32, 64), seed=4), "train")
+    assert not np.array_equal(clean.counterfactual(0).image, stored.image)
 
 
 def test_cli_difficulty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ from gradsum.truthsets.kinds import SpecSource, register_reader
 from gradsum.truthsets.labels import ClassTable, subset
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.synthetic import scene as sc
+from gradsum.truthsets.synthetic.ladder import Difficulty
 from gradsum.truthsets.synthetic.render import (
     IDS,
     Rendered,
@@ -75,6 +76,9 @@ class SyntheticTruthSet(TruthSet):
         self._sky_tied = (
             float(splits[split].get("shortcut", 0.0)) > 0.0 or splits[split].get("tint_agrees") is not None
         )
+        # a harder set's frames went through the difficulty ladder's knobs: so must every re-render, or a
+        # counterfactual would differ from the stored frame in pixels its change never touched
+        self._difficulty = Difficulty.of(self.parameters.get("difficulty"))
 
     @property
     def class_table(self) -> ClassTable:
@@ -271,6 +275,7 @@ class SyntheticTruthSet(TruthSet):
         )
 
     def _rendered_sample(self, index: int, rendered: Rendered, **provenance: Any) -> Sample:
+        rendered = self._difficulty.apply(rendered)
         meta = self._meta(self.frame(index), {"parameters": rendered.params.to_dict()})
         meta.update(provenance)
         return Sample(
