@@ -26,6 +26,7 @@ from gradsum.leaderboard.protocol import (
     protocol_hash,
     run_configs,
 )
+from gradsum.pipeline.config import ModelConfig
 from gradsum.pipeline.inputs import configured_spec
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION
 
@@ -68,8 +69,6 @@ def test_the_shipped_protocol_trains_the_issues_models_with_three_seeds() -> Non
 
 
 def configured_spec_task(spec: str, overrides: dict[str, Any]) -> str:
-    from gradsum.pipeline.config import ModelConfig
-
     loaded = configured_spec(ModelConfig("m", spec=spec, overrides=overrides))
     assert loaded is not None
     return loaded.task
@@ -91,7 +90,9 @@ def test_key_order_and_yaml_formatting_do_not_change_the_hash(tmp_path: Path) ->
     reordered["checks"] = {key: reordered["checks"][key] for key in reversed(list(reordered["checks"]))}
     path = write(tmp_path, reordered, sort_keys=False, default_flow_style=True, width=40)
     assert path.read_text() != SHIPPED.read_text()
-    assert protocol_hash(load_protocol(path)) == protocol_hash(load_protocol("synth-v1"))
+    reformatted = load_protocol(path)
+    assert protocol_hash(reformatted) == protocol_hash(load_protocol("synth-v1"))
+    assert run_configs(reformatted) == run_configs(load_protocol("synth-v1"))
 
 
 @pytest.mark.parametrize(
@@ -134,6 +135,7 @@ def test_an_unknown_protocol_name_lists_the_valid_ones() -> None:
         (("split",), "holdout", "split: 'holdout'"),
         (("materiality",), {"steering": 0.02}, "materiality: need a margin for every task"),
         (("attributed_images",), 100, "attributed_images: 100"),
+        (("checks", "perturbation", "noise"), float("nan"), "no exact JSON form"),
     ],
 )
 def test_bad_protocols_are_refused_naming_the_file_and_field(
@@ -214,7 +216,7 @@ def test_run_configs_train_every_model_once_per_seed_and_differ_in_nothing_else(
     config = configs[0]
     assert config.evaluation.images == 200 and config.truthset.limit is None
     assert config.evaluation.options["causal"]["materiality"] == MATERIALITY
-    assert config.evaluation.checks == tuple(protocol.checks)
+    assert config.evaluation.checks == tuple(sorted(protocol.checks))
     assert config.truthset.generate is not None and config.truthset.generate.count == 10_000
 
 

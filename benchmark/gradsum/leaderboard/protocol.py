@@ -144,6 +144,10 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<protocol>") -> P
         raise SpecError(f"{source}: materiality: {error}") from None
     if set(protocol.materiality) != set(TASKS):
         raise SpecError(f"{source}: materiality: need a margin for every task: {', '.join(TASKS)}")
+    try:
+        canonical_json(protocol)
+    except (TypeError, ValueError) as error:
+        raise SpecError(f"{source}: holds a value with no exact JSON form to hash ({error})") from None
     return protocol
 
 
@@ -330,7 +334,8 @@ def _run_dict(
         "seed": protocol.seed,
         "bootstrap_resamples": protocol.bootstrap_resamples,
         "evaluation": {
-            "checks": list(protocol.checks),
+            # sorted: the hash ignores key order, so nothing that reaches a run may depend on it
+            "checks": sorted(protocol.checks),
             "images": protocol.evaluated_images,
             "nulls": True,
             "controls": protocol.controls,
