@@ -27,7 +27,7 @@ from gradsum.leaderboard.protocol import (
     run_configs,
 )
 from gradsum.pipeline.config import ModelConfig
-from gradsum.pipeline.inputs import configured_spec
+from gradsum.pipeline.inputs import check_names, configured_spec
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION
 
 DOCS = Path(__file__).parents[2] / "docs" / "leaderboard.md"
@@ -136,6 +136,10 @@ def test_an_unknown_protocol_name_lists_the_valid_ones() -> None:
         (("materiality",), {"steering": 0.02}, "materiality: need a margin for every task"),
         (("attributed_images",), 100, "attributed_images: 100"),
         (("checks", "perturbation", "noise"), float("nan"), "no exact JSON form"),
+        (("targets", "steering"), "left", r"targets\.steering"),
+        (("targets",), {"steering": "direction"}, "targets: need a target for every task"),
+        (("normalise",), "softmax", "normalisation 'softmax' for normalise"),
+        (("resolution",), "native", "resolution: 'native'"),
     ],
 )
 def test_bad_protocols_are_refused_naming_the_file_and_field(
@@ -208,6 +212,8 @@ def without_seed(config: Any, seed: int) -> dict[str, Any]:
 def test_run_configs_train_every_model_once_per_seed_and_differ_in_nothing_else() -> None:
     protocol = load_protocol("synth-v1")
     configs = run_configs(protocol, methods=[{"method": "gradcam"}])
+    for config in configs:
+        check_names(config)  # what `gradsum run` refuses before any work starts
     assert [c.name for c in configs] == ["synth-v1-seed0", "synth-v1-seed2", "synth-v1-seed4"]
     trained = {(m.name, m.overrides["train"]["seed"]) for c in configs for m in c.models}
     assert trained == {(f"{m.name}_s{s}", s) for m in protocol.models for s in (0, 2, 4)}

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gradsum.aggregation import RESOLUTIONS
+from gradsum.attribution.normalise import NORMALISERS
+from gradsum.attribution.targets import TARGETS
 from gradsum.contract import MANIFEST
 from gradsum.dataspec import build, load_yaml, shipped
 from gradsum.errors import GradSUMError, ResultsError, SpecError
@@ -144,6 +147,7 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<protocol>") -> P
         raise SpecError(f"{source}: materiality: {error}") from None
     if set(protocol.materiality) != set(TASKS):
         raise SpecError(f"{source}: materiality: need a margin for every task: {', '.join(TASKS)}")
+    _check_attribution(protocol, source)
     try:
         canonical_json(protocol)
     except (TypeError, ValueError) as error:
@@ -183,6 +187,20 @@ def _check_header(protocol: Protocol, source: str) -> None:
     for name in ("bootstrap_resamples", "verdict_resamples"):
         if getattr(protocol, name) < 1:
             raise SpecError(f"{source}: {name}: must be 1 or more, got {getattr(protocol, name)}")
+
+
+def _check_attribution(protocol: Protocol, source: str) -> None:
+    """A target for every task, and normalisation and resolution names the pipeline knows."""
+    if set(protocol.targets) != set(TASKS):
+        raise SpecError(f"{source}: targets: need a target for every task: {', '.join(TASKS)}")
+    try:
+        for task, name in protocol.targets.items():
+            TARGETS[task].get(name, f"targets.{task}")
+        NORMALISERS.get(protocol.normalise, "normalise")
+    except GradSUMError as error:
+        raise SpecError(f"{source}: {error}") from None
+    if protocol.resolution not in RESOLUTIONS:
+        raise SpecError(f"{source}: resolution: {protocol.resolution!r}; valid: {', '.join(RESOLUTIONS)}")
 
 
 def _check_generator(settings: GeneratorSettings, where: str) -> None:
