@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gradsum.errors import SpecError
 from gradsum.pipeline import config_from_dict
 from gradsum.pipeline.inputs import ensure_truthset
 from gradsum.truthsets import open_truthset
@@ -37,3 +38,32 @@ def test_the_tint_splits_are_rendered_when_the_config_asks(
     )
     ensure_truthset(plain)
     assert not caplog.records
+
+
+def test_a_harder_set_is_rendered_from_the_configs_difficulty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    generate = {"count": 30, "seed": 1, "size": [32, 64]}
+    hard = config_from_dict(
+        {"truthset": {"path": str(tmp_path / "hard"), "generate": {**generate, "difficulty": ["camera=2"]}}}
+    )
+    root = ensure_truthset(hard)
+    recorded = json.loads((root / MANIFEST).read_text())["parameters"]["difficulty"]
+    assert recorded == {"camera": 2, "shadows": 0, "weather": 0}
+    caplog.set_level(logging.WARNING)
+    ensure_truthset(hard)
+    assert not caplog.records
+    # the same folder asked for clean: used as it is, with a warning naming both difficulties
+    ensure_truthset(config_from_dict({"truthset": {"path": str(root), "generate": generate}}))
+    assert [
+        r.getMessage() for r in caplog.records if "difficulty {'camera': 2} (config: {})" in r.getMessage()
+    ]
+
+
+def test_an_unknown_knob_is_refused_naming_the_config_field(tmp_path: Path) -> None:
+    data = {"truthset": {"path": str(tmp_path / "x"), "generate": {"count": 30, "difficulty": ["fogg=1"]}}}
+    with pytest.raises(SpecError, match=r"truthset\.generate\.difficulty: .*fogg"):
+        config_from_dict(data)
+    data["truthset"]["generate"]["difficulty"] = ["camera=4"]
+    with pytest.raises(SpecError, match=r"truthset\.generate\.difficulty: .*0\.\.3"):
+        config_from_dict(data)

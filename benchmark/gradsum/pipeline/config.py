@@ -33,6 +33,8 @@ class GenerateConfig:
     shortcut: float = 0.0
     #: also render the tint splits (test_decorrelated, test_agreeing) that measure a shortcut's pull
     decorrelated: bool = False
+    #: the difficulty ladder: `KNOB=LEVEL` entries (levels 0-3, `gradsum generate --difficulty`); empty: clean
+    difficulty: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,12 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
             check_finetune(entry, entry.finetune, names[:index], f"{source}.models[{entry.name}]")
         if entry.compress is not None:
             check_compress(entry, entry.compress, names[:index], f"{source}.models[{entry.name}]")
+    _check_difficulty(config.truthset.generate, f"{source}.truthset.generate.difficulty")
+    for entry in config.models:
+        if entry.train_on is not None:
+            _check_difficulty(
+                entry.train_on.generate, f"{source}.models[{entry.name}].train_on.generate.difficulty"
+            )
     _check_twins(config, source, "shuffled_labels", "shuffled-label twin")
     # a seed twin overrides the spec's training seed, so it needs a spec even where its folder exists
     _check_twins(config, source, "seed_twins", "seed twin", needs_spec=True)
@@ -265,6 +273,18 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
                     f"{source}.methods[{i}].models: unknown model {model!r}; valid: {', '.join(names)}"
                 )
     return config
+
+
+def _check_difficulty(settings: GenerateConfig | None, where: str) -> None:
+    """Refuse a difficulty naming an unknown knob or a level outside 0-3, naming the config field."""
+    if settings is None or not settings.difficulty:
+        return
+    from gradsum.truthsets.synthetic import parse_difficulty
+
+    try:
+        parse_difficulty(settings.difficulty)
+    except GradSUMError as error:
+        raise SpecError(f"{where}: {error}") from None
 
 
 def check_label_study(config: RunConfig, where: str) -> None:

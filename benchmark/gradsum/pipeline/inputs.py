@@ -34,6 +34,10 @@ from gradsum.truthsets.synthetic.writer import KIND as SYNTHETIC_KIND
 log = logging.getLogger(__name__)
 
 
+def _levels(levels: dict[str, Any]) -> dict[str, int]:
+    return {str(name).strip(): int(level) for name, level in sorted(levels.items()) if int(level)}
+
+
 def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig, field: str = "truthset") -> None:
     """Log a warning when the synthetic set at `root` was rendered with settings other than `settings`
     (the `generate` block of config field `field`).
@@ -56,7 +60,11 @@ def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig, field: str 
     # a setting the manifest does not record predates it: the set was rendered with its default
     defaults = dataclasses.asdict(GenerateConfig())
     recorded = {key: rendered.get(key, defaults[key]) for key in wanted}
-    if changed := changed_fields(recorded, wanted):
+    # the difficulty as knob → level with the zeros left out: a clean set records none
+    wanted["difficulty"] = _levels(dict(item.partition("=")[::2] for item in settings.difficulty))
+    recorded["difficulty"] = _levels(rendered.get("difficulty") or {})
+    # a nested setting (difficulty.camera) is named by its field, with the whole value on each side
+    if changed := list(dict.fromkeys(name.partition(".")[0] for name in changed_fields(recorded, wanted))):
         differences = ", ".join(f"{key} {recorded[key]} (config: {wanted[key]})" for key in changed)
         log.warning(
             "%s was rendered with %s; it is used as it is (remove it to render %s.generate's set)",
@@ -103,7 +111,7 @@ def ensure_rendered(root: Path, settings: GenerateConfig | None, field: str, els
             f"{field}.path: {root} does not exist and the config has no {field}.generate block to "
             f"render it from; set {field}.path to an existing truth set or add {field}.generate{elsewhere}"
         )
-    from gradsum.truthsets.synthetic import generate
+    from gradsum.truthsets.synthetic import generate, parse_difficulty
 
     log.info("rendering the synthetic truth set into %s (%d scenes)", root, settings.count)
     return Path(
@@ -114,6 +122,7 @@ def ensure_rendered(root: Path, settings: GenerateConfig | None, field: str, els
             size=settings.size,
             shortcut=settings.shortcut,
             decorrelated=settings.decorrelated,
+            difficulty=parse_difficulty(settings.difficulty),
             workers=os.cpu_count() or 1,  # the bytes do not depend on the worker count
             overwrite=root.exists(),
         )
