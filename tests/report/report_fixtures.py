@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from gradsum.aggregation import COMPARISON_COLUMNS, PER_IMAGE_COLUMNS
-from gradsum.contract import ATTENTION, ATTENTION_PROFILES, GROUND_TRUTH
+from gradsum.contract import ATTENTION, ATTENTION_PROFILES, GROUND_TRUTH, TableSchema, write_table
 from gradsum.evaluation.base import CHANCE, CONFOUND, CONTROL, HEURISTIC, METHOD, CheckResult, Criterion
 from gradsum.evaluation.verdicts import recommend, trust_table
 from gradsum.fileio import sha256_file
@@ -281,5 +282,15 @@ def add_trust_tables(folder: Path, trust: pd.DataFrame, recommendations: pd.Data
     manifest["trust_tables"] = ["recommendations", "trust"]
     for name in ("trust.csv", "recommendations.csv"):
         manifest["files"][name] = sha256_file(folder / name)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def add_tables(folder: Path, tables: Mapping[TableSchema, pd.DataFrame]) -> Path:
+    """Write a study's tables into a results folder and register them in its manifest, as a run would."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for schema, frame in tables.items():
+        path = write_table(folder, schema, frame)
+        manifest["files"][path.name] = sha256_file(path)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder

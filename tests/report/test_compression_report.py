@@ -3,13 +3,12 @@ chosen here (onsets, verdicts, intervals) in the page, the figure and the paper 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_fixtures import MODELS, write_results
+from report_fixtures import MODELS, add_tables, write_results
 
 from gradsum.cli import main
 from gradsum.contract import (
@@ -17,10 +16,8 @@ from gradsum.contract import (
     COMPRESSION_LEVELS,
     COMPRESSION_ONSET,
     TableSchema,
-    write_table,
 )
 from gradsum.errors import ResultsError
-from gradsum.fileio import sha256_file
 from gradsum.pipeline.compression import onset_rows
 from gradsum.report import load_results, write_report
 from gradsum.report.compression import (
@@ -93,13 +90,8 @@ STUDY: dict[TableSchema, pd.DataFrame] = {
 
 
 def add_compression_tables(folder: Path) -> Path:
-    """Write the study's tables into a results folder and register them in its manifest, as a run would."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for schema, frame in STUDY.items():
-        path = write_table(folder, schema, frame)
-        manifest["files"][path.name] = sha256_file(path)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return folder
+    """The study's tables written into a results folder and its manifest, as a run would."""
+    return add_tables(folder, STUDY)
 
 
 @pytest.fixture(scope="module")

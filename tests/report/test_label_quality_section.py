@@ -3,7 +3,6 @@ numbers chosen here (thresholds, verdict changes, category spreads) in the page,
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PathCollection
-from report_fixtures import MODELS, write_results
+from report_fixtures import MODELS, add_tables, write_results
 
 from gradsum.aggregation.label_quality import agreement_threshold
 from gradsum.cli import main
@@ -24,10 +23,8 @@ from gradsum.contract import (
     LABEL_THRESHOLDS,
     LABEL_VERDICTS,
     TableSchema,
-    write_table,
 )
 from gradsum.errors import ResultsError
-from gradsum.fileio import sha256_file
 from gradsum.report import figures, load_results, write_report
 from gradsum.report.html import render_html
 from gradsum.report.label_quality import (
@@ -179,13 +176,8 @@ STUDY: dict[TableSchema, pd.DataFrame] = {
 
 
 def add_label_tables(folder: Path, tables: dict[TableSchema, pd.DataFrame] = STUDY) -> Path:
-    """Write the study's tables into a results folder and register them in its manifest, as a run would."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for schema, frame in tables.items():
-        path = write_table(folder, schema, frame)
-        manifest["files"][path.name] = sha256_file(path)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return folder
+    """The study's tables written into a results folder and its manifest, as a run would."""
+    return add_tables(folder, tables)
 
 
 @pytest.fixture(scope="module")
