@@ -26,6 +26,7 @@ from gradsum.evaluation.verdicts import (
     compare,
     decide,
     image_counts,
+    judge,
     overall,
     recommend,
     resample_figure,
@@ -209,6 +210,43 @@ def test_counts_are_drawn_once_per_model_and_reproducible() -> None:
     assert np.array_equal(first, again)
     assert (first.sum(axis=1) == 10).all()
     assert not np.array_equal(first, image_counts(images, 50, 0, "other"))
+
+
+def test_judge_on_the_figures_gives_the_trust_tables_columns() -> None:
+    """`judge` is the trust table's decision once the figures exist: the same figures give the same row."""
+    values = _values()
+    rows = _rows("m", values)
+    images = sorted(rows["image"].unique())
+    counts = image_counts(images, 500, 0, "m")
+    figures = {
+        method: resample_figure(CRITERION, group, images, counts)
+        for method, group in rows.groupby("method", sort=True)
+    }
+    judged = judge(CRITERION, figures, ROLES)
+    table = _table(values)
+    for method, columns in judged.items():
+        assert table.loc[method, list(columns)].to_dict() == pytest.approx(columns, nan_ok=True)
+    assert judged["good"]["check_verdict"] == PASS
+
+
+def test_judge_by_hand_a_passing_prior_makes_every_row_uninformative() -> None:
+    draws = np.array([0.0, 0.1, -0.1])
+    figures = {
+        "null:uniform": Resampled(0.5, 0.5 + draws),
+        "null:class_area": Resampled(0.8, 0.8 + draws),
+        "good": Resampled(0.9, 0.9 + draws),
+    }
+    criterion = Criterion("check", "figure", name="check")
+    judged = judge(criterion, figures, ROLES)
+    # the class-area prior beats the uniform map on every resample (0.3 > 0): a prior passes
+    assert {columns["check_verdict"] for columns in judged.values()} == {UNINFORMATIVE}
+    assert judged["good"]["check_margin_null"] == "null:class_area"
+    assert judged["good"]["check_margin"] == pytest.approx(0.1)
+    # without the prior, the method beats the uniform map by 0.4 on every resample
+    del figures["null:class_area"]
+    judged = judge(criterion, figures, ROLES)
+    assert judged["good"]["check_verdict"] == PASS
+    assert judged["good"]["check_margin"] == pytest.approx(0.4)
 
 
 def test_decide_and_compare_by_hand() -> None:

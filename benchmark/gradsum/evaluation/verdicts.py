@@ -270,6 +270,18 @@ def _judge_model(
         str(method): resample_figure(criterion, rows, images, counts)
         for method, rows in per_image.groupby("method", sort=True)
     }
+    return judge(criterion, figures, roles)
+
+
+def judge(
+    criterion: Criterion, figures: Mapping[str, Resampled], roles: Mapping[str, str]
+) -> dict[str, dict[str, object]]:
+    """method → the criterion's trust-table columns (`_criterion_columns`), from every row's figure.
+
+    `figures` must all be drawn on the same resamples (paired); `roles` maps labels to roles (missing: a
+    method). Each row is decided against the other gating nulls; every row is uninformative when a gating
+    null itself passes a criterion judged against the nulls.
+    """
     gating = {m: (roles[m], f) for m, f in figures.items() if roles.get(m) in GATING_ROLES}
     heuristic = {m: f for m, f in figures.items() if roles.get(m) == HEURISTIC}
     decided = {}
@@ -525,11 +537,15 @@ __all__ = [
     "OUTCOMES",
     "PASS",
     "UNINFORMATIVE",
+    "Resampled",
     "compare",
     "decide",
+    "image_counts",
+    "judge",
     "margin_floor",
     "overall",
     "permutation_outcome",
     "recommend",
+    "resample_figure",
     "trust_table",
 ]
