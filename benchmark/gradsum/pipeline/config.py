@@ -6,6 +6,7 @@ refused with a message naming the file and the field. Example configs ship in `g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ class GenerateConfig:
     decorrelated: bool = False
     #: the difficulty ladder: `KNOB=LEVEL` entries (levels 0-3, `gradsum generate --difficulty`); empty: clean
     difficulty: tuple[str, ...] = ()
+    #: knobs whose level each train and val scene draws for itself (0-3, `gradsum generate --mix`): a model
+    #: trained on it meets every level; test stays as `difficulty` says
+    mix: tuple[str, ...] = ()
+    #: render only these splits (`gradsum generate --only`); empty: all
+    only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,12 +259,10 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
             check_finetune(entry, entry.finetune, names[:index], f"{source}.models[{entry.name}]")
         if entry.compress is not None:
             check_compress(entry, entry.compress, names[:index], f"{source}.models[{entry.name}]")
-    _check_difficulty(config.truthset.generate, f"{source}.truthset.generate.difficulty")
+    _check_difficulty(config.truthset.generate, f"{source}.truthset.generate")
     for entry in config.models:
         if entry.train_on is not None:
-            _check_difficulty(
-                entry.train_on.generate, f"{source}.models[{entry.name}].train_on.generate.difficulty"
-            )
+            _check_difficulty(entry.train_on.generate, f"{source}.models[{entry.name}].train_on.generate")
     _check_twins(config, source, "shuffled_labels", "shuffled-label twin")
     # a seed twin overrides the spec's training seed, so it needs a spec even where its folder exists
     _check_twins(config, source, "seed_twins", "seed twin", needs_spec=True)
@@ -276,15 +280,23 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
 
 
 def _check_difficulty(settings: GenerateConfig | None, where: str) -> None:
-    """Refuse a difficulty naming an unknown knob or a level outside 0-3, naming the config field."""
-    if settings is None or not settings.difficulty:
+    """Refuse (naming the field of generate block `where`) a difficulty naming an unknown knob or a level
+    outside 0-3, a mix naming an unknown knob or one at a fixed level, or an unknown split to render."""
+    if settings is None:
         return
     from gradsum.truthsets.synthetic import parse_difficulty
+    from gradsum.truthsets.synthetic.writer import check_mix, check_only
 
-    try:
-        parse_difficulty(settings.difficulty)
-    except GradSUMError as error:
-        raise SpecError(f"{where}: {error}") from None
+    checks: tuple[tuple[str, Callable[[], object]], ...] = (
+        ("difficulty", lambda: parse_difficulty(settings.difficulty)),
+        ("mix", lambda: check_mix(settings.mix, parse_difficulty(settings.difficulty))),
+        ("only", lambda: check_only(settings.only)),
+    )
+    for name, check in checks:
+        try:
+            check()
+        except GradSUMError as error:
+            raise SpecError(f"{where}.{name}: {error}") from None
 
 
 def check_label_study(config: RunConfig, where: str) -> None:

@@ -27,9 +27,10 @@ from gradsum.models.checkpoints import CARD, weights_file
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import CompressConfig, FinetuneConfig, GenerateConfig, ModelConfig, RunConfig
 from gradsum.truthsets import TruthSet, open_truthset, require_labels
-from gradsum.truthsets.layout import MANIFEST
+from gradsum.truthsets.layout import MANIFEST, SPLITS
 from gradsum.truthsets.synthetic.writer import FORMAT_VERSION as SYNTHETIC_FORMAT
 from gradsum.truthsets.synthetic.writer import KIND as SYNTHETIC_KIND
+from gradsum.truthsets.synthetic.writer import check_only
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig, field: str 
     # a setting the manifest does not record predates it: the set was rendered with its default
     defaults = dataclasses.asdict(GenerateConfig())
     recorded = {key: rendered.get(key, defaults[key]) for key in wanted}
+    # a mix and a choice of splits are recorded only when set
+    wanted["mix"], recorded["mix"] = sorted(settings.mix), sorted(rendered.get("mix") or [])
+    # a set holding more splits than wanted holds the wanted ones just the same
+    splits, held = check_only(settings.only), rendered.get("only")
+    wanted["only"] = list(splits)
+    recorded["only"] = [split for split in splits if split in (held if isinstance(held, list) else SPLITS)]
     # the difficulty as knob → level with the zeros left out: a clean set records none
     wanted["difficulty"] = _levels(dict(item.partition("=")[::2] for item in settings.difficulty))
     recorded["difficulty"] = _levels(rendered.get("difficulty") or {})
@@ -123,6 +130,8 @@ def ensure_rendered(root: Path, settings: GenerateConfig | None, field: str, els
             shortcut=settings.shortcut,
             decorrelated=settings.decorrelated,
             difficulty=parse_difficulty(settings.difficulty),
+            mix=settings.mix,
+            only=settings.only,
             workers=os.cpu_count() or 1,  # the bytes do not depend on the worker count
             overwrite=root.exists(),
         )

@@ -37,6 +37,17 @@ def _add(parser: argparse.ArgumentParser) -> None:
         help="render harder: a rendering knob (shadows, weather, camera) at level 0..3, labels unchanged "
         "(repeatable)",
     )
+    parser.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="KNOB",
+        help="train and val scenes each draw their own level 0..3 of this rendering knob; test stays "
+        "clean (repeatable)",
+    )
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="SPLIT", help="render this split only (repeatable)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing set at --out")
 
@@ -55,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         decorrelated=args.decorrelated,
         difficulty=parse_difficulty(args.difficulty),
+        mix=args.mix,
+        only=args.only,
     )
     print(f"synthetic truth set written to {root}")
     return 0

@@ -275,7 +275,9 @@ class SyntheticTruthSet(TruthSet):
         )
 
     def _rendered_sample(self, index: int, rendered: Rendered, **provenance: Any) -> Sample:
-        rendered = self._difficulty.apply(rendered)
+        # a scene of a mixed split (`generate(mix=...)`) drew its own levels and records them
+        drawn = self.record(index).get("difficulty")
+        rendered = (self._difficulty if drawn is None else Difficulty.of(drawn)).apply(rendered)
         meta = self._meta(self.frame(index), {"parameters": rendered.params.to_dict()})
         meta.update(provenance)
         return Sample(

@@ -20,7 +20,7 @@ from gradsum.fileio import atomic_directory, atomic_write_json
 from gradsum.truthsets.labels import cityscapes_palette, subset
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.synthetic import scene as sc
-from gradsum.truthsets.synthetic.ladder import Difficulty
+from gradsum.truthsets.synthetic.ladder import KNOBS, MAX_LEVEL, Difficulty
 from gradsum.truthsets.synthetic.render import Rendered, instance_records, obstacle_instances, render
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ DECORRELATED_SPLIT = "test_decorrelated"
 AGREEING_SPLIT = "test_agreeing"
 TINT_SPLITS: dict[str, bool] = {DECORRELATED_SPLIT: False, AGREEING_SPLIT: True}
 TINT_SOURCE = "test"
+#: The splits whose scenes draw their own levels of the mix's knobs (`generate(mix=...)`); the others stay
+#: clean, so a model trained on the mix is tested on the clean scenes and, per level, on the ladder's sets.
+MIXED_SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class SplitPlan:
     tint_agrees: bool | None = None
     #: the difficulty ladder's level per rendering knob (clean by default)
     difficulty: Difficulty = field(default_factory=Difficulty)
+    #: knobs whose level each scene draws for itself (`scene_difficulty`), on top of `difficulty`
+    mix: tuple[str, ...] = ()
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -114,10 +119,54 @@ def scene_params(plan: SplitPlan, index: int, size: tuple[int, int]) -> sc.Scene
     return params if plan.tint_agrees is None else sc.with_tint(params, plan.tint_agrees)
 
 
+def check_mix(knobs: Sequence[str], difficulty: Difficulty) -> tuple[str, ...]:
+    """The mix's knobs, sorted: each a registered knob (`ladder.KNOBS`), none twice and none also at a fixed
+    level in `difficulty` (a scene cannot both draw a knob's level and have it set); errors name `--mix`."""
+    for name in knobs:
+        KNOBS.get(name, "--mix")
+    if len(set(knobs)) != len(knobs):
+        raise GradSUMError(f"--mix {', '.join(knobs)}: a knob is named twice")
+    fixed = sorted(set(knobs) & {name for name, _ in difficulty.levels})
+    if fixed:
+        raise GradSUMError(
+            f"--mix {', '.join(fixed)}: also given a fixed level (--difficulty); give each knob one or the other"
+        )
+    return tuple(sorted(knobs))
+
+
+def check_only(splits: Sequence[str]) -> tuple[str, ...]:
+    """The splits to render in SPLITS order (empty: all of them); an unknown one raises naming `--only`."""
+    for split in splits:
+        if split not in SPLITS:
+            raise GradSUMError(f"--only {split!r}: not a split; valid: {', '.join(SPLITS)}")
+    return tuple(s for s in SPLITS if s in splits) if splits else SPLITS
+
+
+def mix_level(params: sc.SceneParams, knob: str) -> int:
+    """The level 0..MAX_LEVEL (uniform) scene `params` draws for `knob` of a mix: seeded by the scene's texture
+    seed and the knob's name alone, so a scene keeps its level of one knob whatever else the mix holds."""
+    rng = np.random.default_rng([params.texture_seed, zlib.crc32(f"mix:{knob}".encode())])
+    return int(rng.integers(0, MAX_LEVEL + 1))
+
+
+def scene_difficulty(plan: SplitPlan, params: sc.SceneParams) -> Difficulty:
+    """The levels scene `params` of `plan` is rendered at: the plan's difficulty and its own draw per mix knob."""
+    if not plan.mix:
+        return plan.difficulty
+    return Difficulty.of({**dict(plan.difficulty.levels), **{k: mix_level(params, k) for k in plan.mix}})
+
+
+def render_scene(plan: SplitPlan, index: int, size: tuple[int, int]) -> tuple[Rendered, Difficulty]:
+    """Scene `index` of `plan` rendered at its difficulty, with that difficulty."""
+    params = scene_params(plan, index, size)
+    difficulty = scene_difficulty(plan, params)
+    return difficulty.apply(render(params)), difficulty
+
+
 def tint_plans(source: SplitPlan) -> list[SplitPlan]:
     """The TINT_SPLITS plans: the source split's seed and count, so they render the source's scenes."""
     return [
-        SplitPlan(split, source.count, source.seed, source.shortcut, agrees, source.difficulty)
+        SplitPlan(split, source.count, source.seed, source.shortcut, agrees, source.difficulty, source.mix)
         for split, agrees in TINT_SPLITS.items()
     ]
 
@@ -149,10 +198,14 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def scene_record(frame: FrameId, rendered: Rendered) -> dict[str, Any]:
+def scene_record(
+    frame: FrameId, rendered: Rendered, levels: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """The scene JSON: latent parameters, both targets, the shortcut cue's agreement, and the instances
-    (id → class, z, lateral, obstacle) with the ids of those that make `obstacle` = 1."""
+    (id → class, z, lateral, obstacle) with the ids of those that make `obstacle` = 1; a scene of a mixed
+    split also records the `difficulty` (knob → level) it drew."""
     return {
+        **({} if levels is None else {"difficulty": dict(levels)}),
         "frame": frame.stem,
         "split": frame.split,
         "targets": rendered.targets,
@@ -164,9 +217,11 @@ def scene_record(frame: FrameId, rendered: Rendered) -> dict[str, Any]:
     }
 
 
-def write_scene(root: Path, frame: FrameId, rendered: Rendered) -> dict[str, Any]:
-    """Write one frame's six files under `root`; returns its scene record."""
-    record = scene_record(frame, rendered)
+def write_scene(
+    root: Path, frame: FrameId, rendered: Rendered, levels: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Write one frame's six files under `root`; returns its scene record (`levels`: see `scene_record`)."""
+    record = scene_record(frame, rendered, levels)
     files = {
         frame.image(root): encode_png(rendered.image),
         frame.label_ids(root): encode_png(rendered.labels),
@@ -191,8 +246,9 @@ def _write_range(task: tuple[Path, SplitPlan, int, int, tuple[int, int]]) -> lis
     root, plan, start, stop, size = task
     records = []
     for index in range(start, stop):
-        rendered = plan.difficulty.apply(render(scene_params(plan, index, size)))
-        records.append(write_scene(root, frame_id(plan.split, index), rendered))
+        rendered, difficulty = render_scene(plan, index, size)
+        levels = difficulty.to_dict() if plan.mix else None
+        records.append(write_scene(root, frame_id(plan.split, index), rendered, levels))
     return records
 
 
@@ -207,6 +263,13 @@ def _tasks(root: Path, plans: Sequence[SplitPlan], size: tuple[int, int]) -> Ite
     for plan in plans:
         for start in range(0, plan.count, _CHUNK):
             yield (root, plan, start, min(start + _CHUNK, plan.count), size)
+
+
+def mix_counts(records: Sequence[dict[str, Any]], mix: Sequence[str]) -> dict[str, list[int]]:
+    """Scenes per level (0..MAX_LEVEL) of each mix knob in one split's records."""
+    drawn = [[r["difficulty"][k] for k in mix] for r in records]
+    levels = np.array(drawn, dtype=np.int64).reshape(len(records), len(mix))
+    return {k: np.bincount(levels[:, i], minlength=MAX_LEVEL + 1).tolist() for i, k in enumerate(mix)}
 
 
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -237,12 +300,19 @@ def generate(
     workers: int = 1,
     decorrelated: bool = False,
     difficulty: Mapping[str, int] | Difficulty | None = None,
+    mix: Sequence[str] = (),
+    only: Sequence[str] = (),
 ) -> Path:
     """Render `count` scenes into train/val/test at `out`; the set appears only once it is complete.
 
     `decorrelated` adds the TINT_SPLITS (test_decorrelated, test_agreeing): the test scenes again with
     the sky tint disagreeing / agreeing with the steering sign in every scene. `difficulty` (knob →
     level 0..3, `ladder.KNOBS`) renders every split harder; images change, labels and targets do not.
+    `mix` (knob names) trains on many levels: each scene of the MIXED_SPLITS (train, val) draws its own
+    level 0..3 of each mix knob (`mix_level`, recorded in its scene JSON and counted in the manifest),
+    while test and the tint splits stay as `difficulty` says. `only` (split names; empty: all) renders
+    those splits alone, each with the scenes it has in the whole set: a ladder level's test split costs
+    its own scenes only.
     """
     size = check_size(size)
     if not 0.0 <= shortcut <= 1.0:
@@ -250,17 +320,26 @@ def generate(
     if workers < 1:
         raise GradSUMError(f"workers={workers}: must be at least 1 (--workers)")
     ladder = Difficulty.of(difficulty)
+    mixed = check_mix(mix, ladder)
+    rendered = check_only(only)
     counts = split_counts(count, splits)
     target = Path(out)
     if target.exists() and not overwrite:
         raise TruthSetError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
     plans = [
         SplitPlan(
-            split, counts[split], split_seed(seed, split), shortcut if split == "train" else 0.0, None, ladder
+            split,
+            counts[split],
+            split_seed(seed, split),
+            shortcut if split == "train" else 0.0,
+            None,
+            ladder,
+            mixed if split in MIXED_SPLITS else (),
         )
         for split in SPLITS
+        if split in rendered
     ]
-    if decorrelated:
+    if decorrelated and TINT_SOURCE in rendered:
         plans += tint_plans(next(p for p in plans if p.split == TINT_SOURCE))
     with atomic_directory(target, overwrite=overwrite) as staging:
         for plan in plans:
@@ -279,6 +358,9 @@ def generate(
                 # recorded for a harder set only: a clean set's manifest stays as before, so results
                 # profiled on it still pair with those of sets rendered earlier (the gate compares them)
                 **({} if ladder.clean else {"difficulty": ladder.to_dict()}),
+                # likewise recorded only when set, with the scenes per level in each mixed split's entry
+                **({"mix": list(mixed)} if mixed else {}),
+                **({"only": list(rendered)} if rendered != SPLITS else {}),
                 "split_fractions": list(splits),
                 "city": CITY,
             },
@@ -288,6 +370,7 @@ def generate(
                     "seed": p.seed,
                     "shortcut": p.shortcut,
                     **_tint_fields(p),
+                    **({"mix_levels": mix_counts(records[p.split], p.mix)} if p.mix else {}),
                     **summarise(records[p.split]),
                 }
                 for p in plans
