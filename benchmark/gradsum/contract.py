@@ -227,6 +227,27 @@ RECOMMENDATIONS = TableSchema(
     "recommendations",
     _columns((TEXT, ("model", "method")), (INT, ("passed",)), (TEXT, ("sentence",))),
 )
+#: The figures every per-image criterion's verdict is computed from (`gradsum.evaluation.verdicts`), one row
+#: per model × method × criterion × image: the criterion's per-image value and, for a ratio figure, its
+#: denominator (NaN where the criterion has none). With `CRITERIA` it recomputes the trust table's verdicts.
+CRITERIA_PER_IMAGE = TableSchema(
+    "criteria_per_image",
+    _columns(
+        (TEXT, ("model", "method", "role", "criterion", "image")),
+        (FLOAT, ("value", "denominator")),
+    ),
+    files=("criteria_per_image.parquet", "criteria_per_image.csv"),
+)
+#: One row per criterion of the run (`gradsum.evaluation.base.Criterion`; `key` is its verdict columns'
+#: stem): which figure it reads (`denominator` "" where none), what decides it (`threshold` NaN where none).
+CRITERIA = TableSchema(
+    "criteria",
+    _columns(
+        (TEXT, ("key", "check", "column", "denominator", "over", "text")),
+        (BOOL, ("higher_is_better", "against_nulls", "evidence")),
+        (FLOAT, ("threshold",)),
+    ),
+)
 #: The label-quality study (`labels` config), one row per level of labels: how it was made and how
 #: well it matches the exact labels (mIoU, pixel accuracy over pixels both label, void share).
 LABEL_LEVELS = TableSchema(
@@ -355,9 +376,16 @@ CORE_TABLES = (
 )
 
 
+#: The trust layer's record of what its verdicts are computed from, written with the trust table and read
+#: back like a check's tables (a results folder's manifest lists them in `trust_tables`).
+VERDICT_TABLES = (CRITERIA, CRITERIA_PER_IMAGE)
+
+
 def table_schema(name: str) -> TableSchema:
-    """The schema of the table called `name`: a core table's, else an undeclared `<name>.csv` (a check's)."""
-    return next((schema for schema in CORE_TABLES if schema.name == name), TableSchema(name))
+    """The schema of the table called `name`: a core or verdict table's, else an undeclared `<name>.csv`
+    (a check's)."""
+    declared = (*CORE_TABLES, *VERDICT_TABLES)
+    return next((schema for schema in declared if schema.name == name), TableSchema(name))
 
 
 def write_table(folder: str | os.PathLike[str], schema: TableSchema, frame: pd.DataFrame) -> Path:

@@ -69,6 +69,8 @@ def test_evaluate_adds_the_trust_tables_and_keeps_the_profiles(plain: Path, tmp_
         "causal_materiality",
         "agreement",
         "localisation",
+        "criteria",
+        "criteria_per_image",
     }
     assert set(manifest["files"]) == set(folder_checksums(folder))
     assert 'id="trust"' in (folder / "report.html").read_text()

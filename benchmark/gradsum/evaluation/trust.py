@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from gradsum.contract import RECOMMENDATIONS, TRUST
+from gradsum.contract import CRITERIA, CRITERIA_PER_IMAGE, RECOMMENDATIONS, TRUST
 from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
-from gradsum.evaluation.verdicts import recommend, trust_table
+from gradsum.evaluation.verdicts import criteria_frame, criteria_per_image, recommend, trust_table
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,18 @@ class TrustReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """Every table to write, by name (`contract.table_schema`): the trust table first, then each check's own."""
-        evidence = [c.key for r in self.results.values() for c in r.criteria if c.evidence]
-        tables = {TRUST.name: self.trust, RECOMMENDATIONS.name: recommend(self.trust, evidence)}
+        """Every table to write, by name (`contract.table_schema`): the trust table first, what its verdicts
+        are computed from (`contract.VERDICT_TABLES`), then each check's own."""
+        criteria = [c for r in self.results.values() for c in r.criteria]
+        evidence = [c.key for c in criteria if c.evidence]
+        # the roles the verdicts were taken with: the trust table records each row's
+        roles = dict(zip(self.trust["method"].astype(str), self.trust["role"].astype(str), strict=True))
+        tables = {
+            TRUST.name: self.trust,
+            RECOMMENDATIONS.name: recommend(self.trust, evidence),
+            CRITERIA.name: criteria_frame(criteria),
+            CRITERIA_PER_IMAGE.name: criteria_per_image(self.results, roles),
+        }
         for result in self.results.values():
             tables.update(result.tables)
         return tables

@@ -33,6 +33,7 @@ that it points at what the model uses.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gradsum.contract import RECOMMENDATIONS, TRUST
+from gradsum.contract import CRITERIA, CRITERIA_PER_IMAGE, RECOMMENDATIONS, TRUST, TableSchema
 from gradsum.evaluation.base import (
     CHANCE,
     GATING_ROLES,
@@ -258,21 +259,6 @@ def _criterion_columns(
     return columns
 
 
-def _judge_model(
-    criterion: Criterion,
-    per_image: pd.DataFrame,
-    roles: Mapping[str, str],
-    images: Sequence[str],
-    counts: np.ndarray,
-) -> dict[str, dict[str, object]]:
-    """method → the criterion's columns, for one model's per-image rows."""
-    figures = {
-        str(method): resample_figure(criterion, rows, images, counts)
-        for method, rows in per_image.groupby("method", sort=True)
-    }
-    return judge(criterion, figures, roles)
-
-
 def judge(
     criterion: Criterion, figures: Mapping[str, Resampled], roles: Mapping[str, str]
 ) -> dict[str, dict[str, object]]:
@@ -299,48 +285,152 @@ def judge(
     return columns
 
 
-def _image_order(results: Mapping[str, CheckResult]) -> dict[str, list[str]]:
-    """model → the sorted union of the images any check scored it on (the counts' index)."""
-    images: dict[str, set[str]] = {}
+def criteria_per_image(results: Mapping[str, CheckResult], roles: Mapping[str, str]) -> pd.DataFrame:
+    """`contract.CRITERIA_PER_IMAGE`: every per-image criterion's value (and denominator) per model ×
+    method × image, the rows its verdicts are computed from (`judge_per_image`).
+
+    `roles` maps method labels to roles (missing: a method). Rows are sorted, so the table does not depend
+    on the order the checks or their shards produced them in.
+    """
+    frames = []
     for result in results.values():
         if result.per_image is None or result.per_image.empty:
             continue
-        for model, rows in result.per_image.groupby("model", sort=False):
-            images.setdefault(str(model), set()).update(rows["image"].astype(str))
-    return {model: sorted(found) for model, found in images.items()}
+        rows = result.per_image
+        for criterion in (c for c in result.criteria if c.over == IMAGES):
+            denominator = rows[criterion.denominator].to_numpy(float) if criterion.denominator else math.nan
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "model": rows["model"].astype(str),
+                        "method": rows["method"].astype(str),
+                        "role": [roles.get(str(m), METHOD) for m in rows["method"]],
+                        "criterion": criterion.key,
+                        "image": rows["image"].astype(str),
+                        "value": rows[criterion.column].to_numpy(float),
+                        "denominator": denominator,
+                    }
+                )
+            )
+    if not frames:
+        return _empty(CRITERIA_PER_IMAGE)
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values(["model", "method", "criterion", "image"], ignore_index=True)
+
+
+def _empty(schema: TableSchema) -> pd.DataFrame:
+    """`schema`'s table without rows, each column of its declared dtype."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.columns})
+
+
+def figures_of(
+    criterion: Criterion, rows: pd.DataFrame, images: Sequence[str], counts: np.ndarray
+) -> dict[str, Resampled]:
+    """method → the criterion's figure (`resample_figure`) from `criteria_per_image` rows of one model
+    and this criterion (columns method, image, value, denominator), methods in sorted order."""
+    # the long table holds the criterion's column as `value` and its denominator as `denominator`
+    long = dataclasses.replace(
+        criterion, column="value", denominator="denominator" if criterion.denominator else None
+    )
+    return {
+        str(method): resample_figure(long, group, images, counts)
+        for method, group in rows.groupby("method", sort=True)
+    }
+
+
+def judge_per_image(
+    criteria: Sequence[Criterion], per_image: pd.DataFrame, n_resamples: int = 1000, seed: int = 0
+) -> dict[tuple[str, str], dict[str, object]]:
+    """(model, method) → the columns (`judge`) of every per-image criterion, from `criteria_per_image`'s
+    rows (roles from its `role` column).
+
+    Image counts are drawn once per model over the sorted union of the images any criterion scored it on,
+    so every criterion and every row of the model is paired on the same resamples.
+    """
+    rows: dict[tuple[str, str], dict[str, object]] = {}
+    for model, frame in per_image.groupby("model", sort=True):
+        images = sorted(frame["image"].unique())
+        counts = image_counts(images, n_resamples, seed, str(model))
+        roles = dict(zip(frame["method"], frame["role"], strict=True))
+        for criterion in (c for c in criteria if c.over == IMAGES):
+            scored = frame[frame["criterion"] == criterion.key]
+            if scored.empty:
+                continue
+            judged = judge(criterion, figures_of(criterion, scored, images, counts), roles)
+            for method, columns in judged.items():
+                rows.setdefault((str(model), method), {}).update(columns)
+    return rows
+
+
+def criteria_frame(criteria: Sequence[Criterion]) -> pd.DataFrame:
+    """`contract.CRITERIA`: one row per criterion, everything `criteria_from_frame` rebuilds it from."""
+    if not criteria:
+        return _empty(CRITERIA)
+    return pd.DataFrame(
+        [
+            {
+                "key": c.key,
+                "check": c.check,
+                "column": c.column,
+                "denominator": c.denominator or "",
+                "over": c.over,
+                "text": c.text,
+                "higher_is_better": c.higher_is_better,
+                "against_nulls": c.against_nulls,
+                "evidence": c.evidence,
+                "threshold": math.nan if c.threshold is None else float(c.threshold),
+            }
+            for c in criteria
+        ],
+        columns=list(CRITERIA.names),
+    )
+
+
+def criteria_from_frame(frame: pd.DataFrame) -> list[Criterion]:
+    """The criteria of a `contract.CRITERIA` table (as `contract.read_table` returns it), in its order.
+
+    A criterion whose key is its check's name gets no separate `name` (its key is the same either way).
+    """
+    missing = [c for c in CRITERIA.names if c not in frame.columns]
+    if missing:
+        raise ValueError(f"criteria table: missing column(s) {', '.join(missing)}")
+    criteria = []
+    for record in frame.to_dict("records"):
+        key, check = str(record["key"]), str(record["check"])
+        threshold = _number(record, "threshold")
+        criteria.append(
+            Criterion(
+                check=check,
+                column=str(record["column"]),
+                higher_is_better=bool(record["higher_is_better"]),
+                threshold=threshold if math.isfinite(threshold) else None,
+                text=_text(record, "text"),
+                name="" if key == check else key,
+                denominator=_text(record, "denominator") or None,
+                against_nulls=bool(record["against_nulls"]),
+                over=str(record["over"]),
+                evidence=bool(record["evidence"]),
+            )
+        )
+    return criteria
+
+
+def _text(record: Mapping[str, object], key: str) -> str:
+    """A text cell, "" where it is empty (a CSV reads an empty cell back as NaN)."""
+    value = record.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def criterion_table(
     results: Mapping[str, CheckResult], roles: Mapping[str, str], n_resamples: int = 1000, seed: int = 0
 ) -> pd.DataFrame:
     """model, method and every criterion's columns (`_criterion_columns`), one row per model × method."""
-    order = _image_order(results)
-    counts = {model: image_counts(images, n_resamples, seed, model) for model, images in order.items()}
-    rows: dict[tuple[str, str], dict[str, object]] = {}
+    criteria = [c for r in results.values() for c in r.criteria]
+    rows = judge_per_image(criteria, criteria_per_image(results, roles), n_resamples, seed)
     for result in results.values():
-        for criterion in result.criteria:
-            if criterion.over == IMAGES:
-                _image_criterion(criterion, result, roles, order, counts, rows)
-            else:
-                _models_criterion(criterion, result, rows)
+        for criterion in (c for c in result.criteria if c.over != IMAGES):
+            _models_criterion(criterion, result, rows)
     return pd.DataFrame([{"model": m, "method": k, **v} for (m, k), v in sorted(rows.items())])
-
-
-def _image_criterion(
-    criterion: Criterion,
-    result: CheckResult,
-    roles: Mapping[str, str],
-    order: Mapping[str, list[str]],
-    counts: Mapping[str, np.ndarray],
-    rows: dict[tuple[str, str], dict[str, object]],
-) -> None:
-    if result.per_image is None or result.per_image.empty:
-        return
-    frame = result.per_image.assign(image=result.per_image["image"].astype(str))
-    for model, per_model in frame.groupby("model", sort=True):
-        judged = _judge_model(criterion, per_model, roles, order[str(model)], counts[str(model)])
-        for method, columns in judged.items():
-            rows.setdefault((str(model), method), {}).update(columns)
 
 
 def _models_criterion(
@@ -539,9 +629,14 @@ __all__ = [
     "UNINFORMATIVE",
     "Resampled",
     "compare",
+    "criteria_frame",
+    "criteria_from_frame",
+    "criteria_per_image",
     "decide",
+    "figures_of",
     "image_counts",
     "judge",
+    "judge_per_image",
     "margin_floor",
     "overall",
     "permutation_outcome",
