@@ -17,19 +17,24 @@ from gradsum.errors import GradSUMError, UnknownNameError
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.layout import MANIFEST
 from gradsum.truthsets.synthetic import KNOBS, Difficulty, generate, parse_difficulty, render, sample_scene
+from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.ladder import (
     FOG_COLOUR,
     JPEG_QUALITY,
     MAX_LEVEL,
     SHADOWED,
     Frame,
+    Sun,
     blur,
+    cast_shadows,
     depth_map,
+    draw_sun,
     dusk,
     fog,
     jpeg,
     knob_rng,
     rain,
+    shadow_bands,
     vignette,
 )
 from gradsum.truthsets.synthetic.render import IDS, Rendered, instance_ids
@@ -263,3 +268,46 @@ def test_cli_difficulty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert main([*args, "--overwrite", "--difficulty", value]) == 2
         err = capsys.readouterr().err
         assert named in err and err.count("\n") == 1
+
+
+def test_cast_shadow_polygon_by_hand() -> None:
+    # a straight centred road, one car in the oncoming lane 8 m ahead, the sun 45° high on the left: the
+    # car's 1.8 × 4.2 m footprint swept 1.5 m (its height / tan 45°) to the right covers x ∈ [−4.4, −1.1],
+    # z ∈ [8, 12.2]
+    base = sample_scene(np.random.default_rng(0), SIZE, 0.0)
+    car = sc.SceneObject("car", 8.0, -3.5, 1.8, 1.5, (200, 0, 0))
+    params = base.replace(curvature=0.0, heading=0.0, offset=0.0, objects=(car,), poles=())
+    rendered = render(params)
+    shaded = cast_shadows(_frame(rendered), Sun(azimuth=np.pi / 2, elevation=np.pi / 4))
+    h, w = SIZE
+    focal, horizon = 0.5 * w, 0.42 * h
+    rows, cols = np.mgrid[0:h, 0:w] + 0.5
+    with np.errstate(divide="ignore"):
+        z = np.where(rows > horizon, focal * 1.5 / (rows - horizon), np.inf)
+    x = (cols - w / 2) / focal * np.where(np.isfinite(z), z, 0.0)
+    street = np.isin(rendered.labels, [IDS[name] for name in SHADOWED])
+    expected = (x >= -4.4) & (x <= -1.1 + 1e-9) & (z >= 8.0) & (z <= 12.2) & street
+    assert expected.sum() > 20
+    np.testing.assert_array_equal(shaded, expected)
+
+
+def test_cast_shadows_darken_by_the_levels_factor_inside_only() -> None:
+    cast_pixels = 0
+    for seed in range(8):
+        clean = _scene(seed)
+        frame = _frame(clean)
+        for level in (1, 3):
+            darkness = 0.15 + 0.12 * level
+            rng = knob_rng(clean.params, "shadows")
+            bands = shadow_bands(frame, count=level, darkness=darkness, rng=rng)
+            cast = cast_shadows(frame, draw_sun(rng))
+            hard = Difficulty.of({"shadows": level}).apply(_scene(seed)).image
+            image = clean.image.astype(np.float64)
+            # inside a cast shadow: exactly the level's factor, rounded half up; in no shadow: untouched
+            np.testing.assert_array_equal(hard[cast], np.floor(image[cast] * (1 - darkness) + 0.5))
+            sunlit = ~cast & (bands == 1.0)
+            np.testing.assert_array_equal(hard[sunlit], clean.image[sunlit])
+            assert not (cast & ~np.isin(clean.labels, [IDS[n] for n in SHADOWED])).any()
+            cast_pixels += int(cast.sum())
+    # thin poles and cars at 64×128 throw small shadows, but eight scenes at two suns hold a few hundred
+    assert cast_pixels > 150

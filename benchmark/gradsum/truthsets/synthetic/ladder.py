@@ -9,8 +9,9 @@ image bit for bit. Each knob draws from its own generator seeded by the scene's 
 knob's name: the same scene and level give the same pixels, and one knob's level never moves another's
 random draws.
 
-- `shadows`: soft shadow bands cast across the street (by buildings beside it), darkening road and
-  sidewalk pixels only; level = how many bands and how dark.
+- `shadows`: soft shadow bands cast across the street (by buildings beside it), and the hard-edged cast
+  shadows of the scene's poles and cars under one sun (its footprint swept along the sun's direction
+  for its height), darkening road and sidewalk pixels only; level = how many bands and how dark.
 - `weather`: fog that thickens with each pixel's depth, rain streaks and dusk (gain down, sensor noise).
 - `camera`: Gaussian blur, vignetting and a JPEG round trip (Pillow) at falling quality.
 
@@ -124,13 +125,119 @@ def shadow_bands(frame: Frame, count: int, darkness: float, rng: np.random.Gener
     return 1.0 - darkness * shade * street
 
 
+#: the sun's elevation (radians) draws from this range: a caster of height h throws a shadow h / tan(e)
+#: long, 1 to 2.7 times its height, so a 5 m pole's shadow crosses the road
+SUN_ELEVATION = (np.radians(20.0), np.radians(45.0))
+#: a car's footprint length (m) along the road: the renderer draws cars as upright boards `width` wide,
+#: the shadow needs the ground they cover
+CAR_LENGTH = 4.2
+#: a pole's footprint side (m): the pole the renderer draws is 0.14 m wide
+POLE_SIDE = 0.14
+
+
+@dataclass(frozen=True)
+class Sun:
+    """Where the light comes from: `azimuth` (radians, 0 = shadows point away from the camera, π/2 = to
+    the right) and `elevation` above the horizon."""
+
+    azimuth: float
+    elevation: float
+
+    def shadow(self, height: float) -> np.ndarray:
+        """The ground offset (x, z) in metres from the foot of a caster `height` tall to its shadow's tip."""
+        length = height / np.tan(self.elevation)
+        return length * np.array([np.sin(self.azimuth), np.cos(self.azimuth)])
+
+
+def draw_sun(rng: np.random.Generator) -> Sun:
+    """A sun at any azimuth and an elevation in SUN_ELEVATION."""
+    return Sun(float(rng.uniform(0.0, 2 * np.pi)), float(rng.uniform(*SUN_ELEVATION)))
+
+
+def ground_coordinates(params: sc.SceneParams) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) world x (lateral, m) and z (ahead, m) of the flat road under each pixel centre; x is 0 and z
+    inf at and above the horizon."""
+    z = ground_depth(params)
+    u = (np.arange(params.width) + 0.5 - params.width / 2)[None, :] / (sc.FOCAL * params.width)
+    return u * np.where(np.isinf(z), 0.0, z), z
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull of (n, 2) points, counter-clockwise (Andrew's monotone chain)."""
+    ordered = sorted(map(tuple, np.unique(points, axis=0)))
+
+    def half(chain: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        for p in chain:
+            while len(out) >= 2 and _cross(out[-2], out[-1], p) <= 0:
+                out.pop()
+            out.append(p)
+        return out[:-1]
+
+    return np.array(half(ordered) + half(ordered[::-1]), dtype=np.float64)
+
+
+def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def inside_polygon(x: np.ndarray, z: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Whether each ground point (x, z) lies inside the convex counter-clockwise `polygon` ((n, 2): x, z)
+    or on its edge."""
+    inside = np.ones(np.shape(x), dtype=bool)
+    for (x0, z0), (x1, z1) in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
+        inside &= (x1 - x0) * (z - z0) - (z1 - z0) * (x - x0) >= 0
+    return inside
+
+
+def cast_polygons(params: sc.SceneParams, sun: Sun) -> list[np.ndarray]:
+    """The shadow on the ground of each visible pole and car: its footprint swept along the sun's shadow
+    offset for its height (a convex polygon in world (x, z), counter-clockwise)."""
+    casters = [
+        (float(sc.lane_centre(params, p.z)) + p.lateral, p.z, POLE_SIDE, POLE_SIDE, p.height)
+        for p in params.poles
+        if "pole" not in params.removed
+    ]
+    casters += [
+        (float(sc.lane_centre(params, o.z)) + o.lateral, o.z, o.width, CAR_LENGTH, o.height)
+        for o in sc.visible_objects(params)
+        if o.cls == "car"
+    ]
+    polygons = []
+    for x, z, width, length, height in casters:
+        foot = np.array(
+            [[x - width / 2, z], [x + width / 2, z], [x + width / 2, z + length], [x - width / 2, z + length]]
+        )
+        polygons.append(_hull(np.concatenate([foot, foot + sun.shadow(height)])))
+    return polygons
+
+
+def cast_shadows(frame: Frame, sun: Sun) -> np.ndarray:
+    """(H, W) bool: road and sidewalk pixels whose ground lies in a pole's or car's shadow."""
+    x, z = ground_coordinates(frame.params)
+    street = np.isin(frame.labels, [IDS[name] for name in SHADOWED]) & np.isfinite(z)
+    shaded = np.zeros(z.shape, dtype=bool)
+    for polygon in cast_polygons(frame.params, sun):
+        shaded[street] |= inside_polygon(x[street], z[street], polygon)
+    return shaded
+
+
 def _shadows(image: np.ndarray, frame: Frame, level: int, rng: np.random.Generator) -> np.ndarray:
-    factor = shadow_bands(frame, count=level, darkness=0.15 + 0.12 * level, rng=rng)
+    darkness = 0.15 + 0.12 * level
+    factor = shadow_bands(frame, count=level, darkness=darkness, rng=rng)
+    # drawn after the bands, so the bands of a level are those it had before poles and cars cast shadows
+    cast = cast_shadows(frame, draw_sun(rng))
+    factor = np.minimum(factor, np.where(cast, 1.0 - darkness, 1.0))
     # factor ≤ 1 and rounding half up: a shaded pixel never comes out brighter than it went in
     return _to_uint8(image.astype(np.float64) * factor[..., None])
 
 
-KNOBS.add("shadows", Knob(0, _shadows, "soft building shadows across road and sidewalks, more and darker"))
+KNOBS.add(
+    "shadows",
+    Knob(
+        0, _shadows, "soft building shadows across road and sidewalks and the cast shadows of poles and cars"
+    ),
+)
 
 
 # ----- weather -----
