@@ -35,6 +35,8 @@ REPORT = "report.html"
 PLOTS = "plots"
 #: The model cards, one `cards/<model>.json` per model of the run.
 CARDS = "cards"
+#: The manifest key under which a results folder records the sha256 of the leaderboard protocol it ran.
+PROTOCOL_KEY = "protocol"
 
 # --- Files of a run's work folder (`results/.<name>.work/`), kept until the run completes -------------
 

@@ -25,7 +25,7 @@ from typing import Any
 from gradsum.aggregation import RESOLUTIONS
 from gradsum.attribution.normalise import NORMALISERS
 from gradsum.attribution.targets import TARGETS
-from gradsum.contract import MANIFEST
+from gradsum.contract import MANIFEST, PROTOCOL_KEY
 from gradsum.dataspec import build, load_yaml, shipped
 from gradsum.errors import GradSUMError, ResultsError, SpecError
 from gradsum.evaluation.base import check_options
@@ -42,8 +42,6 @@ from gradsum.taxonomy import TASKS
 from gradsum.truthsets.layout import SPLITS
 from gradsum.truthsets.synthetic.writer import DEFAULT_FRACTIONS, FORMAT_VERSION, check_size, split_counts
 
-#: The manifest key under which a results folder records the sha256 of the protocol it ran.
-PROTOCOL_KEY = "protocol"
 #: Where the shipped protocols live (`<name>.yaml`).
 PROTOCOLS = Path(__file__).parent / "protocols"
 
@@ -333,6 +331,7 @@ def _run_dict(
         options["causal"]["materiality"] = dict(protocol.materiality)
     return {
         "name": f"{protocol.name}-seed{seed}",
+        "protocol": protocol_hash(protocol),
         "truthset": {
             "path": truthset_path,
             "split": protocol.split,

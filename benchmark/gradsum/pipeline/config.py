@@ -211,6 +211,8 @@ class RunConfig:
     """Everything one `gradsum run` needs; the same config gives the same tables."""
 
     name: str = "default"
+    #: the sha256 of the leaderboard protocol this run executes (`gradsum.leaderboard`); "" for any other run
+    protocol: str = ""
     truthset: TruthSetConfig = field(default_factory=TruthSetConfig)
     models: tuple[ModelConfig, ...] = ()
     methods: tuple[PlannedMethod, ...] = ()

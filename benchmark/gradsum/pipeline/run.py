@@ -19,7 +19,7 @@ from typing import TypeVar
 from gradsum.aggregation import compare_all, profiles
 from gradsum.aggregation.outliers import input_data_table
 from gradsum.attribution.precision import resolve_precision
-from gradsum.contract import COMPRESSION_TABLES, LABEL_TABLES, REPORT, write_study_tables
+from gradsum.contract import COMPRESSION_TABLES, LABEL_TABLES, PROTOCOL_KEY, REPORT, write_study_tables
 from gradsum.evaluation import ground_truth_table, run_checks
 from gradsum.fileio import atomic_directory
 from gradsum.pipeline.compression import compression_study
@@ -168,6 +168,8 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
             "frame_sizes": frame_sizes(tables[FRAMES], models),
             "attribution_seconds": seconds,
         }
+        if config.protocol:
+            recorded[PROTOCOL_KEY] = config.protocol
         if trust is not None:
             write_trust_tables(staging, trust)
             recorded |= {"trust_tables": sorted(trust.tables()), "evaluation_seconds": trust.seconds}
