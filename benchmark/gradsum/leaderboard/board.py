@@ -55,6 +55,8 @@ EXPECTED_ORDER = "oracle rows at the top and null rows at the bottom"
 CRITERION_FIELDS = ("verdict", "margin", "margin_ci_low", "margin_ci_high", "margin_null", "rank")
 #: The row columns before the per-criterion ones.
 ROW_FIELDS = ("rank", "rank_low", "rank_high", "rank_kept", "method", "role", "verdict")
+#: The fields of `ROW_FIELDS` and of `CRITERION_FIELDS` that are text; every other one is a number.
+ROW_TEXT, CRITERION_TEXT = ("method", "role", "verdict"), ("verdict", "margin_null")
 
 
 @dataclass(frozen=True, eq=False)
@@ -450,9 +452,11 @@ def headline(rows: pd.DataFrame) -> str:
 __all__ = [
     "AGREEMENT_FLOOR",
     "CRITERION_FIELDS",
+    "CRITERION_TEXT",
     "EXPECTED_ORDER",
     "KNOWN_ANSWERS",
     "ROW_FIELDS",
+    "ROW_TEXT",
     "Board",
     "Draws",
     "board_columns",
