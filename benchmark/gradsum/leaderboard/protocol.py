@@ -7,6 +7,11 @@ order do not change it and any value does; a results folder records the hash in 
 `PROTOCOL_KEY`, and `check_protocol` refuses to put folders of different protocols side by side.
 `run_configs` expands a protocol into the `gradsum run` configs that execute it, one per training seed.
 
+The difficulty ladder is part of a protocol: its models train on a mix of levels (`generator.mix`: each
+train and val scene draws its own level of each knob; the evaluated split stays clean) and its `ladder`
+section says which knobs and levels the test scenes are rendered at, on how many images, with which checks
+and training seeds (`gradsum.leaderboard.ladder` expands and tabulates it).
+
 What a protocol leaves to the run: where the data, models and results live (locations, not content), and
 the methods (the leaderboard scores every registered method that applies).
 """
@@ -40,7 +45,15 @@ from gradsum.pipeline.trust import SEED_OFFSET
 from gradsum.registry import Registry
 from gradsum.taxonomy import TASKS
 from gradsum.truthsets.layout import SPLITS
-from gradsum.truthsets.synthetic.writer import DEFAULT_FRACTIONS, FORMAT_VERSION, check_size, split_counts
+from gradsum.truthsets.synthetic.ladder import KNOBS, MAX_LEVEL, Difficulty
+from gradsum.truthsets.synthetic.writer import (
+    DEFAULT_FRACTIONS,
+    FORMAT_VERSION,
+    MIXED_SPLITS,
+    check_mix,
+    check_size,
+    split_counts,
+)
 
 #: Where the shipped protocols live (`<name>.yaml`).
 PROTOCOLS = Path(__file__).parent / "protocols"
@@ -61,6 +74,26 @@ class GeneratorSettings:
     #: the generator's file format (`writer.FORMAT_VERSION`); the renderer has no version of its own, so
     #: the pixels are pinned by this, the settings above and the package version that rendered them
     format_version: int
+    #: difficulty knobs whose level (0..3) each train and val scene draws for itself (`gradsum generate
+    #: --mix`): the models train on every level; the evaluated split stays clean
+    mix: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LadderSettings:
+    """The difficulty ladder: the protocol's models (trained on the mix) evaluated on the evaluated split's
+    scenes rendered at each level of each knob, one knob at a time, and on the clean scenes alike."""
+
+    #: difficulty knobs (`truthsets.synthetic.ladder.KNOBS`), each one of the generator's mix
+    knobs: tuple[str, ...]
+    #: levels of each knob (1..3); the clean scenes are level 0 of every knob
+    levels: tuple[int, ...]
+    #: the first this many images of the split are attributed and evaluated at every level
+    evaluated_images: int
+    #: the protocol's checks that judge at every level
+    checks: tuple[str, ...]
+    #: the protocol's training seeds whose models are evaluated at every level
+    training_seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -109,6 +142,8 @@ class Protocol:
     bootstrap_resamples: int
     verdict_resamples: int
     seed: int
+    #: the difficulty ladder (None: the protocol has none)
+    ladder: LadderSettings | None = None
 
 
 def builtin_protocols() -> Registry[Path]:
@@ -146,6 +181,7 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<protocol>") -> P
     if set(protocol.materiality) != set(TASKS):
         raise SpecError(f"{source}: materiality: need a margin for every task: {', '.join(TASKS)}")
     _check_attribution(protocol, source)
+    _check_ladder(protocol, source)
     try:
         canonical_json(protocol)
     except (TypeError, ValueError) as error:
@@ -221,6 +257,63 @@ def _check_generator(settings: GeneratorSettings, where: str) -> None:
         split_counts(settings.count, settings.split_fractions)
     except GradSUMError as error:
         raise SpecError(f"{where}: {error}") from None
+    try:
+        check_mix(settings.mix, Difficulty())
+    except GradSUMError as error:
+        raise SpecError(f"{where}.mix: {error}") from None
+    if list(settings.mix) != sorted(settings.mix):
+        raise SpecError(f"{where}.mix: list the knobs sorted ({', '.join(sorted(settings.mix))})")
+
+
+def _check_ladder(protocol: Protocol, source: str) -> None:
+    """Knobs the models trained on, levels 1..MAX_LEVEL, images the split holds, and checks and seeds of the
+    protocol; and an evaluated split the mix leaves clean."""
+    mix = protocol.generator.mix
+    if mix and protocol.split in MIXED_SPLITS:
+        raise SpecError(
+            f"{source}: split: {protocol.split!r} draws the mix's levels; evaluate a clean split "
+            f"(not {', '.join(MIXED_SPLITS)})"
+        )
+    ladder = protocol.ladder
+    if ladder is None:
+        return
+    where = f"{source}: ladder"
+    _check_distinct(ladder.knobs, f"{where}.knobs")
+    for knob in ladder.knobs:
+        try:
+            KNOBS.get(knob, "ladder.knobs")
+        except GradSUMError as error:
+            raise SpecError(f"{source}: {error}") from None
+        if knob not in mix:
+            raise SpecError(
+                f"{where}.knobs: {knob!r} is not in generator.mix ({', '.join(mix) or 'empty'}); the models "
+                "would meet its levels only in the ladder"
+            )
+    _check_distinct(ladder.levels, f"{where}.levels")
+    if not all(1 <= level <= MAX_LEVEL for level in ladder.levels):
+        raise SpecError(f"{where}.levels: {list(ladder.levels)}; each must lie in 1..{MAX_LEVEL}")
+    available = split_counts(protocol.generator.count, protocol.generator.split_fractions)[protocol.split]
+    if not 1 <= ladder.evaluated_images <= available:
+        raise SpecError(
+            f"{where}.evaluated_images: {ladder.evaluated_images}; must lie in 1..{available} (the "
+            f"{protocol.split} split's scenes)"
+        )
+    for name, chosen, offered in (
+        ("checks", ladder.checks, tuple(protocol.checks)),
+        ("training_seeds", ladder.training_seeds, protocol.training_seeds),
+    ):
+        _check_distinct(chosen, f"{where}.{name}")
+        unknown = [value for value in chosen if value not in offered]
+        if unknown:
+            raise SpecError(
+                f"{where}.{name}: {unknown} not among the protocol's {name} ({', '.join(map(str, offered))})"
+            )
+
+
+def _check_distinct(values: Sequence[object], where: str) -> None:
+    """One or more values, none twice."""
+    if not values or len(set(values)) != len(values):
+        raise SpecError(f"{where}: need one or more distinct values, got {list(values)}")
 
 
 def _check_models(protocol: Protocol, source: str) -> None:
@@ -341,6 +434,7 @@ def _run_dict(
                 "seed": generator.seed,
                 "size": list(generator.size),
                 "shortcut": generator.shortcut,
+                "mix": list(generator.mix),
             },
         },
         "models": models,
