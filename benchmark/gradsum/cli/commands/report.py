@@ -1,4 +1,5 @@
-"""`gradsum report RESULTS`: validate a results folder and (re)write its plots and report.html."""
+"""`gradsum report RESULTS`: validate a results folder and (re)write its plots and report.html; on a
+leaderboard folder (`leaderboard.json`, no results manifest), write the leaderboard's page and figures."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ from gradsum.contract import REPORT
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", metavar="RESULTS", help="a results folder (results/<run-name>)")
+    parser.add_argument(
+        "results",
+        metavar="RESULTS",
+        help="a results folder (results/<run-name>) or a leaderboard folder (results/<protocol>)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gradsum.leaderboard.page import is_leaderboard_folder, write_leaderboard_report
     from gradsum.report import write_report
 
-    print(write_report(args.results))
+    write = write_leaderboard_report if is_leaderboard_folder(args.results) else write_report
+    print(write(args.results))
     return 0
 
 
