@@ -26,7 +26,7 @@ from scipy.stats import friedmanchisquare
 
 from gradsum.errors import ResultsError
 from gradsum.evaluation.base import CheckResult, Criterion
-from gradsum.evaluation.verdicts import PASS, criterion_table
+from gradsum.evaluation.verdicts import PASS, criteria_per_image, criterion_table
 from gradsum.leaderboard.board import (
     EXPECTED_ORDER,
     KNOWN_ANSWERS,
@@ -189,7 +189,9 @@ def test_one_seed_decides_as_that_folders_trust_table():
             table[criterion.denominator] = rows["denominator"].to_numpy()
         results[criterion.key] = CheckResult({}, pd.DataFrame(), [criterion], table.reset_index(drop=True))
     trust = criterion_table(results, ROLES, N, 5).set_index("method")
-    rows = build_board(MODEL, "cnn", "steering", {0: frame}, CRITERIA, ROLES, N, 5).rows.set_index("method")
+    # the board reads the long table the results folder stores, built from the same check results
+    long = criteria_per_image(results, ROLES)
+    rows = build_board(MODEL, "cnn", "steering", {0: long}, CRITERIA, ROLES, N, 5).rows.set_index("method")
     for key, field in itertools.product(
         ("causal", "localisation"), ("verdict", "margin", "margin_ci_low", "margin_ci_high", "margin_null")
     ):

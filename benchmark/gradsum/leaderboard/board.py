@@ -19,7 +19,6 @@ agree on the methods' order.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from gradsum.contract import CRITERIA_PER_IMAGE
 from gradsum.errors import ResultsError
 from gradsum.evaluation.base import GATING_ROLES, IMAGES, METHOD, Criterion
 from gradsum.evaluation.controls import CAUSE_MASK, ORACLE
@@ -36,15 +36,13 @@ from gradsum.evaluation.verdicts import (
     ALPHA,
     NOT_RUN,
     Resampled,
+    figures_of,
     image_counts,
     judge,
     overall,
-    resample_figure,
 )
 from gradsum.names import CONTROL_SOURCE, qualified
 
-#: The columns of `contract.CRITERIA_PER_IMAGE` a figure is computed from.
-VALUE, DENOMINATOR = "value", "denominator"
 #: The known-answer controls that must rank above every method (the mismatched controls need not).
 KNOWN_ANSWERS = tuple(qualified(CONTROL_SOURCE, name) for name in (ORACLE, CAUSE_MASK))
 #: Below this Kendall's W the raters (checks, seeds) are said to disagree, and each one's first is named.
@@ -111,32 +109,17 @@ def draw(
     return Draws(seeds, counts, ordered, per_seed)
 
 
-def _figure_criterion(criterion: Criterion) -> Criterion:
-    """`criterion` reading the long table's columns: the figure is mean(value) or mean(value)/mean(denominator)."""
-    return dataclasses.replace(
-        criterion, column=VALUE, denominator=DENOMINATOR if criterion.denominator is not None else None
-    )
-
-
 def seed_figures(
     criterion: Criterion, per_seed: Mapping[int, pd.DataFrame], draws: Draws
 ) -> dict[str, list[Resampled]]:
     """row label → its figure on each training seed (`draws.seeds` order; undefined where it has no rows)."""
-    reading = _figure_criterion(criterion)
-    methods = sorted({str(m) for frame in per_seed.values() for m in frame["method"]})
+    found = {
+        s: figures_of(criterion, per_seed[s], draws.images[s], draws.image_counts[s]) if s in per_seed else {}
+        for s in draws.seeds
+    }
     undefined = Resampled(math.nan, np.full(draws.seed_counts.shape[0], math.nan))
-    figures: dict[str, list[Resampled]] = {m: [] for m in methods}
-    for s in draws.seeds:
-        frame = per_seed.get(s)
-        groups = {} if frame is None else {str(m): rows for m, rows in frame.groupby("method", sort=True)}
-        for method in methods:
-            rows = groups.get(method)
-            figures[method].append(
-                undefined
-                if rows is None
-                else resample_figure(reading, rows, draws.images[s], draws.image_counts[s])
-            )
-    return figures
+    methods = sorted({m for figures in found.values() for m in figures})
+    return {m: [found[s].get(m, undefined) for s in draws.seeds] for m in methods}
 
 
 def pool(figures: Sequence[Resampled], seed_counts: np.ndarray) -> Resampled:
@@ -163,32 +146,30 @@ def pooled_figures(
     """row label → its figure pooled over the training seeds (hierarchical paired bootstrap).
 
     `per_seed`: training seed → that seed's `criteria_per_image` rows of one protocol model and one
-    criterion (method, image, value, denominator). The image counts are drawn over each seed's own images.
+    criterion. The image counts are drawn over each seed's own images.
     """
     frames = {s: _checked(frame, f"per_seed[{s}]") for s, frame in per_seed.items()}
     draws = draw(
-        model, {s: f["image"].unique() for s, f in frames.items()}, _names(model, frames), n_resamples, seed
+        model, {s: f["image"].unique() for s, f in frames.items()}, _names(frames), n_resamples, seed
     )
     return {m: pool(f, draws.seed_counts) for m, f in seed_figures(criterion, frames, draws).items()}
 
 
 def _checked(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    missing = [c for c in ("method", "image", VALUE, DENOMINATOR) if c not in frame.columns]
+    missing = [c for c in CRITERIA_PER_IMAGE.names if c not in frame.columns]
     if missing:
-        raise ResultsError(f"{where}: missing column(s) {missing} of the criteria_per_image table")
+        raise ResultsError(f"{where}: missing column(s) {missing} of the {CRITERIA_PER_IMAGE.name} table")
     return frame.assign(image=frame["image"].astype(str), method=frame["method"].astype(str))
 
 
-def _names(model: str, frames: Mapping[int, pd.DataFrame]) -> dict[int, str]:
-    """seed → the results model name its rows carry (`<model>_s<seed>`), or `model` and the seed if none."""
+def _names(frames: Mapping[int, pd.DataFrame]) -> dict[int, str]:
+    """seed → the results model name its rows carry (`<model>_s<seed>`: the trust table drew under it)."""
     names = {}
     for s, frame in frames.items():
-        found = sorted({str(m) for m in frame["model"]}) if "model" in frame.columns else []
-        if len(found) > 1:
-            raise ResultsError(
-                f"per_seed[{s}]: rows of several models {found}; give one protocol model's rows"
-            )
-        names[s] = found[0] if found else f"{model}\0{s}"
+        found = sorted({str(m) for m in frame["model"]})
+        if len(found) != 1:
+            raise ResultsError(f"per_seed[{s}]: need the rows of one model, got {found or 'none'}")
+        names[s] = found[0]
     return names
 
 
@@ -274,13 +255,10 @@ def build_board(
     if not per_seed:
         raise ResultsError(f"per_seed: no training seed's rows for model {model}")
     frames = {s: _checked(frame, f"per_seed[{s}]") for s, frame in per_seed.items()}
-    for s, frame in frames.items():
-        if "criterion" not in frame.columns:
-            raise ResultsError(f"per_seed[{s}]: missing column ['criterion'] of the criteria_per_image table")
     keys_found = {str(k) for frame in frames.values() for k in frame["criterion"]}
     judged = [c for c in criteria if c.over == IMAGES and c.key in keys_found]
     draws = draw(
-        model, {s: f["image"].unique() for s, f in frames.items()}, _names(model, frames), n_resamples, seed
+        model, {s: f["image"].unique() for s, f in frames.items()}, _names(frames), n_resamples, seed
     )
     per_criterion = {
         c.key: seed_figures(c, {s: f[f["criterion"].astype(str) == c.key] for s, f in frames.items()}, draws)
