@@ -17,7 +17,7 @@ from gradsum.contract import MANIFEST, PLOTS, REPORT
 from gradsum.errors import GradSUMError
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS, UNINFORMATIVE
 from gradsum.leaderboard.board import EXPECTED_ORDER
-from gradsum.leaderboard.formats import BOARD_JSON, read_boards
+from gradsum.leaderboard.formats import BOARD_JSON, BOARD_LATEX, BOARD_MARKDOWN, read_boards
 from gradsum.leaderboard.page import (
     FIGURE_FORMATS,
     VERDICT_COLOURS,
@@ -153,6 +153,7 @@ def test_the_page_puts_every_headline_first_then_each_architecture(folder: Path)
     assert page.index("<h2>cnn</h2>") < page.index("<h2>vit</h2>")
     assert page.index("pilotnet · steering (cnn)</h3>") < page.index("compact_cnn · obstacle (cnn)</h3>")
     assert "sha256 " + "ab" * 32 in page
+    assert f"beside this page: {BOARD_MARKDOWN}, {BOARD_LATEX} and {BOARD_JSON}." in page
     assert page.count("<table>") == 3
 
 

@@ -32,7 +32,7 @@ from gradsum.evaluation.base import CONTROL, NULL_ROLES
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, MEANINGS, NOT_RUN, PASS, UNINFORMATIVE
 from gradsum.fileio import atomic_write_bytes, atomic_write_text
 from gradsum.leaderboard.board import EXPECTED_ORDER, Board
-from gradsum.leaderboard.formats import BOARD_JSON, read_boards
+from gradsum.leaderboard.formats import BOARD_JSON, BOARD_LATEX, BOARD_MARKDOWN, read_boards
 from gradsum.report import figures as paper
 from gradsum.report import plots
 from gradsum.report.html import CSS, LEVEL, ROLE_LABELS, Plot, figure
@@ -266,7 +266,8 @@ def render_leaderboard(boards: Sequence[Board], protocol: Mapping[str, Any], sho
     intro = paragraph(
         f"Protocol {name}, sha256 {protocol.get('hash', '')}. Rows are ranked by their mean rank over the "
         "checks; the rank's range and the share of resamples that keep it come from the paired bootstrap "
-        "over images and training seeds, as do the margins' CIs."
+        "over images and training seeds, as do the margins' CIs. The same tables, for a paper or a program, "
+        f"are beside this page: {BOARD_MARKDOWN}, {BOARD_LATEX} and {BOARD_JSON}."
     )
     sections = [f'<section id="headlines"><h2>Headlines</h2>{headlines(boards)}</section>']
     nav = ['<a href="#headlines">Headlines</a>']
