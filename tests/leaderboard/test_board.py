@@ -26,7 +26,7 @@ from scipy.stats import friedmanchisquare
 
 from gradsum.errors import ResultsError
 from gradsum.evaluation.base import CheckResult, Criterion
-from gradsum.evaluation.verdicts import PASS, criteria_per_image, criterion_table
+from gradsum.evaluation.verdicts import NOT_RUN, PASS, criteria_per_image, criterion_table
 from gradsum.leaderboard.board import (
     EXPECTED_ORDER,
     KNOWN_ANSWERS,
@@ -101,6 +101,22 @@ def test_ranks_scores_and_margins_by_hand():
     assert rows.loc[ORACLE, "causal_verdict"] == PASS and rows.loc[ORACLE, "verdict"] == PASS
     low, high = rows.loc["ig", ["localisation_margin_ci_low", "localisation_margin_ci_high"]]
     assert low < 0.5 < high
+
+
+def test_a_row_not_scored_on_a_criterion_is_ranked_on_the_others():
+    frames = {
+        s: f[~((f["criterion"] == "localisation") & f["method"].isin([ORACLE, NULL]))]
+        for s, f in per_seed().items()
+    }
+    rows = build_board(MODEL, "cnn", "steering", frames, CRITERIA, ROLES, N, 0).rows.set_index("method")
+    # localisation among the methods: ig 1, gradcam and saliency 2.5; scores: oracle 1 (causal alone), ig 1.75,
+    # gradcam 2.5, saliency 3.75, null 4 (causal alone)
+    assert rows["rank"].to_dict() == {ORACLE: 1, "ig": 2, "gradcam": 3, "saliency": 4, NULL: 5}
+    assert rows.loc[ORACLE, "localisation_verdict"] == NOT_RUN
+    assert (
+        math.isnan(rows.loc[ORACLE, "localisation_rank"]) and rows.loc["gradcam", "localisation_rank"] == 2.5
+    )
+    assert rows.loc[ORACLE, "verdict"] == PASS
 
 
 def test_kendalls_w_of_the_checks_and_of_the_seeds_by_hand():

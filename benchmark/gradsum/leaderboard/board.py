@@ -257,6 +257,11 @@ def build_board(
     frames = {s: _checked(frame, f"per_seed[{s}]") for s, frame in per_seed.items()}
     keys_found = {str(k) for frame in frames.values() for k in frame["criterion"]}
     judged = [c for c in criteria if c.over == IMAGES and c.key in keys_found]
+    if not judged:
+        images = sorted(c.key for c in criteria if c.over == IMAGES)
+        raise ResultsError(
+            f"per_seed: model {model} has no rows of any criterion decided over images {images}"
+        )
     draws = draw(
         model, {s: f["image"].unique() for s, f in frames.items()}, _names(frames), n_resamples, seed
     )
@@ -269,42 +274,24 @@ def build_board(
     }
     rows = sorted({m for found in pooled.values() for m in found})
     role = {m: roles.get(m, METHOD) for m in rows}
-    columns = {c.key: judge(c, pooled[c.key], roles) for c in judged}
-
-    if not judged:
-        images = sorted(c.key for c in criteria if c.over == IMAGES)
-        raise ResultsError(
-            f"per_seed: model {model} has no rows of any criterion decided over images {images}"
-        )
     points = {key: {m: np.asarray(f.point) for m, f in found.items()} for key, found in pooled.items()}
     point_ranks = _criterion_ranks(judged, points, rows)
     rank = _score_ranks(point_ranks)
     resamples = {key: {m: f.draws for m, f in found.items()} for key, found in pooled.items()}
     resampled = _score_ranks(_criterion_ranks(judged, resamples, rows))
-
-    records = []
-    for j, method in enumerate(rows):
-        outcomes = {
-            c.key: str(columns[c.key].get(method, {}).get(f"{c.key}_verdict", NOT_RUN)) for c in judged
-        }
-        record: dict[str, object] = {
+    columns = {c.key: judge(c, pooled[c.key], roles) for c in judged}
+    records = [
+        {
             "rank": rank[j],
             "rank_low": float(np.quantile(resampled[:, j], ALPHA / 2, method="lower")),
             "rank_high": float(np.quantile(resampled[:, j], 1 - ALPHA / 2, method="higher")),
             "rank_kept": float(np.mean(resampled[:, j] == rank[j])),
             "method": method,
             "role": role[method],
-            "verdict": overall(list(outcomes.values()), [outcomes[c.key] for c in judged if c.evidence]),
+            **_criterion_record(judged, columns, method, point_ranks[:, j]),
         }
-        for k, c in enumerate(judged):
-            found = columns[c.key].get(method, {})
-            record[f"{c.key}_verdict"] = outcomes[c.key]
-            for field in ("margin", "margin_ci_low", "margin_ci_high"):
-                value = found.get(f"{c.key}_{field}", math.nan)
-                record[f"{c.key}_{field}"] = float(value) if isinstance(value, float | int) else math.nan
-            record[f"{c.key}_margin_null"] = str(found.get(f"{c.key}_margin_null", ""))
-            record[f"{c.key}_rank"] = point_ranks[k][j]
-        records.append(record)
+        for j, method in enumerate(rows)
+    ]
     table = pd.DataFrame(records, columns=board_columns([c.key for c in judged]))
     table = table.sort_values(["rank", "method"], kind="stable", ignore_index=True)
 
@@ -323,6 +310,31 @@ def build_board(
         agreement=agreement(w_checks, firsts_checks, w_seeds, firsts_seeds),
         headline=headline(table),
     )
+
+
+def _criterion_record(
+    judged: Sequence[Criterion],
+    columns: Mapping[str, Mapping[str, Mapping[str, object]]],
+    method: str,
+    ranks: np.ndarray,
+) -> dict[str, object]:
+    """One row's overall verdict and, per criterion, its `CRITERION_FIELDS` (NOT_RUN where not scored)."""
+    record: dict[str, object] = {}
+    for criterion, rank in zip(judged, ranks, strict=True):
+        key = criterion.key
+        found = columns[key].get(method, {})
+        # the verdict and the rank are set below: NOT_RUN where the row was not scored, the board's own rank
+        for field in CRITERION_FIELDS:
+            value = found.get(f"{key}_{field}")
+            if field in CRITERION_TEXT:
+                record[f"{key}_{field}"] = str(value) if value is not None else ""
+            else:
+                record[f"{key}_{field}"] = float(value) if isinstance(value, float | int) else math.nan
+        record[f"{key}_verdict"] = str(found.get(f"{key}_verdict", NOT_RUN))
+        record[f"{key}_rank"] = float(rank)
+    outcomes = [str(record[f"{c.key}_verdict"]) for c in judged]
+    evidence = [str(record[f"{c.key}_verdict"]) for c in judged if c.evidence]
+    return {"verdict": overall(outcomes, evidence), **record}
 
 
 def board_columns(keys: Sequence[str]) -> list[str]:
