@@ -133,6 +133,14 @@ def test_kendalls_w_of_the_checks_and_of_the_seeds_by_hand():
     assert result.seeds == SEEDS and result.criteria == ("causal", "localisation")
 
 
+def test_one_seed_has_no_agreement_over_seeds():
+    result = build_board(MODEL, "cnn", "steering", {0: per_seed()[0]}, CRITERIA, ROLES, N, 0)
+    assert math.isnan(result.kendall_w_seeds) and result.seeds == (0,)
+    assert result.agreement.endswith(
+        "; Kendall's W over the training seeds is undefined (it needs two or more training seeds and two or more methods)."
+    )
+
+
 def test_disagreeing_checks_are_named_not_averaged():
     figures = {
         **FIGURES,

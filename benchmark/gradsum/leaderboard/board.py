@@ -396,7 +396,9 @@ def _seeds_agreement(
 
 def _agreement_of(what: str, w: float, raters: int, firsts: Mapping[str, str]) -> str:
     if not math.isfinite(w):
-        return f"Kendall's W over {what} is undefined ({raters} {what}; it needs two or more, and two or more methods)"
+        return (
+            f"Kendall's W over the {what} is undefined (it needs two or more {what} and two or more methods)"
+        )
     if w >= AGREEMENT_FLOOR:
         return f"the {what} agree on the methods' order (Kendall's W {w:.2f} over {raters} {what})"
     named = ", ".join(f"{rater} ranks {first} first" for rater, first in firsts.items())
@@ -409,7 +411,7 @@ def agreement(
     """One sentence on how far the checks and the training seeds agree; where they disagree (W below
     `AGREEMENT_FLOOR`) it names which method each ranks first instead of averaging it away."""
     checks = _agreement_of("checks", w_checks, len(firsts_checks), firsts_checks)
-    seeds = _agreement_of("seeds", w_seeds, len(firsts_seeds), firsts_seeds)
+    seeds = _agreement_of("training seeds", w_seeds, len(firsts_seeds), firsts_seeds)
     return f"{checks[0].upper()}{checks[1:]}; {seeds}."
 
 
