@@ -49,7 +49,7 @@ def test_a_harder_set_is_rendered_from_the_configs_difficulty(
     )
     root = ensure_truthset(hard)
     recorded = json.loads((root / MANIFEST).read_text())["parameters"]["difficulty"]
-    assert recorded == {"camera": 2, "shadows": 0, "weather": 0}
+    assert recorded == {"camera": 2, "clutter": 0, "occlusion": 0, "shadows": 0, "weather": 0}
     caplog.set_level(logging.WARNING)
     ensure_truthset(hard)
     assert not caplog.records

@@ -41,6 +41,9 @@ from gradsum.truthsets.synthetic.render import IDS, Rendered, instance_ids
 
 SIZE = (64, 128)
 SEEDS = (0, 1, 2, 3)
+#: the knobs that change the drawn image alone (the scene knobs, occlusion and clutter, are tested in
+#: test_ladder_scene.py)
+IMAGE_KNOBS = [name for name in KNOBS.names() if KNOBS.get(name).apply is not None]
 
 
 def _scene(seed: int) -> Rendered:
@@ -56,7 +59,7 @@ def _high_frequency(image: np.ndarray) -> float:
     return float((ndimage.laplace(grey) ** 2).mean())
 
 
-@pytest.mark.parametrize("knob", KNOBS.names())
+@pytest.mark.parametrize("knob", IMAGE_KNOBS)
 def test_labels_exact_and_image_changed_at_every_level(knob: str) -> None:
     for seed in SEEDS:
         clean = _scene(seed)
@@ -75,7 +78,7 @@ def test_clean_difficulty_is_the_renderer_itself() -> None:
     zeros = Difficulty.of(dict.fromkeys(KNOBS.names(), 0))
     assert zeros == Difficulty() and zeros.clean
     assert zeros.apply(clean) is clean
-    assert zeros.to_dict() == {"camera": 0, "shadows": 0, "weather": 0}
+    assert zeros.to_dict() == {"camera": 0, "clutter": 0, "occlusion": 0, "shadows": 0, "weather": 0}
 
 
 def test_same_scene_same_image_and_each_knob_its_own_stream() -> None:
@@ -206,7 +209,7 @@ def test_jpeg_is_pillows_round_trip_at_the_levels_quality() -> None:
 
 
 def test_bad_difficulty_is_refused_naming_the_knobs_and_levels() -> None:
-    with pytest.raises(UnknownNameError, match="valid: camera, shadows, weather"):
+    with pytest.raises(UnknownNameError, match="valid: camera, clutter, occlusion, shadows, weather"):
         Difficulty.of({"fog": 1})
     for level in (-1, 4, 1.5, True):
         with pytest.raises(GradSUMError, match=r"level must be an integer 0\.\.3 \(--difficulty\)"):
@@ -232,7 +235,7 @@ def test_generate_records_the_difficulty_and_keeps_the_labels(tmp_path: Path) ->
     images = _files(hard, "*leftImg8bit.png")
     assert all(images[name] != data for name, data in _files(clean, "*leftImg8bit.png").items())
     parameters = json.loads((hard / MANIFEST).read_text())["parameters"]
-    assert parameters["difficulty"] == {"camera": 3, "shadows": 2, "weather": 0}
+    assert parameters["difficulty"] == {"camera": 3, "clutter": 0, "occlusion": 0, "shadows": 2, "weather": 0}
     # a clean set's manifest is the one sets had before the ladder: absent means clean
     assert _files(zeros, "*.json") == _files(clean, "*.json")
     assert "difficulty" not in json.loads((clean / MANIFEST).read_text())["parameters"]
@@ -256,12 +259,14 @@ def test_cli_difficulty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([*args, "--difficulty", "shadows=2", "--difficulty", "camera=1"]) == 0
     assert json.loads((out / MANIFEST).read_text())["parameters"]["difficulty"] == {
         "camera": 1,
+        "clutter": 0,
+        "occlusion": 0,
         "shadows": 2,
         "weather": 0,
     }
     capsys.readouterr()
     for value, named in (
-        ("fog=1", "valid: camera, shadows, weather"),
+        ("fog=1", "valid: camera, clutter, occlusion, shadows, weather"),
         ("shadows=4", "--difficulty"),
         ("camera", "--difficulty"),
     ):

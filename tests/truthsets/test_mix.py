@@ -17,7 +17,7 @@ from gradsum.pipeline.config import GenerateConfig, config_from_dict
 from gradsum.pipeline.inputs import ensure_rendered
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.layout import MANIFEST
-from gradsum.truthsets.synthetic import KNOBS, Difficulty, generate, render
+from gradsum.truthsets.synthetic import KNOBS, Difficulty, generate
 from gradsum.truthsets.synthetic.ladder import MAX_LEVEL
 from gradsum.truthsets.synthetic.writer import (
     MIXED_SPLITS,
@@ -52,9 +52,9 @@ def test_each_mixed_scene_is_rendered_at_its_own_draw_and_records_it(tmp_path: P
             params = scene_params(plan, index, SIZE)
             # the oracle: the scene rendered at the levels its texture seed draws, knob by knob
             levels = {k: mix_level(params, k) for k in knobs}
-            expected = Difficulty.of(levels).apply(render(params))
+            expected = Difficulty.of(levels).render(params)
             np.testing.assert_array_equal(stored[index].image, expected.image)
-            np.testing.assert_array_equal(stored[index].labels, render(params).labels)
+            np.testing.assert_array_equal(stored[index].labels, expected.labels)
             assert _scene_json(mixed, split, index)["difficulty"] == levels
 
 

@@ -34,8 +34,8 @@ def _add(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KNOB=LEVEL",
-        help="render harder: a rendering knob (shadows, weather, camera) at level 0..3, labels unchanged "
-        "(repeatable)",
+        help="render harder: a knob (occlusion, clutter: the scene; shadows, weather, camera: the image) at "
+        "level 0..3, targets unchanged (repeatable)",
     )
     parser.add_argument(
         "--mix",

@@ -4,8 +4,8 @@
 back as a `SyntheticTruthSet` (the reader, `gradsum.truthsets.readers.synthetic`), whose `counterfactual(...)` re-renders a scene with one factor changed,
 `erase(index, cls)` erases one class in-domain and `flip_tint(index)` repaints the sky in the other tint.
 `generate(..., decorrelated=True)` adds the TINT_SPLITS: the test scenes with the tint against / with
-the steering sign everywhere. `generate(..., difficulty={"shadows": 2})` renders harder images with
-the difficulty ladder's knobs (`ladder.KNOBS`, levels 0..3); labels and targets stay exact.
+the steering sign everywhere. `generate(..., difficulty={"shadows": 2})` renders harder scenes with
+the difficulty ladder's knobs (`ladder.KNOBS`, levels 0..3); targets and causes stay exact.
 """
 
 from __future__ import annotations

@@ -1,21 +1,26 @@
-"""The difficulty ladder's rendering knobs: image-only effects with levels 0–3 that keep labels exact.
+"""The difficulty ladder's knobs: levels 0–3 that make a scene harder and keep its targets and causes exact.
 
-A knob maps a rendered frame's RGB image to a harder one at `level` (1–3) and never touches its labels,
-instances or targets: it changes how the scene looks, not what it is, so the known causes stay exact.
-`KNOBS` registers them (`gradsum generate --difficulty shadows=2`); a `Difficulty` says which level each
-knob takes and `Difficulty.apply` runs the knobs on a `Rendered` frame in `Knob.stage` order (scene light,
-then the atmosphere, then the camera). Level 0 skips a knob, so a clean difficulty gives the renderer's
-image bit for bit. Each knob draws from its own generator seeded by the scene's `texture_seed` and the
-knob's name: the same scene and level give the same pixels, and one knob's level never moves another's
-random draws.
+Two kinds of knob, one registry (`KNOBS`, `gradsum generate --difficulty shadows=2`). A scene knob
+(`Knob.place`: occlusion, clutter) adds objects and markings to a freshly sampled scene before it is
+drawn; what it adds joins the scene's parameters, so the labels, instances, scene JSON and every re-render
+show it exactly, and it never adds an obstacle nor anything in front of one, so the targets stay. An
+image knob (`Knob.apply`: shadows, weather, camera) maps the drawn RGB image to a harder one and never
+touches labels, instances or targets. A `Difficulty` says which level each knob takes: `scene` runs its
+scene knobs, `apply` its image knobs on a `Rendered` frame, `render` both around the renderer; each in
+`Knob.stage` order (the scene, then its light, the atmosphere, the camera). Level 0 skips a knob, so a
+clean difficulty gives the renderer's scene and image bit for bit. Each knob draws from its own generator
+seeded by the scene's `texture_seed` and the knob's name: the same scene and level give the same result,
+and one knob's level never moves another's random draws.
 
+- `occlusion`: parked cars, people and poles at the kerbs, a lead car ahead in the ego lane beyond the
+  obstacle band, oncoming cars (`scene.occlude`).
+- `clutter`: children, bollards and signposts on the verges, far cars, markings of the oncoming lane
+  (`scene.clutter`).
 - `shadows`: soft shadow bands cast across the street (by buildings beside it), and the hard-edged cast
   shadows of the scene's poles and cars under one sun (its footprint swept along the sun's direction
   for its height), darkening road and sidewalk pixels only; level = how many bands and how dark.
 - `weather`: fog that thickens with each pixel's depth, rain streaks and dusk (gain down, sensor noise).
 - `camera`: Gaussian blur, vignetting and a JPEG round trip (Pillow) at falling quality.
-
-Occlusion and clutter move objects and change labels; they are no knobs of this module.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from scipy import ndimage
 from gradsum.errors import GradSUMError
 from gradsum.registry import Registry
 from gradsum.truthsets.synthetic import scene as sc
-from gradsum.truthsets.synthetic.render import IDS, SIGN_SIZE, Rendered, instance_ids
+from gradsum.truthsets.synthetic.render import IDS, Rendered, instance_ids, render
 
 #: levels of every knob: 0 (clean, the renderer's image) to MAX_LEVEL
 MAX_LEVEL = 3
@@ -53,15 +58,19 @@ class Frame:
 
 #: (image uint8 (H, W, 3), frame, level 1..MAX_LEVEL, rng) → image uint8 (H, W, 3)
 KnobFunction = Callable[[np.ndarray, Frame, int, np.random.Generator], np.ndarray]
+#: (scene, level 1..MAX_LEVEL, rng) → the scene with what the knob adds at that level
+SceneFunction = Callable[[sc.SceneParams, int, np.random.Generator], sc.SceneParams]
 
 
 @dataclass(frozen=True)
 class Knob:
-    """One rendering knob: when it runs (lower stage first) and what it does at a level."""
+    """One knob: when it runs (lower stage first) and what it does at a level: `place` changes the scene
+    before it is drawn (occlusion, clutter), `apply` the drawn image (shadows, weather, camera)."""
 
     stage: int
-    apply: KnobFunction
     describe: str
+    apply: KnobFunction | None = None
+    place: SceneFunction | None = None
 
 
 KNOBS: Registry[Knob] = Registry("difficulty knob")
@@ -93,7 +102,7 @@ def depth_map(rendered: Rendered) -> np.ndarray:
     upright = np.isin(rendered.labels, [IDS["pole"], IDS["traffic sign"]])
     for pole in sorted(params.poles, key=lambda p: -p.z):
         u = w / 2 + focal * (float(sc.lane_centre(params, pole.z)) + pole.lateral) / pole.z
-        half = focal * SIGN_SIZE / 2 / pole.z + 1.0
+        half = focal * sc.SIGN_SIZE / 2 / pole.z + 1.0
         depth[upright & (np.abs(cols - u) <= half)[None, :]] = pole.z
     return depth
 
@@ -131,8 +140,6 @@ SUN_ELEVATION = (np.radians(20.0), np.radians(45.0))
 #: a car's footprint length (m) along the road: the renderer draws cars as upright boards `width` wide,
 #: the shadow needs the ground they cover
 CAR_LENGTH = 4.2
-#: a pole's footprint side (m): the pole the renderer draws is 0.14 m wide
-POLE_SIDE = 0.14
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,7 @@ def cast_polygons(params: sc.SceneParams, sun: Sun) -> list[np.ndarray]:
     """The shadow on the ground of each visible pole and car: its footprint swept along the sun's shadow
     offset for its height (a convex polygon in world (x, z), counter-clockwise)."""
     casters = [
-        (float(sc.lane_centre(params, p.z)) + p.lateral, p.z, POLE_SIDE, POLE_SIDE, p.height)
+        (float(sc.lane_centre(params, p.z)) + p.lateral, p.z, sc.POLE_WIDTH, sc.POLE_WIDTH, p.height)
         for p in params.poles
         if "pole" not in params.removed
     ]
@@ -235,7 +242,7 @@ def _shadows(image: np.ndarray, frame: Frame, level: int, rng: np.random.Generat
 KNOBS.add(
     "shadows",
     Knob(
-        0, _shadows, "soft building shadows across road and sidewalks and the cast shadows of poles and cars"
+        0, "soft building shadows across road and sidewalks and the cast shadows of poles and cars", _shadows
     ),
 )
 
@@ -275,7 +282,7 @@ def _weather(image: np.ndarray, frame: Frame, level: int, rng: np.random.Generat
     return _to_uint8(dusk(wet, gain=1.0 - 0.15 * level, noise=2.0 * level, rng=rng))
 
 
-KNOBS.add("weather", Knob(1, _weather, "fog growing with depth, rain streaks, dusk gain and sensor noise"))
+KNOBS.add("weather", Knob(1, "fog growing with depth, rain streaks, dusk gain and sensor noise", _weather))
 
 
 # ----- camera -----
@@ -311,7 +318,23 @@ def _camera(image: np.ndarray, frame: Frame, level: int, rng: np.random.Generato
     return jpeg(_to_uint8(lens), JPEG_QUALITY[level])
 
 
-KNOBS.add("camera", Knob(2, _camera, "lens blur, vignetting and JPEG compression"))
+KNOBS.add("camera", Knob(2, "lens blur, vignetting and JPEG compression", _camera))
+
+
+# ----- occlusion and clutter: scene knobs -----
+
+KNOBS.add(
+    "occlusion",
+    Knob(-2, "parked cars, people and poles at the kerbs, a lead car ahead, oncoming cars", place=sc.occlude),
+)
+KNOBS.add(
+    "clutter",
+    Knob(
+        -1,
+        "children, bollards and signposts on the verges, far cars, markings of the oncoming lane",
+        place=sc.clutter,
+    ),
+)
 
 
 # ----- difficulty -----
@@ -348,16 +371,34 @@ class Difficulty:
         """Every knob's level (0 included), for a manifest."""
         return {name: dict(self.levels).get(name, 0) for name in KNOBS.names()}
 
+    def _staged(self) -> list[tuple[str, int, Knob]]:
+        return sorted(((n, lv, KNOBS.get(n)) for n, lv in self.levels), key=lambda item: item[2].stage)
+
+    def scene(self, params: sc.SceneParams) -> sc.SceneParams:
+        """The scene with every scene knob (`Knob.place`) at its level: what it adds joins the parameters,
+        so the scene JSON, the labels, the instances and every re-render show it."""
+        for name, level, knob in self._staged():
+            if knob.place is not None:
+                params = knob.place(params, level, knob_rng(params, name))
+        return params
+
     def apply(self, rendered: Rendered) -> Rendered:
-        """The frame with every knob at its level applied to the image; labels, instances and targets
-        are the very same arrays. A clean difficulty returns `rendered` itself."""
-        if self.clean:
+        """The frame with every image knob (`Knob.apply`) at its level applied to the image; labels,
+        instances and targets are the very same arrays. A difficulty without image knobs returns
+        `rendered` itself. Scene knobs act in `scene`, before drawing: a re-render from a stored scene's
+        parameters already holds what they added, and goes through this alone."""
+        image_knobs = [(n, lv, k.apply) for n, lv, k in self._staged() if k.apply is not None]
+        if not image_knobs:
             return rendered
         frame = Frame(rendered.labels, depth_map(rendered), rendered.params)
         image = rendered.image
-        for name, level in sorted(self.levels, key=lambda item: KNOBS.get(item[0]).stage):
-            image = KNOBS.get(name).apply(image, frame, level, knob_rng(rendered.params, name))
+        for name, level, function in image_knobs:
+            image = function(image, frame, level, knob_rng(rendered.params, name))
         return dataclasses.replace(rendered, image=image)
+
+    def render(self, params: sc.SceneParams) -> Rendered:
+        """A freshly sampled scene drawn at this difficulty: its scene knobs, the renderer, its image knobs."""
+        return self.apply(render(self.scene(params)))
 
 
 def knob_rng(params: sc.SceneParams, knob: str) -> np.random.Generator:

@@ -19,7 +19,7 @@ from gradsum.errors import GradSUMError
 from gradsum.truthsets.labels import NUM_CITYSCAPES_IDS, cityscapes_class
 from gradsum.truthsets.layout import INSTANCE_SCALE
 from gradsum.truthsets.synthetic import scene as sc
-from gradsum.truthsets.synthetic.scene import SceneObject, SceneParams
+from gradsum.truthsets.synthetic.scene import POLE_WIDTH, SIGN_SIZE, SceneObject, SceneParams
 
 #: Cityscapes id of every rendered class.
 IDS = {name: cityscapes_class(name).id for name in sc.CLASSES}
@@ -29,8 +29,6 @@ _WINDOW = np.array((48, 58, 72), dtype=np.float32)
 _TYRE = np.array((24, 24, 26), dtype=np.float32)
 _SKIN = np.array((214, 176, 146), dtype=np.float32)
 _TRUNK = np.array((78, 58, 40), dtype=np.float32)
-#: side of a traffic sign's square, in metres
-SIGN_SIZE = 0.75
 _SKY_TINT = {1: np.array((24, 6, -24), dtype=np.float32), -1: np.array((-20, 0, 24), dtype=np.float32)}
 
 
@@ -174,11 +172,14 @@ def _ground(canvas: _Canvas) -> None:
     centre_line = (np.abs(rel + sc.EGO_HALF) < 0.1) & dashed
     edges = ((rel > sc.EGO_HALF - 0.2) | (rel < sc.ROAD_LEFT + 0.2)) & road
     canvas.paint(rows, cols, centre_line | edges, "road", _MARKING)
+    for m in p.markings:
+        stripe = (np.abs(rel - m.lateral) < m.width / 2) & (((zz + m.phase) % m.period) < m.dash)
+        canvas.paint(rows, cols, stripe & (zz >= m.near) & (zz <= m.far) & road, "road", _MARKING)
 
 
 def _pole(canvas: _Canvas, pole: sc.Pole) -> None:
     x = float(sc.lane_centre(canvas.params, pole.z)) + pole.lateral
-    window = canvas.box(pole.z, x, 0.14, pole.height)
+    window = canvas.box(pole.z, x, POLE_WIDTH, pole.height)
     if window is not None:
         canvas.paint(*window, None, "pole", canvas.params.palette["pole"])
     if pole.sign is None:

@@ -37,6 +37,11 @@ OFFSET_RANGE = 0.6
 #: The largest pursuit curvature the ranges allow: steering = pursuit curvature / STEERING_SCALE ∈ [-1, 1].
 STEERING_SCALE = CURVATURE_RANGE + 2 * HEADING_RANGE / LOOK_AHEAD + 2 * OFFSET_RANGE / LOOK_AHEAD**2
 SPEED_RANGE = (8.0, 20.0)
+#: Width of a pole (m) and side of the square traffic sign it may carry at its top (m).
+POLE_WIDTH = 0.14
+SIGN_SIZE = 0.75
+#: The oncoming lane's centre, lateral from the ego-lane centre.
+ONCOMING = -EGO_HALF - LANE_WIDTH / 2
 
 #: The classes the renderer draws, by Cityscapes name (ids: road 7, sidewalk 8, building 11, pole 17,
 #: traffic sign 20, vegetation 21, terrain 22, sky 23, person 24, car 26).
@@ -104,6 +109,21 @@ class Pole:
 
 
 @dataclass(frozen=True)
+class Marking:
+    """Paint on the road that follows the lane: where the lateral offset from the ego-lane centre lies
+    within `width`/2 of `lateral`, from `near` to `far` metres ahead, in dashes `dash` metres long every
+    `period` metres (shifted by `phase`). Labelled road, like every marking."""
+
+    lateral: float
+    width: float
+    near: float
+    far: float
+    dash: float
+    period: float
+    phase: float
+
+
+@dataclass(frozen=True)
 class Building:
     """A building on the skyline, in screen fractions (independent of the road)."""
 
@@ -148,14 +168,20 @@ class SceneParams:
     removed: tuple[str, ...] = ()
     #: class → texture seed drawing that class's noise instead of `texture_seed` (erasure by repainting)
     class_texture_seeds: dict[str, int] = field(default_factory=dict)
+    #: markings of other lanes (the difficulty ladder's clutter); the ego lane's own are always drawn
+    markings: tuple[Marking, ...] = ()
 
     def replace(self, **changes: Any) -> SceneParams:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; `from_dict(to_dict(p)) == p` (floats survive JSON exactly)."""
-        return dataclasses.asdict(self)
+        """JSON-ready form; `from_dict(to_dict(p)) == p` (floats survive JSON exactly). `markings` is
+        written only when there are some, so a scene without them has the JSON it had before they existed."""
+        data = dataclasses.asdict(self)
+        if not self.markings:
+            del data["markings"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SceneParams:
@@ -172,6 +198,7 @@ class SceneParams:
         values["class_texture_seeds"] = {
             str(k): int(v) for k, v in data.get("class_texture_seeds", {}).items()
         }
+        values["markings"] = tuple(Marking(**m) for m in data.get("markings", ()))
         return cls(**values)
 
 
@@ -404,3 +431,137 @@ def sample_scene(rng: np.random.Generator, size: tuple[int, int], shortcut: floa
         trees=trees,
         sky_cue=sky_cue(rng, steering(geometry), shortcut),
     )
+
+
+# --- the difficulty ladder's scene knobs: occluders and clutter added to a sampled scene ---------------
+
+#: How far (m) an occluder at the kerb reaches over the road's edge line (a car parked on it, a person
+#: stepping onto it). A car or person's centre stays outside the ego lane, so none is ever an obstacle.
+KERB_REACH = 0.3
+#: Occluders stand at the kerb this far ahead (m): near enough to hide the edge line and, on a bend, the
+#: road behind them.
+KERB_RANGE = (4.0, 30.0)
+#: A lead car stands in the ego lane from FAR_EGO_START to this many metres beyond it at level 1 (÷ level
+#: at higher levels: nearer, so it hides more of the lane ahead).
+LEAD_SPAN = 24.0
+#: Clutter stands on the verges this far ahead (m) and this far beyond the road's edge (m).
+CLUTTER_RANGE = (4.0, 45.0)
+VERGE_RANGE = (0.3, 4.0)
+#: Markings of other lanes keep this far (m) from the oncoming lane's sides, clear of the centre and
+#: edge lines, so they never touch the ego lane's markings.
+MARKING_MARGIN = 0.3
+
+
+def _kerb_lateral(side: int, width: float, reach: float) -> float:
+    """The lateral of the centre of an object `width` wide whose inner side reaches `reach` metres over the
+    road's edge on `side` (+1: the right edge, the ego lane's; −1: the left edge, the oncoming lane's)."""
+    edge = EGO_HALF if side > 0 else ROAD_LEFT
+    return edge + side * (width / 2 - reach)
+
+
+def _side(rng: np.random.Generator) -> int:
+    return 1 if rng.random() < 0.6 else -1
+
+
+def _kerbside(rng: np.random.Generator) -> SceneObject | Pole:
+    """A parked car, a person or a pole at the kerb, reaching at most KERB_REACH over the edge line."""
+    side, z = _side(rng), float(rng.uniform(*KERB_RANGE))
+    kind = int(rng.choice(3, p=[0.5, 0.3, 0.2]))
+    if kind == 2:
+        lateral = _kerb_lateral(side, POLE_WIDTH, float(rng.uniform(0.0, POLE_WIDTH)))
+        return Pole(z, lateral, float(rng.uniform(3.5, 5.0)), None)
+    obj = _make_object(rng, ("car", "person")[kind], z, 0.0)
+    # a person's centre stays 5 cm outside the lane whatever its width
+    reach = float(rng.uniform(0.0, min(KERB_REACH, obj.width / 2 - 0.05)))
+    return dataclasses.replace(obj, lateral=_kerb_lateral(side, obj.width, reach))
+
+
+def _hides_obstacle(params: SceneParams, item: SceneObject | Pole) -> bool:
+    """Whether `item`, standing nearer than one of the scene's obstacles, would cover part of it on screen."""
+    if isinstance(item, Pole):
+        box = _screen_box(params, item.z, item.lateral, SIGN_SIZE if item.sign else POLE_WIDTH, item.height)
+    else:
+        box = _screen_box(params, item.z, item.lateral, item.width, item.height)
+    return any(
+        item.z < o.z and _overlaps(box, _screen_box(params, o.z, o.lateral, o.width, o.height))
+        for o in obstacle_objects(params)
+    )
+
+
+def _add(params: SceneParams, items: list[SceneObject | Pole]) -> SceneParams:
+    """The scene with `items` appended to its objects and poles (so every object keeps its instance id),
+    leaving out any that would hide part of an obstacle."""
+    kept = [item for item in items if not _hides_obstacle(params, item)]
+    objects = tuple(i for i in kept if isinstance(i, SceneObject))
+    poles = tuple(i for i in kept if isinstance(i, Pole))
+    return params.replace(objects=params.objects + objects, poles=params.poles + poles)
+
+
+def occlude(params: SceneParams, level: int, rng: np.random.Generator) -> SceneParams:
+    """The scene with occluders at `level` (1..3): 2·level parked cars, people and poles at the kerbs
+    (`_kerbside`), a lead car in the ego lane beyond FAR_EGO_START (nearer at higher levels) and level − 1
+    oncoming cars within 25 m. None is an obstacle; one that would hide part of an obstacle is left out."""
+    items: list[SceneObject | Pole] = [_kerbside(rng) for _ in range(2 * level)]
+    lead = float(rng.uniform(FAR_EGO_START, FAR_EGO_START + LEAD_SPAN / level))
+    items.append(_make_object(rng, "car", lead, float(rng.uniform(-0.5, 0.5))))
+    for _ in range(level - 1):
+        items.append(
+            _make_object(rng, "car", float(rng.uniform(5.0, 25.0)), ONCOMING + float(rng.uniform(-0.3, 0.3)))
+        )
+    return _add(params, items)
+
+
+def _small(rng: np.random.Generator) -> SceneObject | Pole:
+    """A child, a bollard or a small signpost on a verge, clear of the road."""
+    side, z = _side(rng), float(rng.uniform(*CLUTTER_RANGE))
+    edge = EGO_HALF if side > 0 else ROAD_LEFT
+    kind = int(rng.choice(3, p=[0.4, 0.35, 0.25]))
+    if kind == 0:
+        child = _make_object(rng, "person", z, 0.0)
+        width, height = float(rng.uniform(0.35, 0.45)), float(rng.uniform(1.0, 1.35))
+        lateral = edge + side * (width / 2 + float(rng.uniform(*VERGE_RANGE)))
+        return dataclasses.replace(child, lateral=lateral, width=width, height=height)
+    lateral = edge + side * (POLE_WIDTH / 2 + float(rng.uniform(*VERGE_RANGE)))
+    if kind == 1:
+        return Pole(z, lateral, float(rng.uniform(0.8, 1.1)), None)
+    return Pole(z, lateral, float(rng.uniform(2.0, 2.6)), _SIGN_COLOURS[rng.integers(len(_SIGN_COLOURS))])
+
+
+def _marking(rng: np.random.Generator) -> Marking:
+    """A marking inside the oncoming lane: a dashed line or a run of hatch bars."""
+    if rng.random() < 0.5:
+        width, dash, period = (
+            float(rng.uniform(0.1, 0.15)),
+            float(rng.uniform(1.5, 3.0)),
+            float(rng.uniform(4.0, 9.0)),
+        )
+    else:
+        width, dash, period = (
+            float(rng.uniform(1.0, 2.0)),
+            float(rng.uniform(0.3, 0.5)),
+            float(rng.uniform(1.5, 3.0)),
+        )
+    room = LANE_WIDTH / 2 - MARKING_MARGIN - width / 2
+    near = float(rng.uniform(3.0, 15.0))
+    return Marking(
+        lateral=ONCOMING + float(rng.uniform(-room, room)),
+        width=width,
+        near=near,
+        far=near + float(rng.uniform(10.0, 40.0)),
+        dash=dash,
+        period=period,
+        phase=float(rng.uniform(0.0, period)),
+    )
+
+
+def clutter(params: SceneParams, level: int, rng: np.random.Generator) -> SceneParams:
+    """The scene with clutter at `level` (1..3): 3·level small objects on the verges (children, bollards,
+    signposts: `_small`), level far cars in the oncoming lane (30–60 m) and level markings of the oncoming
+    lane (`_marking`). None stands in the ego lane; one that would hide part of an obstacle is left out."""
+    items: list[SceneObject | Pole] = [_small(rng) for _ in range(3 * level)]
+    for _ in range(level):
+        items.append(
+            _make_object(rng, "car", float(rng.uniform(30.0, 60.0)), ONCOMING + float(rng.uniform(-0.3, 0.3)))
+        )
+    markings = tuple(_marking(rng) for _ in range(level))
+    return _add(params, items).replace(markings=params.markings + markings)

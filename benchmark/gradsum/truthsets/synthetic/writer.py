@@ -21,7 +21,7 @@ from gradsum.truthsets.labels import cityscapes_palette, subset
 from gradsum.truthsets.layout import MANIFEST, SPLITS, FrameId
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.ladder import KNOBS, MAX_LEVEL, Difficulty
-from gradsum.truthsets.synthetic.render import Rendered, instance_records, obstacle_instances, render
+from gradsum.truthsets.synthetic.render import Rendered, instance_records, obstacle_instances
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def render_scene(plan: SplitPlan, index: int, size: tuple[int, int]) -> tuple[Re
     """Scene `index` of `plan` rendered at its difficulty, with that difficulty."""
     params = scene_params(plan, index, size)
     difficulty = scene_difficulty(plan, params)
-    return difficulty.apply(render(params)), difficulty
+    return difficulty.render(params), difficulty
 
 
 def tint_plans(source: SplitPlan) -> list[SplitPlan]:
