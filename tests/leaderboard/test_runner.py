@@ -25,6 +25,7 @@ from gradsum.leaderboard.runner import (
     completed,
     protocol_methods,
     results_folder,
+    run_leaderboard,
     seed_configs,
     select_methods,
 )
@@ -191,3 +192,13 @@ def test_a_folder_of_another_protocol_is_never_overwritten(tmp_path: Path) -> No
     write_manifest(folder, name="a plain gradsum run")
     with pytest.raises(ResultsError, match="protocol hash none under 'protocol'"):
         completed(config)
+
+
+def test_assembling_under_torchrun_leaves_the_writing_to_rank_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    protocol = load_protocol("synth-v1")
+    assert run_leaderboard(protocol, results=tmp_path, methods=["gradcam"], assemble_only=True) is None
+    assert not any(tmp_path.iterdir())

@@ -43,7 +43,7 @@ from gradsum.models import ARCHITECTURES
 from gradsum.names import LIBRARY_SOURCE, parse_method
 from gradsum.pipeline import RunConfig, run
 from gradsum.pipeline.config import ModelConfig
-from gradsum.pipeline.distributed import World, joined
+from gradsum.pipeline.distributed import World, joined, world_from_environment
 from gradsum.pipeline.inputs import configured_spec
 from gradsum.plugins import load_plugin
 
@@ -131,7 +131,9 @@ def add_methods(files: Sequence[str | Path]) -> list[str]:
             name for name, cls in METHODS.items() if cls.__module__ == module.__name__
         }
         if not new:
-            raise SpecError(f"--add {file}: registers no attribution method (use gradsum.register_method)")
+            raise SpecError(
+                f"--add {file}: registers no attribution method (gradsum.attribution.register_method)"
+            )
         added.extend(sorted(new - set(added)))
     return added
 
@@ -243,7 +245,11 @@ def run_leaderboard(
     if device is not None:
         configs = {seed: dataclasses.replace(config, device=device) for seed, config in configs.items()}
     folders = {seed: results_folder(config) for seed, config in configs.items()}
-    if not assemble_only:
+    if assemble_only:
+        # every rank of a torchrun would write the same files at once
+        if not world_from_environment().leader:
+            return None
+    else:
         # one gloo group spans every seed's run: the pipeline finds it joined, and its collectives move CPU
         # tensors and Python objects only
         with joined("cpu") as world:

@@ -3,7 +3,7 @@
 Each seed's run is a `gradsum run` of the protocol's config (resumed, or reused when its folder is
 complete); the boards (one per protocol model) go to `<results>/<protocol name>/` as tables and a page. Under `torchrun` every
 rank takes part in the runs and rank 0 writes the boards. `--add FILE` scores an outside method: the
-file registers it with `gradsum.register_method` when imported.
+file registers it with `gradsum.attribution.register_method` when imported.
 """
 
 from __future__ import annotations
