@@ -10,20 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from gradsum.cli import main
-from gradsum.contract import MANIFEST, PLOTS, REPORT
+from gradsum.contract import MANIFEST, PLOTS, REPORT, write_table
 from gradsum.errors import GradSUMError
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS, UNINFORMATIVE
 from gradsum.leaderboard.board import EXPECTED_ORDER
 from gradsum.leaderboard.formats import BOARD_JSON, BOARD_LATEX, BOARD_MARKDOWN, read_boards
+from gradsum.leaderboard.ladder import FIGURE_FORMATS, LADDER
 from gradsum.leaderboard.page import (
-    FIGURE_FORMATS,
+    LADDER_SECTION,
     VERDICT_COLOURS,
     board_table,
     figure_stem,
     is_leaderboard_folder,
+    ladder_figure_stem,
     margin_figure,
     write_leaderboard_report,
 )
@@ -230,3 +233,57 @@ def test_a_folder_without_boards_is_refused_naming_the_file(tmp_path: Path) -> N
     with pytest.raises(GradSUMError, match=re.escape(str(tmp_path / BOARD_JSON))):
         write_leaderboard_report(tmp_path)
     assert not (tmp_path / REPORT).exists()
+
+
+#: method → (role, per level 0..3: (margin, verdict)); gradcam loses its pass at level 2 and falls 0.1 a level,
+#: hirescam keeps it to the top level with a flat margin, the null's rows are not summarised.
+LADDER_ROWS = {
+    "gradcam": ("method", ((0.3, PASS), (0.2, PASS), (0.1, INCONCLUSIVE), (0.0, FAIL))),
+    "hirescam": ("method", ((0.4, PASS), (0.4, PASS), (0.4, PASS), (0.4, PASS))),
+    "null:random": ("chance", ((-0.2, FAIL), (-0.2, FAIL), (-0.2, FAIL), (-0.2, FAIL))),
+}
+R2 = (0.9, 0.85, 0.8, 0.7)
+
+
+def write_ladder_table(folder: Path) -> None:
+    rows = [
+        {
+            "model": "pilotnet",
+            "seed": 0,
+            "architecture": "cnn",
+            "task": "steering",
+            "method": method,
+            "role": role,
+            "knob": "shadows",
+            "level": level,
+            "criterion": "localisation_mass",
+            "figure": margin + 0.5,
+            "margin": margin,
+            "margin_ci_low": margin - 0.05,
+            "margin_ci_high": margin + 0.05,
+            "margin_null": "null:class_area",
+            "verdict": verdict,
+            "metric": "r2",
+            "metric_value": R2[level],
+        }
+        for method, (role, levels) in LADDER_ROWS.items()
+        for level, (margin, verdict) in enumerate(levels)
+    ]
+    write_table(folder, LADDER, pd.DataFrame(rows, columns=list(LADDER.names)))
+
+
+def test_the_ladder_section_shows_the_metric_per_level_and_the_earliest_loss_first(folder: Path) -> None:
+    write_ladder_table(folder)
+    page = write_leaderboard_report(folder).read_text()
+    section = page[page.index(f'<section id="{LADDER_SECTION}">') :]
+    assert page.index("<h2>vit</h2>") < page.index(f'<section id="{LADDER_SECTION}">')
+    metric = _cells(section)[0]
+    assert metric == ["pilotnet", "0", "r2", "0.9", "0.85", "0.8", "0.7"]
+    degradation = _cells(section[section.index("the earliest loss first") :])
+    assert [r[2] for r in degradation] == ["gradcam", "hirescam"]  # the null is not summarised
+    assert degradation[0][3:5] == ["shadows", "localisation_mass"] and 'class="pass"' in degradation[0][5]
+    assert degradation[0][6:] == ["level 2", "-0.100"]
+    assert degradation[1][6:] == ["kept to level 3", "+0.000"]
+    assert (folder / f"{ladder_figure_stem('cnn')}.png").is_file()
+    assert (folder / f"{ladder_figure_stem('cnn')}.pdf").is_file()
+    assert section.count('src="data:image/png;base64,') == 1

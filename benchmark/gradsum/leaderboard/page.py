@@ -18,36 +18,34 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from gradsum.contract import MANIFEST, PLOTS, REPORT
-from gradsum.evaluation.base import CONTROL, NULL_ROLES
+from gradsum.contract import MANIFEST, PLOTS, REPORT, read_table
+from gradsum.evaluation.base import CONTROL, METHOD, NULL_ROLES
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, MEANINGS, NOT_RUN, PASS, UNINFORMATIVE
 from gradsum.fileio import atomic_write_bytes, atomic_write_text
 from gradsum.leaderboard.board import EXPECTED_ORDER, Board
 from gradsum.leaderboard.formats import BOARD_JSON, BOARD_LATEX, BOARD_MARKDOWN, read_boards
-from gradsum.report import figures as paper
+from gradsum.leaderboard.ladder import FIGURE_FORMATS, LADDER, ladder_plot, ladder_summary
+from gradsum.leaderboard.ladder import FIGURE_STEM as LADDER_STEM
 from gradsum.report import plots
 from gradsum.report.html import CSS, LEVEL, ROLE_LABELS, Plot, figure
-from gradsum.report.page import interval_text, paragraph, scroll, verdict_span
+from gradsum.report.page import interval_text, paragraph, scroll, table, verdict_span
 from gradsum.report.writer import slug
 from gradsum.taxonomy import FAMILIES
 
 #: Each architecture's figure: `plots/leaderboard_<architecture>.<format>`.
 FIGURE_STEM = "leaderboard"
-#: The figure's formats and how each is encoded: the PNG the page embeds, the PDF a paper takes (both
-#: without dates, so the same boards give the same bytes).
-FIGURE_FORMATS: Mapping[str, Callable[[Figure, str], bytes]] = {
-    "png": plots.figure_bytes,
-    "pdf": paper.figure_bytes,
-}
+#: The page's section of the difficulty ladder (its anchor and the `Plot.section` of its figures).
+LADDER_SECTION = "ladder"
 #: A marker's colour in the figure: the colour the page's CSS gives the verdict.
 VERDICT_COLOURS = {
     PASS: "#176317",
@@ -59,7 +57,8 @@ VERDICT_COLOURS = {
 #: The figure's size: inches per check panel across, per row down, and the space a panel's titles take.
 PANEL_WIDTH, ROW_HEIGHT, PANEL_HEIGHT = 3.0, 0.24, 0.9
 #: Margins and their CIs on the page: signed, three decimals (a localisation margin is often below 0.01).
-MARGIN_FORMAT = "+.3f"
+MARGIN_DIGITS = 3
+MARGIN_FORMAT = f"+.{MARGIN_DIGITS}f"
 EXTRA_CSS = """
 .headline { margin: 0.3em 0; } td.rank { font-weight: bold; }
 """
@@ -71,10 +70,14 @@ def is_leaderboard_folder(folder: str | os.PathLike[str]) -> bool:
     return (path / BOARD_JSON).is_file() and not (path / MANIFEST).is_file()
 
 
-def architectures(boards: Sequence[Board]) -> list[str]:
-    """The boards' architectures: the model families in taxonomy order, then any other name sorted."""
-    present = {board.architecture for board in boards}
+def in_family_order(present: set[str]) -> list[str]:
+    """Architecture names in page order: the model families in taxonomy order, then any other name sorted."""
     return [f for f in FAMILIES if f in present] + sorted(present - set(FAMILIES))
+
+
+def architectures(boards: Sequence[Board]) -> list[str]:
+    """The boards' architectures, in page order."""
+    return in_family_order({board.architecture for board in boards})
 
 
 def figure_stem(architecture: str) -> str:
@@ -259,8 +262,108 @@ def figure_caption(architecture: str) -> str:
     )
 
 
-def render_leaderboard(boards: Sequence[Board], protocol: Mapping[str, Any], shown: Sequence[Plot]) -> str:
-    """The whole page for the boards of one protocol and the rendered figures (`Plot.section` = architecture)."""
+def ladder_architectures(ladder: pd.DataFrame) -> list[str]:
+    """The architectures the ladder has method rows of (those `ladder_plot` draws), in page order."""
+    return in_family_order({str(a) for a in ladder.loc[ladder["role"] == METHOD, "architecture"]})
+
+
+def ladder_figure_stem(architecture: str) -> str:
+    """The path of an architecture's ladder figure under the leaderboard folder (as `write_ladder` names it)."""
+    return f"{PLOTS}/{LADDER_STEM}_{architecture}"
+
+
+def ladder_caption(architecture: str) -> str:
+    """The page's caption of an architecture's ladder figure."""
+    return (
+        f"{architecture}: each method's margin over the best gating null against the knob's level (0: the "
+        f"clean scenes), one line per method and training seed, whiskers the {LEVEL} CI over images, filled "
+        "where the verdict is pass"
+    )
+
+
+def metric_table(ladder: pd.DataFrame) -> pd.DataFrame:
+    """Per protocol model and training seed, its task metric at each knob × level (columns "knob level")."""
+    runs = ladder.drop_duplicates(["model", "seed", "knob", "level"])
+    grid = runs.pivot_table(
+        index=["model", "seed", "metric"], columns=["knob", "level"], values="metric_value", aggfunc="first"
+    )
+    grid.columns = [f"{knob} {level}" for knob, level in grid.columns]
+    return grid.reset_index()
+
+
+def slope_text(slope: Any) -> str:
+    """A margin's slope per level as a margin is shown; "—" where undefined. A fit's rounding residue (a flat
+    margin's slope of -1e-17) shows as +0.000, not -0.000."""
+    value = _number(slope)
+    return f"{round(value, MARGIN_DIGITS) + 0.0:{MARGIN_FORMAT}}" if math.isfinite(value) else "—"
+
+
+def degradation_table(ladder: pd.DataFrame) -> str:
+    """`ladder_summary` of the methods as an HTML table, the earliest loss of the clean verdict first (a
+    verdict kept to the top level last), then the steepest fall of the margin per level."""
+    methods = set(ladder.loc[ladder["role"] == METHOD, "method"])
+    summary = ladder_summary(ladder)
+    summary = summary[summary["method"].isin(methods)].assign(
+        _lost=lambda f: f["lost_at"].fillna(math.inf), _slope=lambda f: f["slope"].fillna(math.inf)
+    )
+    summary = summary.sort_values(["_lost", "_slope", "model", "seed", "method", "knob"], kind="stable")
+    top = int(ladder["level"].max())
+    heads = (
+        "model",
+        "seed",
+        "method",
+        "knob",
+        "criterion",
+        "clean verdict",
+        "verdict lost at",
+        "margin per level",
+    )
+    rows = []
+    for r in summary.to_dict("records"):
+        lost = _number(r["lost_at"])
+        cells = [
+            escape(str(r["model"])),
+            escape(str(r["seed"])),
+            escape(str(r["method"])),
+            escape(str(r["knob"])),
+            escape(str(r["criterion"])),
+            _verdict(r, "clean_verdict"),
+            escape(f"level {lost:g}" if math.isfinite(lost) else f"kept to level {top}"),
+            escape(slope_text(r["slope"])),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in heads) + "</tr></thead>"
+    return scroll(f"<table>{head}<tbody>{''.join(rows)}</tbody></table>")
+
+
+def ladder_section(ladder: pd.DataFrame, shown: Sequence[Plot]) -> str:
+    """The ladder: what it is, the task metric per level, each architecture's figure, then which methods
+    lose their clean verdict first and how fast their margins fall."""
+    gallery = "".join(figure(p) for p in shown if p.section == LADDER_SECTION)
+    return (
+        paragraph(
+            "The difficulty ladder: the protocol's models, trained on a mix of levels, judged on the same test "
+            "scenes rendered at each level of one knob at a time (level 0: the clean scenes). First the task "
+            "metric per level, which says whether the models stay accurate as the scenes get harder."
+        )
+        + table(metric_table(ladder))
+        + (f'<div class="gallery">{gallery}</div>' if gallery else "")
+        + paragraph(
+            "Per method, knob and check: the first level whose verdict differs from the clean one, and the "
+            "least-squares slope of the margin per level; the earliest loss first."
+        )
+        + degradation_table(ladder)
+    )
+
+
+def render_leaderboard(
+    boards: Sequence[Board],
+    protocol: Mapping[str, Any],
+    shown: Sequence[Plot],
+    ladder: pd.DataFrame | None = None,
+) -> str:
+    """The whole page for the boards of one protocol, its ladder table when it has one, and the rendered
+    figures (`Plot.section`: an architecture, or `LADDER_SECTION`)."""
     name = str(protocol.get("name", ""))
     title = f"GradSUM leaderboard · {name}"
     intro = paragraph(
@@ -282,6 +385,10 @@ def render_leaderboard(boards: Sequence[Board], protocol: Mapping[str, Any], sho
                 parts.append(paragraph(board.headline, headline_css(board)))
                 parts.append(board_table(board) + agreement_lines(board))
         sections.append(f'<section id="{anchor}"><h2>{escape(architecture)}</h2>{"".join(parts)}</section>')
+    if ladder is not None and not ladder.empty:
+        nav.append(f'<a href="#{LADDER_SECTION}">Difficulty ladder</a>')
+        body = ladder_section(ladder, shown)
+        sections.append(f'<section id="{LADDER_SECTION}"><h2>Difficulty ladder</h2>{body}</section>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{CSS}{EXTRA_CSS}</style></head>"
@@ -290,7 +397,8 @@ def render_leaderboard(boards: Sequence[Board], protocol: Mapping[str, Any], sho
 
 
 def write_leaderboard_report(folder: str | os.PathLike[str]) -> Path:
-    """Write the leaderboard folder's page (`report.html`) and each architecture's figure under plots/.
+    """Write the leaderboard folder's page (`report.html`) and each architecture's figure under plots/, and
+    when the folder holds the ladder's table (`ladder.LADDER`), the ladder's section and figures.
 
     Everything is read and drawn in memory before any file is replaced, so a bad `leaderboard.json` (its
     error names the file) leaves the old page and figures in place.
@@ -305,7 +413,15 @@ def write_leaderboard_report(folder: str | os.PathLike[str]) -> Path:
         drawn.update({f"{stem}.{fmt}": encode(fig, fmt) for fmt, encode in FIGURE_FORMATS.items()})
         fig.clear()
         shown.append(Plot(architecture, figure_caption(architecture), drawn[f"{stem}.png"]))
-    page = render_leaderboard(boards, protocol, shown)
+    ladder = read_table(target, LADDER, missing_ok=True)
+    if ladder is not None:
+        for architecture in ladder_architectures(ladder):
+            fig = ladder_plot(ladder, architecture)
+            stem = ladder_figure_stem(architecture)
+            drawn.update({f"{stem}.{fmt}": encode(fig, fmt) for fmt, encode in FIGURE_FORMATS.items()})
+            fig.clear()
+            shown.append(Plot(LADDER_SECTION, ladder_caption(architecture), drawn[f"{stem}.png"]))
+    page = render_leaderboard(boards, protocol, shown, ladder)
     for relative, data in drawn.items():
         atomic_write_bytes(target / relative, data)
     return atomic_write_text(target / REPORT, page)
