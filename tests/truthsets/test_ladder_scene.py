@@ -15,7 +15,7 @@ from gradsum.truthsets import open_truthset
 from gradsum.truthsets.synthetic import KNOBS, Difficulty, generate, render, sample_scene
 from gradsum.truthsets.synthetic import scene as sc
 from gradsum.truthsets.synthetic.ladder import MAX_LEVEL
-from gradsum.truthsets.synthetic.render import IDS, obstacle_instances
+from gradsum.truthsets.synthetic.render import IDS, ego_lane_mask, obstacle_instances
 from gradsum.truthsets.synthetic.sensitivity import label_sensitivity_mask
 
 SIZE = (64, 128)
@@ -79,16 +79,34 @@ def test_more_of_the_road_hidden_per_occlusion_level() -> None:
     assert 0.0 < hidden[0] < hidden[1] < hidden[2]
 
 
-def test_kerbside_occluders_reach_at_most_kerb_reach_over_the_edge_line() -> None:
+def test_kerbside_occluders_stand_beside_the_road_within_the_kerb_gap() -> None:
+    kerbside = 0
     for seed in SEEDS:
         params = _params(seed)
         hard = Difficulty.of({"occlusion": 3}).scene(params)
         for o in hard.objects[len(params.objects) :]:
             lead = sc.in_ego_lane(o) and o.z >= sc.FAR_EGO_START
             oncoming = abs(o.lateral - sc.ONCOMING) <= 0.3 + 1e-9
-            right = o.lateral - o.width / 2 >= sc.EGO_HALF - sc.KERB_REACH - 1e-9
-            left = o.lateral + o.width / 2 <= sc.ROAD_LEFT + sc.KERB_REACH + 1e-9
+            right = 0 <= o.lateral - o.width / 2 - sc.EGO_HALF <= sc.KERB_GAP + 1e-9
+            left = 0 <= sc.ROAD_LEFT - (o.lateral + o.width / 2) <= sc.KERB_GAP + 1e-9
             assert lead or oncoming or right or left, o
+            kerbside += right or left
+    assert kerbside > len(SEEDS)
+
+
+@pytest.mark.parametrize("size", [SIZE, (96, 192)])
+def test_car_or_person_pixels_in_the_ego_lane_still_mean_obstacle_at_every_level(
+    size: tuple[int, int],
+) -> None:
+    # the clean sampler's invariant (test_synthetic_scene): what the scene knobs add never puts a car or
+    # person pixel on the ego lane's ground within 15 m, so the obstacle label stays what the pixels show
+    for knob in SCENE_KNOBS:
+        for seed in range(40):
+            params = Difficulty.of({knob: MAX_LEVEL}).scene(
+                sample_scene(np.random.default_rng(seed), size, 0.0)
+            )
+            hits = np.isin(render(params).labels[ego_lane_mask(params)], [IDS["car"], IDS["person"]]).sum()
+            assert (hits > 0) == bool(sc.obstacle(params)), (knob, seed)
 
 
 def test_clutter_adds_more_smaller_objects_per_level_and_markings_inside_the_oncoming_lane() -> None:

@@ -435,9 +435,11 @@ def sample_scene(rng: np.random.Generator, size: tuple[int, int], shortcut: floa
 
 # --- the difficulty ladder's scene knobs: occluders and clutter added to a sampled scene ---------------
 
-#: How far (m) an occluder at the kerb reaches over the road's edge line (a car parked on it, a person
-#: stepping onto it). A car or person's centre stays outside the ego lane, so none is ever an obstacle.
-KERB_REACH = 0.3
+#: An occluder at the kerb stands with its inner side up to this far (m) beyond the road's edge, never over
+#: it: a car parked even 0.3 m over the ego lane's edge line (its centre still outside the lane, so no
+#: obstacle) put car pixels on the ego lane's ground within 15 m in half of the negatives at level 3, and
+#: "car or person pixels in the ego lane within 15 m ⇔ obstacle" is what the obstacle label shows.
+KERB_GAP = 0.3
 #: Occluders stand at the kerb this far ahead (m): near enough to hide the edge line and, on a bend, the
 #: road behind them.
 KERB_RANGE = (4.0, 30.0)
@@ -452,11 +454,11 @@ VERGE_RANGE = (0.3, 4.0)
 MARKING_MARGIN = 0.3
 
 
-def _kerb_lateral(side: int, width: float, reach: float) -> float:
-    """The lateral of the centre of an object `width` wide whose inner side reaches `reach` metres over the
+def _kerb_lateral(side: int, width: float, gap: float) -> float:
+    """The lateral of the centre of an object `width` wide whose inner side stands `gap` metres beyond the
     road's edge on `side` (+1: the right edge, the ego lane's; −1: the left edge, the oncoming lane's)."""
     edge = EGO_HALF if side > 0 else ROAD_LEFT
-    return edge + side * (width / 2 - reach)
+    return edge + side * (width / 2 + gap)
 
 
 def _side(rng: np.random.Generator) -> int:
@@ -464,16 +466,14 @@ def _side(rng: np.random.Generator) -> int:
 
 
 def _kerbside(rng: np.random.Generator) -> SceneObject | Pole:
-    """A parked car, a person or a pole at the kerb, reaching at most KERB_REACH over the edge line."""
+    """A parked car, a person or a pole at the kerb, its inner side at most KERB_GAP beyond the road."""
     side, z = _side(rng), float(rng.uniform(*KERB_RANGE))
     kind = int(rng.choice(3, p=[0.5, 0.3, 0.2]))
     if kind == 2:
-        lateral = _kerb_lateral(side, POLE_WIDTH, float(rng.uniform(0.0, POLE_WIDTH)))
+        lateral = _kerb_lateral(side, POLE_WIDTH, float(rng.uniform(0.0, KERB_GAP)))
         return Pole(z, lateral, float(rng.uniform(3.5, 5.0)), None)
     obj = _make_object(rng, ("car", "person")[kind], z, 0.0)
-    # a person's centre stays 5 cm outside the lane whatever its width
-    reach = float(rng.uniform(0.0, min(KERB_REACH, obj.width / 2 - 0.05)))
-    return dataclasses.replace(obj, lateral=_kerb_lateral(side, obj.width, reach))
+    return dataclasses.replace(obj, lateral=_kerb_lateral(side, obj.width, float(rng.uniform(0.0, KERB_GAP))))
 
 
 def _hides_obstacle(params: SceneParams, item: SceneObject | Pole) -> bool:
@@ -490,7 +490,8 @@ def _hides_obstacle(params: SceneParams, item: SceneObject | Pole) -> bool:
 
 def _add(params: SceneParams, items: list[SceneObject | Pole]) -> SceneParams:
     """The scene with `items` appended to its objects and poles (so every object keeps its instance id),
-    leaving out any that would hide part of an obstacle."""
+    leaving out any that would hide part of an obstacle. On the sampler's ranges nothing standing outside
+    the ego lane can (datasets/SYNTHETIC.md works it out); the check keeps that true if the ranges move."""
     kept = [item for item in items if not _hides_obstacle(params, item)]
     objects = tuple(i for i in kept if isinstance(i, SceneObject))
     poles = tuple(i for i in kept if isinstance(i, Pole))
