@@ -15,7 +15,7 @@ import pytest
 
 from gradsum.cli import main
 from gradsum.contract import MANIFEST, PLOTS, REPORT, write_table
-from gradsum.errors import GradSUMError
+from gradsum.errors import GradSUMError, UnknownNameError
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS, UNINFORMATIVE
 from gradsum.leaderboard.board import EXPECTED_ORDER
 from gradsum.leaderboard.formats import BOARD_JSON, BOARD_LATEX, BOARD_MARKDOWN, read_boards
@@ -209,6 +209,8 @@ def test_the_figure_draws_each_rows_margin_and_ci_in_rank_order(folder: Path) ->
     segments = pilotnet_mass.containers[0].lines[2][0].get_segments()
     spans = [(s[0][0], s[1][0]) for s in segments if len(s)]
     np.testing.assert_allclose(spans, [(0.4, 0.44), (0.05, 0.2), (-0.35, -0.25)])
+    with pytest.raises(UnknownNameError, match="'hybrid': no board of it; valid: cnn, vit"):
+        margin_figure(boards, "hybrid")
 
 
 def _rgba(colour: str) -> tuple[float, ...]:

@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from gradsum.contract import MANIFEST, PLOTS, REPORT, read_table
+from gradsum.errors import UnknownNameError
 from gradsum.evaluation.base import CONTROL, METHOD, NULL_ROLES
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, MEANINGS, NOT_RUN, PASS, UNINFORMATIVE
 from gradsum.fileio import atomic_write_bytes, atomic_write_text
@@ -54,8 +56,9 @@ VERDICT_COLOURS = {
     UNINFORMATIVE: "#666666",
     NOT_RUN: "#999999",
 }
-#: The figure's size: inches per check panel across, per row down, and the space a panel's titles take.
-PANEL_WIDTH, ROW_HEIGHT, PANEL_HEIGHT = 3.0, 0.24, 0.9
+#: The figure's size in inches: per check panel across, per board row down, the space a panel's titles take
+#: and the method names left of the first panel.
+PANEL_WIDTH, ROW_HEIGHT, PANEL_HEIGHT, LABEL_WIDTH = 3.0, 0.24, 0.9, 1.5
 #: Margins and their CIs on the page: signed, three decimals (a localisation margin is often below 0.01).
 MARGIN_DIGITS = 3
 MARGIN_FORMAT = f"+.{MARGIN_DIGITS}f"
@@ -211,7 +214,7 @@ def headlines(boards: Sequence[Board]) -> str:
     )
 
 
-def _panel(ax: Any, board: Board, key: str) -> None:
+def _panel(ax: Axes, board: Board, key: str) -> None:
     rows = board.rows
     y = np.arange(len(rows))
     stem = f"{key}_margin"
@@ -235,9 +238,13 @@ def margin_figure(boards: Sequence[Board], architecture: str) -> Figure:
     (rank order, best at the top) at its margin over the best gating null with the CI across images and
     training seeds, coloured by its verdict on the check; dashed at 0, where the row equals that null."""
     chosen = [board for board in boards if board.architecture == architecture]
+    if not chosen:
+        raise UnknownNameError(
+            f"architecture {architecture!r}: no board of it; valid: {', '.join(architectures(boards))}"
+        )
     keys = list(dict.fromkeys(key for board in chosen for key in board.criteria))
     height = sum(PANEL_HEIGHT + ROW_HEIGHT * len(board.rows) for board in chosen) + PANEL_HEIGHT
-    fig = Figure(figsize=(PANEL_WIDTH * len(keys) + 1.5, height), layout="constrained")
+    fig = Figure(figsize=(PANEL_WIDTH * len(keys) + LABEL_WIDTH, height), layout="constrained")
     axes = fig.subplots(len(chosen), len(keys), squeeze=False, sharey="row")
     for board, row in zip(chosen, axes, strict=True):
         for key, ax in zip(keys, row, strict=True):
