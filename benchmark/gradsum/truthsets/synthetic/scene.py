@@ -440,8 +440,8 @@ def sample_scene(rng: np.random.Generator, size: tuple[int, int], shortcut: floa
 #: obstacle) put car pixels on the ego lane's ground within 15 m in half of the negatives at level 3, and
 #: "car or person pixels in the ego lane within 15 m ⇔ obstacle" is what the obstacle label shows.
 KERB_GAP = 0.3
-#: Occluders stand at the kerb this far ahead (m): near enough to hide the edge line and, on a bend, the
-#: road behind them.
+#: Occluders stand at the kerb this far ahead (m): near enough to hide the sidewalk and terrain along the
+#: road and, on a bend, the road behind them.
 KERB_RANGE = (4.0, 30.0)
 #: A lead car stands in the ego lane from FAR_EGO_START to this many metres beyond it at level 1 (÷ level
 #: at higher levels: nearer, so it hides more of the lane ahead).
@@ -454,7 +454,7 @@ VERGE_RANGE = (0.3, 4.0)
 MARKING_MARGIN = 0.3
 
 
-def _kerb_lateral(side: int, width: float, gap: float) -> float:
+def _beside_road(side: int, width: float, gap: float) -> float:
     """The lateral of the centre of an object `width` wide whose inner side stands `gap` metres beyond the
     road's edge on `side` (+1: the right edge, the ego lane's; −1: the left edge, the oncoming lane's)."""
     edge = EGO_HALF if side > 0 else ROAD_LEFT
@@ -470,10 +470,10 @@ def _kerbside(rng: np.random.Generator) -> SceneObject | Pole:
     side, z = _side(rng), float(rng.uniform(*KERB_RANGE))
     kind = int(rng.choice(3, p=[0.5, 0.3, 0.2]))
     if kind == 2:
-        lateral = _kerb_lateral(side, POLE_WIDTH, float(rng.uniform(0.0, KERB_GAP)))
+        lateral = _beside_road(side, POLE_WIDTH, float(rng.uniform(0.0, KERB_GAP)))
         return Pole(z, lateral, float(rng.uniform(3.5, 5.0)), None)
     obj = _make_object(rng, ("car", "person")[kind], z, 0.0)
-    return dataclasses.replace(obj, lateral=_kerb_lateral(side, obj.width, float(rng.uniform(0.0, KERB_GAP))))
+    return dataclasses.replace(obj, lateral=_beside_road(side, obj.width, float(rng.uniform(0.0, KERB_GAP))))
 
 
 def _hides_obstacle(params: SceneParams, item: SceneObject | Pole) -> bool:
@@ -515,14 +515,13 @@ def occlude(params: SceneParams, level: int, rng: np.random.Generator) -> SceneP
 def _small(rng: np.random.Generator) -> SceneObject | Pole:
     """A child, a bollard or a small signpost on a verge, clear of the road."""
     side, z = _side(rng), float(rng.uniform(*CLUTTER_RANGE))
-    edge = EGO_HALF if side > 0 else ROAD_LEFT
     kind = int(rng.choice(3, p=[0.4, 0.35, 0.25]))
     if kind == 0:
         child = _make_object(rng, "person", z, 0.0)
         width, height = float(rng.uniform(0.35, 0.45)), float(rng.uniform(1.0, 1.35))
-        lateral = edge + side * (width / 2 + float(rng.uniform(*VERGE_RANGE)))
+        lateral = _beside_road(side, width, float(rng.uniform(*VERGE_RANGE)))
         return dataclasses.replace(child, lateral=lateral, width=width, height=height)
-    lateral = edge + side * (POLE_WIDTH / 2 + float(rng.uniform(*VERGE_RANGE)))
+    lateral = _beside_road(side, POLE_WIDTH, float(rng.uniform(*VERGE_RANGE)))
     if kind == 1:
         return Pole(z, lateral, float(rng.uniform(0.8, 1.1)), None)
     return Pole(z, lateral, float(rng.uniform(2.0, 2.6)), _SIGN_COLOURS[rng.integers(len(_SIGN_COLOURS))])
