@@ -18,6 +18,7 @@ import yaml
 from gradsum.contract import CRITERIA, MANIFEST, PLOTS, PROTOCOL_KEY, TRUST, read_table, write_table
 from gradsum.errors import ResultsError, SpecError
 from gradsum.evaluation.checks.causal import CAUSAL_EFFECTS_TABLE
+from gradsum.evaluation.nulls import PRIOR_SCENES, PRIOR_SPLIT, mean_cause_mask
 from gradsum.evaluation.planned import CHANCE, CONTROL, METHOD
 from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS
 from gradsum.leaderboard.ladder import (
@@ -26,12 +27,19 @@ from gradsum.leaderboard.ladder import (
     LADDER_SUMMARY,
     LadderRun,
     ladder_configs,
+    ladder_count,
     ladder_figure,
     ladder_summary,
     ladder_table,
     write_ladder,
 )
-from gradsum.leaderboard.protocol import Protocol, builtin_protocols, protocol_from_dict, protocol_hash
+from gradsum.leaderboard.protocol import (
+    Protocol,
+    builtin_protocols,
+    load_protocol,
+    protocol_from_dict,
+    protocol_hash,
+)
 from gradsum.pipeline.inputs import ensure_truthset
 from gradsum.truthsets import open_truthset
 
@@ -74,7 +82,7 @@ def test_ladder_configs_narrow_each_seeds_run_to_the_ladder(tmp_path: Path) -> N
     mixed = clean.truthset.generate
     assert mixed is not None and mixed.mix == protocol.generator.mix and not mixed.difficulty
     assert hard.truthset.generate == dataclasses.replace(
-        mixed, mix=(), difficulty=("camera=3",), only=("test",)
+        mixed, count=40, mix=(), difficulty=("camera=3",), only=("train", "test")
     )
     for config in (clean, hard):
         assert config.truthset.limit == 3 and config.evaluation.images == 3
@@ -92,6 +100,22 @@ def test_ladder_configs_narrow_each_seeds_run_to_the_ladder(tmp_path: Path) -> N
         assert [p.method for p in config.methods] == ["gradcam"]
 
 
+def test_a_levels_set_holds_the_ladders_images_and_the_priors_scenes_and_no_more() -> None:
+    synth = load_protocol("synth-v1")
+    assert synth.ladder is not None and synth.ladder.evaluated_images == 100 and PRIOR_SCENES == 300
+    # by hand: 995 scenes split 795 / 100 / 100 (round(99.5) = 100); 994 leaves test 99
+    assert ladder_count(synth) == 995
+    # ten images: the prior's 300 training scenes decide; 374 splits 300 / 37 / 37, 373 leaves train 299
+    assert (
+        ladder_count(
+            dataclasses.replace(synth, ladder=dataclasses.replace(synth.ladder, evaluated_images=10))
+        )
+        == 374
+    )
+    # a set smaller than that: as many training scenes as it has (tiny: 40 scenes, train 32)
+    assert ladder_count(tiny_protocol()) == 40
+
+
 def test_a_protocol_without_a_ladder_has_no_ladder_runs() -> None:
     protocol = dataclasses.replace(tiny_protocol(), ladder=None)
     with pytest.raises(SpecError, match="protocol tiny: has no ladder section"):
@@ -103,12 +127,18 @@ def test_a_levels_set_holds_the_clean_runs_scenes_harder(tmp_path: Path) -> None
     clean = open_truthset(ensure_truthset(runs[(CLEAN, 0, 0)].config), "test")
     hard_root = ensure_truthset(runs[("shadows", 3, 0)].config)
     hard = open_truthset(hard_root, "test")
-    assert sorted(json.loads((hard_root / MANIFEST).read_text())["splits"]) == ["test"]
+    assert sorted(json.loads((hard_root / MANIFEST).read_text())["splits"]) == ["test", "train"]
     assert len(hard) == len(clean) == 4
     for index in range(len(hard)):
         np.testing.assert_array_equal(hard[index].labels, clean[index].labels)
         assert hard[index].targets == clean[index].targets
         assert not np.array_equal(hard[index].image, clean[index].image)
+    # the positional-prior null averages the same training cause masks at every level
+    for task in ("steering", "obstacle"):
+        np.testing.assert_array_equal(
+            mean_cause_mask(open_truthset(hard_root, PRIOR_SPLIT), task),
+            mean_cause_mask(open_truthset(runs[(CLEAN, 0, 0)].config.truthset.path, PRIOR_SPLIT), task),
+        )
 
 
 # ----- the table, from hand-written results folders -----

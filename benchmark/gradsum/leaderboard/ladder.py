@@ -3,8 +3,10 @@ the same test scenes, one knob at a time.
 
 `ladder_configs` expands a protocol's `ladder:` section into `gradsum run` configs, per training seed of the
 ladder: one on the clean scenes (level 0: the protocol's own set, whose evaluated split the mix leaves
-clean) and one per knob × level on that split rendered at the level alone (`<data>/../<protocol>-<knob><level>`,
-`generate(only=...)`: the same scenes, labels and causes, other pixels). Each attributes and evaluates the
+clean) and one per knob × level on a set of its own beside it (`<protocol>-<knob><level>`) rendered at the
+level: the first scenes of the protocol's set (a scene's seed does not depend on the scene count), so the
+same scenes, labels and causes with other pixels, and of them only the evaluated split and the training
+scenes the positional-prior null averages (`ladder_count`). Each attributes and evaluates the
 first `ladder.evaluated_images` images with the ladder's checks; a model missing from disk trains on the
 protocol's mixed set, as the leaderboard's own runs train it, so the ladder reuses their models.
 
@@ -50,6 +52,7 @@ from gradsum.contract import (
 )
 from gradsum.errors import ResultsError, SpecError
 from gradsum.evaluation.checks.causal import CAUSAL_EFFECTS_TABLE
+from gradsum.evaluation.nulls import PRIOR_SCENES, PRIOR_SPLIT
 from gradsum.evaluation.planned import METHOD
 from gradsum.evaluation.verdicts import PASS
 from gradsum.fileio import atomic_write_bytes, read_json_object
@@ -64,6 +67,7 @@ from gradsum.report import plots
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.base import sample_id
 from gradsum.truthsets.synthetic import parse_difficulty
+from gradsum.truthsets.synthetic.writer import split_counts
 
 #: The knob name the clean run's rows carry before they are set at level 0 of every knob.
 CLEAN = "clean"
@@ -128,6 +132,25 @@ def ladder_set_path(truthset_path: str | os.PathLike[str], protocol: Protocol, k
     return Path(truthset_path).parent / f"{protocol.name}-{knob}{level}"
 
 
+def ladder_count(protocol: Protocol) -> int:
+    """The scene count of a level's set: the smallest whose evaluated split holds the ladder's images and whose
+    training split the first PRIOR_SCENES scenes the positional prior averages (as many as the protocol's
+    set has), so a level's nulls are the clean run's nulls and no scene more is rendered."""
+    assert protocol.ladder is not None  # ladder_configs checked it
+    settings = protocol.generator
+    whole = split_counts(settings.count, settings.split_fractions)
+    needed = {
+        protocol.split: protocol.ladder.evaluated_images,
+        PRIOR_SPLIT: min(PRIOR_SCENES, whole[PRIOR_SPLIT]),
+    }
+
+    def holds(count: int) -> bool:
+        counts = split_counts(count, settings.split_fractions)
+        return all(counts[split] >= scenes for split, scenes in needed.items())
+
+    return next(count for count in range(len(whole), settings.count + 1) if holds(count))
+
+
 def ladder_configs(
     protocol: Protocol,
     methods: Sequence[Mapping[str, Any]] = (),
@@ -173,9 +196,10 @@ def _ladder_config(
         data["truthset"]["path"] = str(ladder_set_path(mixed_path, protocol, knob, level))
         data["truthset"]["generate"] = {
             **mixed,
+            "count": ladder_count(protocol),
             "mix": (),
             "difficulty": (f"{knob}={level}",),
-            "only": (protocol.split,),
+            "only": (PRIOR_SPLIT, protocol.split),
         }
     for model in data["models"]:
         model["train_on"] = {"path": mixed_path, "generate": mixed}
