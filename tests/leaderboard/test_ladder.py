@@ -40,6 +40,7 @@ from gradsum.leaderboard.protocol import (
     protocol_from_dict,
     protocol_hash,
 )
+from gradsum.pipeline import run
 from gradsum.pipeline.inputs import ensure_truthset
 from gradsum.truthsets import open_truthset
 
@@ -338,3 +339,45 @@ def test_the_figure_and_tables_are_written_and_repeat_byte_for_byte(
     pd.testing.assert_frame_equal(read_table(tmp_path / "board", LADDER), table, check_dtype=False)
     with pytest.raises(ResultsError, match="ladder: no method rows for architecture 'vit'"):
         ladder_figure(table, "vit", tmp_path / "vit")
+
+
+@pytest.mark.slow
+def test_ladder_runs_through_the_pipeline_judge_every_level_against_the_same_nulls(tmp_path: Path) -> None:
+    data = yaml.safe_load(builtin_protocols().get("synth-v1").read_text())
+    data.update(name="tiny", training_seeds=[0], evaluated_images=4)
+    data["generator"].update(count=60, size=[48, 96])
+    data["models"] = [m for m in data["models"] if m["name"] == "pilotnet"]
+    data["models"][0]["overrides"]["train"]["epochs"] = 1
+    data["checks"] = {"causal": {"filler": "inpaint"}, "localisation": {}}
+    data["ladder"] = {
+        "knobs": ["shadows"],
+        "levels": [3],
+        "evaluated_images": 4,
+        "checks": ["localisation", "causal"],
+        "training_seeds": [0],
+    }
+    protocol = protocol_from_dict(data, "tiny")
+    runs = ladder_configs(
+        protocol,
+        [{"method": "gradcam"}],
+        str(tmp_path / "data" / "tiny"),
+        str(tmp_path / "models"),
+        str(tmp_path),
+    )
+    folders = []
+    for ladder_run in runs:
+        config = dataclasses.replace(
+            ladder_run.config,
+            bootstrap_resamples=20,
+            evaluation=dataclasses.replace(ladder_run.config.evaluation, bootstrap_resamples=20),
+        )
+        folders.append(run(config))
+    table = ladder_table(folders)
+    assert set(zip(table["knob"], table["level"], strict=True)) == {("shadows", 0), ("shadows", 3)}
+    figures = table.pivot_table(index="method", columns="level", values="figure")
+    # maps that read no pixel (the model-free nulls, the cause mask) score alike at both levels: the
+    # positional prior averages the same training scenes, so every level's margins are over the same bars
+    for method in ("null:positional_prior", "null:class_area", "null:uniform", "control:cause_mask"):
+        assert figures.loc[method, 0] == figures.loc[method, 3]
+    assert figures.loc["null:positional_prior", 0] > figures.loc["null:uniform", 0]
+    assert table["metric"].eq("r2").all() and np.isfinite(table["metric_value"]).all()

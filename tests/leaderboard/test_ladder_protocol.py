@@ -100,6 +100,7 @@ def test_a_protocol_without_mix_or_ladder_is_a_clean_protocol(tmp_path: Path) ->
             ["sanity", "shap"],
             r"ladder\.checks: \['shap'\] not among the protocol's checks",
         ),
+        (("ladder", "checks"), ["localisation"], r"ladder\.checks: need 'causal': the task metric per level"),
         (("ladder", "training_seeds"), [1], r"ladder\.training_seeds: \[1\] not among .* \(0, 2, 4\)"),
         (("ladder", "stages"), 3, r"unknown field 'ladder\.stages'"),
         (("split",), "val", r"split: 'val' draws the mix's levels"),

@@ -259,7 +259,8 @@ def _models(config: RunConfig) -> dict[str, dict[str, Any]]:
 
 def task_metrics(folder: Path, config: RunConfig) -> dict[str, float]:
     """Run model name → its task's headline metric on the run's evaluated images: the outputs the causal
-    check recorded (`causal_effects`) against the truth set's targets (NaN for all without the table)."""
+    check recorded (`causal_effects`; a ladder always runs it, `protocol.LADDER_METRIC_CHECK`) against the
+    truth set's targets; empty for a folder without the table."""
     effects = read_table(folder, CAUSAL_EFFECTS_TABLE, missing_ok=True)
     if effects is None:
         return {}

@@ -55,6 +55,9 @@ from gradsum.truthsets.synthetic.writer import (
     split_counts,
 )
 
+#: The check the ladder cannot do without: the task metric per level is read from the model outputs it
+#: records (`leaderboard.ladder.task_metrics`).
+LADDER_METRIC_CHECK = "causal"
 #: Where the shipped protocols live (`<name>.yaml`).
 PROTOCOLS = Path(__file__).parent / "protocols"
 
@@ -308,6 +311,11 @@ def _check_ladder(protocol: Protocol, source: str) -> None:
             raise SpecError(
                 f"{where}.{name}: {unknown} not among the protocol's {name} ({', '.join(map(str, offered))})"
             )
+    if LADDER_METRIC_CHECK not in ladder.checks:
+        raise SpecError(
+            f"{where}.checks: need {LADDER_METRIC_CHECK!r}: the task metric per level is read from the model "
+            "outputs it records"
+        )
 
 
 def _check_distinct(values: Sequence[object], where: str) -> None:
