@@ -117,9 +117,10 @@ def test_bad_ladders_are_refused_naming_the_file_and_field(
 
 def test_a_ladder_knob_the_models_never_trained_on_is_refused(tmp_path: Path) -> None:
     data = shipped_data()
-    data["generator"]["mix"] = ["camera", "shadows"]
+    data["generator"]["mix"] = ["camera", "clutter", "occlusion", "shadows"]
     path = write(tmp_path, data, "bad.yaml")
     with pytest.raises(
-        SpecError, match=r"ladder\.knobs: 'weather' is not in generator\.mix \(camera, shadows\)"
+        SpecError,
+        match=r"ladder\.knobs: 'weather' is not in generator\.mix \(camera, clutter, occlusion, shadows\)",
     ):
         load_protocol(path)

@@ -88,6 +88,22 @@ def test_test_stays_clean_and_the_manifest_counts_the_levels(tmp_path: Path) -> 
             assert sum(hand) == count
 
 
+def test_a_knob_mixed_and_given_a_level_is_drawn_in_train_and_val_and_at_the_level_in_test(
+    tmp_path: Path,
+) -> None:
+    both = generate(
+        tmp_path / "both", count=20, size=SIZE, seed=3, mix=["occlusion"], difficulty={"occlusion": 3}
+    )
+    mixed = generate(tmp_path / "mixed", count=20, size=SIZE, seed=3, mix=["occlusion"])
+    fixed = generate(tmp_path / "fixed", count=20, size=SIZE, seed=3, difficulty={"occlusion": 3})
+    for split in ("train", "val", "test"):
+        source = fixed if split == "test" else mixed
+        ours = {k: v for k, v in _files(both, "*").items() if f"/{split}/" in k}
+        assert ours and ours == {k: v for k, v in _files(source, "*").items() if f"/{split}/" in k}
+    parameters = json.loads((both / MANIFEST).read_text())["parameters"]
+    assert parameters["mix"] == ["occlusion"] and parameters["difficulty"]["occlusion"] == 3
+
+
 def test_a_mixed_scenes_re_render_goes_through_its_own_levels(tmp_path: Path) -> None:
     mixed = open_truthset(generate(tmp_path / "mixed", count=20, size=SIZE, seed=3, mix=["weather"]), "train")
     levels = [mix_level(mixed.scene(i), "weather") for i in range(len(mixed))]
@@ -104,12 +120,10 @@ def test_the_same_seed_gives_the_same_files(tmp_path: Path) -> None:
 
 def test_bad_mixes_are_refused_naming_the_option() -> None:
     with pytest.raises(GradSUMError, match=r"--mix.*valid: .*camera"):
-        check_mix(["fog"], Difficulty())
+        check_mix(["fog"])
     with pytest.raises(GradSUMError, match="--mix camera, camera: a knob is named twice"):
-        check_mix(["camera", "camera"], Difficulty())
-    with pytest.raises(GradSUMError, match="--mix camera: also given a fixed level"):
-        check_mix(["camera"], Difficulty.of({"camera": 2}))
-    assert check_mix(["shadows", "camera"], Difficulty.of({"weather": 1})) == ("camera", "shadows")
+        check_mix(["camera", "camera"])
+    assert check_mix(["shadows", "camera"]) == ("camera", "shadows")
 
 
 def test_only_renders_the_splits_named_with_their_scenes(tmp_path: Path) -> None:

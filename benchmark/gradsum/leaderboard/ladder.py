@@ -3,10 +3,12 @@ the same test scenes, one knob at a time.
 
 `ladder_configs` expands a protocol's `ladder:` section into `gradsum run` configs, per training seed of the
 ladder: one on the clean scenes (level 0: the protocol's own set, whose evaluated split the mix leaves
-clean) and one per knob × level on a set of its own beside it (`<protocol>-<knob><level>`) rendered at the
-level: the first scenes of the protocol's set (a scene's seed does not depend on the scene count), so the
-same scenes, labels and causes with other pixels, and of them only the evaluated split and the training
-scenes the positional-prior null averages (`ladder_count`). Each attributes and evaluates the
+clean) and one per knob × level on a set of its own beside it (`<protocol>-<knob><level>`): the first
+scenes of the protocol's set (a scene's seed does not depend on the scene count), of them only the training
+scenes the positional-prior null averages, rendered as in the mixed set, and the evaluated split, rendered
+at the level (`ladder_count`, `generate`'s mixed knob given a level). So every level is judged on the same
+scenes (with the same labels and causes under an image knob, with what a scene knob adds otherwise)
+against the same nulls. Each attributes and evaluates the
 first `ladder.evaluated_images` images with the ladder's checks; a model missing from disk trains on the
 protocol's mixed set, as the leaderboard's own runs train it, so the ladder reuses their models.
 
@@ -135,7 +137,7 @@ def ladder_set_path(truthset_path: str | os.PathLike[str], protocol: Protocol, k
 def ladder_count(protocol: Protocol) -> int:
     """The scene count of a level's set: the smallest whose evaluated split holds the ladder's images and whose
     training split the first PRIOR_SCENES scenes the positional prior averages (as many as the protocol's
-    set has), so a level's nulls are the clean run's nulls and no scene more is rendered."""
+    set has): a level's nulls are the clean run's nulls, and no scene more is rendered."""
     assert protocol.ladder is not None  # ladder_configs checked it
     settings = protocol.generator
     whole = split_counts(settings.count, settings.split_fractions)
@@ -196,8 +198,9 @@ def _ladder_config(
         data["truthset"]["path"] = str(ladder_set_path(mixed_path, protocol, knob, level))
         data["truthset"]["generate"] = {
             **mixed,
+            # the mix stays: the training scenes are the mixed set's own (the prior's scenes), only the
+            # evaluated split takes the level (`generate`: a mixed knob given a level)
             "count": ladder_count(protocol),
-            "mix": (),
             "difficulty": (f"{knob}={level}",),
             "only": (PRIOR_SPLIT, protocol.split),
         }

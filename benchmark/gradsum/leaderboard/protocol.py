@@ -45,7 +45,7 @@ from gradsum.pipeline.trust import SEED_OFFSET
 from gradsum.registry import Registry
 from gradsum.taxonomy import TASKS
 from gradsum.truthsets.layout import SPLITS
-from gradsum.truthsets.synthetic.ladder import KNOBS, MAX_LEVEL, Difficulty
+from gradsum.truthsets.synthetic.ladder import KNOBS, MAX_LEVEL
 from gradsum.truthsets.synthetic.writer import (
     DEFAULT_FRACTIONS,
     FORMAT_VERSION,
@@ -261,7 +261,7 @@ def _check_generator(settings: GeneratorSettings, where: str) -> None:
     except GradSUMError as error:
         raise SpecError(f"{where}: {error}") from None
     try:
-        check_mix(settings.mix, Difficulty())
+        check_mix(settings.mix)
     except GradSUMError as error:
         raise SpecError(f"{where}.mix: {error}") from None
     if list(settings.mix) != sorted(settings.mix):

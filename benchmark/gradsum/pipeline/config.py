@@ -283,7 +283,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfi
 
 def _check_difficulty(settings: GenerateConfig | None, where: str) -> None:
     """Refuse (naming the field of generate block `where`) a difficulty naming an unknown knob or a level
-    outside 0-3, a mix naming an unknown knob or one at a fixed level, or an unknown split to render."""
+    outside 0-3, a mix naming an unknown knob or one twice, or an unknown split to render."""
     if settings is None:
         return
     from gradsum.truthsets.synthetic import parse_difficulty
@@ -291,7 +291,7 @@ def _check_difficulty(settings: GenerateConfig | None, where: str) -> None:
 
     checks: tuple[tuple[str, Callable[[], object]], ...] = (
         ("difficulty", lambda: parse_difficulty(settings.difficulty)),
-        ("mix", lambda: check_mix(settings.mix, parse_difficulty(settings.difficulty))),
+        ("mix", lambda: check_mix(settings.mix)),
         ("only", lambda: check_only(settings.only)),
     )
     for name, check in checks:

@@ -119,18 +119,12 @@ def scene_params(plan: SplitPlan, index: int, size: tuple[int, int]) -> sc.Scene
     return params if plan.tint_agrees is None else sc.with_tint(params, plan.tint_agrees)
 
 
-def check_mix(knobs: Sequence[str], difficulty: Difficulty) -> tuple[str, ...]:
-    """The mix's knobs, sorted: each a registered knob (`ladder.KNOBS`), none twice and none also at a fixed
-    level in `difficulty` (a scene cannot both draw a knob's level and have it set); errors name `--mix`."""
+def check_mix(knobs: Sequence[str]) -> tuple[str, ...]:
+    """The mix's knobs, sorted: each a registered knob (`ladder.KNOBS`), none twice; errors name `--mix`."""
     for name in knobs:
         KNOBS.get(name, "--mix")
     if len(set(knobs)) != len(knobs):
         raise GradSUMError(f"--mix {', '.join(knobs)}: a knob is named twice")
-    fixed = sorted(set(knobs) & {name for name, _ in difficulty.levels})
-    if fixed:
-        raise GradSUMError(
-            f"--mix {', '.join(fixed)}: also given a fixed level (--difficulty); give each knob one or the other"
-        )
     return tuple(sorted(knobs))
 
 
@@ -310,7 +304,9 @@ def generate(
     level 0..3, `ladder.KNOBS`) renders every split harder; images change, labels and targets do not.
     `mix` (knob names) trains on many levels: each scene of the MIXED_SPLITS (train, val) draws its own
     level 0..3 of each mix knob (`mix_level`, recorded in its scene JSON and counted in the manifest),
-    while test and the tint splits stay as `difficulty` says. `only` (split names; empty: all) renders
+    while test and the tint splits stay as `difficulty` says; a knob both mixed and given a level draws its
+    level in the mixed splits and takes the given one in the others (a ladder level's set: its training
+    scenes are the mixed set's own, its test scenes at the level). `only` (split names; empty: all) renders
     those splits alone, each with the scenes it has in the whole set: a ladder level's test split costs
     its own scenes only.
     """
@@ -320,7 +316,7 @@ def generate(
     if workers < 1:
         raise GradSUMError(f"workers={workers}: must be at least 1 (--workers)")
     ladder = Difficulty.of(difficulty)
-    mixed = check_mix(mix, ladder)
+    mixed = check_mix(mix)
     rendered = check_only(only)
     counts = split_counts(count, splits)
     target = Path(out)

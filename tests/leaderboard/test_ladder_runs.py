@@ -83,7 +83,7 @@ def test_ladder_configs_narrow_each_seeds_run_to_the_ladder(tmp_path: Path) -> N
     mixed = clean.truthset.generate
     assert mixed is not None and mixed.mix == protocol.generator.mix and not mixed.difficulty
     assert hard.truthset.generate == dataclasses.replace(
-        mixed, count=40, mix=(), difficulty=("camera=3",), only=("train", "test")
+        mixed, count=40, difficulty=("camera=3",), only=("train", "test")
     )
     for config in (clean, hard):
         assert config.truthset.limit == 3 and config.evaluation.images == 3
@@ -123,23 +123,43 @@ def test_a_protocol_without_a_ladder_has_no_ladder_runs() -> None:
         ladder_configs(protocol)
 
 
-def test_a_levels_set_holds_the_clean_runs_scenes_harder(tmp_path: Path) -> None:
-    runs = runs_by_step(ladder_configs(tiny_protocol(), truthset_path=str(tmp_path / "tiny")))
-    clean = open_truthset(ensure_truthset(runs[(CLEAN, 0, 0)].config), "test")
-    hard_root = ensure_truthset(runs[("shadows", 3, 0)].config)
-    hard = open_truthset(hard_root, "test")
+def split_files(root: Path, split: str) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and f"/{split}/" in str(p)
+    }
+
+
+@pytest.mark.parametrize("knob", ["shadows", "occlusion"])
+def test_a_levels_set_holds_the_mixed_training_scenes_and_the_test_scenes_at_the_level(
+    tmp_path: Path, knob: str
+) -> None:
+    protocol = tiny_protocol()
+    assert protocol.ladder is not None
+    protocol = dataclasses.replace(
+        protocol, ladder=dataclasses.replace(protocol.ladder, knobs=(knob,), levels=(3,))
+    )
+    runs = runs_by_step(ladder_configs(protocol, truthset_path=str(tmp_path / "tiny")))
+    clean_root = ensure_truthset(runs[(CLEAN, 0, 0)].config)
+    hard_root = ensure_truthset(runs[(knob, 3, 0)].config)
     assert sorted(json.loads((hard_root / MANIFEST).read_text())["splits"]) == ["test", "train"]
-    assert len(hard) == len(clean) == 4
-    for index in range(len(hard)):
-        np.testing.assert_array_equal(hard[index].labels, clean[index].labels)
-        assert hard[index].targets == clean[index].targets
-        assert not np.array_equal(hard[index].image, clean[index].image)
-    # the positional-prior null averages the same training cause masks at every level
+    # the training scenes are the mixed set's own, byte for byte: the positional prior averages the same
+    # cause masks at every level, so every level is judged against the same nulls
+    assert split_files(hard_root, PRIOR_SPLIT) == split_files(clean_root, PRIOR_SPLIT)
     for task in ("steering", "obstacle"):
         np.testing.assert_array_equal(
             mean_cause_mask(open_truthset(hard_root, PRIOR_SPLIT), task),
-            mean_cause_mask(open_truthset(runs[(CLEAN, 0, 0)].config.truthset.path, PRIOR_SPLIT), task),
+            mean_cause_mask(open_truthset(clean_root, PRIOR_SPLIT), task),
         )
+    clean, hard = open_truthset(clean_root, "test"), open_truthset(hard_root, "test")
+    assert len(hard) == len(clean) == 4
+    for index in range(len(hard)):
+        assert hard[index].targets == clean[index].targets
+        assert not np.array_equal(hard[index].image, clean[index].image)
+    # an image knob keeps every label; a scene knob adds objects to the same scenes
+    same_labels = [np.array_equal(hard[i].labels, clean[i].labels) for i in range(len(hard))]
+    assert all(same_labels) if knob == "shadows" else not all(same_labels)
 
 
 # ----- the table, from hand-written results folders -----
