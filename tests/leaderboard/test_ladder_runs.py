@@ -333,6 +333,14 @@ def test_folders_of_two_protocols_are_refused(folders: list[Path]) -> None:
         ladder_table(folders)
 
 
+def test_a_folder_of_two_knobs_at_once_is_no_ladder_run(folders: list[Path]) -> None:
+    manifest = json.loads((folders[1] / MANIFEST).read_text())
+    manifest["config"]["truthset"]["generate"]["difficulty"] = ["shadows=1", "camera=2"]
+    (folders[1] / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ResultsError, match=r"difficulty sets 2 knobs; a ladder run sets one knob or none"):
+        ladder_table(folders)
+
+
 def test_the_summary_says_where_a_verdict_is_lost_and_how_fast_the_margin_falls(folders: list[Path]) -> None:
     summary = ladder_summary(ladder_table(folders)).set_index(["model", "method"])
     assert list(summary.columns) == [c for c in LADDER_SUMMARY.names if c not in ("model", "method")]

@@ -63,6 +63,7 @@ from gradsum.models import ARCHITECTURES
 from gradsum.models.tasks import TRAINING_TASKS
 from gradsum.pipeline.compression import headline
 from gradsum.pipeline.config import RunConfig, config_from_dict
+from gradsum.pipeline.evaluate import results_config
 from gradsum.pipeline.inputs import configured_spec
 from gradsum.report import figures as paper
 from gradsum.report import plots
@@ -228,10 +229,7 @@ class _Step:
 
 def _step(folder: Path) -> _Step:
     """A ladder results folder's knob and level, from the difficulty its truth set was rendered with."""
-    recorded = read_json_object(folder / MANIFEST, ResultsError, "results manifest").get("config")
-    if not isinstance(recorded, dict):
-        raise ResultsError(f"{folder / MANIFEST}: field 'config' is missing; not a `gradsum run` folder")
-    config = config_from_dict(recorded, f"{folder / MANIFEST}: config")
+    config = results_config(folder, read_json_object(folder / MANIFEST, ResultsError, "results manifest"))
     generate = config.truthset.generate
     levels = parse_difficulty(generate.difficulty if generate is not None else ()).levels
     if len(levels) > 1:
