@@ -144,7 +144,8 @@ def mix_level(params: sc.SceneParams, knob: str) -> int:
 
 
 def scene_difficulty(plan: SplitPlan, params: sc.SceneParams) -> Difficulty:
-    """The levels scene `params` of `plan` is rendered at: the plan's difficulty and its own draw per mix knob."""
+    """The levels scene `params` of `plan` is rendered at: the plan's difficulty, and its own draw per mix knob
+    (which wins over a level the difficulty gives the same knob)."""
     if not plan.mix:
         return plan.difficulty
     return Difficulty.of({**dict(plan.difficulty.levels), **{k: mix_level(params, k) for k in plan.mix}})
