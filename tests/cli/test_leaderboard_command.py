@@ -1,5 +1,6 @@
 """`gradsum leaderboard` end to end on a tiny protocol written here (200 scenes at 48×96, one compact CNN,
-two training seeds, GradCAM and a method added with --add, causal and localisation on 8 images): the seeds'
+two training seeds, GradCAM, its row at the layer swept on 8 validation scenes and a method added with --add, causal and
+localisation on 8 images): the seeds'
 manifests record the protocol, the board's margins are the seeds' own figures pooled, a second run reuses
 the seeds and writes the same bytes, a 2-process `torchrun` run gives the same tables, and each bad input
 is one line and exit 2."""
@@ -24,12 +25,16 @@ import yaml
 from gradsum.attribution import METHODS
 from gradsum.cli import main
 from gradsum.contract import CRITERIA, CRITERIA_PER_IMAGE, MANIFEST, PROTOCOL_KEY, REPORT, TRUST, read_table
+from gradsum.evaluation.checks.granularity import GRANULARITY_TABLE
 from gradsum.evaluation.verdicts import criteria_from_frame
 from gradsum.leaderboard.formats import BOARD_JSON
+from gradsum.leaderboard.layers import swept_label
 from gradsum.leaderboard.protocol import builtin_protocols, load_protocol, protocol_hash
+from gradsum.leaderboard.runner import LAYER_SWEEP_DIR
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 ADDED = "red_channel"
+SWEPT_GRADCAM = swept_label("gradcam")
 PLUGIN = textwrap.dedent(
     f'''
     """An outside method for the leaderboard: its map is the input's red channel."""
@@ -108,7 +113,8 @@ def tiny_protocol() -> dict[str, object]:
                 },
             }
         ],
-        checks={"causal": {"filler": "inpaint"}, "localisation": {}},
+        checks={"causal": {"filler": "inpaint"}, "localisation": {}, "granularity": {"methods": ["gradcam"]}},
+        layer_sweep={"split": "val", "images": 8},
         bootstrap_resamples=50,
         verdict_resamples=200,
     )
@@ -138,7 +144,7 @@ def test_each_seed_records_the_protocol_and_the_board_pools_its_figures(tiny: Ti
     for seed in (0, 2):
         manifest = json.loads((tiny.seed_folder(seed) / MANIFEST).read_text())
         assert manifest[PROTOCOL_KEY] == expected
-        assert [m["method"] for m in manifest["methods"]] == ["gradcam", ADDED]
+        assert [m["method"] for m in manifest["methods"]] == ["gradcam", ADDED, "gradcam"]
 
     assert (tiny.board().parent / REPORT).is_file()
     written = json.loads(tiny.board().read_text())
@@ -153,7 +159,7 @@ def test_each_seed_records_the_protocol_and_the_board_pools_its_figures(tiny: Ti
     # every row of the seeds' trust tables is ranked: the two methods, the nulls and the controls
     trust = {seed: read_table(tiny.seed_folder(seed), TRUST).set_index("method") for seed in (0, 2)}
     assert {row["method"] for row in board["rows"]} == set(trust[0].index) == set(trust[2].index)
-    assert {"gradcam", ADDED, "null:random", "control:oracle"} <= set(trust[0].index)
+    assert {"gradcam", ADDED, SWEPT_GRADCAM, "null:random", "control:oracle"} <= set(trust[0].index)
 
     # the oracle: a margin is the row's figure minus its null's, each the plain mean of the seeds' own
     # figures (the trust tables'), signed so that positive is better
@@ -171,6 +177,20 @@ def test_each_seed_records_the_protocol_and_the_board_pools_its_figures(tiny: Ti
             )
             checked += 1
     assert checked >= len(board["rows"])
+
+
+def test_the_swept_row_runs_at_the_layer_with_the_best_validation_agreement(tiny: Tiny) -> None:
+    for seed in (0, 2):
+        sweep = read_table(tiny.board().parent / LAYER_SWEEP_DIR / f"seed{seed}", GRANULARITY_TABLE)
+        # the sweep ran on the validation split's first 8 scenes, at every depth of the compact CNN
+        assert set(sweep["model"]) == {f"cnn_s{seed}"} and set(sweep["n_images"]) == {8}
+        assert sweep["depth"].tolist() == list(range(len(sweep))) and len(sweep) > 1
+        best = sweep.sort_values(["agreement", "depth"], ascending=False).iloc[0]["layer"]
+        manifest = json.loads((tiny.seed_folder(seed) / MANIFEST).read_text())
+        [entry] = [m for m in manifest["methods"] if m["label"] == SWEPT_GRADCAM]
+        assert (entry["layer"], entry["models"]) == (best, [f"cnn_s{seed}"])
+    rows = json.loads(tiny.board().read_text())["boards"][0]["rows"]
+    assert SWEPT_GRADCAM in {row["method"] for row in rows}
 
 
 def test_a_second_run_reuses_the_seeds_and_writes_the_same_bytes(tiny: Tiny) -> None:

@@ -51,6 +51,7 @@ def tiny_protocol(ladder_seeds: tuple[int, ...] = (0,)) -> Protocol:
     data = yaml.safe_load(builtin_protocols().get("synth-v1").read_text())
     data["name"] = "tiny"
     data["generator"].update(count=40, size=[32, 64])
+    data["layer_sweep"]["images"] = 4
     data["models"] = [m for m in data["models"] if m["name"] in ("pilotnet", "compact_cnn")]
     data["training_seeds"] = list(SEEDS)
     data["evaluated_images"] = 4
@@ -377,6 +378,7 @@ def test_ladder_runs_through_the_pipeline_judge_every_level_against_the_same_nul
     data["models"] = [m for m in data["models"] if m["name"] == "pilotnet"]
     data["models"][0]["overrides"]["train"]["epochs"] = 1
     data["checks"] = {"causal": {"filler": "inpaint"}, "localisation": {}}
+    del data["layer_sweep"]  # the ladder runs the default layers only
     data["ladder"] = {
         "knobs": ["shadows"],
         "levels": [3],

@@ -100,6 +100,17 @@ class LadderSettings:
 
 
 @dataclass(frozen=True)
+class LayerSweep:
+    """Where each CAM method's layer is picked (`leaderboard.layers`): on images of another split than the
+    evaluated one, so the layer is never chosen on the images that then judge it."""
+
+    #: the split the granularity sweep runs on (never the evaluated split)
+    split: str
+    #: the first this many images of that split
+    images: int
+
+
+@dataclass(frozen=True)
 class ProtocolModel:
     """One model of the protocol: a shipped spec, its task and its training-budget overrides."""
 
@@ -147,6 +158,9 @@ class Protocol:
     seed: int
     #: the difficulty ladder (None: the protocol has none)
     ladder: LadderSettings | None = None
+    #: each swept CAM method (`checks.granularity.methods`) is also scored at the layer this sweep picks
+    #: (None: at its default layer only)
+    layer_sweep: LayerSweep | None = None
 
 
 def builtin_protocols() -> Registry[Path]:
@@ -185,6 +199,7 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<protocol>") -> P
         raise SpecError(f"{source}: materiality: need a margin for every task: {', '.join(TASKS)}")
     _check_attribution(protocol, source)
     _check_ladder(protocol, source)
+    _check_layer_sweep(protocol, source)
     try:
         canonical_json(protocol)
     except (TypeError, ValueError) as error:
@@ -316,6 +331,27 @@ def _check_ladder(protocol: Protocol, source: str) -> None:
             f"{where}.checks: need {LADDER_METRIC_CHECK!r}: the task metric per level is read from the model "
             "outputs it records"
         )
+
+
+def _check_layer_sweep(protocol: Protocol, source: str) -> None:
+    """A split other than the evaluated one, images it holds, and a granularity check naming the methods."""
+    sweep = protocol.layer_sweep
+    if sweep is None:
+        return
+    where = f"{source}: layer_sweep"
+    if sweep.split not in SPLITS or sweep.split == protocol.split:
+        others = [split for split in SPLITS if split != protocol.split]
+        raise SpecError(
+            f"{where}.split: {sweep.split!r}; pick the layer on another split than the evaluated "
+            f"{protocol.split!r}: {', '.join(others)}"
+        )
+    available = split_counts(protocol.generator.count, protocol.generator.split_fractions)[sweep.split]
+    if not 1 <= sweep.images <= available:
+        raise SpecError(
+            f"{where}.images: {sweep.images}; must lie in 1..{available} (the {sweep.split} split's scenes)"
+        )
+    if "granularity" not in protocol.checks:
+        raise SpecError(f"{where}: needs checks.granularity (its methods are the ones swept)")
 
 
 def _check_distinct(values: Sequence[object], where: str) -> None:

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch.distributed as dist
@@ -37,6 +37,8 @@ from gradsum.evaluation.verdicts import criteria_from_frame
 from gradsum.fileio import read_json_object
 from gradsum.leaderboard.board import Board, build_board
 from gradsum.leaderboard.formats import write_boards
+from gradsum.leaderboard.ladder import ladder_configs, ladder_table, write_ladder
+from gradsum.leaderboard.layers import with_swept_rows
 from gradsum.leaderboard.page import write_leaderboard_report
 from gradsum.leaderboard.protocol import Protocol, check_protocol, protocol_hash, run_configs
 from gradsum.models import ARCHITECTURES
@@ -46,8 +48,13 @@ from gradsum.pipeline.config import ModelConfig
 from gradsum.pipeline.distributed import World, joined, world_from_environment
 from gradsum.pipeline.inputs import configured_spec
 from gradsum.plugins import load_plugin
+from gradsum.utils import resolve_device
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: Under the leaderboard folder: each training seed's granularity sweep that picked the swept CAM layers.
+LAYER_SWEEP_DIR = "layer_sweep"
 
 #: Methods built on an optional library, by base class: a check that raises `GradSUMError` (saying how to
 #: install it) when the library is missing.
@@ -169,7 +176,7 @@ def seed_configs(
     `data` defaults to `datasets/<protocol name>` (a set rendered as the protocol says, never a set of other
     settings that happens to sit at the default path), `models_dir` to `run_configs`' default.
     """
-    data = data if data is not None else Path("datasets") / protocol.name
+    data = _data_path(protocol, data)
     models = str(models_dir) if models_dir is not None else None
     configs = dict(
         zip(
@@ -245,6 +252,19 @@ def run_leaderboard(
     if device is not None:
         configs = {seed: dataclasses.replace(config, device=device) for seed, config in configs.items()}
     folders = {seed: results_folder(config) for seed, config in configs.items()}
+    folder = leaderboard_folder(protocol, results)
+    ladder_runs = (
+        ladder_configs(protocol, chosen, str(_data_path(protocol, data)), _maybe(models_dir), str(results))
+        if protocol.ladder is not None
+        else []
+    )
+    # the ladder evaluates the models of its training seeds among those this run covers
+    ladder_runs = [step for step in ladder_runs if step.seed in configs]
+    if device is not None:
+        ladder_runs = [
+            dataclasses.replace(step, config=dataclasses.replace(step.config, device=device))
+            for step in ladder_runs
+        ]
     if assemble_only:
         # every rank of a torchrun would write the same files at once
         if not world_from_environment().leader:
@@ -254,35 +274,77 @@ def run_leaderboard(
         # tensors and Python objects only
         with joined("cpu") as world:
             for seed, config in configs.items():
-                if _agreed(world, functools.partial(completed, config)):
-                    log.info("leaderboard: seed %d reuses %s", seed, folders[seed])
-                    continue
-                log.info("leaderboard: seed %d runs into %s", seed, folders[seed])
-                run(config, out=folders[seed], progress=progress)
+                record = folder / LAYER_SWEEP_DIR / f"seed{seed}"
+                swept = _leader_value(
+                    world, functools.partial(_with_swept_rows, config, protocol, world, record)
+                )
+                _run_once(world, swept, f"seed {seed}", progress)
+            for step in ladder_runs:
+                _run_once(world, step.config, f"ladder {step.knob} {step.level} seed {step.seed}", progress)
         if not world.leader:
             return None
     boards = assemble(protocol, folders)
-    folder = leaderboard_folder(protocol, results)
     for path in write_boards(folder, boards, protocol.name, protocol_hash(protocol)):
         log.info("leaderboard: wrote %s", path)
+    ladder_folders = [results_folder(step.config) for step in ladder_runs]
+    missing = [f for f in ladder_folders if not (f / MANIFEST).is_file()]
+    if missing:
+        log.warning(
+            "leaderboard: the ladder is incomplete (%d of %d runs missing, e.g. %s); not written",
+            len(missing),
+            len(ladder_folders),
+            missing[0],
+        )
+    elif ladder_folders:
+        for path in write_ladder(folder, ladder_table(ladder_folders)):
+            log.info("leaderboard: wrote %s", path)
     log.info("leaderboard: wrote %s", write_leaderboard_report(folder))
     return folder
 
 
+def _data_path(protocol: Protocol, data: str | Path | None) -> Path:
+    """The protocol's truth-set folder: `data`, else `datasets/<protocol name>`."""
+    return Path(data) if data is not None else Path("datasets") / protocol.name
+
+
+def _maybe(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _with_swept_rows(config: RunConfig, protocol: Protocol, world: World, record: Path) -> RunConfig:
+    """`config` with the swept CAM rows (`layers.with_swept_rows`) on this rank's device."""
+    return with_swept_rows(config, protocol, world.device(resolve_device(config.device)), record)
+
+
+def _run_once(world: World, config: RunConfig, what: str, progress: bool) -> None:
+    """Run `config` unless its results folder is complete (`completed`: rank 0 decides for every rank)."""
+    folder = results_folder(config)
+    if _agreed(world, functools.partial(completed, config)):
+        log.info("leaderboard: %s reuses %s", what, folder)
+        return
+    log.info("leaderboard: %s runs into %s", what, folder)
+    run(config, out=folder, progress=progress)
+
+
 def _agreed(world: World, decide: Callable[[], bool]) -> bool:
-    """Rank 0's `decide()` on every rank (an error there is raised on every rank), so all ranks run alike."""
+    """Rank 0's `decide()` on every rank, so all ranks run alike."""
+    return bool(_leader_value(world, decide))
+
+
+def _leader_value(world: World, compute: Callable[[], T]) -> T:
+    """Rank 0's `compute()` on every rank (an error there is raised on every rank)."""
     if not world.distributed:
-        return decide()
+        return compute()
     outcome: list[object] = [None]
     if world.leader:
         try:
-            outcome[0] = decide()
+            outcome[0] = compute()
         except GradSUMError as error:
             outcome[0] = error
     dist.broadcast_object_list(outcome, src=0)
     if isinstance(outcome[0], GradSUMError):
         raise outcome[0]
-    return bool(outcome[0])
+    return outcome[0]  # type: ignore[return-value]
 
 
 def assemble(protocol: Protocol, folders: Mapping[int, Path]) -> list[Board]:
