@@ -24,10 +24,20 @@ import yaml
 
 from gradsum.attribution import METHODS
 from gradsum.cli import main
-from gradsum.contract import CRITERIA, CRITERIA_PER_IMAGE, MANIFEST, PROTOCOL_KEY, REPORT, TRUST, read_table
+from gradsum.contract import (
+    CRITERIA,
+    CRITERIA_PER_IMAGE,
+    MANIFEST,
+    PLOTS,
+    PROTOCOL_KEY,
+    REPORT,
+    TRUST,
+    read_table,
+)
 from gradsum.evaluation.checks.granularity import GRANULARITY_TABLE
 from gradsum.evaluation.verdicts import criteria_from_frame
 from gradsum.leaderboard.formats import BOARD_JSON
+from gradsum.leaderboard.ladder import LADDER
 from gradsum.leaderboard.layers import swept_label
 from gradsum.leaderboard.protocol import builtin_protocols, load_protocol, protocol_hash
 from gradsum.leaderboard.runner import LAYER_SWEEP_DIR
@@ -92,9 +102,16 @@ class Tiny:
 
 def tiny_protocol() -> dict[str, object]:
     data = yaml.safe_load(builtin_protocols().get("synth-v1").read_text())
-    # clean scenes only: no difficulty ladder and no mix of levels in training
-    data.pop("ladder", None)
-    data["generator"].pop("mix", None)
+    # one knob of the difficulty ladder: the models train on a mix of camera levels, and the first training
+    # seed's models are judged again on the evaluated scenes at camera level 3
+    data["generator"]["mix"] = ["camera"]
+    data["ladder"] = {
+        "knobs": ["camera"],
+        "levels": [3],
+        "evaluated_images": 8,
+        "checks": ["causal", "localisation"],
+        "training_seeds": [0],
+    }
     data.update(
         name="tiny",
         generator={**data["generator"], "count": 200, "size": [48, 96]},
@@ -191,6 +208,17 @@ def test_the_swept_row_runs_at_the_layer_with_the_best_validation_agreement(tiny
         assert (entry["layer"], entry["models"]) == (best, [f"cnn_s{seed}"])
     rows = json.loads(tiny.board().read_text())["boards"][0]["rows"]
     assert SWEPT_GRADCAM in {row["method"] for row in rows}
+
+
+def test_the_ladder_judges_the_first_seeds_models_at_each_level(tiny: Tiny) -> None:
+    folder = tiny.board().parent
+    ladder = read_table(folder, LADDER)
+    # the clean run stands at level 0; camera level 3 is the one step; seed 0's model only
+    assert sorted(set(zip(ladder["knob"], ladder["level"], strict=True))) == [("camera", 0), ("camera", 3)]
+    assert set(ladder["model"]) == {"cnn"} and set(ladder["seed"]) == {0}
+    assert {"gradcam", "null:random"} <= set(ladder["method"])
+    assert (folder / PLOTS / "ladder_cnn.png").is_file()
+    assert "ladder" in (folder / REPORT).read_text().lower()
 
 
 def test_a_second_run_reuses_the_seeds_and_writes_the_same_bytes(tiny: Tiny) -> None:
