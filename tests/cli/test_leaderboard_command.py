@@ -262,6 +262,7 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Captu
     protocol = tmp_path / "tiny.yaml"
     protocol.write_text(yaml.safe_dump(tiny_protocol()), encoding="utf-8")
     base = ["leaderboard", "--protocol", str(protocol), "--results", str(tmp_path / "results")]
+    base += ["--models", str(tmp_path / "models")]
     empty = tmp_path / "empty.py"
     empty.write_text("VALUE = 1\n", encoding="utf-8")
 
@@ -274,11 +275,25 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Captu
     assert main([*base, "--methods", "null:random"]) == 2
     assert "--methods: null:random not scored by protocol tiny" in error_line(capsys)
 
+    # a data folder rendered otherwise than the protocol says: refused naming its manifest, nothing runs
+    data = tmp_path / "data"
+    data.mkdir()
+    rendered = {"count": 7, "seed": 0, "size": [48, 96], "shortcut": 0.0}
+    (data / MANIFEST).write_text(json.dumps({"kind": "synthetic", "parameters": rendered}), encoding="utf-8")
+    base += ["--data", str(data)]
+    assert main([*base, "--methods", "gradcam"]) == 2
+    line = error_line(capsys)
+    assert f"{data / MANIFEST}: this set was rendered with count 7 (config: 200)" in line
+    assert "not as the protocol says" in line
+    assert not (tmp_path / "results").exists()
+    (data / MANIFEST).unlink()
+
     # a results folder of another protocol in the way: refused before anything runs, never overwritten
     other = tmp_path / "results" / "tiny-seed0"
     other.mkdir(parents=True)
     (other / MANIFEST).write_text(json.dumps({PROTOCOL_KEY: "0" * 64}), encoding="utf-8")
     assert main([*base, "--methods", "gradcam"]) == 2
     assert f"{other / MANIFEST}: protocol hash {'0' * 64} under 'protocol'" in error_line(capsys)
+    assert not (tmp_path / "models").exists() and list(data.iterdir()) == []
     assert main([*base, "--assemble-only", "--seeds", "0"]) == 2
     assert f"{other / MANIFEST}: protocol hash {'0' * 64}, but protocol tiny hashes to" in error_line(capsys)

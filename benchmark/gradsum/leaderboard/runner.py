@@ -46,7 +46,7 @@ from gradsum.names import LIBRARY_SOURCE, parse_method
 from gradsum.pipeline import RunConfig, run
 from gradsum.pipeline.config import ModelConfig
 from gradsum.pipeline.distributed import World, joined, world_from_environment
-from gradsum.pipeline.inputs import configured_spec
+from gradsum.pipeline.inputs import configured_spec, rendered_otherwise
 from gradsum.plugins import load_plugin
 from gradsum.utils import resolve_device
 
@@ -270,6 +270,11 @@ def run_leaderboard(
         if not world_from_environment().leader:
             return None
     else:
+        every = [*configs.values(), *(step.config for step in ladder_runs)]
+        # refused before anything is rendered or trained: a set rendered otherwise, results of another protocol
+        refuse_rendered_otherwise(every)
+        for config in every:
+            completed(config)
         # one gloo group spans every seed's run: the pipeline finds it joined, and its collectives move CPU
         # tensors and Python objects only
         with joined("cpu") as world:
@@ -300,6 +305,24 @@ def run_leaderboard(
             log.info("leaderboard: wrote %s", path)
     log.info("leaderboard: wrote %s", write_leaderboard_report(folder))
     return folder
+
+
+def refuse_rendered_otherwise(configs: Sequence[RunConfig]) -> None:
+    """Refuse a synthetic set on disk that was rendered otherwise than the protocol's run configs say.
+
+    `gradsum run` warns and reads such a set as it is; a leaderboard's tables would then not be the
+    protocol's, so the error names the set's manifest, the differences and what to do.
+    """
+    for config in configs:
+        sets = [(config.truthset.path, config.truthset.generate)]
+        sets += [(m.train_on.path, m.train_on.generate) for m in config.models if m.train_on is not None]
+        for path, settings in sets:
+            differences = None if settings is None else rendered_otherwise(Path(path), settings)
+            if differences:
+                raise SpecError(
+                    f"{Path(path) / MANIFEST}: this set was rendered with {differences}, not as the "
+                    "protocol says; remove it (it is rendered again) or give --data another folder"
+                )
 
 
 def _data_path(protocol: Protocol, data: str | Path | None) -> Path:

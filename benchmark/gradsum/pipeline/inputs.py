@@ -39,18 +39,15 @@ def _levels(levels: dict[str, Any]) -> dict[str, int]:
     return {str(name).strip(): int(level) for name, level in sorted(levels.items()) if int(level)}
 
 
-def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig, field: str = "truthset") -> None:
-    """Log a warning when the synthetic set at `root` was rendered with settings other than `settings`
-    (the `generate` block of config field `field`).
-
-    The set is still used: re-rendering would replace files a user may rely on, and the warning says how.
-    """
+def rendered_otherwise(root: Path, settings: GenerateConfig) -> str | None:
+    """How the synthetic set at `root` was rendered otherwise than `settings` says ("count 200 (config:
+    10000), ..."), or None: the same settings, or no synthetic set there to compare."""
     try:
         rendered = read_json_object(root / MANIFEST, TruthSetError).get("parameters")
     except TruthSetError:
-        return  # not a synthetic set, or a broken one the reader reports
+        return None  # not a synthetic set, or a broken one the reader reports
     if not isinstance(rendered, dict):
-        return
+        return None
     wanted = {
         "count": settings.count,
         "seed": settings.seed,
@@ -71,8 +68,17 @@ def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig, field: str 
     wanted["difficulty"] = _levels(dict(item.partition("=")[::2] for item in settings.difficulty))
     recorded["difficulty"] = _levels(rendered.get("difficulty") or {})
     # a nested setting (difficulty.camera) is named by its field, with the whole value on each side
-    if changed := list(dict.fromkeys(name.partition(".")[0] for name in changed_fields(recorded, wanted))):
-        differences = ", ".join(f"{key} {recorded[key]} (config: {wanted[key]})" for key in changed)
+    changed = list(dict.fromkeys(name.partition(".")[0] for name in changed_fields(recorded, wanted)))
+    return ", ".join(f"{key} {recorded[key]} (config: {wanted[key]})" for key in changed) or None
+
+
+def warn_if_rendered_otherwise(root: Path, settings: GenerateConfig, field: str = "truthset") -> None:
+    """Log a warning when the synthetic set at `root` was rendered with settings other than `settings`
+    (the `generate` block of config field `field`).
+
+    The set is still used: re-rendering would replace files a user may rely on, and the warning says how.
+    """
+    if differences := rendered_otherwise(root, settings):
         log.warning(
             "%s was rendered with %s; it is used as it is (remove it to render %s.generate's set)",
             root,
