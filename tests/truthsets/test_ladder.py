@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ground_oracle import ground_xz
 from PIL import Image
 from scipy import ndimage
 
@@ -284,12 +285,7 @@ def test_cast_shadow_polygon_by_hand() -> None:
     params = base.replace(curvature=0.0, heading=0.0, offset=0.0, objects=(car,), poles=())
     rendered = render(params)
     shaded = cast_shadows(_frame(rendered), Sun(azimuth=np.pi / 2, elevation=np.pi / 4))
-    h, w = SIZE
-    focal, horizon = 0.5 * w, 0.42 * h
-    rows, cols = np.mgrid[0:h, 0:w] + 0.5
-    with np.errstate(divide="ignore"):
-        z = np.where(rows > horizon, focal * 1.5 / (rows - horizon), np.inf)
-    x = (cols - w / 2) / focal * np.where(np.isfinite(z), z, 0.0)
+    x, z = ground_xz(SIZE)
     street = np.isin(rendered.labels, [IDS[name] for name in SHADOWED])
     expected = (x >= -4.4) & (x <= -1.1 + 1e-9) & (z >= 8.0) & (z <= 12.2) & street
     assert expected.sum() > 20

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ground_oracle import ground_xz
 
 from gradsum.truthsets import open_truthset
 from gradsum.truthsets.synthetic import KNOBS, Difficulty, generate, render, sample_scene
@@ -135,12 +136,7 @@ def test_a_marking_is_painted_where_its_geometry_says_by_hand() -> None:
     base = _params(1).replace(curvature=0.0, heading=0.0, offset=0.0, objects=(), poles=())
     marking = sc.Marking(lateral=-3.5, width=1.0, near=6.0, far=20.0, dash=0.5, period=2.0, phase=0.0)
     clean, painted = render(base), render(base.replace(markings=(marking,)))
-    h, w = SIZE
-    focal, horizon = 0.5 * w, 0.42 * h
-    rows, cols = np.mgrid[0:h, 0:w] + 0.5
-    with np.errstate(divide="ignore"):
-        z = np.where(rows > horizon, focal * 1.5 / (rows - horizon), np.inf)
-    x = (cols - w / 2) / focal * np.where(np.isfinite(z), z, 0.0)
+    x, z = ground_xz(SIZE)
     ground = np.where(np.isfinite(z), z, 0.0)
     expected = (np.abs(x + 3.5) < 0.5) & (ground % 2.0 < 0.5) & (ground >= 6.0) & (ground <= 20.0)
     assert expected.sum() > 10

@@ -414,20 +414,28 @@ def write_leaderboard_report(folder: str | os.PathLike[str]) -> Path:
     boards, protocol = read_boards(target)
     drawn: dict[str, bytes] = {}
     shown = []
-    for architecture in architectures(boards):
-        fig = margin_figure(boards, architecture)
-        stem = figure_stem(architecture)
+
+    def draw(fig: Figure, stem: str, section: str, caption: str) -> None:
         drawn.update({f"{stem}.{fmt}": encode(fig, fmt) for fmt, encode in FIGURE_FORMATS.items()})
         fig.clear()
-        shown.append(Plot(architecture, figure_caption(architecture), drawn[f"{stem}.png"]))
+        shown.append(Plot(section, caption, drawn[f"{stem}.png"]))
+
+    for architecture in architectures(boards):
+        draw(
+            margin_figure(boards, architecture),
+            figure_stem(architecture),
+            architecture,
+            figure_caption(architecture),
+        )
     ladder = read_table(target, LADDER, missing_ok=True)
     if ladder is not None:
         for architecture in ladder_architectures(ladder):
-            fig = ladder_plot(ladder, architecture)
-            stem = ladder_figure_stem(architecture)
-            drawn.update({f"{stem}.{fmt}": encode(fig, fmt) for fmt, encode in FIGURE_FORMATS.items()})
-            fig.clear()
-            shown.append(Plot(LADDER_SECTION, ladder_caption(architecture), drawn[f"{stem}.png"]))
+            draw(
+                ladder_plot(ladder, architecture),
+                ladder_figure_stem(architecture),
+                LADDER_SECTION,
+                ladder_caption(architecture),
+            )
     page = render_leaderboard(boards, protocol, shown, ladder)
     for relative, data in drawn.items():
         atomic_write_bytes(target / relative, data)
