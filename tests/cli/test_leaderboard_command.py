@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from gradsum.leaderboard.layers import swept_label
 from gradsum.leaderboard.protocol import builtin_protocols, load_protocol, protocol_hash
 from gradsum.leaderboard.runner import LAYER_SWEEP_DIR
 
+WORKFLOW = Path(__file__).resolve().parents[2] / "docs" / "ci" / "gradsum-leaderboard.yml"
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 ADDED = "red_channel"
 SWEPT_GRADCAM = swept_label("gradcam")
@@ -230,6 +233,33 @@ def test_a_second_run_reuses_the_seeds_and_writes_the_same_bytes(tiny: Tiny) -> 
     assert tiny.board().read_bytes() == board
     assert main(tiny.args(None, "--assemble-only")) == 0
     assert tiny.board().read_bytes() == board
+
+
+def workflow_commands(job: str, **values: str) -> list[list[str]]:
+    """The gradsum command lines of one job of the CI example, `${{ matrix.NAME }}` and `$NAME` filled in
+    from `values` (a name it lacks is a KeyError), without the leading `gradsum`."""
+    steps = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))["jobs"][job]["steps"]
+    lines = [line.strip() for step in steps for line in step.get("run", "").splitlines()]
+    fill = re.compile(r"\$\{\{ *matrix\.(\w+) *\}\}|\$\{?(\w+)\}?")
+    return [
+        shlex.split(fill.sub(lambda m: values[m.group(1) or m.group(2)], line))[1:]
+        for line in lines
+        if line.startswith("gradsum ")
+    ]
+
+
+def test_the_ci_example_one_job_per_seed_then_ranking_gives_the_one_call_tables(tiny: Tiny) -> None:
+    # docs/ci/gradsum-leaderboard.yml's commands as written, on the tiny protocol: each training seed's job
+    # (seed 0's also runs its ladder), then the ranking job; models are reused, every result made afresh
+    results = tiny.root / "steps"
+    where = tiny.args(results)[3:]  # --add, --methods, --data, --models, --results of this test
+    for seed in load_protocol(tiny.protocol).training_seeds:
+        [command] = workflow_commands("seed", seed=str(seed), PROTOCOL=str(tiny.protocol))
+        assert main([*command, *where]) == 0
+    [command] = workflow_commands("rank", PROTOCOL=str(tiny.protocol))
+    assert main([*command, *where]) == 0
+    assert tiny.board(results).read_bytes() == tiny.board().read_bytes()
+    assert read_table(tiny.board(results).parent, LADDER).equals(read_table(tiny.board().parent, LADDER))
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is installed with torch")
