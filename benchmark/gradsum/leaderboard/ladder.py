@@ -383,7 +383,8 @@ def ladder_plot(table: pd.DataFrame, architecture: str) -> Figure:
     methods = sorted(set(rows["method"]))
     palette = sns.color_palette("tab10", len(methods))
     colours = {method: palette[i] for i, method in enumerate(methods)}
-    fig = Figure(figsize=(3.2 * len(knobs), 2.4 * len(panels) + 0.8), layout="constrained")
+    # at least two panels wide: the title and legend would be cut at one knob's width
+    fig = Figure(figsize=(3.2 * max(len(knobs), 2), 2.4 * len(panels) + 0.8), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(panels), len(knobs), squeeze=False))
     for r, (model, criterion) in enumerate(panels):
         for c, knob in enumerate(knobs):
