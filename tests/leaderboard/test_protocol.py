@@ -220,7 +220,7 @@ def test_run_configs_train_every_model_once_per_seed_and_differ_in_nothing_else(
     stripped = [without_seed(c, s) for c, s in zip(configs, protocol.training_seeds, strict=True)]
     assert stripped[0] == stripped[1] == stripped[2]
     config = configs[0]
-    assert config.evaluation.images == 200 and config.truthset.limit is None
+    assert config.evaluation.images == 200 and config.truthset.limit == 200
     assert config.evaluation.options["causal"]["materiality"] == MATERIALITY
     assert config.evaluation.checks == tuple(sorted(protocol.checks))
     assert config.truthset.generate is not None and config.truthset.generate.count == 10_000
