@@ -40,6 +40,7 @@ from gradsum.leaderboard.formats import write_boards
 from gradsum.leaderboard.ladder import ladder_configs, ladder_table, write_ladder
 from gradsum.leaderboard.layers import with_swept_rows
 from gradsum.leaderboard.page import write_leaderboard_report
+from gradsum.leaderboard.preflight import preflight
 from gradsum.leaderboard.protocol import Protocol, check_protocol, protocol_hash, run_configs
 from gradsum.models import ARCHITECTURES
 from gradsum.names import LIBRARY_SOURCE, parse_method
@@ -278,6 +279,8 @@ def run_leaderboard(
         # one gloo group spans every seed's run: the pipeline finds it joined, and its collectives move CPU
         # tensors and Python objects only
         with joined("cpu") as world:
+            # a method that cannot run on a protocol model is named now, not after a seed's trainings
+            _leader_value(world, functools.partial(preflight, protocol, chosen))
             for seed, config in configs.items():
                 record = folder / LAYER_SWEEP_DIR / f"seed{seed}"
                 swept = _leader_value(

@@ -24,8 +24,7 @@ def test_every_library_method_runs_where_it_applies(
         with pytest.raises(AttributionError, match=f"not {family}"):
             attribute(model, images[:2], f"lib:{method}")
         return
-    layer = "tokenizer" if model_name == "hybrid" and method == "shapleycam" else None
-    result = attribute(model, images[:2], f"lib:{method}", layer=layer)
+    result = attribute(model, images[:2], f"lib:{method}")
     assert result.grid.shape == (2, 32, 64)
     assert torch.isfinite(result.maps).all()
     # the library min–max normalises every map after ReLU: each spans [0, 1] or is all zero
@@ -49,6 +48,15 @@ def test_shapleycam_refuses_token_layers(
         attribute(vit, images[:2], "lib:shapleycam")
     with pytest.raises(AttributionError, match="needs a 4-D feature map"):
         attribute(hybrid, images[:2], "lib:shapleycam", layer="transformer")
+
+
+def test_shapleycam_reads_a_hybrid_at_its_tokenizer_when_no_layer_is_named(
+    hybrid: torch.nn.Module, images: Tensor
+) -> None:
+    # the default a run uses for every model the method applies to (the leaderboard names no layer)
+    plain = attribute(hybrid, images[:2], "shapleycam")
+    named = attribute(hybrid, images[:2], "shapleycam", layer="tokenizer")
+    assert torch.equal(plain.maps, named.maps) and plain.layer == named.layer
 
 
 class _Signed:

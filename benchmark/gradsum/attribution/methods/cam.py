@@ -234,6 +234,8 @@ def _library_class(spec: LibrarySpec, plain: bool) -> type[Method]:
             "applies_to": spec.applies_to,
             "uses_layer": spec.uses_layer,
             "needs_attention": spec.needs_attention,
+            # a method that cannot read token layers reads a hybrid at its 4-D tokenizer unless told otherwise
+            "default_layer": {} if spec.token_layers else {"hybrid": "tokenizer"},
             "defaults": dict(spec.defaults),
             "performs": spec.performs,
             "half_precision_refusal": spec.half_precision_refusal,
