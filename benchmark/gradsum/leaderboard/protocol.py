@@ -310,12 +310,7 @@ def _check_ladder(protocol: Protocol, source: str) -> None:
     _check_distinct(ladder.levels, f"{where}.levels")
     if not all(1 <= level <= MAX_LEVEL for level in ladder.levels):
         raise SpecError(f"{where}.levels: {list(ladder.levels)}; each must lie in 1..{MAX_LEVEL}")
-    available = split_counts(protocol.generator.count, protocol.generator.split_fractions)[protocol.split]
-    if not 1 <= ladder.evaluated_images <= available:
-        raise SpecError(
-            f"{where}.evaluated_images: {ladder.evaluated_images}; must lie in 1..{available} (the "
-            f"{protocol.split} split's scenes)"
-        )
+    _check_images(protocol, protocol.split, ladder.evaluated_images, f"{where}.evaluated_images")
     for name, chosen, offered in (
         ("checks", ladder.checks, tuple(protocol.checks)),
         ("training_seeds", ladder.training_seeds, protocol.training_seeds),
@@ -345,13 +340,16 @@ def _check_layer_sweep(protocol: Protocol, source: str) -> None:
             f"{where}.split: {sweep.split!r}; pick the layer on another split than the evaluated "
             f"{protocol.split!r}: {', '.join(others)}"
         )
-    available = split_counts(protocol.generator.count, protocol.generator.split_fractions)[sweep.split]
-    if not 1 <= sweep.images <= available:
-        raise SpecError(
-            f"{where}.images: {sweep.images}; must lie in 1..{available} (the {sweep.split} split's scenes)"
-        )
+    _check_images(protocol, sweep.split, sweep.images, f"{where}.images")
     if "granularity" not in protocol.checks:
         raise SpecError(f"{where}: needs checks.granularity (its methods are the ones swept)")
+
+
+def _check_images(protocol: Protocol, split: str, images: int, where: str) -> None:
+    """1..the number of scenes the protocol's set holds in `split`."""
+    available = split_counts(protocol.generator.count, protocol.generator.split_fractions)[split]
+    if not 1 <= images <= available:
+        raise SpecError(f"{where}: {images}; must lie in 1..{available} (the {split} split's scenes)")
 
 
 def _check_distinct(values: Sequence[object], where: str) -> None:
