@@ -18,6 +18,9 @@ from gradsum.attribution import METHODS
 from gradsum.attribution.methods.lrp_transformer import TransformerLRP
 from gradsum.contract import MANIFEST, PROTOCOL_KEY
 from gradsum.errors import GradSUMError, ResultsError, SpecError, UnknownNameError
+from gradsum.evaluation import CONTROL_EXPLAINERS, NULL_EXPLAINERS
+from gradsum.evaluation.base import EvaluationContext
+from gradsum.leaderboard.layers import swept_methods
 from gradsum.leaderboard.protocol import builtin_protocols, load_protocol, protocol_from_dict, protocol_hash
 from gradsum.leaderboard.runner import (
     OPTIONAL_LIBRARIES,
@@ -202,3 +205,18 @@ def test_assembling_under_torchrun_leaves_the_writing_to_rank_0(
     protocol = load_protocol("synth-v1")
     assert run_leaderboard(protocol, results=tmp_path, methods=["gradcam"], assemble_only=True) is None
     assert not any(tmp_path.iterdir())
+
+
+def test_the_evaluation_keeps_every_map_of_a_synth_v1_seed() -> None:
+    # the checks reuse the attribution stage's maps only while they fit the cache; past it every check
+    # recomputes them (at 1 GiB, three maps in four of a synth-v1 seed)
+    protocol = load_protocol("synth-v1")
+    rows = (
+        len(protocol_methods(protocol))
+        + len(swept_methods(protocol))
+        + len(CONTROL_EXPLAINERS)
+        + len(NULL_EXPLAINERS)
+    )
+    height, width = protocol.generator.size
+    needed = protocol.attributed_images * rows * len(protocol.models) * height * width * 4
+    assert EvaluationContext.map_cache_bytes >= needed
