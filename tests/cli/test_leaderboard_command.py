@@ -39,7 +39,7 @@ from gradsum.contract import (
 from gradsum.evaluation.checks.granularity import GRANULARITY_TABLE
 from gradsum.evaluation.verdicts import criteria_from_frame
 from gradsum.leaderboard.formats import BOARD_JSON
-from gradsum.leaderboard.ladder import LADDER
+from gradsum.leaderboard.ladder import LADDER, ladder_steps
 from gradsum.leaderboard.layers import swept_label
 from gradsum.leaderboard.protocol import builtin_protocols, load_protocol, protocol_hash
 from gradsum.leaderboard.runner import LAYER_SWEEP_DIR
@@ -248,14 +248,30 @@ def workflow_commands(job: str, **values: str) -> list[list[str]]:
     ]
 
 
-def test_the_ci_example_one_job_per_seed_then_ranking_gives_the_one_call_tables(tiny: Tiny) -> None:
-    # docs/ci/gradsum-leaderboard.yml's commands as written, on the tiny protocol: each training seed's job
-    # (seed 0's also runs its ladder), then the ranking job; models are reused, every result made afresh
+def test_the_ci_example_one_job_per_seed_and_ladder_step_then_ranking_gives_the_one_call_tables(
+    tiny: Tiny,
+) -> None:
+    # docs/ci/gradsum-leaderboard.yml's commands as written, on the tiny protocol: each training seed's job,
+    # each ladder step's job, then the ranking job; models are reused, every result made afresh
     results = tiny.root / "steps"
     where = tiny.args(results)[3:]  # --add, --methods, --data, --models, --results of this test
-    for seed in load_protocol(tiny.protocol).training_seeds:
+    protocol = load_protocol(tiny.protocol)
+    for seed in protocol.training_seeds:
         [command] = workflow_commands("seed", seed=str(seed), PROTOCOL=str(tiny.protocol))
         assert main([*command, *where]) == 0
+    assert not list(results.glob("tiny-ladder-*")), "a seed's job ran a ladder step"
+    seed_zero = (tiny.seed_folder(0, results) / MANIFEST).read_bytes()
+    steps = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))["jobs"]["ladder"]["strategy"]["matrix"][
+        "step"
+    ]
+    # the workflow's matrix names every step of synth-v1's ladder; the tiny protocol's are a subset
+    assert steps == ladder_steps(load_protocol("synth-v1"))
+    for step in ladder_steps(protocol):
+        [command] = workflow_commands("ladder", step=step, PROTOCOL=str(tiny.protocol))
+        assert main([*command, *where]) == 0
+        assert len(list(results.glob(f"tiny-ladder-{step}*-seed0"))) == 1
+    # the ladder's jobs reuse the first seed's results
+    assert (tiny.seed_folder(0, results) / MANIFEST).read_bytes() == seed_zero
     [command] = workflow_commands("rank", PROTOCOL=str(tiny.protocol))
     assert main([*command, *where]) == 0
     assert tiny.board(results).read_bytes() == tiny.board().read_bytes()
@@ -304,6 +320,8 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Captu
     assert "--seeds: [1]; need distinct training seeds of protocol tiny: [0, 2]" in error_line(capsys)
     assert main([*base, "--methods", "null:random"]) == 2
     assert "--methods: null:random not scored by protocol tiny" in error_line(capsys)
+    assert main([*base, "--ladder", "fog"]) == 2
+    assert "--ladder: fog not a step of protocol tiny's ladder; valid: clean, camera" in error_line(capsys)
 
     # a data folder rendered otherwise than the protocol says: refused naming its manifest, nothing runs
     data = tmp_path / "data"

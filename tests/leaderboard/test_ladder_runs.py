@@ -29,8 +29,10 @@ from gradsum.leaderboard.ladder import (
     ladder_configs,
     ladder_count,
     ladder_figure,
+    ladder_steps,
     ladder_summary,
     ladder_table,
+    select_ladder,
     write_ladder,
 )
 from gradsum.leaderboard.protocol import (
@@ -130,6 +132,23 @@ def split_files(root: Path, split: str) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and f"/{split}/" in str(p)
     }
+
+
+def test_a_ladder_is_selected_by_step_and_an_unknown_step_lists_the_valid_ones() -> None:
+    protocol = tiny_protocol(ladder_seeds=(2, 0))
+    runs = ladder_configs(protocol, [{"method": "gradcam"}])
+    assert ladder_steps(protocol) == [CLEAN, "shadows", "camera"]
+    assert select_ladder(protocol, runs, None) == runs
+    assert select_ladder(protocol, runs, []) == []
+    chosen = select_ladder(protocol, runs, ["camera", CLEAN])
+    assert [(r.knob, r.level, r.seed) for r in chosen] == [
+        (k, lv, s) for s in (2, 0) for k, lv in [(CLEAN, 0), ("camera", 1), ("camera", 3)]
+    ]
+    with pytest.raises(
+        SpecError,
+        match="--ladder: fog, weather not a step of protocol tiny's ladder; valid: clean, shadows, camera",
+    ):
+        select_ladder(protocol, runs, ["fog", "camera", "weather"])
 
 
 @pytest.mark.parametrize("knob", ["shadows", "occlusion"])

@@ -183,6 +183,27 @@ def ladder_configs(
     ]
 
 
+def ladder_steps(protocol: Protocol) -> list[str]:
+    """The names a ladder's runs can be selected by: CLEAN (the level-0 run) and each knob (its levels)."""
+    return [CLEAN, *(protocol.ladder.knobs if protocol.ladder is not None else ())]
+
+
+def select_ladder(
+    protocol: Protocol, runs: Sequence[LadderRun], steps: Sequence[str] | None
+) -> list[LadderRun]:
+    """The runs of `steps` (CLEAN or knobs; None: every run), so that a ladder can be split over CI jobs."""
+    if steps is None:
+        return list(runs)
+    valid = ladder_steps(protocol)
+    unknown = [step for step in steps if step not in valid]
+    if unknown:
+        raise SpecError(
+            f"--ladder: {', '.join(unknown)} not a step of protocol {protocol.name}'s ladder; valid: "
+            f"{', '.join(valid)}"
+        )
+    return [run for run in runs if run.knob in steps]
+
+
 def _ladder_config(
     protocol: Protocol, base: RunConfig, seed: int, knob: str, level: int, mixed_path: str
 ) -> RunConfig:

@@ -37,7 +37,7 @@ from gradsum.evaluation.verdicts import criteria_from_frame
 from gradsum.fileio import read_json_object
 from gradsum.leaderboard.board import Board, build_board
 from gradsum.leaderboard.formats import write_boards
-from gradsum.leaderboard.ladder import ladder_configs, ladder_table, write_ladder
+from gradsum.leaderboard.ladder import ladder_configs, ladder_table, select_ladder, write_ladder
 from gradsum.leaderboard.layers import with_swept_rows
 from gradsum.leaderboard.page import write_leaderboard_report
 from gradsum.leaderboard.preflight import preflight
@@ -238,14 +238,17 @@ def run_leaderboard(
     methods: Sequence[str] | None = None,
     add: Sequence[str | Path] = (),
     device: str | None = None,
+    ladder: Sequence[str] | None = None,
     assemble_only: bool = False,
     progress: bool = False,
 ) -> Path | None:
     """Run `protocol` (each training seed's config, reusing complete folders) and write its boards.
 
     `methods` restricts the scored methods to these names; `add` imports files whose methods join them;
-    `assemble_only` runs nothing and ranks the seeds' folders as they are. Returns the leaderboard folder
-    (None on a `torchrun` rank other than 0, which takes part in the runs only).
+    `ladder` runs only these steps of the difficulty ladder (`ladder.ladder_steps`: "clean" or a knob; an
+    empty sequence: none; None: all); `assemble_only` runs nothing and ranks the seeds' folders as they
+    are. Returns the leaderboard folder (None on a `torchrun` rank other than 0, which takes part in the runs
+    only).
     """
     added = add_methods(add)
     chosen = select_methods(protocol, methods, added)
@@ -266,12 +269,14 @@ def run_leaderboard(
             dataclasses.replace(step, config=dataclasses.replace(step.config, device=device))
             for step in ladder_runs
         ]
+    # the boards' ladder table waits for every run; this call runs the chosen steps only
+    chosen_steps = select_ladder(protocol, ladder_runs, ladder)
     if assemble_only:
         # every rank of a torchrun would write the same files at once
         if not world_from_environment().leader:
             return None
     else:
-        every = [*configs.values(), *(step.config for step in ladder_runs)]
+        every = [*configs.values(), *(step.config for step in chosen_steps)]
         # refused before anything is rendered or trained: a set rendered otherwise, results of another protocol
         refuse_rendered_otherwise(every)
         for config in every:
@@ -287,7 +292,7 @@ def run_leaderboard(
                     world, functools.partial(_with_swept_rows, config, protocol, world, record)
                 )
                 _run_once(world, swept, f"seed {seed}", progress)
-            for step in ladder_runs:
+            for step in chosen_steps:
                 _run_once(world, step.config, f"ladder {step.knob} {step.level} seed {step.seed}", progress)
         if not world.leader:
             return None

@@ -43,6 +43,14 @@ def _add(parser: argparse.ArgumentParser) -> None:
         default="results",
         help="results root: seed folders and <protocol>/ boards (default: results)",
     )
+    steps = parser.add_mutually_exclusive_group()
+    steps.add_argument(
+        "--ladder",
+        nargs="+",
+        metavar="STEP",
+        help="run only these steps of the difficulty ladder: clean or a knob (default: every step)",
+    )
+    steps.add_argument("--no-ladder", action="store_true", help="run no step of the difficulty ladder")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument(
         "--assemble-only",
@@ -65,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         methods=args.methods,
         add=args.add,
         device=args.device,
+        ladder=[] if args.no_ladder else args.ladder,
         assemble_only=args.assemble_only,
         progress=True,
     )
