@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
+import tqdm
 from torch import Tensor
 
 from gradsum.attribution import METHODS, attribute
-from gradsum.attribution.methods.cam import FAST, SPECS
+from gradsum.attribution.methods.cam import FAST, LIBRARY_BAR_MODULES, SPECS
 from gradsum.errors import AttributionError
 
 LIBRARY = sorted(SPECS)
@@ -39,6 +42,17 @@ def test_methods_without_fast_path_keep_their_plain_name(cnn: torch.nn.Module, i
     lib = attribute(cnn, images[:2], "lib:eigencam")
     assert torch.equal(plain.maps, lib.maps)
     assert "finercam" not in METHODS
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_the_librarys_per_call_bars_stay_out_of_the_log(
+    method: str, cnn: torch.nn.Module, images: Tensor, capfd: pytest.CaptureFixture[str]
+) -> None:
+    modules = [importlib.import_module(name) for name in LIBRARY_BAR_MODULES]
+    attribute(cnn, images[:1], method)
+    assert "it/s" not in capfd.readouterr().err
+    # the library's modules are as they were: a direct call still draws its bar
+    assert all(module.tqdm is tqdm for module in modules)
 
 
 def test_shapleycam_refuses_token_layers(

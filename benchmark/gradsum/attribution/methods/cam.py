@@ -10,13 +10,16 @@ similar classes, and a one-output head has none.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
 import torch
+import tqdm
 from torch import Tensor, nn
 
 from gradsum.attribution.adapters import OutputSelector, to_grid
@@ -206,7 +209,8 @@ class LibraryCAM(Method):
         )
         self.spec.configure(cam, self.options)
         try:
-            maps = cam(input_tensor=images, targets=[SignedOutput(float(s)) for s in signs.tolist()])
+            with _without_library_bars():
+                maps = cam(input_tensor=images, targets=[SignedOutput(float(s)) for s in signs.tolist()])
         except (RuntimeError, ValueError, AttributeError, IndexError) as error:
             # pytorch-grad-cam has no exception type of its own: a layer or batch it cannot handle surfaces
             # as one of these from torch, numpy or sklearn inside it; our own callbacks (reshape, targets)
@@ -220,6 +224,31 @@ class LibraryCAM(Method):
             store.release()
             cam.outputs = None
         return torch.from_numpy(maps).to(device=images.device, dtype=torch.float32)
+
+
+#: pytorch-grad-cam modules that draw a tqdm bar in every call (per image, over channel batches): thousands
+#: of bars in a run's log (24,000 in one leaderboard seed's), beside the pipeline's own
+LIBRARY_BAR_MODULES = (
+    "pytorch_grad_cam.score_cam",
+    "pytorch_grad_cam.ablation_cam",
+    "pytorch_grad_cam.ablation_cam_multilayer",
+)
+
+
+@contextlib.contextmanager
+def _without_library_bars() -> Iterator[None]:
+    """The library's per-call bars disabled while the block runs, its modules as they were after it."""
+    modules = [importlib.import_module(name) for name in LIBRARY_BAR_MODULES]
+    # getattr and setattr: the library's modules import tqdm without declaring it for type checkers
+    saved = [getattr(module, "tqdm") for module in modules]  # noqa: B009
+    quiet = types.SimpleNamespace(tqdm=partial(tqdm.tqdm, disable=True))
+    for module in modules:
+        setattr(module, "tqdm", quiet)  # noqa: B010
+    try:
+        yield
+    finally:
+        for module, bar in zip(modules, saved, strict=True):
+            setattr(module, "tqdm", bar)  # noqa: B010
 
 
 def _library_class(spec: LibrarySpec, plain: bool) -> type[Method]:
