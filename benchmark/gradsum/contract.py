@@ -44,6 +44,9 @@ PROTOCOL_KEY = "protocol"
 FINGERPRINT = "run.json"
 #: The finished shards, one folder each (`shards/00003/`).
 SHARDS = "shards"
+#: The finished trust checks, one folder each (`checks/causal/`): the check's result and the evaluation
+#: settings it was computed with.
+FINISHED_CHECKS = "checks"
 
 # --- Files of a model folder and of its training state ------------------------------------------------
 

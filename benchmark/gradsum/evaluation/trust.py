@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pandas as pd
 
@@ -48,15 +49,39 @@ class TrustReport:
         return tables
 
 
-def run_checks(context: EvaluationContext, checks: Sequence[str]) -> TrustReport:
-    """Run the named checks (unknown names are refused before any runs) and judge every method."""
+class FinishedChecks(Protocol):
+    """Where a run keeps each check's result as it finishes, so that a killed run resumes after it."""
+
+    def load(self, name: str) -> tuple[CheckResult, float] | None:
+        """Check `name`'s result and seconds, when it finished with the same settings; else None."""
+
+    def save(self, name: str, result: CheckResult, seconds: float) -> None:
+        """Keep check `name`'s result and the seconds it took."""
+
+
+def run_checks(
+    context: EvaluationContext, checks: Sequence[str], finished: FinishedChecks | None = None
+) -> TrustReport:
+    """Run the named checks (unknown names are refused before any runs) and judge every method.
+
+    With `finished`, a check that finished before (an interrupted run) is read back instead of run, and
+    each check is kept there as it finishes: a check's figures depend on the context alone, never on the
+    checks before it (what they leave in `context.cache` is recomputed when missing).
+    """
     factories = {name: CHECKS.get(name, "checks") for name in checks}
     results, seconds = {}, {}
     for name, factory in factories.items():
+        kept = finished.load(name) if finished is not None else None
+        if kept is not None:
+            results[name], seconds[name] = kept
+            log.info("trust check %s: kept from an interrupted run (%.1f s then)", name, seconds[name])
+            continue
         log.info("trust check %s on %d images ...", name, len(context.indices))
         start = time.perf_counter()
         results[name] = factory().run(context)
         seconds[name] = round(time.perf_counter() - start, 2)
         log.info("trust check %s done in %.1f s", name, seconds[name])
+        if finished is not None:
+            finished.save(name, results[name], seconds[name])
     roles = {m.name: m.role for methods in context.plan.values() for m in methods}
     return TrustReport(results, trust_table(results, roles, context.n_resamples, context.seed), seconds)

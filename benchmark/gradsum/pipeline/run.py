@@ -43,7 +43,13 @@ from gradsum.pipeline.shards import (
     open_work_folder,
     run_fingerprint,
 )
-from gradsum.pipeline.trust import evaluation_context, seed_twins, shuffled_twins, write_trust_tables
+from gradsum.pipeline.trust import (
+    evaluation_context,
+    evaluation_settings,
+    seed_twins,
+    shuffled_twins,
+    write_trust_tables,
+)
 from gradsum.report import write_report
 from gradsum.utils import resolve_device, seed_everything
 
@@ -73,7 +79,8 @@ def run(
     """Run the whole pipeline for `config` and return the results folder (`progress`: show bars).
 
     Under `torchrun` the ranks share the attribution stage and rank 0 writes the results. An interrupted
-    run started again with the same config resumes from its finished shards; `fresh` discards them.
+    run started again with the same config resumes from its finished shards and checks; `fresh` discards
+    them.
     """
     check_names(config)
     device = resolve_device(config.device)
@@ -140,7 +147,8 @@ def _run(config: RunConfig, target_dir: Path, world: World, device: str, progres
     trust = None
     if evaluation is not None:
         with stage("evaluation"):
-            trust = run_checks(evaluation, config.evaluation.checks)
+            finished = work.finished_checks(evaluation_settings(config, twins, seeds))
+            trust = run_checks(evaluation, config.evaluation.checks, finished)
     study = None
     if evaluation is not None and config.labels is not None:
         with stage("label quality"):

@@ -4,13 +4,16 @@ The split is cut into shards of `shard_size` consecutive images. Each finished s
 the run's work folder (`results/.<name>.work/shards/00003/`), written under a temporary name and renamed
 when complete, so a run killed at any moment (SIGKILL included) and started again with the same command
 finds every finished shard whole and recomputes only the interrupted one. The work folder also holds the
-run's fingerprint; a resume with a different configuration is refused with the fields that changed.
+run's fingerprint; a resume with a different configuration is refused with the fields that changed. The
+trust checks that finished are kept there too (`CheckFolder`), so a run killed during its evaluation
+resumes after its last finished check.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 import time
 from collections.abc import Mapping
@@ -23,9 +26,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gradsum.contract import FINGERPRINT, PARQUET, SHARDS, TableSchema, read_table, write_table
+from gradsum.contract import (
+    FINGERPRINT,
+    FINISHED_CHECKS,
+    PARQUET,
+    SHARDS,
+    TableSchema,
+    read_table,
+    write_table,
+)
 from gradsum.dataspec import changed_fields
 from gradsum.errors import ResultsError
+from gradsum.evaluation.base import CheckResult
 from gradsum.fileio import atomic_directory, atomic_write_json, read_json_object
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import RunConfig
@@ -87,6 +99,10 @@ class WorkFolder:
                 write_table(staging, _shard_table(name), table)
         return self.shard_path(shard)
 
+    def finished_checks(self, settings: Mapping[str, Any]) -> CheckFolder:
+        """The trust checks this run finished with evaluation `settings`, and where the next ones go."""
+        return CheckFolder(self.root / FINISHED_CHECKS, settings)
+
     def read(self, shard: int) -> dict[str, pd.DataFrame]:
         """A finished shard's tables."""
         folder = self.shard_path(shard)
@@ -101,6 +117,49 @@ class WorkFolder:
     def remove(self) -> None:
         """Delete the work folder (the run's results are complete)."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+#: A finished check's files in its folder (`checks/<name>/`).
+CHECK_RESULT = "result.pkl"
+CHECK_SETTINGS = "settings.json"
+
+
+@dataclass(frozen=True)
+class CheckFolder:
+    """The finished trust checks of a run's work folder (`evaluation.trust.FinishedChecks`).
+
+    A check's folder holds its result (pickled: the run's own files, read back by the run that wrote them,
+    with the library versions the work folder's fingerprint pins) and the evaluation settings it was
+    computed with; a check of other settings is run again.
+    """
+
+    root: Path
+    settings: Mapping[str, Any]
+
+    def load(self, name: str) -> tuple[CheckResult, float] | None:
+        folder = self.root / name
+        if not (folder / CHECK_RESULT).is_file() or not (folder / CHECK_SETTINGS).is_file():
+            return None
+        recorded = read_json_object(folder / CHECK_SETTINGS, ResultsError, "finished check settings")
+        if recorded.get("settings") != _as_json(self.settings):
+            log.info("%s: computed with other evaluation settings; the check runs again", folder)
+            return None
+        result = pickle.loads((folder / CHECK_RESULT).read_bytes())
+        if not isinstance(result, CheckResult):
+            raise ResultsError(f"{folder / CHECK_RESULT}: no check result; delete {folder} to run it again")
+        return result, float(recorded["seconds"])
+
+    def save(self, name: str, result: CheckResult, seconds: float) -> None:
+        with atomic_directory(self.root / name, overwrite=True) as staging:
+            (staging / CHECK_RESULT).write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+            atomic_write_json(
+                staging / CHECK_SETTINGS, {"settings": _as_json(self.settings), "seconds": seconds}
+            )
+
+
+def _as_json(value: Mapping[str, Any]) -> Any:
+    """`value` as it reads back from JSON (tuples as lists, paths and other objects as text)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def open_work_folder(results: Path, fingerprint: Mapping[str, Any], fresh: bool = False) -> WorkFolder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from gradsum.contract import table_schema, write_table
 from gradsum.errors import SpecError
@@ -74,6 +75,18 @@ def seed_twins(
     return {
         name: ensure_model(seed_twin_entry(entries[name]), config, truthset_root, device, train=train)
         for name in config.evaluation.seed_twins
+    }
+
+
+def evaluation_settings(
+    config: RunConfig, twins: Mapping[str, LoadedModel], seeds: Mapping[str, LoadedModel]
+) -> dict[str, Any]:
+    """What a finished check depends on beyond the work folder's fingerprint (which pins the images,
+    models, methods and targets): the evaluation settings and the sanity check's twins' weights."""
+    return {
+        "evaluation": dataclasses.asdict(config.evaluation),
+        "shuffled_twins": {name: model.card.get("weights_sha256") for name, model in twins.items()},
+        "seed_twins": {name: model.card.get("weights_sha256") for name, model in seeds.items()},
     }
 
 
