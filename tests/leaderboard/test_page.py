@@ -16,13 +16,14 @@ import pytest
 from gradsum.cli import main
 from gradsum.contract import MANIFEST, PLOTS, REPORT, write_table
 from gradsum.errors import GradSUMError, UnknownNameError
-from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, PASS, UNINFORMATIVE
+from gradsum.evaluation.verdicts import FAIL, INCONCLUSIVE, NOT_RUN, PASS, UNINFORMATIVE
 from gradsum.leaderboard.board import EXPECTED_ORDER
 from gradsum.leaderboard.formats import BOARD_JSON, BOARD_LATEX, BOARD_MARKDOWN, read_boards
 from gradsum.leaderboard.ladder import FIGURE_FORMATS, LADDER
 from gradsum.leaderboard.page import (
     LADDER_SECTION,
     VERDICT_COLOURS,
+    VERDICTS_ONLY,
     board_table,
     figure_stem,
     is_leaderboard_folder,
@@ -211,6 +212,31 @@ def test_the_figure_draws_each_rows_margin_and_ci_in_rank_order(folder: Path) ->
     np.testing.assert_allclose(spans, [(0.4, 0.44), (0.05, 0.2), (-0.35, -0.25)])
     with pytest.raises(UnknownNameError, match="'hybrid': no board of it; valid: cnn, vit"):
         margin_figure(boards, "hybrid")
+
+
+def test_a_criterion_without_margins_shows_its_verdicts_at_zero(tmp_path: Path) -> None:
+    # a check judged over models (sanity) has a verdict per row and no margin
+    board = _board("pilotnet", "cnn", "steering", EXPECTED_ORDER, keys=KEYS[:1])
+    board["criteria"].append("sanity")
+    verdicts = [PASS, FAIL, INCONCLUSIVE, None]
+    for row, verdict in zip(board["rows"], verdicts, strict=True):
+        row["criteria"]["sanity"] = {
+            "verdict": verdict, "margin": None, "margin_ci_low": None, "margin_ci_high": None,
+            "margin_null": None, "rank": 1.0,
+        }  # fmt: skip
+    folder = tmp_path / "synth-v1"
+    folder.mkdir()
+    (folder / BOARD_JSON).write_text(
+        json.dumps({"protocol": {"name": "synth-v1", "hash": "ab" * 32}, "boards": [board]})
+    )
+    boards, _ = read_boards(folder)
+    _, sanity = margin_figure(boards, "cnn").axes
+    assert sanity.get_title() == f"pilotnet · steering: sanity ({VERDICTS_ONLY})"
+    points = sanity.collections[-1]
+    np.testing.assert_allclose(points.get_offsets(), [(0.0, y) for y in range(len(verdicts))])
+    colours = [VERDICT_COLOURS[v or NOT_RUN] for v in verdicts]
+    np.testing.assert_allclose(points.get_facecolors(), [_rgba(c) for c in colours])
+    assert not sanity.containers  # no whiskers
 
 
 def _rgba(colour: str) -> tuple[float, ...]:

@@ -214,13 +214,23 @@ def headlines(boards: Sequence[Board]) -> str:
     )
 
 
+#: The panel title's note for a criterion judged without a margin (a check over models, such as sanity):
+#: its verdicts stand at 0.
+VERDICTS_ONLY = "verdicts only, no margin"
+
+
 def _panel(ax: Axes, board: Board, key: str) -> None:
     rows = board.rows
     y = np.arange(len(rows))
     stem = f"{key}_margin"
     margins = rows[stem].to_numpy(float)
-    errors = plots.ci_errors(margins, rows[f"{stem}_ci_low"], rows[f"{stem}_ci_high"])
-    ax.errorbar(margins, y, xerr=errors, fmt="none", ecolor="#444444", elinewidth=1, capsize=2)
+    title = f"{board.model} · {board.task}: {key}"
+    if np.isnan(margins).all():
+        margins = np.zeros(len(rows))
+        title += f" ({VERDICTS_ONLY})"
+    else:
+        errors = plots.ci_errors(margins, rows[f"{stem}_ci_low"], rows[f"{stem}_ci_high"])
+        ax.errorbar(margins, y, xerr=errors, fmt="none", ecolor="#444444", elinewidth=1, capsize=2)
     outcomes = [_text(v) or NOT_RUN for v in rows[f"{key}_verdict"]]
     ax.scatter(
         margins, y, c=[VERDICT_COLOURS.get(o, VERDICT_COLOURS[NOT_RUN]) for o in outcomes], zorder=3, s=18
@@ -228,7 +238,7 @@ def _panel(ax: Axes, board: Board, key: str) -> None:
     ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
     ax.set_yticks(y, [str(m) for m in rows["method"]], fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_title(f"{board.model} · {board.task}: {key}", fontsize=8)
+    ax.set_title(title, fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     ax.grid(axis="x", alpha=0.3)
 
