@@ -13,7 +13,7 @@ from gradsum.contract import CRITERIA_PER_IMAGE, FINISHED_CHECKS, TRUST, read_ta
 from gradsum.evaluation import CHECKS
 from gradsum.evaluation.base import CheckResult, EvaluationContext
 from gradsum.pipeline import config_from_dict, run
-from gradsum.pipeline.shards import CheckFolder, work_folder
+from gradsum.pipeline.shards import CHECK_RESULT, CheckFolder, work_folder
 
 CHECKED: dict[str, Any] = {
     "name": "checked",
@@ -84,3 +84,13 @@ def test_a_check_finished_with_other_settings_runs_again(tmp_path: Path) -> None
     assert kept[1] == 1.5
     assert CheckFolder(tmp_path, {"evaluation": {"images": 4, "checks": ("causal",)}}).load("causal") is None
     assert CheckFolder(tmp_path, {"evaluation": {"images": 3}}).load("localisation") is None
+
+
+def test_a_finished_check_that_no_longer_unpickles_runs_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = CheckFolder(tmp_path, {"evaluation": {"images": 3}})
+    folder.save("causal", CheckResult({}, pd.DataFrame({"model": ["m"]})), 1.0)
+    (tmp_path / "causal" / CHECK_RESULT).write_bytes(b"\x80\x05not a pickle")
+    assert folder.load("causal") is None
+    assert f"{CHECK_RESULT}: unreadable" in caplog.text and "the check runs again" in caplog.text

@@ -144,7 +144,12 @@ class CheckFolder:
         if recorded.get("settings") != _as_json(self.settings):
             log.info("%s: computed with other evaluation settings; the check runs again", folder)
             return None
-        result = pickle.loads((folder / CHECK_RESULT).read_bytes())
+        try:
+            result = pickle.loads((folder / CHECK_RESULT).read_bytes())
+        except (pickle.UnpicklingError, AttributeError, ImportError, EOFError, TypeError) as error:
+            # written by another version of the code (a class moved or changed): running it again is safe
+            log.warning("%s: unreadable (%s); the check runs again", folder / CHECK_RESULT, error)
+            return None
         if not isinstance(result, CheckResult):
             raise ResultsError(f"{folder / CHECK_RESULT}: no check result; delete {folder} to run it again")
         return result, float(recorded["seconds"])
