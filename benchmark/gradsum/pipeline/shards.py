@@ -180,7 +180,7 @@ def open_work_folder(results: Path, fingerprint: Mapping[str, Any], fresh: bool 
         work.remove()
     if recorded_path.is_file():
         recorded = read_json_object(recorded_path, ResultsError, "run fingerprint")
-        wanted = json.loads(json.dumps(fingerprint, default=str))
+        wanted = _as_json(fingerprint)
         if changed := changed_fields(recorded, wanted):
             raise ResultsError(
                 f"{work.root}: an interrupted run with another configuration is waiting to be resumed "
