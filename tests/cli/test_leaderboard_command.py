@@ -219,7 +219,13 @@ def test_the_ladder_judges_the_first_seeds_models_at_each_level(tiny: Tiny) -> N
     # the clean run stands at level 0; camera level 3 is the one step; seed 0's model only
     assert sorted(set(zip(ladder["knob"], ladder["level"], strict=True))) == [("camera", 0), ("camera", 3)]
     assert set(ladder["model"]) == {"cnn"} and set(ladder["seed"]) == {0}
-    assert {"gradcam", "null:random"} <= set(ladder["method"])
+    assert {"gradcam", SWEPT_GRADCAM, "null:random"} <= set(ladder["method"])
+    # the swept row at the layer seed 0's sweep picked, the one its board row ran at
+    seed_manifest = json.loads((tiny.seed_folder(0) / MANIFEST).read_text())
+    [picked] = [m for m in seed_manifest["methods"] if m["label"] == SWEPT_GRADCAM]
+    for step in ("clean", "camera3"):
+        manifest = json.loads((tiny.results / f"tiny-ladder-{step}-seed0" / MANIFEST).read_text())
+        assert [m for m in manifest["methods"] if m["label"] == SWEPT_GRADCAM] == [picked]
     assert (folder / PLOTS / "ladder_cnn.png").is_file()
     assert "ladder" in (folder / REPORT).read_text().lower()
 

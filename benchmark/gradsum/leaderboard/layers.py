@@ -113,18 +113,19 @@ def sweep_table(config: RunConfig, sweep: LayerSweep, methods: Sequence[str], de
     return granularity_table(context, GranularityOptions(tuple(methods)))
 
 
-def with_swept_rows(
+def swept_rows(
     config: RunConfig, protocol: Protocol, device: str, record: Path | None = None
-) -> RunConfig:
-    """`config` with the swept rows added to its methods (none where the protocol sweeps no layer).
+) -> tuple[PlannedMethod, ...]:
+    """The swept rows of `config`'s trained models (`swept_entries`; none where the protocol sweeps no
+    layer), to add to its methods and to those of the ladder runs that judge the same models.
 
     `record`, when given, is a folder that receives the sweep's table (`granularity.csv`), so the picks
     can be read beside the boards.
     """
     methods = swept_methods(protocol)
     if not methods or protocol.layer_sweep is None:
-        return config
+        return ()
     table = sweep_table(config, protocol.layer_sweep, methods, device)
     if record is not None:
         write_table(record, GRANULARITY_TABLE, table)
-    return dataclasses.replace(config, methods=(*config.methods, *swept_entries(pick_layers(table), methods)))
+    return swept_entries(pick_layers(table), methods)

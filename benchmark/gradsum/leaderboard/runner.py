@@ -32,13 +32,13 @@ from gradsum.errors import GradSUMError, ResultsError, SpecError
 from gradsum.evaluation.base import Criterion
 from gradsum.evaluation.controls import CONTROL_EXPLAINERS
 from gradsum.evaluation.nulls import NULL_EXPLAINERS
-from gradsum.evaluation.planned import METHOD
+from gradsum.evaluation.planned import METHOD, PlannedMethod
 from gradsum.evaluation.verdicts import criteria_from_frame
 from gradsum.fileio import read_json_object
 from gradsum.leaderboard.board import Board, build_board
 from gradsum.leaderboard.formats import write_boards
 from gradsum.leaderboard.ladder import ladder_configs, ladder_table, select_ladder, write_ladder
-from gradsum.leaderboard.layers import with_swept_rows
+from gradsum.leaderboard.layers import swept_rows
 from gradsum.leaderboard.page import write_leaderboard_report
 from gradsum.leaderboard.preflight import preflight
 from gradsum.leaderboard.protocol import Protocol, check_protocol, protocol_hash, run_configs
@@ -286,14 +286,17 @@ def run_leaderboard(
         with joined("cpu") as world:
             # a method that cannot run on a protocol model is named now, not after a seed's trainings
             _leader_value(world, functools.partial(preflight, protocol, chosen))
+            swept: dict[int, tuple[PlannedMethod, ...]] = {}
             for seed, config in configs.items():
                 record = folder / LAYER_SWEEP_DIR / f"seed{seed}"
-                swept = _leader_value(
-                    world, functools.partial(_with_swept_rows, config, protocol, world, record)
+                swept[seed] = _leader_value(
+                    world, functools.partial(_swept_rows, config, protocol, world, record)
                 )
-                _run_once(world, swept, f"seed {seed}", progress)
+                _run_once(world, _with_methods(config, swept[seed]), f"seed {seed}", progress)
             for step in chosen_steps:
-                _run_once(world, step.config, f"ladder {step.knob} {step.level} seed {step.seed}", progress)
+                # a ladder run judges its seed's models, so at the layers that seed's sweep picked too
+                what = f"ladder {step.knob} {step.level} seed {step.seed}"
+                _run_once(world, _with_methods(step.config, swept[step.seed]), what, progress)
         if not world.leader:
             return None
     boards = assemble(protocol, folders)
@@ -342,9 +345,16 @@ def _maybe(path: str | Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _with_swept_rows(config: RunConfig, protocol: Protocol, world: World, record: Path) -> RunConfig:
-    """`config` with the swept CAM rows (`layers.with_swept_rows`) on this rank's device."""
-    return with_swept_rows(config, protocol, world.device(resolve_device(config.device)), record)
+def _swept_rows(
+    config: RunConfig, protocol: Protocol, world: World, record: Path
+) -> tuple[PlannedMethod, ...]:
+    """`layers.swept_rows` of `config`'s models on this rank's device."""
+    return swept_rows(config, protocol, world.device(resolve_device(config.device)), record)
+
+
+def _with_methods(config: RunConfig, methods: Sequence[PlannedMethod]) -> RunConfig:
+    """`config` scoring `methods` too."""
+    return dataclasses.replace(config, methods=(*config.methods, *methods))
 
 
 def _run_once(world: World, config: RunConfig, what: str, progress: bool) -> None:
