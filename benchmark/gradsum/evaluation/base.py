@@ -11,9 +11,11 @@ model × method, the figures the trust table shows. The roles and `PlannedMethod
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,6 +39,21 @@ from gradsum.models.loaded import LoadedModel
 from gradsum.registry import Registry
 from gradsum.truthsets import TruthSet
 from gradsum.truthsets.base import Sample, sample_id
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class FinishedParts(Protocol):
+    """Where a run keeps the parts of a long check's work as they finish (one model's share of the sanity
+    or ROAD check), so that a run killed during the check resumes after its last finished part."""
+
+    def load_part(self, check: str, part: str) -> tuple[Any, float] | None:
+        """What part `part` of check `check` returned and the seconds it took, when it finished with the same
+        settings; else None."""
+
+    def save_part(self, check: str, part: str, value: Any, seconds: float) -> None:
+        """Keep what part `part` of check `check` returned and the seconds it took."""
 
 
 @dataclass
@@ -66,8 +83,29 @@ class EvaluationContext:
     #: every map of a synth-v1 evaluation (200 images × 48 rows × 6 models at 96×192 is 4.2 GB), since at
     #: 1 GiB its localisation check recomputed three maps in four (987 s of a seed's run)
     map_cache_bytes: int = 6 << 30
+    #: where the parts of a check are kept as they finish (`part`); None: nowhere, a killed check restarts
+    finished_parts: FinishedParts | None = None
+    #: check name → the seconds its parts read back from an interrupted run took then
+    kept_seconds: dict[str, float] = field(default_factory=dict)
     _maps: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _cached_bytes: int = 0
+
+    def part(self, check: str, part: str, compute: Callable[[], T]) -> T:
+        """`compute()`, one part of check `check`'s work (one model's share), read back instead where an
+        interrupted run finished it (`finished_parts`) and kept as it finishes. The part must depend on
+        nothing the check computed before it: every draw of a check is seeded by the run and the image."""
+        if self.finished_parts is None:
+            return compute()
+        kept = self.finished_parts.load_part(check, part)
+        if kept is not None:
+            value, seconds = kept
+            self.kept_seconds[check] = self.kept_seconds.get(check, 0.0) + seconds
+            log.info("trust check %s: %s kept from an interrupted run (%.1f s then)", check, part, seconds)
+            return value
+        start = time.perf_counter()
+        value = compute()
+        self.finished_parts.save_part(check, part, value, round(time.perf_counter() - start, 2))
+        return value
 
     def sample_batches(self, size: int | None = None) -> Iterator[tuple[list[str], list[Sample], list[int]]]:
         """(ids, samples, indices) over the evaluated images, each sample read once."""

@@ -17,7 +17,7 @@ from typing import Protocol
 import pandas as pd
 
 from gradsum.contract import CRITERIA, CRITERIA_PER_IMAGE, RECOMMENDATIONS, TRUST
-from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext
+from gradsum.evaluation.base import CHECKS, CheckResult, EvaluationContext, FinishedParts
 from gradsum.evaluation.verdicts import criteria_frame, criteria_per_image, recommend, trust_table
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ class TrustReport:
         return tables
 
 
-class FinishedChecks(Protocol):
-    """Where a run keeps each check's result as it finishes, so that a killed run resumes after it."""
+class FinishedChecks(FinishedParts, Protocol):
+    """Where a run keeps each check's result as it finishes, and the parts of a long check
+    (`EvaluationContext.part`), so that a killed run resumes after the last of them."""
 
     def load(self, name: str) -> tuple[CheckResult, float] | None:
         """Check `name`'s result and seconds, when it finished with the same settings; else None."""
@@ -66,22 +67,30 @@ def run_checks(
 
     With `finished`, a check that finished before (an interrupted run) is read back instead of run, and
     each check is kept there as it finishes: a check's figures depend on the context alone, never on the
-    checks before it (what they leave in `context.cache` is recomputed when missing).
+    checks before it (what they leave in `context.cache` is recomputed when missing). The parts of a long
+    check are kept there too while these checks run (`context.finished_parts`); a check's seconds include
+    those its parts took in the interrupted run.
     """
     factories = {name: CHECKS.get(name, "checks") for name in checks}
     results, seconds = {}, {}
-    for name, factory in factories.items():
-        kept = finished.load(name) if finished is not None else None
-        if kept is not None:
-            results[name], seconds[name] = kept
-            log.info("trust check %s: kept from an interrupted run (%.1f s then)", name, seconds[name])
-            continue
-        log.info("trust check %s on %d images ...", name, len(context.indices))
-        start = time.perf_counter()
-        results[name] = factory().run(context)
-        seconds[name] = round(time.perf_counter() - start, 2)
-        log.info("trust check %s done in %.1f s", name, seconds[name])
-        if finished is not None:
-            finished.save(name, results[name], seconds[name])
+    before = context.finished_parts
+    context.finished_parts = finished if finished is not None else before
+    try:
+        for name, factory in factories.items():
+            kept = finished.load(name) if finished is not None else None
+            if kept is not None:
+                results[name], seconds[name] = kept
+                log.info("trust check %s: kept from an interrupted run (%.1f s then)", name, seconds[name])
+                continue
+            log.info("trust check %s on %d images ...", name, len(context.indices))
+            start = time.perf_counter()
+            results[name] = factory().run(context)
+            elapsed = time.perf_counter() - start + context.kept_seconds.pop(name, 0.0)
+            seconds[name] = round(elapsed, 2)
+            log.info("trust check %s done in %.1f s", name, seconds[name])
+            if finished is not None:
+                finished.save(name, results[name], seconds[name])
+    finally:
+        context.finished_parts = before
     roles = {m.name: m.role for methods in context.plan.values() for m in methods}
     return TrustReport(results, trust_table(results, roles, context.n_resamples, context.seed), seconds)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ from gradsum.contract import (
 from gradsum.dataspec import changed_fields
 from gradsum.errors import ResultsError
 from gradsum.evaluation.base import CheckResult
-from gradsum.fileio import atomic_directory, atomic_write_json, read_json_object
+from gradsum.fileio import atomic_directory, atomic_write_bytes, atomic_write_json, read_json_object
 from gradsum.models.loaded import LoadedModel
 from gradsum.pipeline.config import RunConfig
 from gradsum.pipeline.distributed import World
@@ -119,18 +120,23 @@ class WorkFolder:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-#: A finished check's files in its folder (`checks/<name>/`).
+#: A finished check's files in its folder (`checks/<name>/`), and the folder of its finished parts while
+#: it runs (`checks/<name>/parts/<part>.pkl`, beside their settings).
 CHECK_RESULT = "result.pkl"
 CHECK_SETTINGS = "settings.json"
+CHECK_PARTS = "parts"
+_PICKLE_ERRORS = (pickle.UnpicklingError, AttributeError, ImportError, EOFError, TypeError)
 
 
 @dataclass(frozen=True)
 class CheckFolder:
-    """The finished trust checks of a run's work folder (`evaluation.trust.FinishedChecks`).
+    """The finished trust checks of a run's work folder, and the finished parts of the check that runs
+    (`evaluation.trust.FinishedChecks`).
 
     A check's folder holds its result (pickled: the run's own files, read back by the run that wrote them,
     with the library versions the work folder's fingerprint pins) and the evaluation settings it was
-    computed with; a check of other settings is run again.
+    computed with; a check of other settings is run again. A part (one model's share of a long check) is
+    kept the same way under the check's folder until the check finishes, which replaces the folder.
     """
 
     root: Path
@@ -138,20 +144,14 @@ class CheckFolder:
 
     def load(self, name: str) -> tuple[CheckResult, float] | None:
         folder = self.root / name
-        if not (folder / CHECK_RESULT).is_file() or not (folder / CHECK_SETTINGS).is_file():
+        if not (folder / CHECK_RESULT).is_file() or not self._same_settings(folder):
             return None
-        recorded = read_json_object(folder / CHECK_SETTINGS, ResultsError, "finished check settings")
-        if recorded.get("settings") != _as_json(self.settings):
-            log.info("%s: computed with other evaluation settings; the check runs again", folder)
-            return None
-        try:
-            result = pickle.loads((folder / CHECK_RESULT).read_bytes())
-        except (pickle.UnpicklingError, AttributeError, ImportError, EOFError, TypeError) as error:
-            # written by another version of the code (a class moved or changed): running it again is safe
-            log.warning("%s: unreadable (%s); the check runs again", folder / CHECK_RESULT, error)
+        result = _unpickled(folder / CHECK_RESULT, "the check runs again")
+        if result is None:
             return None
         if not isinstance(result, CheckResult):
             raise ResultsError(f"{folder / CHECK_RESULT}: no check result; delete {folder} to run it again")
+        recorded = read_json_object(folder / CHECK_SETTINGS, ResultsError, "finished check settings")
         return result, float(recorded["seconds"])
 
     def save(self, name: str, result: CheckResult, seconds: float) -> None:
@@ -160,6 +160,51 @@ class CheckFolder:
             atomic_write_json(
                 staging / CHECK_SETTINGS, {"settings": _as_json(self.settings), "seconds": seconds}
             )
+
+    def load_part(self, check: str, part: str) -> tuple[Any, float] | None:
+        folder = self.root / check / CHECK_PARTS
+        path = folder / _part_file(part)
+        if not path.is_file() or not self._same_settings(folder):
+            return None
+        kept = _unpickled(path, "the part runs again")
+        if kept is None:
+            return None
+        value, seconds = kept
+        return value, float(seconds)
+
+    def save_part(self, check: str, part: str, value: Any, seconds: float) -> None:
+        folder = self.root / check / CHECK_PARTS
+        if folder.is_dir() and not self._same_settings(folder):
+            shutil.rmtree(folder)  # parts of other settings: none of them is kept
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / CHECK_SETTINGS).is_file():
+            atomic_write_json(folder / CHECK_SETTINGS, {"settings": _as_json(self.settings)})
+        atomic_write_bytes(folder / _part_file(part), pickle.dumps((value, seconds), pickle.HIGHEST_PROTOCOL))
+
+    def _same_settings(self, folder: Path) -> bool:
+        """Whether `folder`'s settings file records these settings (logged when it records others)."""
+        if not (folder / CHECK_SETTINGS).is_file():
+            return False
+        recorded = read_json_object(folder / CHECK_SETTINGS, ResultsError, "finished check settings")
+        if recorded.get("settings") != _as_json(self.settings):
+            log.info("%s: computed with other evaluation settings; it runs again", folder)
+            return False
+        return True
+
+
+def _part_file(part: str) -> str:
+    """A part's file name (a part is named by its model, which may hold any character)."""
+    return f"{quote(part, safe='')}.pkl"
+
+
+def _unpickled(path: Path, then: str) -> Any | None:
+    """`path` unpickled, or None (with a warning saying what happens `then`) where it no longer unpickles."""
+    try:
+        return pickle.loads(path.read_bytes())
+    except _PICKLE_ERRORS as error:
+        # written by another version of the code (a class moved or changed): computing it again is safe
+        log.warning("%s: unreadable (%s); %s", path, error, then)
+        return None
 
 
 def _as_json(value: Mapping[str, Any]) -> Any:

@@ -24,6 +24,7 @@ once per map; option `max_images` bounds the cost.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -231,20 +232,18 @@ Curves = dict[tuple[str, str, str, str], list[np.ndarray]]
 
 
 def _perturb_model(
-    context: EvaluationContext,
-    model: LoadedModel,
-    options: PerturbationOptions,
-    curves: Curves,
-    scored: dict[str, list[str]],
-) -> None:
-    """Add the curves of every planned method of `model` over the context's images to `curves` (and the
-    images' ids, in curve order, to `scored[model.name]`)."""
+    context: EvaluationContext, model: LoadedModel, options: PerturbationOptions
+) -> tuple[Curves, list[str]]:
+    """The curves of every planned method of `model` over the context's images, and the images' ids in
+    curve order."""
     task = TASK_MEASURES.get(model.task, "task")
     target = resolve_target(context.targets.get(model.task), model.task)
     all_labels = _labels(context.truthset, model.task)
     measures = [m for m in task.measures if all_labels is not None or not m.needs_labels]
+    curves: Curves = defaultdict(list)
+    scored: list[str] = []
     for ids, images, labels, chunk in context.batches():
-        scored.setdefault(model.name, []).extend(ids)
+        scored.extend(ids)
         batch = context.model_input(model, images)
         original = model.predict(batch)
         signs = target.signs(original).cpu()
@@ -267,6 +266,7 @@ def _perturb_model(
                 for measure in measures:
                     key = (model.name, method.name, measure.name, order.name)
                     curves[key].append(measure.value(full, signs, truth).numpy())
+    return dict(curves), scored
 
 
 def _image_seed(context: EvaluationContext, index: int) -> int:
@@ -367,10 +367,14 @@ class PerturbationCheck(TrustCheck):
             log.info("perturbation: imputing the first %d of %d images", options.max_images, len(indices))
             indices = indices[: options.max_images]
         subset = replace(context, indices=indices)
-        curves: Curves = defaultdict(list)
+        curves: Curves = {}
         scored: dict[str, list[str]] = {}
         for model in context.models:
-            _perturb_model(subset, model, options, curves, scored)
+            # a model's curves are its share of the work: a killed run resumes after the last finished one
+            found, scored[model.name] = subset.part(
+                self.name, model.name, functools.partial(_perturb_model, subset, model, options)
+            )
+            curves.update(found)
         curve_table, auc_table, summary, per_image = _tables(subset, curves, options.fractions, scored)
         return CheckResult(
             tables={CURVE_TABLE.name: curve_table, AUC_TABLE.name: auc_table},

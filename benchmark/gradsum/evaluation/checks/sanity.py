@@ -33,6 +33,7 @@ maps are no function of the weights, so no randomisation can change them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import zlib
 from collections import defaultdict
@@ -577,7 +578,13 @@ class SanityCheck(TrustCheck):
             # the same context (and map cache) on its first images
             context = dataclasses.replace(context, indices=context.indices[: options.images])
         twins = checked_twins(context, options.twins, "twins")
-        parts = [model_sanity(context, m, options, twins.get(m.name)) for m in context.models]
+        # a model's curve and drops are its share of the work: a killed run resumes after the last finished one
+        parts = [
+            context.part(
+                self.name, m.name, functools.partial(model_sanity, context, m, options, twins.get(m.name))
+            )
+            for m in context.models
+        ]
         table = _concat([part.table for part in parts], SANITY_COLUMNS)
         tables = {SANITY_TABLE.name: table}
         if options.shuffled:
