@@ -74,7 +74,8 @@ def run_checks(
     factories = {name: CHECKS.get(name, "checks") for name in checks}
     results, seconds = {}, {}
     before = context.finished_parts
-    context.finished_parts = finished if finished is not None else before
+    if finished is not None:
+        context.finished_parts = finished
     try:
         for name, factory in factories.items():
             kept = finished.load(name) if finished is not None else None
