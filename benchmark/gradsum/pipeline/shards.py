@@ -144,14 +144,14 @@ class CheckFolder:
 
     def load(self, name: str) -> tuple[CheckResult, float] | None:
         folder = self.root / name
-        if not (folder / CHECK_RESULT).is_file() or not self._same_settings(folder):
+        recorded = self._recorded(folder) if (folder / CHECK_RESULT).is_file() else None
+        if recorded is None:
             return None
         result = _unpickled(folder / CHECK_RESULT, "the check runs again")
         if result is None:
             return None
         if not isinstance(result, CheckResult):
             raise ResultsError(f"{folder / CHECK_RESULT}: no check result; delete {folder} to run it again")
-        recorded = read_json_object(folder / CHECK_SETTINGS, ResultsError, "finished check settings")
         return result, float(recorded["seconds"])
 
     def save(self, name: str, result: CheckResult, seconds: float) -> None:
@@ -164,7 +164,7 @@ class CheckFolder:
     def load_part(self, check: str, part: str) -> tuple[Any, float] | None:
         folder = self.root / check / CHECK_PARTS
         path = folder / _part_file(part)
-        if not path.is_file() or not self._same_settings(folder):
+        if not path.is_file() or self._recorded(folder) is None:
             return None
         kept = _unpickled(path, "the part runs again")
         if kept is None:
@@ -174,22 +174,23 @@ class CheckFolder:
 
     def save_part(self, check: str, part: str, value: Any, seconds: float) -> None:
         folder = self.root / check / CHECK_PARTS
-        if folder.is_dir() and not self._same_settings(folder):
+        if folder.is_dir() and self._recorded(folder) is None:
             shutil.rmtree(folder)  # parts of other settings: none of them is kept
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / CHECK_SETTINGS).is_file():
             atomic_write_json(folder / CHECK_SETTINGS, {"settings": _as_json(self.settings)})
         atomic_write_bytes(folder / _part_file(part), pickle.dumps((value, seconds), pickle.HIGHEST_PROTOCOL))
 
-    def _same_settings(self, folder: Path) -> bool:
-        """Whether `folder`'s settings file records these settings (logged when it records others)."""
+    def _recorded(self, folder: Path) -> dict[str, Any] | None:
+        """`folder`'s settings file when it records these settings; else None (logged when it records
+        others)."""
         if not (folder / CHECK_SETTINGS).is_file():
-            return False
+            return None
         recorded = read_json_object(folder / CHECK_SETTINGS, ResultsError, "finished check settings")
         if recorded.get("settings") != _as_json(self.settings):
             log.info("%s: computed with other evaluation settings; it runs again", folder)
-            return False
-        return True
+            return None
+        return recorded
 
 
 def _part_file(part: str) -> str:
