@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from gradsum.contract import CRITERIA, MANIFEST, PLOTS, PROTOCOL_KEY, TRUST, read_table, write_table
 from gradsum.errors import ResultsError, SpecError
@@ -25,10 +26,13 @@ from gradsum.leaderboard.ladder import (
     CLEAN,
     LADDER,
     LADDER_SUMMARY,
+    REFERENCE,
+    REFERENCE_LABEL,
     LadderRun,
     ladder_configs,
     ladder_count,
     ladder_figure,
+    ladder_plot,
     ladder_steps,
     ladder_summary,
     ladder_table,
@@ -387,6 +391,31 @@ def test_the_figure_and_tables_are_written_and_repeat_byte_for_byte(
     pd.testing.assert_frame_equal(read_table(tmp_path / "board", LADDER), table, check_dtype=False)
     with pytest.raises(ResultsError, match="ladder: no method rows for architecture 'vit'"):
         ladder_figure(table, "vit", tmp_path / "vit")
+
+
+def test_the_figure_keeps_forty_five_methods_apart_beside_the_oracle_and_its_legend_inside(
+    folders: list[Path],
+) -> None:
+    table = ladder_table(folders)
+    # more methods than any palette has colours, as a real architecture scores
+    gradcam = table[table["method"] == "gradcam"]
+    names = [f"method{i:02d}" for i in range(45)]
+    many = pd.concat([*(gradcam.assign(method=name) for name in names), table[table["role"] != METHOD]])
+    fig = ladder_plot(many, "cnn")
+    FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    legend = fig.legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == [*names, REFERENCE_LABEL]
+    handles = legend.legend_handles[: len(names)]
+    assert len({(tuple(h.get_color()), h.get_marker()) for h in handles}) == len(names)
+    box = legend.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1
+    # the oracle's line stands in pilotnet's panel at its margins (0.5 at every level), not in compact_cnn's
+    # (whose runs did not score it)
+    oracle = {ax.get_title(): c for ax in fig.axes for c in ax.containers if c.get_label() == REFERENCE_LABEL}
+    assert list(oracle) == [f"pilotnet: {KEY}\nshadows"]
+    np.testing.assert_allclose(oracle[f"pilotnet: {KEY}\nshadows"].lines[0].get_ydata(), [0.5, 0.5, 0.5])
+    assert REFERENCE == "control:oracle"
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.lines import Line2D
 
 from gradsum.contract import (
     CRITERIA,
@@ -54,6 +54,7 @@ from gradsum.contract import (
 )
 from gradsum.errors import ResultsError, SpecError
 from gradsum.evaluation.checks.causal import CAUSAL_EFFECTS_TABLE
+from gradsum.evaluation.controls import ORACLE
 from gradsum.evaluation.nulls import PRIOR_SCENES, PRIOR_SPLIT
 from gradsum.evaluation.planned import METHOD
 from gradsum.evaluation.verdicts import PASS
@@ -61,6 +62,7 @@ from gradsum.fileio import atomic_write_bytes, read_json_object
 from gradsum.leaderboard.protocol import Protocol, check_protocol, run_configs
 from gradsum.models import ARCHITECTURES
 from gradsum.models.tasks import TRAINING_TASKS
+from gradsum.names import CONTROL_SOURCE, qualified
 from gradsum.pipeline.compression import headline
 from gradsum.pipeline.config import RunConfig, config_from_dict
 from gradsum.pipeline.evaluate import results_config
@@ -392,41 +394,53 @@ def slope(x: np.ndarray, y: np.ndarray) -> float:
 # ----- the figure -----
 
 
+#: every panel's reference line: the oracle (the model's own measured erasure effects) over the nulls at
+#: each level, so a method's fall reads against what the check can still tell apart at that level
+REFERENCE = qualified(CONTROL_SOURCE, ORACLE)
+REFERENCE_LABEL = f"{REFERENCE} (reference)"
+#: a marker per round of the palette's colours: an architecture scores more methods than any palette has
+#: distinguishable colours, and a repeated colour alone would make two methods' lines one
+MARKERS = ("o", "s", "^", "D", "v", "P")
+#: a legend column's width in inches at the legend's font: the longest method name beside its handle
+LEGEND_COLUMN = 2.1
+
+
+def method_styles(methods: Sequence[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
+    """Each method's (colour, marker) in `methods`' order: tab20's colours with a circle, then again with
+    the next marker, so up to 20 × len(MARKERS) methods get distinct lines (more start the round again)."""
+    styles = [(colour, marker) for marker in MARKERS for colour in sns.color_palette("tab20", 20)]
+    return {method: styles[i % len(styles)] for i, method in enumerate(methods)}
+
+
 def ladder_plot(table: pd.DataFrame, architecture: str) -> Figure:
     """Margin over the best gating null against level for one architecture's models: a panel per knob
     (columns) and per protocol model × criterion (rows), one line per method (role "method") and training
-    seed, with its CI; a filled marker where the verdict is pass."""
-    rows = table[(table["architecture"] == architecture) & (table["role"] == METHOD)]
+    seed, with its CI, a filled marker where the verdict is pass, and the oracle control's line as the
+    panel's reference (where the runs scored it)."""
+    ours = table[table["architecture"] == architecture]
+    rows = ours[ours["role"] == METHOD]
     if rows.empty:
         raise ResultsError(f"ladder: no method rows for architecture {architecture!r}")
+    reference = ours[ours["method"] == REFERENCE]
     knobs = sorted(set(rows["knob"]))
     panels = sorted({(str(m), str(c)) for m, c in zip(rows["model"], rows["criterion"], strict=True)})
     methods = sorted(set(rows["method"]))
-    palette = sns.color_palette("tab10", len(methods))
-    colours = {method: palette[i] for i, method in enumerate(methods)}
+    styles = method_styles(methods)
     # at least two panels wide: the title and legend would be cut at one knob's width
-    fig = Figure(figsize=(3.2 * max(len(knobs), 2), 2.4 * len(panels) + 0.8), layout="constrained")
+    width = 3.2 * max(len(knobs), 2)
+    fig = Figure(figsize=(width, 2.4 * len(panels) + 0.8), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(panels), len(knobs), squeeze=False))
     for r, (model, criterion) in enumerate(panels):
         for c, knob in enumerate(knobs):
             ax = axes[r, c]
-            panel = rows[(rows["model"] == model) & (rows["criterion"] == criterion) & (rows["knob"] == knob)]
-            for (method, _seed), line in panel.groupby(["method", "seed"], sort=True):
-                line = line.sort_values("level")
-                margin = line["margin"].to_numpy(np.float64)
-                ax.errorbar(
-                    line["level"],
-                    margin,
-                    yerr=plots.ci_errors(margin, line["margin_ci_low"], line["margin_ci_high"]),
-                    color=colours[str(method)],
-                    marker="o",
-                    markersize=4,
-                    capsize=2,
-                    linewidth=1,
-                    mfc="none",
-                )
+            where = {"model": model, "criterion": criterion, "knob": knob}
+            for (method, _seed), line in _panel(rows, where).groupby(["method", "seed"], sort=True):
+                colour, marker = styles[str(method)]
+                _margin_line(ax, line, color=colour, marker=marker, markersize=4, linewidth=1, mfc="none")
                 passed = line[line["verdict"] == PASS]
-                ax.plot(passed["level"], passed["margin"], "o", color=colours[str(method)], markersize=4)
+                ax.plot(passed["level"], passed["margin"], marker, color=colour, markersize=4)
+            for _seed, line in _panel(reference, where).groupby("seed", sort=True):
+                _margin_line(ax, line, color="black", linewidth=2, alpha=0.6, label=REFERENCE_LABEL)
             ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
             ax.set_xticks(sorted(set(rows["level"])))
             ax.grid(alpha=0.3)
@@ -435,10 +449,33 @@ def ladder_plot(table: pd.DataFrame, architecture: str) -> Figure:
                 ax.set_xlabel("level")
             if c == 0:
                 ax.set_ylabel("margin over best null")
-    handles = [Patch(color=colours[m], label=m) for m in methods]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(methods), 5), fontsize="small")
+    handles = [
+        Line2D([], [], color=styles[m][0], marker=styles[m][1], mfc="none", linewidth=1, label=m)
+        for m in methods
+    ]
+    if not reference.empty:
+        handles.append(Line2D([], [], color="black", linewidth=2, alpha=0.6, label=REFERENCE_LABEL))
+    # as many columns as the figure is wide: a wider legend is cut at the figure's edges
+    columns = max(1, min(len(handles), int(width // LEGEND_COLUMN)))
+    fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize="small")
     fig.suptitle(f"{architecture}: trust margin by difficulty level (filled: pass)")
     return fig
+
+
+def _panel(rows: pd.DataFrame, where: Mapping[str, str]) -> pd.DataFrame:
+    """The rows of one panel: those whose columns hold `where`'s values."""
+    keep = np.ones(len(rows), dtype=bool)
+    for column, value in where.items():
+        keep &= (rows[column] == value).to_numpy()
+    return rows[keep]
+
+
+def _margin_line(ax: Any, line: pd.DataFrame, **style: Any) -> None:
+    """One line's margins by level with their CIs as error bars."""
+    line = line.sort_values("level")
+    margin = line["margin"].to_numpy(np.float64)
+    yerr = plots.ci_errors(margin, line["margin_ci_low"], line["margin_ci_high"])
+    ax.errorbar(line["level"], margin, yerr=yerr, capsize=2, **style)
 
 
 def ladder_figure(table: pd.DataFrame, architecture: str, stem: str | os.PathLike[str]) -> list[Path]:
