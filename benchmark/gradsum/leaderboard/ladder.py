@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -470,7 +471,7 @@ def _panel(rows: pd.DataFrame, where: Mapping[str, str]) -> pd.DataFrame:
     return rows[keep]
 
 
-def _margin_line(ax: Any, line: pd.DataFrame, **style: Any) -> None:
+def _margin_line(ax: Axes, line: pd.DataFrame, **style: Any) -> None:
     """One line's margins by level with their CIs as error bars."""
     line = line.sort_values("level")
     margin = line["margin"].to_numpy(np.float64)
